@@ -1,0 +1,1 @@
+"""Persistence: ORM models, sessions and migrations."""

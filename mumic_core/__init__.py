@@ -1,0 +1,1 @@
+"""MuMIC core: the model, training, scoring and the services the app, CLI and worker share."""

@@ -1,0 +1,285 @@
+"""``python -m mumic_core``: the command-line interface."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from .studio import Studio, open_studio
+
+
+class _Errors(click.Group):
+    """Known failures become one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        from .classes import ClassError
+        from .model_factory import ModelUnavailable
+        from .training import TrainingError
+
+        try:
+            return super().invoke(ctx)
+        except (ClassError, ModelUnavailable, TrainingError, FileNotFoundError, KeyError, ValueError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            click.echo(f"error: {msg}", err=True)
+            sys.exit(1)
+
+
+def _studio() -> Studio:
+    return open_studio()
+
+
+def _progress_bar(desc: str):
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def report(phase: str, fraction: float, info: dict) -> None:
+        bar.set_description(phase)
+        bar.n = round(100 * fraction)
+        if "loss" in info:
+            bar.set_postfix_str(f"loss {info['loss']:.4f}")
+        bar.refresh()
+
+    return bar, report
+
+
+@click.group(cls=_Errors)
+def main() -> None:
+    """MuMIC Studio: multi-label image labelling with CLIP suggestions."""
+
+
+@main.command()
+@click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
+def init(demo: bool) -> None:
+    """Create or migrate the database, register the base model, seed the demo, score."""
+    from .demo import is_empty, seed_demo
+    from .registry import describe, ensure_base_version
+    from .scoring import score_collection
+
+    studio = _studio()
+    version = ensure_base_version(studio)
+    click.echo(f"model: {describe(version)}")
+    if demo and is_empty(studio):
+        summary = seed_demo(studio)
+        click.echo(f"demo: {summary.images} images, {summary.labelled} pre-labelled "
+                   f"({summary.missed_labels} labels missed on purpose)")
+    from sqlalchemy import func, select
+
+    from db.models import Prediction
+
+    with studio.read() as s:
+        scored = s.scalar(select(func.count()).select_from(Prediction)
+                          .where(Prediction.model_version_id == version.id)) or 0
+    if not scored:
+        n = score_collection(studio, version)
+        click.echo(f"scored: {n} image-class pairs with {version.name}")
+
+
+@main.command()
+@click.option("--images", "n_images", default=400, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+def demo(n_images: int, seed: int) -> None:
+    """Generate the demo collection (classes, images, truth, noisy pre-labels)."""
+    from .demo import is_empty, seed_demo
+
+    studio = _studio()
+    if not is_empty(studio):
+        raise ValueError("the collection is not empty; use a fresh MUMIC_HOME for the demo")
+    s = seed_demo(studio, n_images=n_images, seed=seed)
+    click.echo(f"demo: {s.images} images, {s.labelled} pre-labelled ({s.missed_labels} labels missed); "
+               f"held-out truth in {s.holdout_csv}")
+
+
+@main.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="filename,labels CSV (labels joined by '|').")
+@click.option("--complete", is_flag=True, help="Listed labels are complete: other classes are negatives.")
+@click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
+def import_(folder: Path, labels: Path | None, complete: bool, annotator: str | None) -> None:
+    """Import every image below FOLDER; bad files are named with their reason."""
+    from .collection import default_annotator, import_folder, import_labels_csv
+
+    studio = _studio()
+    report = import_folder(studio, folder)
+    click.echo(report.summary())
+    for line in report.lines():
+        click.echo(f"  {line}")
+    if labels:
+        lr = import_labels_csv(studio, labels, annotator or default_annotator(), complete=complete)
+        click.echo(f"labels: {lr.images_labelled} images labelled; {len(lr.errors)} rows rejected")
+        for err in lr.errors:
+            click.echo(f"  {err}")
+    if report.rejected:
+        sys.exit(2 if not report.added else 0)
+
+
+@main.group()
+def classes() -> None:
+    """Define and list classes."""
+
+
+@classes.command("add")
+@click.argument("name")
+@click.option("--prompt", "prompts", multiple=True, help="Text prompt (repeatable).")
+@click.option("--description", default="")
+def classes_add(name: str, prompts: tuple[str, ...], description: str) -> None:
+    """Add a class and score it zero-shot over the collection."""
+    from .classes import add_class
+    from .registry import active_version
+    from .scoring import score_classes
+
+    studio = _studio()
+    cls = add_class(studio, name, prompts, description)
+    click.echo(f"added class '{cls.name}' with prompts: {'; '.join(cls.prompt_texts)}")
+    version = active_version(studio)
+    if version is not None:
+        n = score_classes(studio, version, [cls.id])
+        click.echo(f"zero-shot scores for {n} images with {version.name}")
+
+
+@classes.command("list")
+def classes_list() -> None:
+    """List active classes with their prompts."""
+    from .classes import list_classes
+
+    for c in list_classes(_studio()):
+        click.echo(f"{c.id:4d}  {c.name:28s} {' | '.join(c.prompt_texts)}")
+
+
+@classes.command("import")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def classes_import(csv_path: Path) -> None:
+    """Add classes from a name,prompt CSV (one prompt per row; names may repeat)."""
+    from .classes import import_class_csv
+
+    added, refused = import_class_csv(_studio(), csv_path)
+    click.echo(f"added {len(added)} classes; {len(refused)} refused")
+    for line in refused:
+        click.echo(f"  {line}")
+
+
+@main.command()
+@click.option("--model", "model_name", default=None, help="Version name (default: the active one).")
+def score(model_name: str | None) -> None:
+    """Score every image against every active class and store the predictions."""
+    from .registry import ensure_base_version, get_version
+    from .scoring import score_collection
+
+    studio = _studio()
+    version = get_version(studio, model_name) if model_name else ensure_base_version(studio)
+    bar = tqdm(desc=f"scoring with {version.name}", unit="img")
+    n = score_collection(studio, version, progress=bar.update)
+    bar.close()
+    click.echo(f"stored {n} predictions for {version.name}")
+
+
+@main.command()
+@click.option("--loss", type=click.Choice(["mumic", "bce", "softmax", "asl"]), default="mumic", show_default=True)
+@click.option("--mode", type=click.Choice(["head", "full"]), default="head", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Epochs (full) or steps (head).")
+@click.option("--lr", type=float, default=None)
+@click.option("--per-class-offset", is_flag=True)
+@click.option("--unfreeze", type=click.Choice(["all", "last"]), default="all", show_default=True)
+@click.option("--activate", "activate_policy", type=click.Choice(["if-better", "always", "never"]),
+              default="if-better", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
+def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
+    """Train a new model version from the human labels."""
+    from .jobs import create_job, get_job, run_job
+
+    params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
+              "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
+    studio = _studio()
+    if queue:
+        from .worker import enqueue
+
+        click.echo(f"queued job {enqueue(studio, 'train', params)}")
+        return
+    job_id = create_job(studio, "train", params)
+    bar, report = _progress_bar("training")
+    try:
+        job = run_job(studio, job_id, extra_progress=report)
+    finally:
+        bar.close()
+    r = job.result
+    fmt = lambda m: " ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)  # noqa: E731
+    click.echo(f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
+               f"{'activated and re-scored' if r['activated'] else 'kept as candidate'}")
+
+
+@main.command()
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "model_name", default=None, help="One version (default: every version).")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None, as_json: bool) -> None:
+    """Evaluate versions on ground truth (default: the demo's held-out truth)."""
+    from .evaluation import evaluate_folder, evaluate_stored
+    from .registry import get_version, list_versions
+
+    studio = _studio()
+    if truth is None:
+        truth = studio.settings.demo_dir / "holdout.csv"
+        if images_dir or not truth.exists():
+            raise ValueError("give --truth CSV (and --images DIR for images outside the collection)")
+    versions = [get_version(studio, model_name)] if model_name else list_versions(studio)
+    results = {}
+    for v in versions:
+        m = evaluate_folder(studio, v, images_dir, truth) if images_dir else evaluate_stored(studio, v, truth)
+        results[v.name] = {"kind": v.kind, "status": v.status, **m}
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    click.echo(f"truth: {truth} ({next(iter(results.values()))['n_images']} images)")
+    click.echo(f"{'version':8s} {'kind':15s} {'status':9s} {'GAP@10':>7s} {'GAP':>7s} {'mAP':>7s}")
+    for name, m in results.items():
+        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} {m['gap_at_10']:7.4f} {m['gap']:7.4f} {m['map']:7.4f}")
+
+
+@main.command()
+@click.argument("what", type=click.Choice(["labels"]))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "coco"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export(what: str, fmt: str, out: Path | None) -> None:
+    """Export the current human labels."""
+    from .collection import export_labels
+
+    text = export_labels(_studio(), fmt)
+    if out:
+        out.write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@main.group()
+def models() -> None:
+    """List and activate model versions."""
+
+
+@models.command("list")
+def models_list() -> None:
+    from .registry import describe, list_versions
+
+    for v in list_versions(_studio()):
+        m = v.metrics.get("val", {})
+        extra = f"  val mAP {m['map']:.4f} GAP@10 {m['gap_at_10']:.4f}" if m.get("map") is not None else ""
+        click.echo(f"{v.status:9s} {describe(v)}{extra}")
+
+
+@models.command("activate")
+@click.argument("name")
+def models_activate(name: str) -> None:
+    """Make a version active and re-score the collection with it."""
+    from .registry import activate, get_version
+    from .scoring import score_collection
+
+    studio = _studio()
+    version = get_version(studio, name)
+    activate(studio, version.id)
+    n = score_collection(studio, version)
+    click.echo(f"{version.name} is active; {n} predictions stored")

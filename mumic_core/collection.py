@@ -1,0 +1,238 @@
+"""Images and human labels: import, annotate, export."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from db.models import Annotation, Image, LabelClass, utcnow
+
+from .classes import normalize_name
+from .images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
+from .studio import Studio
+
+VAL_FRACTION = 0.2
+_BATCH = 64
+
+
+def default_annotator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "unknown"
+
+
+def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
+    """Fixed train/val assignment from the content hash, identical across model versions."""
+    return "val" if int(sha256[:8], 16) / 2**32 < val_fraction else "train"
+
+
+def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]]) -> ImportReport:
+    """Validate, store and register images; bad files are reported one by one, never fatal."""
+    report = ImportReport()
+    settings = studio.settings
+    pending: list[Image] = []
+    seen: dict[str, str] = {}
+    for name, source in files:
+        limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}
+        try:
+            if isinstance(source, Path):
+                data, info = validate_file(source, **limits)
+            else:
+                data, info = source, validate_image(source, **limits)
+        except ImageRejected as exc:
+            report.rejected.append((name, exc.reason))
+            continue
+        if info.sha256 in seen:
+            report.duplicates.append((name, f"same content as {seen[info.sha256]}"))
+            continue
+        seen[info.sha256] = name
+        relpath = studio.store.put(data, info)
+        pending.append(
+            Image(sha256=info.sha256, original_name=name, relpath=relpath, width=info.width,
+                  height=info.height, format=info.format, split=split_for(info.sha256))
+        )
+        if len(pending) >= _BATCH:
+            _register(studio, pending, report)
+            pending = []
+    _register(studio, pending, report)
+    return report
+
+
+def _register(studio: Studio, images: list[Image], report: ImportReport) -> None:
+    if not images:
+        return
+    with studio.write() as s:
+        shas = [im.sha256 for im in images]
+        known = dict(s.execute(select(Image.sha256, Image.original_name).where(Image.sha256.in_(shas))).all())
+        for im in images:
+            if im.sha256 in known:
+                report.duplicates.append((im.original_name, f"already in the collection as {known[im.sha256]}"))
+            else:
+                s.add(im)
+                report.added.append(im.original_name)
+
+
+def import_folder(studio: Studio, folder: Path) -> ImportReport:
+    """Import every file below ``folder``; names are kept relative to it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)))
+
+
+def annotate(
+    studio: Studio,
+    image_id: int,
+    labels: Mapping[int, bool],
+    annotator: str,
+    source: str = "review",
+) -> int:
+    """Record positives/negatives for one image; returns the number of new annotation rows.
+
+    A statement that differs from the current one supersedes it (the old row stays, marked
+    not current). Runs in one short write transaction so concurrent writers never lose an
+    update: on SQLite the write lock is taken before the first read (BEGIN IMMEDIATE); on
+    PostgreSQL the current rows are locked with FOR UPDATE.
+    """
+    added = 0
+    with studio.write() as s:
+        if s.get(Image, image_id) is None:
+            raise KeyError(f"no image with id {image_id}")
+        current = {
+            a.class_id: a
+            for a in s.scalars(
+                select(Annotation)
+                .where(Annotation.image_id == image_id, Annotation.is_current.is_(True),
+                       Annotation.class_id.in_(list(labels)))
+                .with_for_update()
+            )
+        }
+        for class_id, positive in labels.items():
+            old = current.get(class_id)
+            if old is not None and old.positive == bool(positive):
+                continue
+            if old is not None:
+                old.is_current = False
+                s.flush()
+            s.add(Annotation(image_id=image_id, class_id=class_id, positive=bool(positive),
+                             annotator=annotator, source=source,
+                             supersedes_id=old.id if old else None))
+            added += 1
+        s.execute(
+            update(Image).where(Image.id == image_id)
+            .values(review_count=Image.review_count + 1, reviewed_at=utcnow())
+        )
+    return added
+
+
+@dataclass
+class LabelImportReport:
+    images_labelled: int
+    errors: list[str]
+
+
+def import_labels_csv(
+    studio: Studio, path: Path, annotator: str, complete: bool = False, source: str = "import"
+) -> LabelImportReport:
+    """``filename,labels`` (labels joined by '|') -> positive annotations.
+
+    With ``complete``, every other active class becomes a negative for that image. Rows with
+    unknown files or classes are reported by line number; the others are imported.
+    """
+    with studio.read() as s:
+        images = s.execute(select(Image.id, Image.original_name)).all()
+        classes = {c.normalized_name: c.id for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)))}
+    by_name: dict[str, int] = {}
+    for image_id, name in images:
+        by_name[name] = image_id
+        by_name.setdefault(Path(name).name, image_id)
+    errors: list[str] = []
+    done = 0
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"filename", "labels"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected a header 'filename,labels'")
+        for line, row in enumerate(reader, start=2):
+            image_id = by_name.get((row.get("filename") or "").strip())
+            if image_id is None:
+                errors.append(f"line {line}: unknown image {row.get('filename')!r}")
+                continue
+            names = [n for n in (row.get("labels") or "").split("|") if n.strip()]
+            unknown = [n for n in names if normalize_name(n) not in classes]
+            if unknown:
+                errors.append(f"line {line}: unknown class {', '.join(map(repr, unknown))}")
+                continue
+            positives = {classes[normalize_name(n)] for n in names}
+            labels = {cid: True for cid in positives}
+            if complete:
+                labels.update({cid: False for cid in classes.values() if cid not in positives})
+            annotate(studio, image_id, labels, annotator, source=source)
+            done += 1
+    return LabelImportReport(done, errors)
+
+
+def current_labels(studio: Studio) -> list[tuple[int, int, bool]]:
+    """(image_id, class_id, positive) for every current annotation."""
+    with studio.read() as s:
+        return [tuple(r) for r in s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
+            .where(Annotation.is_current.is_(True))
+        ).all()]
+
+
+def collection_counts(studio: Studio) -> dict[str, int]:
+    """Images, reviewed images, active classes, current annotations."""
+    with studio.read() as s:
+        return {
+            "images": s.scalar(select(func.count(Image.id))) or 0,
+            "reviewed": s.scalar(select(func.count(Image.id)).where(Image.review_count > 0)) or 0,
+            "classes": s.scalar(select(func.count(LabelClass.id)).where(LabelClass.active.is_(True))) or 0,
+            "annotations": s.scalar(select(func.count(Annotation.id)).where(Annotation.is_current.is_(True))) or 0,
+        }
+
+
+def export_labels(studio: Studio, fmt: str) -> str:
+    """Current human labels as CSV, JSON or COCO-style JSON (image-level categories)."""
+    with studio.read() as s:
+        images = list(s.scalars(select(Image).order_by(Image.id)))
+        classes = {c.id: c.name for c in s.scalars(select(LabelClass).order_by(LabelClass.id))}
+    pos: dict[int, list[int]] = {}
+    neg: dict[int, list[int]] = {}
+    for image_id, class_id, positive in current_labels(studio):
+        (pos if positive else neg).setdefault(image_id, []).append(class_id)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["filename", "labels"])
+        for im in images:
+            writer.writerow([im.original_name, "|".join(sorted(classes[c] for c in pos.get(im.id, [])))])
+        return buf.getvalue()
+    if fmt == "json":
+        return json.dumps([
+            {"filename": im.original_name, "sha256": im.sha256,
+             "positives": sorted(classes[c] for c in pos.get(im.id, [])),
+             "negatives": sorted(classes[c] for c in neg.get(im.id, []))}
+            for im in images
+        ], indent=1)
+    if fmt == "coco":
+        anns = [
+            {"id": i, "image_id": image_id, "category_id": class_id}
+            for i, (image_id, class_id) in enumerate(
+                ((im.id, c) for im in images for c in sorted(pos.get(im.id, []))), start=1)
+        ]
+        return json.dumps({
+            "info": {"description": "MuMIC Studio image-level labels"},
+            "images": [{"id": im.id, "file_name": im.original_name, "width": im.width, "height": im.height}
+                       for im in images],
+            "categories": [{"id": cid, "name": name} for cid, name in classes.items()],
+            "annotations": anns,
+        }, indent=1)
+    raise ValueError(f"unknown export format {fmt!r}; use csv, json or coco")

@@ -1,0 +1,70 @@
+"""Settings, read from the environment once per process.
+
+All state lives under ``MUMIC_HOME`` (default ``./mumic_data``): the database, the image
+store, model versions, cached embeddings and the job queue.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+BUILTIN_MODEL = "mumic-tiny-rn"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives and which model to use."""
+
+    home: Path
+    database_url: str
+    model: str
+    pretrained: str
+    model_explicit: bool = False
+    offline_probe_seconds: float = 4.0
+    max_image_pixels: int = 64_000_000
+    max_image_bytes: int = 64 * 2**20
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def embedding_dir(self) -> Path:
+        return self.home / "embeddings"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.home / "demo"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.home / "queue.db"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.image_dir, self.model_dir, self.embedding_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``MUMIC_*`` environment variables."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("MUMIC_HOME", "mumic_data")).expanduser().resolve()
+    url = env.get("MUMIC_DATABASE_URL") or f"sqlite:///{home / 'mumic.db'}"
+    explicit = "MUMIC_MODEL" in env or "MUMIC_PRETRAINED" in env
+    return Settings(
+        home=home,
+        database_url=url,
+        model=env.get("MUMIC_MODEL", DEFAULT_MODEL),
+        pretrained=env.get("MUMIC_PRETRAINED", DEFAULT_PRETRAINED),
+        model_explicit=explicit,
+        offline_probe_seconds=float(env.get("MUMIC_OFFLINE_PROBE_SECONDS", "4")),
+    )

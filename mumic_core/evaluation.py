@@ -1,0 +1,64 @@
+"""Evaluate model versions against ground truth (the paper's GAP@10, GAP and macro mAP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from db.models import Image, ModelVersion
+
+from .classes import normalize_name
+from .classifier import encode_images
+from .images import iter_image_files
+from .metrics import evaluate
+from .scenes import read_labels_csv
+from .scoring import active_classes, image_items, load_scorer, predict
+from .studio import Studio
+
+
+def _truth_matrix(rows: list[tuple[str, frozenset[str]]], class_names: list[str]) -> np.ndarray:
+    col = {normalize_name(n): k for k, n in enumerate(class_names)}
+    unknown = sorted({lab for _, labels in rows for lab in labels if normalize_name(lab) not in col})
+    if unknown:
+        raise ValueError(f"truth names classes that are not defined: {', '.join(unknown[:10])}")
+    truth = np.zeros((len(rows), len(class_names)), dtype=np.float32)
+    for r, (_, labels) in enumerate(rows):
+        for lab in labels:
+            truth[r, col[normalize_name(lab)]] = 1.0
+    return truth
+
+
+def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> dict:
+    """Metrics of ``version`` on collection images listed in a ``filename,labels`` truth file."""
+    rows = read_labels_csv(truth_csv)
+    with studio.read() as s:
+        ids = dict(s.execute(select(Image.original_name, Image.id)).all())
+    missing = [name for name, _ in rows if name not in ids]
+    if missing:
+        raise ValueError(f"{len(missing)} images of {truth_csv} are not in the collection, e.g. {missing[0]}")
+    classes = active_classes(studio)
+    items = dict(image_items(studio, [ids[n] for n, _ in rows]))
+    _, prob = predict(studio, load_scorer(studio, version), [(ids[n], items[ids[n]]) for n, _ in rows], classes)
+    names = [c.name for c in classes]
+    return evaluate(prob, _truth_matrix(rows, names), names)
+
+
+def evaluate_folder(studio: Studio, version: ModelVersion, folder: Path, truth_csv: Path) -> dict:
+    """Metrics on images outside the collection (nothing is stored)."""
+    rows = read_labels_csv(truth_csv)
+    files = {p.relative_to(folder).as_posix(): p for p in iter_image_files(folder)}
+    missing = [name for name, _ in rows if name not in files]
+    if missing:
+        raise ValueError(f"{len(missing)} files of {truth_csv} are not in {folder}, e.g. {missing[0]}")
+    scorer = load_scorer(studio, version)
+    classes = active_classes(studio)
+    names = [c.name for c in classes]
+    emb = encode_images(scorer.encoder, [files[n] for n, _ in rows])
+    sim = emb @ scorer.class_matrix(names, [c.prompt_texts for c in classes]).T
+    if scorer.head is None:  # base model never scored: calibrate on these images
+        from .scoring import calibrate_base_head
+
+        calibrate_base_head(studio, scorer, sim)
+    return evaluate(scorer.head.probabilities(sim, names), _truth_matrix(rows, names), names)

@@ -1,0 +1,299 @@
+"""Image validation, RGB normalisation and content-addressed storage.
+
+Every imported file is fully decoded before it is accepted; a bad file raises
+:class:`ImageRejected` with a short human-readable reason so that a batch import can
+report it and carry on. Accepted images are stored under their SHA-256, never under a
+user-supplied file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_FILE_BYTES = 64 * 2**20
+MAX_PIXELS = 64_000_000
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+# Pillow format name -> extension used in the store.
+_FORMAT_EXT = {
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "TIFF": "tif",
+}
+_SHA_RE = re.compile(r"[0-9a-f]{64}")
+_EXT_RE = re.compile(r"[a-z0-9]{1,5}")
+# Image.MAX_IMAGE_PIXELS is process-global: validations change it only under this lock
+# and always restore it.
+_PIL_LIMIT_LOCK = threading.RLock()
+
+
+class ImageRejected(ValueError):
+    """A file that cannot be imported; ``reason`` is a short human sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    """Facts about an accepted image (width/height after EXIF orientation)."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    ext: str
+
+
+def _fmt_bytes(n: int) -> str:
+    if n >= 2**20:
+        return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n / 2**20:.1f} MiB"
+    if n >= 2**10:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{n} bytes"
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    """Name common non-raster or unsupported formats Pillow cannot identify."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in head:
+        return "SVG"
+    if head.startswith(b"%pdf"):
+        return "PDF"
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "HEIC"
+        if brand in (b"avif", b"avis"):
+            return "AVIF"
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def validate_image(
+    data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> ValidatedImage:
+    """Fully decode ``data`` and return its facts, or raise :class:`ImageRejected`.
+
+    The header dimensions are checked against ``max_pixels`` before any pixel data is
+    decoded; only JPEG/MPO, PNG, WEBP, BMP, GIF and TIFF are accepted.
+    """
+    if not data:
+        raise ImageRejected("empty file")
+    if len(data) > max_bytes:
+        raise ImageRejected(f"file too large: {_fmt_bytes(len(data))} exceeds {_fmt_bytes(max_bytes)}")
+    with _PIL_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            # Header only: Pillow's own check is disabled so that we can report the
+            # real dimensions; ours follows immediately, before decoding.
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                img = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:
+                kind = _sniff_unsupported(data)
+                raise ImageRejected(
+                    f"unsupported format {kind}" if kind else "not an image (unrecognised format)"
+                ) from None
+            except Exception as exc:
+                raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
+            Image.MAX_IMAGE_PIXELS = max_pixels  # guards frames/tiles decoded below
+            with img:
+                if img.format not in _FORMAT_EXT:
+                    raise ImageRejected(f"unsupported format {img.format or 'unknown'}")
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageRejected(
+                        f"too large: {width} x {height} pixels exceeds the {max_pixels:,} pixel limit"
+                    )
+                try:
+                    img.load()  # first frame only for animated GIF/MPO/TIFF
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                    raise ImageRejected(f"too large: {_describe(exc)}") from exc
+                except MemoryError as exc:
+                    raise ImageRejected("too large: not enough memory to decode") from exc
+                except Exception as exc:
+                    raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
+                try:
+                    rgb = to_rgb(img)
+                except Exception as exc:
+                    raise ImageRejected(f"cannot convert {img.mode} image to RGB ({_describe(exc)})") from exc
+                return ValidatedImage(
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    width=rgb.width,
+                    height=rgb.height,
+                    format=img.format,
+                    ext=_FORMAT_EXT[img.format],
+                )
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+
+
+def validate_file(
+    path: Path, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> tuple[bytes, ValidatedImage]:
+    """Read and validate a file, refusing oversized files before reading them."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageRejected(f"file too large: {_fmt_bytes(size)} exceeds {_fmt_bytes(max_bytes)}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageRejected(f"could not read file ({exc.strerror or _describe(exc)})") from exc
+    return data, validate_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit integer or float image to 8-bit "L" over its value range."""
+    if img.mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1:  # not a 0..1 image: stretch its actual range
+            arr = arr - lo
+            hi = hi - lo
+        hi = hi if hi > 1 else 1.0
+    else:
+        base = img if img.mode == "I" else img.convert("I")
+        arr = np.clip(np.asarray(base, dtype=np.float32), 0, None)
+        hi = max(65535.0, float(arr.max()))
+    out = np.rint(arr * np.float32(255.0 / hi)).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return an upright 8-bit RGB version of ``img``; transparency becomes white."""
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF: keep the pixels as stored
+        pass
+    if img.mode.startswith("I") or img.mode == "F":
+        img = _to_8bit(img)
+    if "transparency" in img.info and img.mode in ("1", "L", "P", "RGB"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_rgb(source: bytes | str | Path) -> Image.Image:
+    """Open an image file (or its bytes) and return it as upright RGB."""
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with Image.open(fp) as img:
+        img.load()
+        rgb = to_rgb(img)
+        return img.copy() if rgb is img else rgb
+
+
+class ImageStore:
+    """Content-addressed image files: ``root/ab/abcd....ext``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, sha256: str, ext: str) -> Path:
+        """Where the image with this hash and extension lives."""
+        if not _SHA_RE.fullmatch(sha256) or not _EXT_RE.fullmatch(ext):
+            raise ValueError(f"invalid image key {sha256!r}.{ext!r}")
+        return self.root / sha256[:2] / f"{sha256}.{ext}"
+
+    def put(self, data: bytes, validated: ValidatedImage) -> str:
+        """Store ``data`` atomically unless already present; return its relative path."""
+        if hashlib.sha256(data).hexdigest() != validated.sha256:
+            raise ValueError("data does not match validated sha256")
+        path = self.path_for(validated.sha256, validated.ext)
+        rel = path.relative_to(self.root).as_posix()
+        if path.exists():
+            return rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f".{validated.ext}")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return rel
+
+    def open(self, relpath: str) -> Path:
+        """Absolute path of a stored image given its relative path."""
+        rel = PurePosixPath(relpath)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"invalid store path {relpath!r}")
+        path = self.root.joinpath(*rel.parts)
+        if not path.is_file():
+            raise FileNotFoundError(f"image not in store: {relpath}")
+        return path
+
+
+def iter_image_files(folder: Path) -> Iterator[Path]:
+    """Yield every regular file below ``folder`` in sorted order, skipping hidden names.
+
+    Files are not filtered by suffix, so callers can report non-images. Symlinked
+    directories are not followed; unreadable subdirectories are skipped.
+    """
+    yield from _walk(sorted(os.scandir(folder), key=lambda e: e.name))
+
+
+def _walk(entries: list[os.DirEntry]) -> Iterator[Path]:
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                children = sorted(os.scandir(entry.path), key=lambda e: e.name)
+                yield from _walk(children)
+            elif entry.is_file():
+                yield Path(entry.path)
+        except OSError:
+            continue
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass
+class ImportReport:
+    """Outcome of importing a batch of files (names are as the user gave them)."""
+
+    added: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line, e.g. "Added 3 images; 1 duplicate skipped; 2 files rejected"."""
+        return (
+            f"Added {_plural(len(self.added), 'image')}; "
+            f"{_plural(len(self.duplicates), 'duplicate')} skipped; "
+            f"{_plural(len(self.rejected), 'file')} rejected"
+        )
+
+    def lines(self) -> list[str]:
+        """One line per rejected, then per duplicate, file: "name: reason"."""
+        return [f"{name}: {reason}" for name, reason in self.rejected + self.duplicates]

@@ -1,0 +1,132 @@
+"""Model versions: the base model, trained versions, activation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from db.models import ModelVersion
+
+from .classifier import Head
+from .model_factory import EncoderSpec, resolve_base_spec
+from .studio import Studio
+
+_LOCAL = "local-dir:"
+
+
+def _to_stored(studio: Studio, architecture: str) -> str:
+    """Paths inside MUMIC_HOME are stored relative to it, so the folder can move."""
+    if architecture.startswith(_LOCAL):
+        path = Path(architecture.removeprefix(_LOCAL))
+        try:
+            return _LOCAL + path.relative_to(studio.settings.home).as_posix()
+        except ValueError:
+            return architecture
+    return architecture
+
+
+def _from_stored(studio: Studio, architecture: str) -> str:
+    if architecture.startswith(_LOCAL):
+        path = Path(architecture.removeprefix(_LOCAL))
+        return _LOCAL + str(path if path.is_absolute() else studio.settings.home / path)
+    return architecture
+
+
+def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
+    """The encoder a version runs on."""
+    return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
+                       version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
+                       version.description)
+
+
+def head_path(studio: Studio, version: ModelVersion) -> Path:
+    return studio.settings.model_dir / version.name / "head.json"
+
+
+def load_head(studio: Studio, version: ModelVersion) -> Head | None:
+    path = head_path(studio, version)
+    return Head.load(path) if path.exists() else None
+
+
+def active_version(studio: Studio) -> ModelVersion | None:
+    with studio.read() as s:
+        return s.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
+
+
+def get_version(studio: Studio, name_or_id: str | int) -> ModelVersion:
+    with studio.read() as s:
+        q = select(ModelVersion)
+        q = q.where(ModelVersion.id == int(name_or_id)) if str(name_or_id).isdigit() else q.where(
+            ModelVersion.name == str(name_or_id))
+        version = s.scalar(q)
+    if version is None:
+        raise KeyError(f"no model version {name_or_id!r}")
+    return version
+
+
+def list_versions(studio: Studio) -> list[ModelVersion]:
+    with studio.read() as s:
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def next_version_name(studio: Studio) -> str:
+    with studio.read() as s:
+        n = (s.scalar(select(func.max(ModelVersion.id))) or 0) + 1
+    return f"v{n:04d}"
+
+
+def register_version(
+    studio: Studio,
+    name: str,
+    spec: EncoderSpec,
+    kind: str,
+    description: str,
+    parent_id: int | None = None,
+    training_config: dict | None = None,
+    metrics: dict | None = None,
+    status: str = "candidate",
+) -> ModelVersion:
+    """Record a model version whose files are already complete on disk."""
+    with studio.write() as s:
+        version = ModelVersion(
+            name=name, kind=kind, description=description,
+            architecture=_to_stored(studio, spec.architecture), weights=spec.weights,
+            parent_id=parent_id, training_config=training_config or {}, metrics=metrics or {},
+            status="candidate",
+        )
+        s.add(version)
+        s.flush()
+        version_id = version.id
+    if status == "active":
+        activate(studio, version_id)
+    return get_version(studio, version_id)
+
+
+def activate(studio: Studio, version_id: int) -> None:
+    """Make one version active and retire the previously active one, atomically."""
+    with studio.write() as s:
+        if s.get(ModelVersion, version_id) is None:
+            raise KeyError(f"no model version {version_id}")
+        s.execute(update(ModelVersion).where(ModelVersion.status == "active", ModelVersion.id != version_id)
+                  .values(status="retired"))
+        s.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(status="active"))
+
+
+def ensure_base_version(studio: Studio) -> ModelVersion:
+    """The active version; on a new store, register the base model (pretrained or built-in)."""
+    version = active_version(studio)
+    if version is not None:
+        return version
+    spec = resolve_base_spec(studio.settings)
+    return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
+                            spec, spec.kind, spec.description, status="active")
+
+
+def describe(version: ModelVersion) -> str:
+    """How the UI and CLI name a version: never call an untrained model pretrained."""
+    if version.kind == "builtin-random":
+        return f"{version.name}: UNTRAINED built-in model (random weights) — suggestions are not meaningful yet"
+    if version.kind in ("head", "full"):
+        return f"{version.name}: fine-tuned ({version.kind} mode) — {version.description}"
+    return f"{version.name}: {version.description}"

@@ -1,0 +1,41 @@
+"""The handle every service function takes: settings, database and image store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.migrate import upgrade
+from db.session import read_session, write_session
+
+from .config import Settings, load_settings
+from .images import ImageStore
+
+
+@dataclass(frozen=True)
+class Studio:
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def store(self) -> ImageStore:
+        return ImageStore(self.settings.image_dir)
+
+    def read(self):
+        """Context manager: a read-only session."""
+        return read_session(self.url)
+
+    def write(self):
+        """Context manager: a short write transaction (BEGIN IMMEDIATE on SQLite)."""
+        return write_session(self.url)
+
+
+def open_studio(settings: Settings | None = None, migrate: bool = True) -> Studio:
+    """Create the state folders and bring the schema up to date."""
+    settings = settings or load_settings()
+    settings.ensure_dirs()
+    if migrate:
+        upgrade(settings.database_url)
+    return Studio(settings)
