@@ -12,14 +12,11 @@ from sqlalchemy import select
 
 from db.models import ClassPrompt, LabelClass
 
+from .errors import ClassError
 from .studio import Studio
 
 MAX_NAME_LENGTH = 80
 MAX_PROMPT_LENGTH = 300
-
-
-class ClassError(ValueError):
-    """A class definition that is refused, with the reason."""
 
 
 def normalize_name(name: str) -> str:

@@ -16,13 +16,11 @@ class _Errors(click.Group):
     """Known failures become one clear line and exit status 1."""
 
     def invoke(self, ctx: click.Context):
-        from .classes import ClassError
-        from .model_factory import ModelUnavailable
-        from .training import TrainingError
+        from .errors import MumicError
 
         try:
             return super().invoke(ctx)
-        except (ClassError, ModelUnavailable, TrainingError, FileNotFoundError, KeyError, ValueError) as exc:
+        except (MumicError, FileNotFoundError, KeyError, ValueError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             click.echo(f"error: {msg}", err=True)
             sys.exit(1)
@@ -112,8 +110,8 @@ def import_(folder: Path, labels: Path | None, complete: bool, annotator: str | 
         click.echo(f"labels: {lr.images_labelled} images labelled; {len(lr.errors)} rows rejected")
         for err in lr.errors:
             click.echo(f"  {err}")
-    if report.rejected:
-        sys.exit(2 if not report.added else 0)
+    if report.rejected and not (report.added or report.duplicates):
+        sys.exit(2)  # nothing in the folder was an image
 
 
 @main.group()

@@ -236,3 +236,26 @@ def export_labels(studio: Studio, fmt: str) -> str:
             "annotations": anns,
         }, indent=1)
     raise ValueError(f"unknown export format {fmt!r}; use csv, json or coco")
+
+
+def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:
+    """Per active class: prompts, human positives and negatives, predicted positives >= threshold."""
+    from db.models import Prediction
+
+    with studio.read() as s:
+        classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
+        human = s.execute(
+            select(Annotation.class_id, Annotation.positive, func.count())
+            .where(Annotation.is_current.is_(True)).group_by(Annotation.class_id, Annotation.positive)
+        ).all()
+        predicted = dict(s.execute(
+            select(Prediction.class_id, func.count())
+            .where(Prediction.model_version_id == version_id, Prediction.score >= threshold)
+            .group_by(Prediction.class_id)
+        ).all()) if version_id is not None else {}
+    counts = {(c, p): n for c, p, n in human}
+    return [
+        {"class": c.name, "prompts": " | ".join(c.prompt_texts), "human +": counts.get((c.id, True), 0),
+         "human −": counts.get((c.id, False), 0), f"predicted ≥ {threshold:g}": predicted.get(c.id, 0)}
+        for c in classes
+    ]

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 
 from db.models import Image
 
-from .classes import ClassError, add_class
+from .classes import add_class
+from .errors import ClassError
 from .collection import annotate, import_folder
 from .scenes import DEMO_CLASSES, generate_collection, write_labels_csv
 from .studio import Studio

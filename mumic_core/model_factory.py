@@ -22,14 +22,11 @@ from urllib.parse import urlparse
 import torch
 
 from .config import BUILTIN_MODEL, Settings
+from .errors import ModelUnavailable
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
-
-
-class ModelUnavailable(RuntimeError):
-    """The configured weights cannot be loaded (offline, missing file, unknown tag)."""
 
 
 @dataclass(frozen=True)

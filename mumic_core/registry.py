@@ -128,5 +128,7 @@ def describe(version: ModelVersion) -> str:
     if version.kind == "builtin-random":
         return f"{version.name}: UNTRAINED built-in model (random weights) — suggestions are not meaningful yet"
     if version.kind in ("head", "full"):
-        return f"{version.name}: fine-tuned ({version.kind} mode) — {version.description}"
+        base = version.training_config.get("base_kind")
+        origin = " on your labels only, from the untrained built-in model (no pretraining)" if base == "builtin-random" else ""
+        return f"{version.name}: fine-tuned{origin} ({version.description})"
     return f"{version.name}: {version.description}"

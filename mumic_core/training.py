@@ -25,6 +25,7 @@ from db.models import LabelClass, ModelVersion
 
 from .classifier import Head, encode_prompts
 from .collection import current_labels
+from .errors import TrainingError
 from .images import load_rgb
 from .losses import LOSS_NAMES, init_temperature_offset, loss_fn
 from .metrics import evaluate, tune_thresholds
@@ -34,10 +35,6 @@ from .scoring import Scorer, active_classes, image_embeddings, image_items, load
 from .studio import Studio
 
 ProgressFn = Callable[[str, float, dict], None]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot run or did not produce a usable model."""
 
 
 @dataclass
@@ -190,7 +187,9 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
     out_dir.mkdir(parents=True, exist_ok=True)
     head.save(out_dir / "head.json")
 
-    cfg = asdict(config) | {"parent": parent.name, "classes": [c.name for c in labels.classes],
+    base_kind = parent.training_config.get("base_kind", parent.kind)
+    cfg = asdict(config) | {"parent": parent.name, "base_kind": base_kind,
+                            "classes": [c.name for c in labels.classes],
                             "val_is_train": bool(len(labels.subset("val")) == 0)}
     description = f"{config.mode} mode, {config.loss} loss, from {parent.name}"
     version = register_version(studio, name, spec, config.mode, description, parent_id=parent.id,

@@ -1,0 +1,56 @@
+"""MuMIC Studio home page: what is in the collection and which model makes the suggestions."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from mumic_core.collection import class_counts, collection_counts
+from mumic_core.jobs import list_jobs
+from mumic_core.registry import active_version, describe
+from mumic_core.studio import open_studio
+
+st.set_page_config(page_title="MuMIC Studio", page_icon="🏷️", layout="wide")
+
+
+@st.cache_resource
+def studio():
+    return open_studio()
+
+
+s = studio()
+st.title("MuMIC Studio")
+st.caption("Multi-label image labelling: a CLIP model proposes labels, people accept or fix them.")
+
+version = active_version(s)
+if version is None:
+    st.error("No model is registered yet. Run `make run` (or `python -m mumic_core init`).")
+elif version.kind == "builtin-random":
+    st.warning(f"**Model in use:** {describe(version)}. Train on your labels "
+               "(`python -m mumic_core train`) or configure pretrained CLIP weights (see README).")
+else:
+    st.info(f"**Model in use:** {describe(version)}")
+
+counts = collection_counts(s)
+cols = st.columns(4)
+cols[0].metric("Images", counts["images"])
+cols[1].metric("Reviewed images", f"{counts['reviewed']} / {counts['images']}")
+cols[2].metric("Active classes", counts["classes"])
+cols[3].metric("Human labels", counts["annotations"])
+
+st.subheader("Classes")
+rows = class_counts(s, version.id if version else None)
+if rows:
+    st.dataframe(rows, hide_index=True, width="stretch")
+else:
+    st.write("No classes yet: add them with `python -m mumic_core classes add NAME --prompt ...`.")
+
+st.subheader("Recent jobs")
+jobs = list_jobs(s, limit=5)
+if jobs:
+    st.dataframe(
+        [{"id": j.id, "kind": j.kind, "status": j.status, "phase": j.phase, "progress": f"{j.progress:.0%}",
+          "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else ""} for j in jobs],
+        hide_index=True, width="stretch",
+    )
+else:
+    st.write("No jobs yet.")

@@ -1,0 +1,17 @@
+"""Errors that reach people: each carries a message that is shown as one line."""
+
+
+class MumicError(Exception):
+    """Base class of the product's user-facing errors."""
+
+
+class ClassError(MumicError, ValueError):
+    """A class definition that is refused, with the reason."""
+
+
+class ModelUnavailable(MumicError, RuntimeError):
+    """The configured weights cannot be loaded (offline, missing file, unknown tag)."""
+
+
+class TrainingError(MumicError, RuntimeError):
+    """Training cannot run or did not produce a usable model."""

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from db.models import Annotation, Image
+from db.session import get_engine
+from mumic_core.classes import add_class, list_classes, normalize_name
+from mumic_core.errors import ClassError
+from mumic_core.collection import annotate, export_labels, import_files
+from mumic_core.scenes import generate_collection
+
+
+def _images(studio, tmp_path, n=3):
+    rows = generate_collection(n, seed=1, out_dir=tmp_path / "src", size=64)
+    report = import_files(studio, [(name, tmp_path / "src" / name) for name, _ in rows])
+    with studio.read() as s:
+        return list(s.scalars(select(Image).order_by(Image.id))), report
+
+
+def test_migrations_create_schema_in_wal_mode(studio):
+    engine = get_engine(studio.url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"images", "classes", "class_prompts", "annotations", "predictions", "model_versions", "jobs",
+            "alembic_version"} <= tables
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_class_names_are_validated(studio):
+    add_class(studio, "Red Object", ["a red thing"])
+    for bad, msg in [("", "empty"), ("   ", "empty"), ("red   object", "already exists"),
+                     ("RED OBJECT", "already exists"), ("x" * 81, "limit is 80")]:
+        with pytest.raises(ClassError, match=msg):
+            add_class(studio, bad)
+    assert [c.name for c in list_classes(studio)] == ["Red Object"]
+    assert normalize_name("  Red \t Object ") == "red object"
+
+
+def test_default_prompt_and_prompt_cleanup(studio):
+    c = add_class(studio, "kite", ["  a kite ", "a kite", ""])
+    assert c.prompt_texts == ["a kite"]
+    assert add_class(studio, "ball").prompt_texts == ["a photo of a ball"]
+
+
+def test_annotations_supersede_and_keep_history(studio, tmp_path):
+    images, _ = _images(studio, tmp_path)
+    cat = add_class(studio, "cat").id
+    dog = add_class(studio, "dog").id
+    image = images[0].id
+    assert annotate(studio, image, {cat: True, dog: False}, "ann") == 2
+    assert annotate(studio, image, {cat: True}, "bob") == 0  # same statement: nothing new
+    assert annotate(studio, image, {cat: False}, "bob") == 1  # correction
+    with studio.read() as s:
+        rows = list(s.scalars(select(Annotation).where(Annotation.class_id == cat).order_by(Annotation.id)))
+        reviewed = s.get(Image, image).review_count
+    assert [(r.positive, r.is_current, r.annotator) for r in rows] == [(True, False, "ann"), (False, True, "bob")]
+    assert rows[1].supersedes_id == rows[0].id
+    assert reviewed == 3
+
+
+def test_at_most_one_current_annotation_per_pair(studio, tmp_path):
+    images, _ = _images(studio, tmp_path, n=1)
+    cat = add_class(studio, "cat").id
+    annotate(studio, images[0].id, {cat: True}, "ann")
+    with pytest.raises(IntegrityError):
+        with studio.write() as s:
+            s.add(Annotation(image_id=images[0].id, class_id=cat, positive=False, annotator="x", is_current=True))
+
+
+def test_export_formats(studio, tmp_path):
+    images, _ = _images(studio, tmp_path, n=2)
+    cat, dog = add_class(studio, "cat").id, add_class(studio, "dog").id
+    annotate(studio, images[0].id, {cat: True, dog: False}, "ann")
+    rows = list(csv.DictReader(io.StringIO(export_labels(studio, "csv"))))
+    assert rows == [{"filename": images[0].original_name, "labels": "cat"},
+                    {"filename": images[1].original_name, "labels": ""}]
+    js = json.loads(export_labels(studio, "json"))
+    assert js[0]["positives"] == ["cat"] and js[0]["negatives"] == ["dog"]
+    coco = json.loads(export_labels(studio, "coco"))
+    assert {c["name"] for c in coco["categories"]} == {"cat", "dog"}
+    assert coco["annotations"] == [{"id": 1, "image_id": images[0].id, "category_id": cat}]
+    assert coco["images"][0]["width"] == 64
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_labels(studio, "xml")
+
+
+def test_duplicate_content_is_stored_once(studio, tmp_path):
+    _, report = _images(studio, tmp_path, n=2)
+    src = tmp_path / "src"
+    first = sorted(src.iterdir())[0]
+    again = import_files(studio, [("copy.png", first)])
+    assert again.added == [] and "already in the collection" in again.duplicates[0][1]
+    with studio.read() as s:
+        assert s.execute(text("select count(*) from images")).scalar() == 2
