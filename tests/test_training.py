@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from db.models import ModelVersion, Prediction
+from mumic_core import training
+from mumic_core.classes import add_class
+from mumic_core.demo import seed_demo
+from mumic_core.errors import TrainingError
+from mumic_core.evaluation import evaluate_stored
+from mumic_core.registry import active_version, encoder_spec, ensure_base_version, list_versions
+from mumic_core.scoring import score_classes, score_collection
+from mumic_core.training import TrainConfig, gather_labels, train
+
+
+@pytest.fixture
+def demo120(studio):
+    version = ensure_base_version(studio)
+    seed_demo(studio, n_images=120, seed=2)
+    score_collection(studio, version)
+    return studio
+
+
+def test_head_training_improves_held_out_metrics(demo120):
+    studio = demo120
+    base = active_version(studio)
+    holdout = studio.settings.demo_dir / "holdout.csv"
+    before = evaluate_stored(studio, base, holdout)
+    result = train(studio, TrainConfig(mode="head"), base)
+    after = evaluate_stored(studio, result.version, holdout)
+    assert after["map"] > before["map"] + 0.03
+    assert after["gap_at_10"] > before["gap_at_10"]
+    # The version records its configuration and validation metrics next to the parent's.
+    v = result.version
+    assert v.kind == "head" and v.training_config["loss"] == "mumic" and v.training_config["parent"] == base.name
+    assert set(v.metrics["val"]) >= {"gap_at_10", "gap", "map", "per_class_ap", "f1_macro"}
+    assert v.metrics["parent_val"]["n_images"] == v.metrics["val"]["n_images"]
+    assert (studio.settings.model_dir / v.name / "head.json").is_file()
+    # if-better policy: activated exactly when validation mAP did not get worse.
+    assert result.activated == (result.metrics["map"] >= result.parent_metrics["map"])
+
+
+def test_full_training_writes_a_loadable_encoder(demo120):
+    studio = demo120
+    base = active_version(studio)
+    result = train(studio, TrainConfig(mode="full", epochs=1, activate="always"), base)
+    v = result.version
+    folder = studio.settings.model_dir / v.name / "encoder"
+    assert (folder / "open_clip_config.json").is_file() and (folder / "open_clip_model.safetensors").is_file()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no half-written folders
+    assert encoder_spec(studio, v).architecture == f"local-dir:{folder}"
+    assert active_version(studio).id == v.id
+    assert score_collection(studio, v) == 120 * 20
+
+
+def test_classes_without_labels_are_masked_not_negative(demo120):
+    studio = demo120
+    new = add_class(studio, "spiral", ["a spiral"])
+    labels = gather_labels(studio)
+    col = [c.id for c in labels.classes].index(new.id)
+    assert labels.mask[:, col].sum() == 0
+    assert labels.mask.sum() > 0 and set(np.unique(labels.targets)) <= {0.0, 1.0}
+    train(studio, TrainConfig(mode="head", epochs=20), active_version(studio))
+
+
+def test_diverging_training_stops_and_makes_no_version(demo120, monkeypatch):
+    studio = demo120
+    monkeypatch.setattr(training, "loss_fn", lambda name, **kw: (lambda logits, t, m: (logits * float("nan")).sum()))
+    before = len(list_versions(studio))
+    with pytest.raises(TrainingError, match="diverged"):
+        train(studio, TrainConfig(mode="head"), active_version(studio))
+    assert len(list_versions(studio)) == before
+
+
+def test_bad_config_is_refused(demo120):
+    with pytest.raises(TrainingError, match="unknown loss"):
+        train(demo120, TrainConfig(loss="hinge"), active_version(demo120))
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax", "asl"])
+def test_baseline_losses_train(demo120, loss):
+    result = train(demo120, TrainConfig(mode="head", loss=loss, epochs=30, activate="never"), active_version(demo120))
+    assert result.version.training_config["loss"] == loss
+    assert np.isfinite(result.metrics["map"])
+
+
+def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeypatch):
+    studio = demo120
+    version = active_version(studio)
+    new = add_class(studio, "purple thing", ["a purple object", "something purple"])
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("images were encoded again: the cache was not used")
+
+    monkeypatch.setattr("mumic_core.embeddings.encode_images", no_encoding)
+    start = time.monotonic()
+    n = score_classes(studio, version, [new.id])
+    assert time.monotonic() - start < 5
+    assert n == 120
+    with studio.read() as s:
+        scores = list(s.scalars(select(Prediction.score).where(Prediction.class_id == new.id,
+                                                                Prediction.model_version_id == version.id)))
+        total = s.scalar(select(func.count()).select_from(Prediction))
+    assert len(scores) == 120 and all(0.0 < p < 1.0 for p in scores)
+    assert total == 120 * 21
+    assert np.std(scores) > 0  # a real score distribution, not a constant
+
+
+def test_untrained_base_probabilities_are_not_saturated(demo120):
+    with demo120.read() as s:
+        scores = np.array(list(s.scalars(select(Prediction.score))))
+    assert 0.02 < scores.mean() < 0.5
+    assert (scores > 0.999).mean() < 0.01 and (scores < 0.001).mean() < 0.5

@@ -1,0 +1,87 @@
+"""The worker is a real huey consumer process; the job's truth is in the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Job, Prediction
+from mumic_core.jobs import create_job, get_job
+from mumic_core.registry import ensure_base_version
+
+from conftest import make_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_worker(home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey", "--workers", "1",
+         "--max-delay", "0.5"],
+        cwd=ROOT, env=make_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> str:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def test_queued_job_runs_in_the_worker_process(demo_studio):
+    studio = demo_studio
+    version = ensure_base_version(studio)
+    with studio.write() as s:
+        s.query(Prediction).delete()
+    # enqueue the way the app does: a job row plus a huey message, in another process's queue
+    from mumic_core.worker import enqueue
+
+    proc = start_worker(studio.settings.home)
+    try:
+        job_id = enqueue(studio, "score")
+        wait_for(lambda: get_job(studio, job_id).status in ("succeeded", "failed"))
+        job = get_job(studio, job_id)
+        assert job.status == "succeeded", job.error
+        assert job.worker_pid not in (None, os.getpid())
+        assert job.result == {"version": version.name, "predictions": 60 * 20}
+        with studio.read() as s:
+            assert s.scalar(select(func.count()).select_from(Prediction)) == 60 * 20
+    finally:
+        log = stop(proc)
+    assert "Traceback" not in log, log
+
+
+def test_worker_start_marks_jobs_of_a_dead_worker_failed(studio):
+    job_id = create_job(studio, "score")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with studio.write() as s:
+        job = s.get(Job, job_id)
+        job.status, job.worker_pid = "running", dead.pid
+    proc = start_worker(studio.settings.home)
+    try:
+        wait_for(lambda: get_job(studio, job_id).status == "failed", timeout=60)
+    finally:
+        stop(proc)
+    assert "worker stopped" in get_job(studio, job_id).error
