@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from mumic_core.collection import class_counts, collection_counts
-from mumic_core.jobs import list_jobs
+from mumic_core.jobs import list_jobs, running_worker_pid
 from mumic_core.registry import active_version, describe
 from mumic_core.studio import open_studio
 
@@ -45,6 +45,11 @@ else:
     st.write("No classes yet: add them with `python -m mumic_core classes add NAME --prompt ...`.")
 
 st.subheader("Recent jobs")
+pid = running_worker_pid(s)
+if pid:
+    st.caption(f"Background worker: running (pid {pid}).")
+else:
+    st.caption("Background worker: not running — queued jobs wait until it starts (`make run` starts it).")
 jobs = list_jobs(s, limit=5)
 if jobs:
     st.dataframe(

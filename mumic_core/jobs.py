@@ -122,6 +122,28 @@ def _dispatch(studio: Studio, kind: str, params: dict, report) -> dict:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+def _pid_file(studio: Studio):
+    return studio.settings.home / "worker.pid"
+
+
+def record_worker_started(studio: Studio) -> None:
+    """Called by the worker at start: lets pages tell whether a worker is running."""
+    _pid_file(studio).write_text(str(os.getpid()))
+
+
+def running_worker_pid(studio: Studio) -> int | None:
+    """The pid of a live worker of this MUMIC_HOME, or None."""
+    try:
+        pid = int(_pid_file(studio).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        alive = psutil.Process(pid).is_running() and "huey" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return None
+    return pid if alive else None
+
+
 def fail_orphaned_jobs(studio: Studio) -> int:
     """Mark running jobs whose worker process is gone as failed (e.g. after kill -9)."""
     n = 0

@@ -5,35 +5,46 @@ Huey (SQLite storage under MUMIC_HOME) delivers job ids; the job itself lives in
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from huey import SqliteHuey
 
 from .config import load_settings
-from .jobs import create_job, fail_orphaned_jobs, run_job
+from .jobs import create_job, fail_orphaned_jobs, record_worker_started, run_job
 from .studio import Studio, open_studio
+
+log = logging.getLogger("mumic.worker")
+
+
+def _run_job(job_id: int) -> None:
+    run_job(Studio(_settings), job_id)
+
+
+@functools.cache
+def queue_for(queue_path: str):
+    """(huey instance, task) for one queue file; the task runs a job by id."""
+    instance = SqliteHuey("mumic", filename=queue_path)
+    return instance, instance.task(name="run_job")(_run_job)
+
 
 _settings = load_settings()
 _settings.ensure_dirs()
-huey = SqliteHuey("mumic", filename=str(_settings.queue_path))
-log = logging.getLogger("mumic.worker")
+huey, run_job_task = queue_for(str(_settings.queue_path))
 
 
 @huey.on_startup()
 def _startup() -> None:
     studio = open_studio(_settings)
+    record_worker_started(studio)
     n = fail_orphaned_jobs(studio)
     if n:
         log.warning("marked %d job(s) failed: their worker stopped while running them", n)
 
 
-@huey.task()
-def run_job_task(job_id: int) -> None:
-    run_job(Studio(_settings), job_id)
-
-
 def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
-    """Record a job and hand it to the worker; returns the job id."""
+    """Record a job and hand it to the worker of the studio's MUMIC_HOME; returns the job id."""
     job_id = create_job(studio, kind, params)
-    run_job_task(job_id)
+    _, task = queue_for(str(studio.settings.queue_path))
+    task(job_id)
     return job_id
