@@ -1,4 +1,4 @@
-"""MuMIC Studio home page: what is in the collection and which model makes the suggestions."""
+"""MuMIC Studio: navigation and the home page (what is in the collection, which model suggests)."""
 
 from __future__ import annotations
 
@@ -9,53 +9,60 @@ from mumic_core.jobs import list_jobs, running_worker_pid
 from mumic_core.registry import active_version, describe
 from mumic_core.studio import open_studio
 
-st.set_page_config(page_title="MuMIC Studio", page_icon="🏷️", layout="wide")
-
 
 @st.cache_resource
 def studio():
     return open_studio()
 
 
-s = studio()
-st.title("MuMIC Studio")
-st.caption("Multi-label image labelling: a CLIP model proposes labels, people accept or fix them.")
+def home() -> None:
+    s = studio()
+    st.title("MuMIC Studio")
+    st.caption("Multi-label image labelling: a CLIP model proposes labels, people accept or fix them.")
 
-version = active_version(s)
-if version is None:
-    st.error("No model is registered yet. Run `make run` (or `python -m mumic_core init`).")
-elif version.kind == "builtin-random":
-    st.warning(f"**Model in use:** {describe(version)}. Train on your labels "
-               "(`python -m mumic_core train`) or configure pretrained CLIP weights (see README).")
-else:
-    st.info(f"**Model in use:** {describe(version)}")
+    version = active_version(s)
+    if version is None:
+        st.error("No model is registered yet. Run `make run` (or `python -m mumic_core init`).")
+    elif version.kind == "builtin-random":
+        st.warning(f"**Model in use:** {describe(version)}. Train on your labels "
+                   "(`python -m mumic_core train`) or configure pretrained CLIP weights (see README).")
+    else:
+        st.info(f"**Model in use:** {describe(version)}")
 
-counts = collection_counts(s)
-cols = st.columns(4)
-cols[0].metric("Images", counts["images"])
-cols[1].metric("Reviewed images", f"{counts['reviewed']} / {counts['images']}")
-cols[2].metric("Active classes", counts["classes"])
-cols[3].metric("Human labels", counts["annotations"])
+    counts = collection_counts(s)
+    cols = st.columns(4)
+    cols[0].metric("Images", counts["images"])
+    cols[1].metric("Reviewed images", f"{counts['reviewed']} / {counts['images']}")
+    cols[2].metric("Active classes", counts["classes"])
+    cols[3].metric("Human labels", counts["annotations"])
 
-st.subheader("Classes")
-rows = class_counts(s, version.id if version else None)
-if rows:
-    st.dataframe(rows, hide_index=True, width="stretch")
-else:
-    st.write("No classes yet: add them with `python -m mumic_core classes add NAME --prompt ...`.")
+    st.subheader("Classes")
+    rows = class_counts(s, version.id if version else None)
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.write("No classes yet: add them with `python -m mumic_core classes add NAME --prompt ...`.")
 
-st.subheader("Recent jobs")
-pid = running_worker_pid(s)
-if pid:
-    st.caption(f"Background worker: running (pid {pid}).")
-else:
-    st.caption("Background worker: not running — queued jobs wait until it starts (`make run` starts it).")
-jobs = list_jobs(s, limit=5)
-if jobs:
-    st.dataframe(
-        [{"id": j.id, "kind": j.kind, "status": j.status, "phase": j.phase, "progress": f"{j.progress:.0%}",
-          "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else ""} for j in jobs],
-        hide_index=True, width="stretch",
-    )
-else:
-    st.write("No jobs yet.")
+    st.subheader("Recent jobs")
+    pid = running_worker_pid(s)
+    if pid:
+        st.caption(f"Background worker: running (pid {pid}).")
+    else:
+        st.caption("Background worker: not running — queued jobs wait until it starts (`make run` starts it).")
+    jobs = list_jobs(s, limit=5)
+    if jobs:
+        st.dataframe(
+            [{"id": j.id, "kind": j.kind, "status": j.status, "phase": j.phase, "progress": f"{j.progress:.0%}",
+              "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else ""} for j in jobs],
+            hide_index=True, width="stretch",
+        )
+    else:
+        st.write("No jobs yet.")
+
+
+st.set_page_config(page_title="MuMIC Studio", page_icon="🏷️", layout="wide")
+st.navigation([
+    st.Page(home, title="Home", icon="🏠", default=True),
+    st.Page("pages/1_Models.py", title="Models", icon="📈"),
+    st.Page("pages/2_Jobs.py", title="Jobs", icon="⚙️"),
+]).run()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 
 from db.models import ModelVersion
 
-from .classifier import Head
-from .model_factory import EncoderSpec, resolve_base_spec
 from .studio import Studio
+
+if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
+    from .classifier import Head
+    from .model_factory import EncoderSpec
 
 _LOCAL = "local-dir:"
 
@@ -35,6 +38,8 @@ def _from_stored(studio: Studio, architecture: str) -> str:
 
 def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
     """The encoder a version runs on."""
+    from .model_factory import EncoderSpec
+
     return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
                        version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
                        version.description)
@@ -45,6 +50,8 @@ def head_path(studio: Studio, version: ModelVersion) -> Path:
 
 
 def load_head(studio: Studio, version: ModelVersion) -> Head | None:
+    from .classifier import Head
+
     path = head_path(studio, version)
     return Head.load(path) if path.exists() else None
 
@@ -118,6 +125,8 @@ def ensure_base_version(studio: Studio) -> ModelVersion:
     version = active_version(studio)
     if version is not None:
         return version
+    from .model_factory import resolve_base_spec
+
     spec = resolve_base_spec(studio.settings)
     return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
                             spec, spec.kind, spec.description, status="active")

@@ -8,7 +8,6 @@ import streamlit as st
 from mumic_core.registry import describe, list_versions
 from mumic_core.studio import open_studio
 
-st.set_page_config(page_title="Models · MuMIC Studio", layout="wide")
 st.title("Model versions")
 s = open_studio(migrate=False)
 versions = list_versions(s)

@@ -8,7 +8,6 @@ from mumic_core.jobs import list_jobs
 from mumic_core.studio import open_studio
 from mumic_core.worker import enqueue
 
-st.set_page_config(page_title="Jobs · MuMIC Studio", layout="wide")
 st.title("Jobs")
 s = open_studio(migrate=False)
 
