@@ -60,9 +60,9 @@ def home() -> None:
         st.write("No jobs yet.")
 
 
-st.set_page_config(page_title="MuMIC Studio", page_icon="🏷️", layout="wide")
+st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
 st.navigation([
-    st.Page(home, title="Home", icon="🏠", default=True),
-    st.Page("pages/1_Models.py", title="Models", icon="📈"),
-    st.Page("pages/2_Jobs.py", title="Jobs", icon="⚙️"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/1_Models.py", title="Models", icon=":material/insights:"),
+    st.Page("pages/2_Jobs.py", title="Jobs", icon=":material/settings:"),
 ]).run()

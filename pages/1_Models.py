@@ -21,7 +21,10 @@ for v in versions:
     rows.append({"version": v.name, "status": v.status, "kind": v.kind, "description": describe(v),
                  "GAP@10": val.get("gap_at_10"), "GAP": val.get("gap"), "mAP": val.get("map"),
                  "created": v.created_at.strftime("%Y-%m-%d %H:%M")})
-st.dataframe(rows, hide_index=True, width="stretch")
+number = st.column_config.NumberColumn(format="%.3f")
+st.dataframe(rows, hide_index=True, width="stretch", column_order=["version", "status", "GAP@10", "GAP", "mAP",
+             "created", "description"], column_config={"GAP@10": number, "GAP": number, "mAP": number,
+                                                       "description": st.column_config.TextColumn(width="large")})
 
 trained = [r for r in rows if r["mAP"] is not None]
 if trained:
