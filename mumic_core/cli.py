@@ -71,7 +71,8 @@ def init(demo: bool) -> None:
         scored = s.scalar(select(func.count()).select_from(Prediction)
                           .where(Prediction.model_version_id == version.id)) or 0
     if not scored:
-        n = score_collection(studio, version)
+        with tqdm(desc=f"scoring with {version.name}", unit="img") as bar:
+            n = score_collection(studio, version, progress=bar.update)
         click.echo(f"scored: {n} image-class pairs with {version.name}")
 
 
@@ -101,7 +102,8 @@ def import_(folder: Path, labels: Path | None, complete: bool, annotator: str | 
     from .collection import default_annotator, import_folder, import_labels_csv
 
     studio = _studio()
-    report = import_folder(studio, folder)
+    with tqdm(desc="importing", unit="file") as bar:
+        report = import_folder(studio, folder, progress=bar.update)
     click.echo(report.summary())
     for line in report.lines():
         click.echo(f"  {line}")

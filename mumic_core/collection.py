@@ -6,7 +6,7 @@ import csv
 import getpass
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +34,16 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
     return "val" if int(sha256[:8], 16) / 2**32 < val_fraction else "train"
 
 
-def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]]) -> ImportReport:
+def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
+                 progress: Callable[[int], None] | None = None) -> ImportReport:
     """Validate, store and register images; bad files are reported one by one, never fatal."""
     report = ImportReport()
     settings = studio.settings
     pending: list[Image] = []
     seen: dict[str, str] = {}
     for name, source in files:
+        if progress:
+            progress(1)
         limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}
         try:
             if isinstance(source, Path):
@@ -80,12 +83,12 @@ def _register(studio: Studio, images: list[Image], report: ImportReport) -> None
                 report.added.append(im.original_name)
 
 
-def import_folder(studio: Studio, folder: Path) -> ImportReport:
+def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every file below ``folder``; names are kept relative to it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
-    return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)))
+    return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
 
 
 def annotate(

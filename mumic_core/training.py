@@ -276,16 +276,26 @@ def _set_trainable(model: nn.Module, unfreeze: str) -> list[nn.Parameter]:
         keys += (f"visual.transformer.resblocks.{len(vis.resblocks) - 1}.",)
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(keys) or name == "logit_scale" and False
+        p.requires_grad = name.startswith(keys)
         if p.requires_grad:
             params.append(p)
     return params
 
 
+def _train_mode(model: nn.Module) -> None:
+    """Train mode, except batch-norm layers whose weights are frozen: their running statistics
+    stay as they are (otherwise 'frozen' blocks would still drift)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+
+
 def _train_full(base: Encoder, labels: LabelSet, rows: np.ndarray, config: TrainConfig, report,
                 started: float) -> tuple[Head, list[dict], Encoder]:
     encoder = copy.copy(base)
-    encoder.model = copy.deepcopy(base.model).train()
+    encoder.model = copy.deepcopy(base.model)
     prompts = [c.prompt_texts for c in labels.classes]
     names = [c.name for c in labels.classes]
     data = _LabelledImages([labels.paths[r] for r in rows], labels.targets[rows], labels.mask[rows],
@@ -297,13 +307,14 @@ def _train_full(base: Encoder, labels: LabelSet, rows: np.ndarray, config: Train
         encoder.model.eval()
         sample = torch.stack([base.preprocess(load_rgb(p)) for p in data.paths[:256]]).to(device)
         sim0 = F.normalize(encoder.model.encode_image(sample).float(), dim=-1) @ encode_prompts(encoder, prompts).T
-        encoder.model.train()
     rate = float(np.clip(labels.targets[rows][labels.mask[rows] > 0].mean(), 0.02, 0.5))
     tau, b = init_temperature_offset(sim0.cpu(), positive_rate=rate, per_class=config.per_class_offset)
     calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature).to(device)
     lr = config.lr or (1e-3 if base.spec.kind == "builtin-random" else 1e-5)
+    trainable = _set_trainable(encoder.model, config.unfreeze)
+    _train_mode(encoder.model)
     opt = torch.optim.AdamW([
-        {"params": _set_trainable(encoder.model, config.unfreeze), "lr": lr, "weight_decay": 0.05},
+        {"params": trainable, "lr": lr, "weight_decay": 0.05},
         {"params": calib.parameters(), "lr": 1e-2, "weight_decay": 0.0},
     ])
     epochs = config.epochs or 30

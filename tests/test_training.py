@@ -58,6 +58,22 @@ def test_full_training_writes_a_loadable_encoder(demo120):
     assert score_collection(studio, v) == 120 * 20
 
 
+def test_full_training_of_the_last_blocks_only(demo120):
+    studio = demo120
+    base = active_version(studio)
+    before = {k: v.clone() for k, v in training.load_encoder(encoder_spec(studio, base)).model.state_dict().items()}
+    result = train(studio, TrainConfig(mode="full", epochs=1, unfreeze="last", activate="never"), base)
+    from safetensors.torch import load_file
+
+    after = load_file(str(studio.settings.model_dir / result.version.name / "encoder" / "open_clip_model.safetensors"))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    odd = sorted(k for k in changed if not k.startswith((
+        "visual.attnpool", "visual.layer4", "text_projection", "ln_final", "transformer.resblocks.2.")))
+    assert changed and all(k.startswith(("visual.attnpool", "visual.layer4", "text_projection", "ln_final",
+                                         "transformer.resblocks.2.")) for k in changed), odd[:8]
+    assert not any(k.startswith("visual.layer1") for k in changed)
+
+
 def test_classes_without_labels_are_masked_not_negative(demo120):
     studio = demo120
     new = add_class(studio, "spiral", ["a spiral"])
