@@ -5,7 +5,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test test-all init clean
+MUMIC_HOME ?= mumic_data
+STARTER_MINUTES ?= 30
+STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test test-all init clean starter-model
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +31,16 @@ test: install
 
 test-all: install
 	python -m pytest -m "slow or not slow"
+
+# The starter model: contrastive pretraining on drawings Debian ships with descriptions.
+starter-model: install
+	dpkg -s $(STARTER_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(STARTER_PACKAGES); }
+	python -m mumic_core starter corpus
+	python -m mumic_core pretrain --captions $(MUMIC_HOME)/starter-corpus/captions.csv \
+		--minutes $(STARTER_MINUTES) --out $(MUMIC_HOME)/models/starter \
+		--label "starter model pretrained on drawings (Tux Paint stamps and emoji), not CLIP"
+	python -m mumic_core starter evaluate
+	python -m mumic_core init
 
 clean:
 	rm -rf $(VENV) mumic_data

@@ -53,11 +53,11 @@ def main() -> None:
 def init(demo: bool) -> None:
     """Create or migrate the database, register the base model, seed the demo, score."""
     from .demo import is_empty, seed_demo
-    from .registry import describe, ensure_base_version
+    from .registry import adopt_starter_model, describe, ensure_base_version
     from .scoring import score_collection
 
     studio = _studio()
-    version = ensure_base_version(studio)
+    version = adopt_starter_model(studio) or ensure_base_version(studio)
     click.echo(f"model: {describe(version)}")
     if demo and is_empty(studio):
         summary = seed_demo(studio)
@@ -254,6 +254,91 @@ def export(what: str, fmt: str, out: Path | None) -> None:
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--captions", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="filename,caption CSV (filenames relative to it; a file may have several captions).")
+@click.option("--model", default=None, help="Architecture to start from random weights (default: "
+              "the starter architecture), or local-dir:DIR to continue from a pretrained model.")
+@click.option("--pretrained", default="", help="Checkpoint file to continue from (with an architecture name).")
+@click.option("--minutes", default=30.0, show_default=True, help="Time budget.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: $MUMIC_HOME/models/pretrained).")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--label", default="", help="How the model is named in the UI.")
+def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, label) -> None:
+    """Contrastive (CLIP-style) pretraining on captioned images; saves an open_clip local-dir."""
+    from .config import load_settings
+    from .pretraining import PretrainConfig
+    from .pretraining import pretrain as run_pretrain
+    from .starter import STARTER_ARCH
+
+    out = out or load_settings().model_dir / "pretrained"
+    config = PretrainConfig(model=model or STARTER_ARCH, pretrained=pretrained, minutes=minutes,
+                            batch_size=batch_size, lr=lr, seed=seed, label=label)
+    bar, report = _progress_bar("pretraining")
+    try:
+        result = run_pretrain(captions, out, config, progress=lambda f, info: report("pretraining", f, info))
+    finally:
+        bar.close()
+    click.echo(f"saved {result.out_dir}: {result.steps} steps, {result.images_seen} images in {result.seconds:.0f} s "
+               f"({result.images_per_second:.1f} images/s), final loss {result.final_loss:.3f}; "
+               f"use it with MUMIC_PRETRAINED=local-dir:{result.out_dir}")
+
+
+@main.group()
+def starter() -> None:
+    """The starter model recipe (see `make starter-model`)."""
+
+
+@starter.command("corpus")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--composites", default=4000, show_default=True)
+def starter_corpus(out: Path | None, composites: int) -> None:
+    """Build the caption corpus from Tux Paint stamps and emoji (held-out drawings kept aside)."""
+    from .config import load_settings
+    from .starter import corpus_dir
+    from .starter_corpus import build_corpus
+
+    out = out or corpus_dir(load_settings())
+    summary = build_corpus(out, composites=composites)
+    click.echo(f"corpus in {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+@starter.command("evaluate")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model folder (default: the starter model).")
+@click.option("--corpus", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool) -> None:
+    """Zero-shot metrics on scenes of held-out drawings: the model vs an untrained one, and chance."""
+    import tempfile
+
+    from .config import load_settings
+    from .model_factory import CONFIG_NAME, EncoderSpec, create_random_local_dir
+    from .starter import corpus_dir, starter_dir, zero_shot_scenes
+
+    settings = load_settings()
+    model_dir = (model_dir or starter_dir(settings)).resolve()
+    if not (model_dir / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"no model in {model_dir}: run `make starter-model` first")
+    corpus = corpus or corpus_dir(settings)
+    trained = zero_shot_scenes(EncoderSpec(f"local-dir:{model_dir}", "", "starter", ""), corpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        create_random_local_dir(f"local-dir:{model_dir}", Path(tmp) / "random")
+        untrained = zero_shot_scenes(EncoderSpec(f"local-dir:{Path(tmp) / 'random'}", "", "builtin-random", ""),
+                                     corpus)
+    rows = {"starter": trained, "untrained (same architecture)": untrained}
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{trained['n_images']} scenes of held-out drawings, {trained['n_classes']} classes; "
+               f"chance (positive rate) {trained['chance_positive_rate']:.4f}")
+    for name, m in rows.items():
+        click.echo(f"{name:30s} mAP {m['map']:.4f}  GAP@10 {m['gap_at_10']:.4f}  GAP {m['gap']:.4f}")
 
 
 @main.group()

@@ -155,6 +155,10 @@ def resolve_base_spec(settings: Settings) -> EncoderSpec:
         kind = "pretrained"
         label = f"{arch} pretrained ({Path(weights).name if os.path.isfile(weights) else weights})"
         return EncoderSpec(arch, weights, kind, label)
+    from .starter import starter_available, starter_spec
+
+    if not settings.model_explicit and starter_available(settings):
+        return starter_spec(settings)
     if settings.model_explicit:
         raise ModelUnavailable(
             f"cannot load {arch} with weights '{weights}': not a local file, not in the open_clip "
@@ -181,11 +185,16 @@ def _read_label(path: Path) -> str:
 
 
 def create_random_local_dir(architecture: str, dest: Path, seed: int = 0) -> None:
-    """Instantiate ``architecture`` with seeded random weights and save it as a local-dir."""
+    """Instantiate ``architecture`` (a name or ``local-dir:``) with seeded random weights and
+    save it as a local-dir."""
     open_clip = _import_open_clip()
     torch.manual_seed(seed)
-    model = open_clip.create_model(architecture, pretrained=None)
-    save_local_dir(model, open_clip.get_model_config(architecture), dest, label=f"{architecture} (random)")
+    model = open_clip.create_model(architecture, pretrained=None, load_weights=False)
+    if architecture.startswith("local-dir:"):
+        cfg = json.loads((Path(architecture.removeprefix("local-dir:")) / CONFIG_NAME).read_text())["model_cfg"]
+    else:
+        cfg = open_clip.get_model_config(architecture)
+    save_local_dir(model, cfg, dest, label=f"{architecture} (random)")
 
 
 def save_local_dir(model: torch.nn.Module, model_cfg: dict, dest: Path, label: str = "") -> None:

@@ -132,6 +132,20 @@ def ensure_base_version(studio: Studio) -> ModelVersion:
                             spec, spec.kind, spec.description, status="active")
 
 
+def adopt_starter_model(studio: Studio) -> ModelVersion | None:
+    """If the untrained built-in model is active and a starter model has been built, register the
+    starter model and make it active (the caller re-scores). Returns the new version or None."""
+    from .model_factory import resolve_base_spec
+
+    version = active_version(studio)
+    if version is None or version.kind != "builtin-random" or studio.settings.model_explicit:
+        return None
+    spec = resolve_base_spec(studio.settings)
+    if spec.kind != "starter":
+        return None
+    return register_version(studio, next_version_name(studio), spec, spec.kind, spec.description, status="active")
+
+
 def describe(version: ModelVersion) -> str:
     """How the UI and CLI name a version: never call an untrained model pretrained."""
     if version.kind == "builtin-random":
