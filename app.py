@@ -63,6 +63,10 @@ def home() -> None:
 st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
 st.navigation([
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Models.py", title="Models", icon=":material/insights:"),
-    st.Page("pages/2_Jobs.py", title="Jobs", icon=":material/settings:"),
+    st.Page("pages/1_Review.py", url_path="review", title="Review", icon=":material/fact_check:"),
+    st.Page("pages/2_Classes.py", url_path="classes", title="Classes", icon=":material/label:"),
+    st.Page("pages/3_Dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
+    st.Page("pages/4_Import_Export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
+    st.Page("pages/5_Models.py", url_path="models", title="Models", icon=":material/insights:"),
+    st.Page("pages/6_Jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
 ]).run()

@@ -105,6 +105,20 @@ class Annotation(Base):
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)
     supersedes_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submission_id: Mapped[int | None] = mapped_column(Integer, index=True)  # submissions.id
+    suggested_score: Mapped[float | None] = mapped_column(Float)  # what the model showed, if anything
+
+
+class Submission(Base):
+    """One person's submit of one or more images: the unit of undo."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(100), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    image_ids: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class ModelVersion(Base):
@@ -135,6 +149,23 @@ class Prediction(Base):
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
     similarity: Mapped[float] = mapped_column(Float)
     score: Mapped[float] = mapped_column(Float)
+
+
+class ImageScore(Base):
+    """Per image and model version: summaries of its predictions, for fast queue sorting."""
+
+    __tablename__ = "image_scores"
+    __table_args__ = (
+        Index("ix_image_scores_version_max", "model_version_id", "max_score"),
+        Index("ix_image_scores_version_uncertainty", "model_version_id", "uncertainty"),
+    )
+
+    model_version_id: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    max_score: Mapped[float] = mapped_column(Float)
+    uncertainty: Mapped[float] = mapped_column(Float)  # min over classes of |p - 0.5|: low = uncertain
 
 
 class Job(Base):

@@ -96,3 +96,64 @@ def import_class_csv(studio: Studio, path: Path) -> tuple[list[str], list[str]]:
         except ClassError as exc:
             refused.append(f"{name}: {exc}")
     return added, refused
+
+
+def _get(s, class_id: int) -> LabelClass:
+    cls = s.get(LabelClass, class_id)
+    if cls is None:
+        raise ClassError(f"no class with id {class_id}")
+    return cls
+
+
+def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
+    """Rename; refused when another class has the same name up to case and spaces."""
+    shown = clean_name(new_name)
+    key = normalize_name(shown)
+    with studio.write() as s:
+        cls = _get(s, class_id)
+        clash = s.scalar(select(LabelClass).where(LabelClass.normalized_name == key, LabelClass.id != class_id))
+        if clash is not None:
+            raise ClassError(f"a class named '{clash.name}' already exists")
+        cls.name, cls.normalized_name = shown, key
+        return cls
+
+
+def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], description: str | None = None) -> LabelClass:
+    """Replace a class's prompts (and optionally its description)."""
+    with studio.write() as s:
+        cls = _get(s, class_id)
+        texts = clean_prompts(cls.name, prompts)
+        cls.prompts = [ClassPrompt(position=i, text=t) for i, t in enumerate(texts)]
+        if description is not None:
+            cls.description = description.strip()
+        s.flush()
+        s.refresh(cls)
+        return cls
+
+
+def set_active(studio: Studio, class_id: int, active: bool) -> None:
+    """Deactivate (hide from suggestions and training) or reactivate; labels are kept."""
+    with studio.write() as s:
+        _get(s, class_id).active = active
+
+
+def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str) -> int:
+    """Fold ``source`` into ``target``: each image's current label of the source is recorded on the
+    target (a positive wins over a negative), then the source is deactivated. Nothing is deleted:
+    the source's history stays, and the new rows say they come from a merge. Returns rows added."""
+    from db.models import Annotation
+
+    from .collection import record_labels
+
+    if source_id == target_id:
+        raise ClassError("cannot merge a class into itself")
+    with studio.read() as s:
+        _get(s, source_id), _get(s, target_id)
+        rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive)
+                         .where(Annotation.class_id.in_([source_id, target_id]), Annotation.is_current.is_(True))).all()
+    source = {i: p for i, c, p in rows if c == source_id}
+    target = {i: p for i, c, p in rows if c == target_id}
+    labels = {i: {target_id: p or target.get(i, False)} for i, p in source.items() if target.get(i) is not True}
+    added = record_labels(studio, labels, annotator, source="merge")[1] if labels else 0
+    set_active(studio, source_id, False)
+    return added

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from db.models import Annotation, Image, LabelClass, utcnow
+from db.models import Annotation, Image, LabelClass, Submission, utcnow
 
 from .classes import normalize_name
 from .images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
@@ -91,49 +91,88 @@ def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] 
     return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
 
 
-def annotate(
+def record_labels(
     studio: Studio,
-    image_id: int,
-    labels: Mapping[int, bool],
+    labels_by_image: Mapping[int, Mapping[int, bool]],
     annotator: str,
     source: str = "review",
-) -> int:
-    """Record positives/negatives for one image; returns the number of new annotation rows.
+    suggested: Mapping[int, Mapping[int, float]] | None = None,
+) -> tuple[int, int]:
+    """Record positives/negatives for several images as one submission (the unit of undo).
 
-    A statement that differs from the current one supersedes it (the old row stays, marked
-    not current). Runs in one short write transaction so concurrent writers never lose an
-    update: on SQLite the write lock is taken before the first read (BEGIN IMMEDIATE); on
-    PostgreSQL the current rows are locked with FOR UPDATE.
+    Returns (submission id, number of new annotation rows). A statement that differs from the
+    current one supersedes it (the old row stays, marked not current); an identical one adds
+    nothing. One short write transaction: on SQLite the write lock is taken before the first
+    read (BEGIN IMMEDIATE), on PostgreSQL the current rows are locked FOR UPDATE, so concurrent
+    writers never lose an update.
     """
     added = 0
     with studio.write() as s:
-        if s.get(Image, image_id) is None:
-            raise KeyError(f"no image with id {image_id}")
-        current = {
-            a.class_id: a
-            for a in s.scalars(
-                select(Annotation)
-                .where(Annotation.image_id == image_id, Annotation.is_current.is_(True),
-                       Annotation.class_id.in_(list(labels)))
-                .with_for_update()
+        submission = Submission(annotator=annotator, image_ids=[int(i) for i in labels_by_image])
+        s.add(submission)
+        s.flush()
+        for image_id, labels in labels_by_image.items():
+            if s.get(Image, image_id) is None:
+                raise KeyError(f"no image with id {image_id}")
+            current = {
+                a.class_id: a
+                for a in s.scalars(
+                    select(Annotation)
+                    .where(Annotation.image_id == image_id, Annotation.is_current.is_(True),
+                           Annotation.class_id.in_(list(labels)))
+                    .with_for_update()
+                )
+            }
+            shown = (suggested or {}).get(image_id, {})
+            for class_id, positive in labels.items():
+                old = current.get(class_id)
+                if old is not None and old.positive == bool(positive):
+                    continue
+                if old is not None:
+                    old.is_current = False
+                    s.flush()
+                s.add(Annotation(image_id=image_id, class_id=class_id, positive=bool(positive),
+                                 annotator=annotator, source=source, supersedes_id=old.id if old else None,
+                                 submission_id=submission.id, suggested_score=shown.get(class_id)))
+                added += 1
+            s.execute(
+                update(Image).where(Image.id == image_id)
+                .values(review_count=Image.review_count + 1, reviewed_at=utcnow())
             )
-        }
-        for class_id, positive in labels.items():
-            old = current.get(class_id)
-            if old is not None and old.positive == bool(positive):
+        return submission.id, added
+
+
+def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
+             source: str = "review") -> int:
+    """Record labels for one image; returns the number of new annotation rows."""
+    return record_labels(studio, {image_id: labels}, annotator, source)[1]
+
+
+def undo_last_submission(studio: Studio, annotator: str) -> int | None:
+    """Undo this person's most recent submission that is not undone yet; returns its id.
+
+    Its rows stop being current and the rows they superseded become current again, unless
+    someone changed that label since (their later statement stands). Nothing is deleted.
+    """
+    with studio.write() as s:
+        sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
+                       .order_by(Submission.id.desc()).limit(1).with_for_update())
+        if sub is None:
+            return None
+        rows = list(s.scalars(select(Annotation).where(Annotation.submission_id == sub.id)))
+        for row in rows:
+            if not row.is_current:
                 continue
-            if old is not None:
-                old.is_current = False
-                s.flush()
-            s.add(Annotation(image_id=image_id, class_id=class_id, positive=bool(positive),
-                             annotator=annotator, source=source,
-                             supersedes_id=old.id if old else None))
-            added += 1
-        s.execute(
-            update(Image).where(Image.id == image_id)
-            .values(review_count=Image.review_count + 1, reviewed_at=utcnow())
-        )
-    return added
+            row.is_current = False
+            s.flush()
+            if row.supersedes_id is not None:
+                s.execute(update(Annotation).where(Annotation.id == row.supersedes_id).values(is_current=True))
+        images = set(sub.image_ids)
+        if images:
+            s.execute(update(Image).where(Image.id.in_(images), Image.review_count > 0)
+                      .values(review_count=Image.review_count - 1))
+        sub.undone_at = utcnow()
+        return sub.id
 
 
 @dataclass

@@ -155,3 +155,29 @@ def describe(version: ModelVersion) -> str:
         origin = " on your labels only, from the untrained built-in model (no pretraining)" if base == "builtin-random" else ""
         return f"{version.name}: fine-tuned{origin} ({version.description})"
     return f"{version.name}: {version.description}"
+
+
+def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
+    """A zip of everything a version needs: its encoder (when it is a local folder), its head,
+    and a manifest naming the architecture and weights."""
+    import io
+    import json
+    import zipfile
+
+    buf = io.BytesIO()
+    spec = encoder_spec(studio, version)
+    manifest = {"name": version.name, "kind": version.kind, "description": version.description,
+                "architecture": version.architecture, "weights": version.weights,
+                "training_config": version.training_config, "metrics": version.metrics.get("val", {})}
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        if spec.architecture.startswith(_LOCAL):
+            folder = Path(spec.architecture.removeprefix(_LOCAL))
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    zf.write(f, f"encoder/{f.name}")
+            manifest["encoder"] = "encoder/ (open_clip local-dir: MUMIC_PRETRAINED=local-dir:encoder)"
+        head = head_path(studio, version)
+        if head.exists():
+            zf.write(head, "head.json")
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1, default=str))
+    return buf.getvalue()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
-from db.models import Annotation, Image, LabelClass, ModelVersion, Prediction
+from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
 
 from .classifier import Head, encode_prompts
 from .embeddings import EmbeddingCache
+from .errors import MumicError
 from .losses import init_temperature_offset
 from .model_factory import Encoder, load_encoder
 from .registry import encoder_spec, head_path, load_head
@@ -110,7 +111,21 @@ def _write_predictions(studio: Studio, version_id: int, image_ids: Sequence[int]
         s.execute(q)
         for start in range(0, len(rows), _INSERT_CHUNK):
             s.execute(insert(Prediction), rows[start : start + _INSERT_CHUNK])
+        _refresh_image_scores(s, version_id)
     return len(rows)
+
+
+def _refresh_image_scores(session, version_id: int) -> None:
+    """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
+    session.execute(delete(ImageScore).where(ImageScore.model_version_id == version_id))
+    session.execute(insert(ImageScore).from_select(
+        ["model_version_id", "image_id", "max_score", "uncertainty"],
+        select(Prediction.model_version_id, Prediction.image_id, func.max(Prediction.score),
+               func.min(func.abs(Prediction.score - 0.5)))
+        .join(LabelClass, LabelClass.id == Prediction.class_id)
+        .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
+        .group_by(Prediction.model_version_id, Prediction.image_id),
+    ))
 
 
 def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
@@ -130,6 +145,25 @@ def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int
     classes = [c for c in active_classes(studio) if c.id in set(class_ids)]
     sim, prob = predict(studio, scorer, items, classes)
     return _write_predictions(studio, version.id, [i for i, _ in items], [c.id for c in classes], sim, prob, False)
+
+
+def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequence[str], k: int = 12,
+                            name: str | None = None) -> list[tuple[int, float]]:
+    """Preview without storing anything: the k images that a class defined by ``prompts`` would
+    score highest (one matrix product against the cached embeddings)."""
+    scorer = load_scorer(studio, version)
+    items = image_items(studio)
+    if not items or not prompts:
+        return []
+    emb = image_embeddings(studio, scorer, items)
+    text = scorer.text_embeddings([list(prompts)])
+    if name and scorer.head and name in scorer.head.class_embeddings:
+        text = scorer.head.class_matrix([name], text)
+    if scorer.head is None:
+        raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
+    prob = scorer.head.probabilities(emb @ text.T, [name or ""])[:, 0]
+    top = np.argsort(-prob)[:k]
+    return [(items[i][0], float(prob[i])) for i in top]
 
 
 def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int = 10) -> list[tuple[str, float]]:

@@ -1,0 +1,49 @@
+"""Numbers for the Dashboard page: progress, label distribution, model history, corrections."""
+
+from __future__ import annotations
+
+from sqlalchemy import case, func, select
+
+from db.models import Annotation, LabelClass
+
+from .registry import list_versions
+from .studio import Studio
+
+
+def model_history(studio: Studio) -> list[dict]:
+    """One row per trained version and metric (validation split), in creation order."""
+    rows = []
+    for v in list_versions(studio):
+        val = v.metrics.get("val") or {}
+        for key, label in (("gap_at_10", "GAP@10"), ("gap", "GAP"), ("map", "mAP")):
+            if val.get(key) is not None:
+                rows.append({"version": v.name, "created": v.created_at, "status": v.status, "metric": label,
+                             "value": val[key]})
+    return rows
+
+
+def per_class_ap(studio: Studio) -> list[dict]:
+    """Per-class validation AP of the newest trained version, next to its parent's."""
+    trained = [v for v in list_versions(studio) if (v.metrics.get("val") or {}).get("per_class_ap")]
+    if not trained:
+        return []
+    v = trained[-1]
+    parent = v.metrics.get("parent_val", {}).get("per_class_ap", {})
+    return [{"class": name, f"AP {v.name}": ap, "AP parent": parent.get(name)}
+            for name, ap in sorted(v.metrics["val"]["per_class_ap"].items())]
+
+
+def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
+    """Per class: how often a reviewer's label differed from what the model proposed
+    (proposed = probability at or above ``threshold`` when the image was shown)."""
+    changed = case(((Annotation.positive.is_(True)) & (Annotation.suggested_score < threshold), 1),
+                   ((Annotation.positive.is_(False)) & (Annotation.suggested_score >= threshold), 1), else_=0)
+    with studio.read() as s:
+        rows = s.execute(
+            select(LabelClass.name, func.count(Annotation.id), func.sum(changed))
+            .join(LabelClass, LabelClass.id == Annotation.class_id)
+            .where(Annotation.suggested_score.is_not(None), Annotation.source == "review")
+            .group_by(LabelClass.name).order_by(LabelClass.name)
+        ).all()
+    return [{"class": n, "reviewed labels": int(total), "changed": int(ch or 0),
+             "change rate": (ch or 0) / total if total else None} for n, total, ch in rows]

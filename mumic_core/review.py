@@ -1,0 +1,203 @@
+"""The review queue: which images to show, what the model suggests for each, submit and undo.
+
+Everything the Review page does goes through these functions (the CLI and tests use them too).
+Queries use indexed columns only (predictions by version/class/score, per-image score
+summaries), so they stay fast with 100k images and millions of predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import and_, func, select
+
+from db.models import Annotation, Image, ImageScore, LabelClass, Prediction
+
+from .collection import record_labels, undo_last_submission
+from .studio import Studio
+
+STATUSES = ("all", "unreviewed", "reviewed", "disputed")
+SORTS = ("priority", "confidence", "newest")
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What the queue shows. ``class_id`` narrows to images whose score for that class is in
+    [min_score, max_score]; without a class the range applies to each image's top score."""
+
+    version_id: int | None
+    class_id: int | None = None
+    min_score: float = 0.0
+    max_score: float = 1.0
+    status: str = "unreviewed"
+    sort: str = "priority"
+    image_ids: tuple[int, ...] | None = None  # an explicit selection (e.g. sent from another page)
+
+
+@dataclass
+class Suggestion:
+    class_id: int
+    name: str
+    probability: float
+    threshold: float
+
+    @property
+    def proposed(self) -> bool:
+        return self.probability >= self.threshold
+
+
+@dataclass
+class ImageView:
+    image_id: int
+    name: str
+    path: Path
+    width: int
+    height: int
+    review_count: int
+    suggestions: list[Suggestion]
+    labels: dict[int, bool] = field(default_factory=dict)  # current human labels
+
+
+def _disputed_images():
+    """Images where different annotators have said different things about the same class."""
+    return (
+        select(Annotation.image_id)
+        .group_by(Annotation.image_id, Annotation.class_id)
+        .having(and_(func.count(func.distinct(Annotation.positive)) > 1,
+                     func.count(func.distinct(Annotation.annotator)) > 1))
+    )
+
+
+def _queue_query(f: QueueFilter, columns):
+    q = select(*columns).select_from(Image)
+    if f.class_id is not None and f.version_id is not None:
+        q = q.join(Prediction, and_(Prediction.image_id == Image.id, Prediction.model_version_id == f.version_id,
+                                    Prediction.class_id == f.class_id))
+        score, uncertainty = Prediction.score, func.abs(Prediction.score - 0.5)
+    elif f.version_id is not None:
+        q = q.join(ImageScore, and_(ImageScore.image_id == Image.id, ImageScore.model_version_id == f.version_id))
+        score, uncertainty = ImageScore.max_score, ImageScore.uncertainty
+    else:
+        score = uncertainty = None
+    if score is not None and (f.min_score > 0.0 or f.max_score < 1.0):
+        q = q.where(score >= f.min_score, score <= f.max_score)
+    if f.status == "unreviewed":
+        q = q.where(Image.review_count == 0)
+    elif f.status == "reviewed":
+        q = q.where(Image.review_count > 0)
+    elif f.status == "disputed":
+        q = q.where(Image.id.in_(_disputed_images()))
+    elif f.status != "all":
+        raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
+    if f.image_ids is not None:
+        q = q.where(Image.id.in_(list(f.image_ids)))
+    return q, score, uncertainty
+
+
+def queue_count(studio: Studio, f: QueueFilter) -> int:
+    q, _, _ = _queue_query(f, [func.count(Image.id)])
+    with studio.read() as s:
+        return int(s.scalar(q) or 0)
+
+
+def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) -> list[int]:
+    """Image ids of one page of the queue, in queue order.
+
+    Orders: ``priority`` (the active-learning hook: for now the most uncertain first, i.e. a
+    probability closest to 0.5), ``confidence`` (highest first), ``newest``.
+    """
+    q, score, uncertainty = _queue_query(f, [Image.id])
+    if f.sort == "priority" and uncertainty is not None:
+        q = q.order_by(uncertainty.asc(), Image.id)
+    elif f.sort == "confidence" and score is not None:
+        q = q.order_by(score.desc(), Image.id)
+    elif f.sort in SORTS:
+        q = q.order_by(Image.id.desc())
+    else:
+        raise ValueError(f"unknown sort {f.sort!r}; use one of {', '.join(SORTS)}")
+    with studio.read() as s:
+        return list(s.scalars(q.offset(offset).limit(limit)))
+
+
+def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str]) -> dict[str, float]:
+    t = head_thresholds or {}
+    return {n: float(t.get(n, DEFAULT_THRESHOLD)) for n in names}
+
+
+def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None, top_k: int = 9,
+                thresholds: dict[str, float] | None = None) -> list[ImageView]:
+    """Images with their top-k suggestions (active classes, best first) and current labels."""
+    if not image_ids:
+        return []
+    with studio.read() as s:
+        images = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(list(image_ids))))}
+        preds: dict[int, list[Suggestion]] = {i: [] for i in image_ids}
+        if version_id is not None:
+            ranked = (
+                select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score,
+                       func.row_number().over(partition_by=Prediction.image_id,
+                                              order_by=Prediction.score.desc()).label("rank"))
+                .join(LabelClass, LabelClass.id == Prediction.class_id)
+                .where(Prediction.model_version_id == version_id, Prediction.image_id.in_(list(image_ids)),
+                       LabelClass.active.is_(True))
+                .subquery()
+            )
+            for image_id, class_id, name, score, _ in s.execute(select(ranked).where(ranked.c.rank <= top_k)):
+                t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
+                preds[image_id].append(Suggestion(class_id, name, float(score), t))
+        labels: dict[int, dict[int, bool]] = {i: {} for i in image_ids}
+        for image_id, class_id, positive in s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
+            .where(Annotation.image_id.in_(list(image_ids)), Annotation.is_current.is_(True))
+        ):
+            labels[image_id][class_id] = positive
+    root = studio.settings.image_dir
+    out = []
+    for i in image_ids:
+        im = images.get(i)
+        if im is None:
+            continue
+        sug = sorted(preds[i], key=lambda x: -x.probability)
+        out.append(ImageView(i, im.original_name, root / im.relpath, im.width, im.height, im.review_count, sug,
+                             labels[i]))
+    return out
+
+
+def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives: Iterable[int],
+           annotator: str) -> int:
+    """Record one image's review: explicit positives and negatives; returns the submission id."""
+    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator)
+
+
+def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]], views: Sequence[ImageView],
+                annotator: str) -> int:
+    """Record reviews of several images as one submission (one undo step)."""
+    if not annotator.strip():
+        raise ValueError("say who you are (annotator name) before submitting")
+    labels: dict[int, dict[int, bool]] = {}
+    for image_id, (pos, neg) in decisions.items():
+        both = pos & neg
+        if both:
+            raise ValueError(f"a class cannot be both present and absent (class ids {sorted(both)})")
+        labels[image_id] = {c: True for c in pos} | {c: False for c in neg}
+    suggested = {v.image_id: {s.class_id: s.probability for s in v.suggestions} for v in views}
+    return record_labels(studio, labels, annotator.strip(), source="review", suggested=suggested)[0]
+
+
+def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str) -> int:
+    """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
+    decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set())
+                 for v in views}
+    decisions = {k: v for k, v in decisions.items() if v[0]}
+    if not decisions:
+        return 0
+    submit_many(studio, decisions, views, annotator)
+    return sum(len(p) for p, _ in decisions.values())
+
+
+def undo(studio: Studio, annotator: str) -> int | None:
+    """Undo this person's last submission; returns its id or None if there is nothing to undo."""
+    return undo_last_submission(studio, annotator)

@@ -1,0 +1,191 @@
+"""Review: accept or fix the model's ranked suggestions, one image at a time or a page at a time."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit_shortcuts import add_shortcuts
+
+from mumic_core.collection import default_annotator
+from mumic_core.registry import describe, list_versions, load_head
+from mumic_core.review import (
+    SORTS,
+    STATUSES,
+    QueueFilter,
+    accept_above,
+    image_views,
+    queue_count,
+    queue_page,
+    submit,
+    submit_many,
+    thresholds_for,
+    undo,
+)
+from mumic_core.classes import list_classes
+from mumic_core.studio import open_studio
+
+s = open_studio(migrate=False)
+state = st.session_state
+state.setdefault("offset", 0)
+state.setdefault("annotator", default_annotator())
+state.setdefault("flash", None)
+
+versions = [v for v in list_versions(s)]
+active = next((v for v in versions if v.status == "active"), None)
+classes = list_classes(s)
+class_by_id = {c.id: c for c in classes}
+
+with st.sidebar:
+    st.text_input("Annotator", key="annotator", help="Your name is recorded with every label.")
+    mode = st.radio("Mode", ["One image", "Grid"], horizontal=True, key="mode")
+    st.subheader("Queue")
+    status = st.selectbox("Status", STATUSES, index=1, key="status")
+    cls_choice = st.selectbox("Class", [None] + [c.id for c in classes], key="class_filter",
+                              format_func=lambda i: "any class" if i is None else class_by_id[i].name)
+    lo, hi = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="conf",
+                       help="Of the chosen class, or of each image's top suggestion.")
+    sort = st.selectbox("Order", SORTS, key="sort",
+                        help="priority: most uncertain suggestions first (active learning will refine this)")
+    version = st.selectbox("Model version", versions, index=versions.index(active) if active else 0,
+                           format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
+    blind = st.toggle("Blind (hide suggestions)", key="blind",
+                      help="Label without seeing the model's proposals, to avoid anchoring.")
+
+if version is None:
+    st.error("No model version yet: run `make run` or `python -m mumic_core init`.")
+    st.stop()
+
+filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi, status=status, sort=sort)
+filter_key = (version.id, cls_choice, lo, hi, status, sort)
+if state.get("filter_key") != filter_key:
+    state.filter_key, state.offset = filter_key, 0
+
+if version.kind == "builtin-random":
+    st.warning(f"Suggestions by {describe(version)}", icon=":material/warning:")
+else:
+    st.caption(f"Suggestions by {describe(version)}")
+if state.flash:
+    st.toast(state.flash)
+    state.flash = None
+
+total = queue_count(s, filt)
+head = load_head(s, version)
+thresholds = thresholds_for(head.thresholds if head else None, [c.name for c in classes])
+
+
+def advance_after_submit() -> None:
+    if status != "unreviewed":  # otherwise the reviewed image leaves the queue by itself
+        state.offset += 1
+
+
+def do_undo() -> None:
+    sid = undo(s, state.annotator)
+    state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
+
+
+if total == 0:
+    st.info("Nothing in this queue. Change the filters, or all images here are reviewed.")
+    if st.button("Undo my last submission", key="undo_empty"):
+        do_undo()
+        st.rerun()
+    st.stop()
+
+if mode == "One image":
+    state.offset = min(state.offset, total - 1)
+    ids = queue_page(s, filt, state.offset, 1)
+    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds)
+    st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
+                + (f" · reviewed {view.review_count}×" if view.review_count else ""))
+    left, right = st.columns([3, 2], gap="large")
+    left.image(str(view.path), width="stretch")
+    decisions: dict[int, bool] = {}
+    with right:
+        if not blind:
+            st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
+            st.caption("Ticked = present. Ticked at first when the probability reaches the class's decision "
+                       "threshold (tuned on the validation split; 50 % before any training).")
+            for k, sug in enumerate(view.suggestions, start=1):
+                default = view.labels.get(sug.class_id, sug.proposed)
+                decisions[sug.class_id] = st.checkbox(
+                    f"{k}. {sug.name} — {sug.probability:.0%}", value=default, key=f"t{k}_{view.image_id}")
+            shown = set(decisions)
+        else:
+            picked = st.multiselect("Classes present", [c.id for c in classes], key=f"blind_{view.image_id}",
+                                    default=[c for c, p in view.labels.items() if p and c in class_by_id],
+                                    format_func=lambda i: class_by_id[i].name)
+            others_absent = st.checkbox("All other classes are absent", value=True, key=f"abs_{view.image_id}")
+            decisions = {c.id: (c.id in picked) for c in classes} if others_absent else {c: True for c in picked}
+            shown = set(decisions)
+        if not blind:
+            extra = st.multiselect("Add a missing label", [c.id for c in classes if c.id not in shown],
+                                   key=f"add_{view.image_id}", format_func=lambda i: class_by_id[i].name,
+                                   placeholder="type to search classes")
+            decisions.update({c: True for c in extra})
+        b1, b2 = st.columns(2)
+        accept = b1.button("Accept", type="primary", key="accept", width="stretch", help="ctrl+enter")
+        reject = b2.button("Reject all", key="reject", width="stretch", help="shift+enter: every suggestion absent")
+        b3, b4, b5 = st.columns(3)
+        prev = b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0)
+        nxt = b4.button("Next →", key="next", width="stretch")
+        und = b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission")
+    add_shortcuts(accept="ctrl+enter", reject="shift+enter", prev="arrowleft", next="arrowright", undo="ctrl+z",
+                  **{f"t{k}_{view.image_id}": str(k) for k in range(1, len(view.suggestions) + 1)})
+    if accept or reject:
+        if reject:
+            decisions = {c: False for c in shown}
+        pos = {c for c, v in decisions.items() if v}
+        neg = {c for c, v in decisions.items() if not v}
+        try:
+            sid = submit(s, view, pos, neg, state.annotator)
+        except ValueError as exc:
+            st.error(str(exc))
+            st.stop()
+        state.flash = f"Saved {len(pos)} present, {len(neg)} absent (submission {sid})."
+        advance_after_submit()
+        st.rerun()
+    if prev:
+        state.offset = max(0, state.offset - 1)
+        st.rerun()
+    if nxt:
+        state.offset = min(total - 1, state.offset + 1)
+        st.rerun()
+    if und:
+        do_undo()
+        st.rerun()
+else:
+    c1, c2, c3 = st.columns([1, 2, 2])
+    per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")
+    t = c2.slider("Threshold t", 0.05, 0.95, 0.5, 0.05, key="grid_t")
+    pages = max(1, -(-total // per_page))
+    page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
+    state.offset = (page - 1) * per_page
+    views = image_views(s, queue_page(s, filt, state.offset, per_page), version.id, top_k=3, thresholds=thresholds)
+    fixes: dict[int, tuple[set[int], set[int]]] = {}
+    cols = st.columns(4)
+    for k, view in enumerate(views):
+        with cols[k % 4]:
+            st.image(str(view.path), width="stretch")
+            if blind:
+                options = [c.id for c in classes]
+                default = [c for c, p in view.labels.items() if p and c in class_by_id]
+                top = []
+            else:
+                top = [sg for sg in view.suggestions]
+                st.caption(" · ".join(f"{sg.name} {sg.probability:.0%}" for sg in top))
+                options = [c.id for c in classes]
+                default = [sg.class_id for sg in top if sg.probability >= t]
+                default += [c for c, p in view.labels.items() if p and c in class_by_id and c not in default]
+            chosen = st.multiselect("Present", options, default=default, key=f"g_{view.image_id}_{t}",
+                                    format_func=lambda i: class_by_id[i].name, label_visibility="collapsed")
+            fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
+    b1, b2, b3 = st.columns(3)
+    if b1.button(f"Accept every suggestion ≥ {t:.2f} on this page", type="primary", disabled=blind):
+        n = accept_above(s, views, t, state.annotator)
+        state.flash = f"Accepted {n} suggestions on {len(views)} images."
+        st.rerun()
+    if b2.button("Save this page as shown"):
+        sid = submit_many(s, fixes, views, state.annotator)
+        state.flash = f"Saved {len(fixes)} images (submission {sid})."
+        st.rerun()
+    if b3.button("Undo my last submission"):
+        do_undo()
+        st.rerun()

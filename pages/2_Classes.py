@@ -1,0 +1,114 @@
+"""Classes: counts, add with zero-shot suggestions at once, edit prompts, rename, deactivate, merge."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from mumic_core.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
+from mumic_core.collection import class_counts, default_annotator
+from mumic_core.errors import MumicError
+from mumic_core.registry import active_version
+from mumic_core.review import image_views
+from mumic_core.scoring import rank_images_for_prompts, score_classes
+from mumic_core.studio import open_studio
+
+s = open_studio(migrate=False)
+st.title("Classes")
+version = active_version(s)
+state = st.session_state
+
+
+def show_preview(ranked: list[tuple[int, float]], caption: str) -> None:
+    st.caption(caption)
+    views = {v.image_id: v for v in image_views(s, [i for i, _ in ranked], None)}
+    cols = st.columns(6)
+    for k, (image_id, p) in enumerate(ranked):
+        cols[k % 6].image(str(views[image_id].path), caption=f"{p:.0%}", width="stretch")
+
+
+def prompts_from(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+with st.expander("Add a class", expanded=not list_classes(s), icon=":material/add:"):
+    with st.form("add_class", clear_on_submit=False):
+        name = st.text_input("Name", max_chars=80)
+        prompts = st.text_area("Prompts, one per line", placeholder="a photo of a ...\na drawing of a ...")
+        description = st.text_input("Description (optional)")
+        submitted = st.form_submit_button("Add class", type="primary")
+    if submitted:
+        try:
+            cls = add_class(s, name, prompts_from(prompts), description)
+        except MumicError as exc:
+            st.error(str(exc))
+        else:
+            if version is not None:
+                t0 = time.monotonic()
+                n = score_classes(s, version, [cls.id])
+                state.new_class = (cls.id, n, time.monotonic() - t0)
+            st.success(f"Added “{cls.name}”.")
+    if state.get("new_class") and version is not None:
+        cid, n, secs = state.new_class
+        cls = next((c for c in list_classes(s) if c.id == cid), None)
+        if cls is not None:
+            ranked = rank_images_for_prompts(s, version, cls.prompt_texts, k=12, name=cls.name)
+            show_preview(ranked, f"Zero-shot suggestions for “{cls.name}” over {n} images, scored in {secs:.2f} s: "
+                                 "the images that score highest")
+
+st.subheader("All classes")
+rows = class_counts(s, version.id if version else None)
+st.dataframe(rows, hide_index=True, width="stretch")
+
+classes = list_classes(s, active_only=False)
+if not classes:
+    st.stop()
+by_id = {c.id: c for c in classes}
+st.subheader("Edit a class")
+cid = st.selectbox("Class", [c.id for c in classes], key="edit_class",
+                   format_func=lambda i: by_id[i].name + ("" if by_id[i].active else " (inactive)"))
+cls = by_id[cid]
+tab_prompts, tab_rename, tab_merge = st.tabs(["Prompts", "Rename / deactivate", "Merge"])
+with tab_prompts:
+    text = st.text_area("Prompts, one per line", "\n".join(cls.prompt_texts), key=f"prompts_{cid}")
+    desc = st.text_input("Description", cls.description, key=f"desc_{cid}")
+    c1, c2 = st.columns(2)
+    if c1.button("Preview these prompts", disabled=version is None):
+        ranked = rank_images_for_prompts(s, version, prompts_from(text), k=12)
+        show_preview(ranked, "Images these prompts would score highest (zero-shot, nothing saved yet)")
+    if c2.button("Save prompts and re-score", type="primary", disabled=not cls.active):
+        try:
+            set_prompts(s, cid, prompts_from(text), desc)
+            n = score_classes(s, version, [cid]) if version else 0
+            st.success(f"Saved; {n} images re-scored for “{cls.name}”.")
+        except MumicError as exc:
+            st.error(str(exc))
+with tab_rename:
+    new_name = st.text_input("New name", cls.name, key=f"rename_{cid}", max_chars=80)
+    c1, c2 = st.columns(2)
+    if c1.button("Rename"):
+        try:
+            rename_class(s, cid, new_name)
+            st.rerun()
+        except MumicError as exc:
+            st.error(str(exc))
+    if cls.active and c2.button("Deactivate", help="Hidden from suggestions and training; its labels are kept."):
+        set_active(s, cid, False)
+        st.rerun()
+    if not cls.active and c2.button("Reactivate"):
+        set_active(s, cid, True)
+        if version:
+            score_classes(s, version, [cid])
+        st.rerun()
+with tab_merge:
+    targets = [c.id for c in classes if c.id != cid and c.active]
+    target = st.selectbox("Merge into", targets, format_func=lambda i: by_id[i].name, key=f"merge_{cid}")
+    st.caption(f"Every image labelled “{cls.name}” gets the target's label; “{cls.name}” is then deactivated. "
+               "History is kept.")
+    if st.button("Merge", disabled=target is None):
+        try:
+            n = merge_classes(s, cid, target, state.get("annotator") or default_annotator())
+            st.success(f"Merged: {n} labels recorded on “{by_id[target].name}”.")
+        except MumicError as exc:
+            st.error(str(exc))

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Annotation, Image
+from mumic_core.collection import annotate
+from mumic_core.registry import active_version
+from mumic_core.review import QueueFilter, accept_above, image_views, queue_count, queue_page, submit, undo
+
+
+def _filter(studio, **kw) -> QueueFilter:
+    return QueueFilter(version_id=active_version(studio).id, **kw)
+
+
+def test_queue_filters_and_orders(demo_studio):
+    studio = demo_studio
+    assert queue_count(studio, _filter(studio, status="all")) == 60
+    assert queue_count(studio, _filter(studio, status="unreviewed")) == 30
+    assert queue_count(studio, _filter(studio, status="reviewed")) == 30
+    ids = queue_page(studio, _filter(studio, status="all", sort="confidence"), 0, 60)
+    views = image_views(studio, ids, active_version(studio).id)
+    tops = [v.suggestions[0].probability for v in views]
+    assert tops == sorted(tops, reverse=True)
+    prio = image_views(studio, queue_page(studio, _filter(studio, status="all", sort="priority"), 0, 60),
+                       active_version(studio).id)
+    unc = [min(abs(s.probability - 0.5) for s in v.suggestions) for v in prio]
+    assert unc == sorted(unc)  # the top-9 suggestions contain the most uncertain class here
+    # a class and a confidence range
+    cls = views[0].suggestions[0].class_id
+    f = _filter(studio, status="all", class_id=cls, min_score=0.5, max_score=1.0)
+    for v in image_views(studio, queue_page(studio, f, 0, 100), active_version(studio).id):
+        assert next(s.probability for s in v.suggestions if s.class_id == cls) >= 0.5
+    with pytest.raises(ValueError, match="unknown status"):
+        queue_count(studio, _filter(studio, status="weird"))
+
+
+def test_suggestions_are_ranked_and_carry_probabilities(demo_studio):
+    version = active_version(demo_studio)
+    [view] = image_views(demo_studio, queue_page(demo_studio, _filter(demo_studio), 0, 1), version.id, top_k=5)
+    probs = [s.probability for s in view.suggestions]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and all(0 < p < 1 for p in probs)
+
+
+def test_submit_then_undo_restores_the_previous_labels(demo_studio):
+    studio = demo_studio
+    version = active_version(studio)
+    [view] = image_views(studio, queue_page(studio, _filter(studio, status="reviewed"), 0, 1), version.id)
+    before = dict(view.labels)
+    a, b = view.suggestions[0].class_id, view.suggestions[1].class_id
+    submit(studio, view, positives=[a], negatives=[b], annotator="ann")
+    [after] = image_views(studio, [view.image_id], version.id)
+    assert after.labels[a] is True and after.labels[b] is False and after.review_count == view.review_count + 1
+    with studio.read() as s:
+        row = s.scalar(select(Annotation).where(Annotation.image_id == view.image_id, Annotation.class_id == a,
+                                                Annotation.is_current.is_(True)))
+    if before.get(a) is not True:
+        assert row.annotator == "ann" and row.suggested_score == pytest.approx(view.suggestions[0].probability)
+    assert undo(studio, "someone-else") is None  # undo is per person
+    assert undo(studio, "ann") is not None
+    [restored] = image_views(studio, [view.image_id], version.id)
+    assert restored.labels == before and restored.review_count == view.review_count
+    assert undo(studio, "ann") is None
+
+
+def test_undo_keeps_a_later_change_by_someone_else(demo_studio):
+    studio = demo_studio
+    version = active_version(studio)
+    [view] = image_views(studio, queue_page(studio, _filter(studio), 0, 1), version.id)
+    c = view.suggestions[0].class_id
+    submit(studio, view, [c], [], "ann")
+    annotate(studio, view.image_id, {c: False}, "bob")
+    undo(studio, "ann")
+    [now] = image_views(studio, [view.image_id], version.id)
+    assert now.labels[c] is False
+    with studio.read() as s:
+        assert s.scalar(select(Image.review_count).where(Image.id == view.image_id)) == 1
+
+
+def test_bulk_accept_above_threshold_and_disputed(demo_studio):
+    studio = demo_studio
+    version = active_version(studio)
+    views = image_views(studio, queue_page(studio, _filter(studio, sort="confidence"), 0, 6), version.id)
+    t = 0.5
+    n = accept_above(studio, views, t, "ann")
+    expected = sum(1 for v in views for s in v.suggestions if s.probability >= t)
+    assert n == expected > 0
+    for v in image_views(studio, [v.image_id for v in views], version.id):
+        assert all(v.labels.get(s.class_id) is True for s in v.suggestions if s.probability >= t)
+    # another annotator disagrees on one label: the image becomes disputed
+    v = views[0]
+    c = next(s.class_id for s in v.suggestions if s.probability >= t)
+    annotate(studio, v.image_id, {c: False}, "bob")
+    disputed = queue_page(studio, _filter(studio, status="disputed"), 0, 100)
+    assert v.image_id in disputed
+
+
+def test_submit_refuses_contradictions_and_anonymous(demo_studio):
+    version = active_version(demo_studio)
+    [view] = image_views(demo_studio, queue_page(demo_studio, _filter(demo_studio), 0, 1), version.id)
+    c = view.suggestions[0].class_id
+    with pytest.raises(ValueError, match="both present and absent"):
+        submit(demo_studio, view, [c], [c], "ann")
+    with pytest.raises(ValueError, match="annotator"):
+        submit(demo_studio, view, [c], [], "  ")
