@@ -1,0 +1,114 @@
+"""Page flows with Streamlit's AppTest (the scripts run in-process against a real store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+
+from db.models import Annotation, LabelClass, Prediction
+from mumic_core.registry import active_version
+from mumic_core.review import QueueFilter, queue_count
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=90)
+
+
+def review_rows(studio) -> int:
+    with studio.read() as s:
+        return s.scalar(select(func.count(Annotation.id)).where(Annotation.source == "review")) or 0
+
+
+def test_review_one_image_accept_undo_and_blind(demo_studio):
+    studio = demo_studio
+    unreviewed = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
+    before = queue_count(studio, unreviewed)
+    at = page("1_Review.py").run()
+    assert not at.exception
+    assert "Image 1 of 30" in at.markdown[0].value
+    boxes = [c for c in at.checkbox if c.key.startswith("t")]
+    assert len(boxes) == 9 and "%" in boxes[0].label
+    at.text_input(key="annotator").set_value("ann").run()
+    boxes = [c for c in at.checkbox if c.key.startswith("t")]
+    boxes[0].check().run()
+    [c for c in at.checkbox if c.key.startswith("t")][1].uncheck().run()
+    at.button(key="accept").click().run()
+    assert not at.exception
+    assert queue_count(studio, unreviewed) == before - 1  # the next image appears at once
+    assert review_rows(studio) >= 2
+    assert "Image 1 of 29" in at.markdown[0].value
+    at.button(key="undo").click().run()
+    assert queue_count(studio, unreviewed) == before
+    assert review_rows(studio) >= 2  # history is kept; the rows are no longer current
+    with studio.read() as s:
+        current = s.scalar(select(func.count(Annotation.id)).where(Annotation.source == "review",
+                                                                   Annotation.is_current.is_(True)))
+    assert current == 0
+    at.toggle(key="blind").set_value(True).run()
+    assert not [c for c in at.checkbox if c.key.startswith("t")]
+    assert any(m.label == "Classes present" for m in at.multiselect)
+
+
+def test_review_grid_bulk_accept(demo_studio):
+    at = page("1_Review.py").run()
+    at.text_input(key="annotator").set_value("ann").run()
+    at.radio(key="mode").set_value("Grid").run()
+    assert not at.exception and len(at.multiselect) == 12  # one "present" picker per image on the page
+    at.slider(key="grid_t").set_value(0.3).run()
+    bulk = next(b for b in at.button if b.label.startswith("Accept every suggestion"))
+    bulk.click().run()
+    assert not at.exception
+    assert review_rows(demo_studio) > 0
+
+
+def test_review_filters_by_class_and_confidence(demo_studio):
+    at = page("1_Review.py").run()
+    with demo_studio.read() as s:
+        circle = s.scalar(select(LabelClass.id).where(LabelClass.name == "circle"))
+    at.selectbox(key="class_filter").set_value(circle).run()
+    at.slider(key="conf").set_value((0.9, 1.0)).run()
+    assert not at.exception
+    assert any("Nothing in this queue" in i.value for i in at.info) or "Image 1 of" in at.markdown[0].value
+
+
+def test_classes_add_duplicate_rename_merge(demo_studio):
+    studio = demo_studio
+    at = page("2_Classes.py").run()
+    assert not at.exception
+    at.text_input[0].set_value("lilac thing")
+    at.text_area[0].set_value("a lilac object\nsomething lilac")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    assert any("Added" in s.value for s in at.success)
+    assert any("Zero-shot suggestions" in c.value for c in at.caption)
+    with studio.read() as s:
+        new_id = s.scalar(select(LabelClass.id).where(LabelClass.name == "lilac thing"))
+        n = s.scalar(select(func.count()).select_from(Prediction).where(Prediction.class_id == new_id))
+    assert n == 60
+    at.text_input[0].set_value("Lilac  Thing")
+    at.button[0].click().run()
+    assert any("already exists" in e.value for e in at.error)
+
+
+def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
+    at = page("3_Dashboard.py").run()
+    assert not at.exception
+    assert "Reviewed 30 of 60 images" in at.get("progress")[0].proto.text
+    assert len(at.get("plotly_chart")) >= 1
+    folder = tmp_path / "more"
+    folder.mkdir()
+    PILImage.new("RGB", (50, 50), "purple").save(folder / "new.png")
+    (folder / "broken.jpg").write_bytes(b"not really")
+    at = page("4_Import_Export.py").run()
+    assert not at.exception
+    at.text_input[0].set_value(str(folder)).run()
+    next(b for b in at.button if b.label == "Import folder").click().run()
+    assert not at.exception
+    assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
+    assert any("broken.jpg" in m.value for m in at.markdown)
+    assert len(at.get("download_button")) == 4
