@@ -10,7 +10,7 @@ STARTER_MINUTES ?= 30
 STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-all init clean starter-model
+.PHONY: install run test test-all init clean starter-model screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ starter-model: install
 		--label "starter model pretrained on drawings (Tux Paint stamps and emoji), not CLIP"
 	python -m mumic_core starter evaluate
 	python -m mumic_core init
+
+# Screenshots of every page, made by the end-to-end browser test (needs Debian's chromium).
+screenshots: install
+	MUMIC_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots python -m pytest tests/test_browser.py -s
 
 clean:
 	rm -rf $(VENV) mumic_data

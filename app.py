@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 
 from mumic_core.collection import class_counts, collection_counts
@@ -13,6 +15,26 @@ from mumic_core.studio import open_studio
 @st.cache_resource
 def studio():
     return open_studio()
+
+
+@st.cache_resource
+def warm_up_model() -> threading.Thread:
+    """Load the active model in the background once per server, so that the first zero-shot
+    request (a new class) does not pay for importing torch and reading weights."""
+
+    def load() -> None:
+        from mumic_core.scoring import load_scorer
+
+        version = active_version(studio())
+        if version is not None:
+            try:
+                load_scorer(studio(), version)
+            except Exception:  # noqa: BLE001 - a page that needs the model reports the error itself
+                pass
+
+    thread = threading.Thread(target=load, name="mumic-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def home() -> None:
@@ -61,6 +83,7 @@ def home() -> None:
 
 
 st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
+warm_up_model()
 st.navigation([
     st.Page(home, title="Home", icon=":material/home:", default=True),
     st.Page("pages/1_Review.py", url_path="review", title="Review", icon=":material/fact_check:"),

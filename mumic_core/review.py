@@ -122,6 +122,15 @@ def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) 
         return list(s.scalars(q.offset(offset).limit(limit)))
 
 
+def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int = 12) -> list[tuple[int, float]]:
+    """(image id, probability) of the k images that score highest for a class."""
+    with studio.read() as s:
+        rows = s.execute(select(Prediction.image_id, Prediction.score)
+                         .where(Prediction.model_version_id == version_id, Prediction.class_id == class_id)
+                         .order_by(Prediction.score.desc()).limit(k)).all()
+    return [(i, float(p)) for i, p in rows]
+
+
 def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str]) -> dict[str, float]:
     t = head_thresholds or {}
     return {n: float(t.get(n, DEFAULT_THRESHOLD)) for n in names}

@@ -101,12 +101,21 @@ if mode == "One image":
     with right:
         if not blind:
             st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
-            st.caption("Ticked = present. Ticked at first when the probability reaches the class's decision "
-                       "threshold (tuned on the validation split; 50 % before any training).")
+            st.caption("Filled = present. A label starts filled when its probability reaches the class's decision "
+                       "threshold (tuned on the validation split; 50 % before any training) or a person said so.")
+            key = f"dec_{view.image_id}"
+            if key not in state:
+                state[key] = {sg.class_id: view.labels.get(sg.class_id, sg.proposed) for sg in view.suggestions}
+
+            def toggle(class_id: int, key: str = key) -> None:
+                state[key][class_id] = not state[key][class_id]
+
             for k, sug in enumerate(view.suggestions, start=1):
-                default = view.labels.get(sug.class_id, sug.proposed)
-                decisions[sug.class_id] = st.checkbox(
-                    f"{k}. {sug.name} — {sug.probability:.0%}", value=default, key=f"t{k}_{view.image_id}")
+                present = state[key][sug.class_id]
+                st.button(f"{k}. {sug.name} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
+                          type="primary" if present else "secondary", on_click=toggle, args=(sug.class_id,),
+                          icon=":material/check_box:" if present else ":material/check_box_outline_blank:")
+            decisions = dict(state[key])
             shown = set(decisions)
         else:
             picked = st.multiselect("Classes present", [c.id for c in classes], key=f"blind_{view.image_id}",
@@ -127,8 +136,9 @@ if mode == "One image":
         prev = b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0)
         nxt = b4.button("Next →", key="next", width="stretch")
         und = b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission")
+    # The same shortcut set on every run: the component then stays mounted and keeps listening.
     add_shortcuts(accept="ctrl+enter", reject="shift+enter", prev="arrowleft", next="arrowright", undo="ctrl+z",
-                  **{f"t{k}_{view.image_id}": str(k) for k in range(1, len(view.suggestions) + 1)})
+                  **{f"t{k}": str(k) for k in range(1, 10)})
     if accept or reject:
         if reject:
             decisions = {c: False for c in shown}

@@ -10,7 +10,7 @@ from mumic_core.classes import add_class, list_classes, merge_classes, rename_cl
 from mumic_core.collection import class_counts, default_annotator
 from mumic_core.errors import MumicError
 from mumic_core.registry import active_version
-from mumic_core.review import image_views
+from mumic_core.review import image_views, top_images_for_class
 from mumic_core.scoring import rank_images_for_prompts, score_classes
 from mumic_core.studio import open_studio
 
@@ -53,7 +53,7 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
         cid, n, secs = state.new_class
         cls = next((c for c in list_classes(s) if c.id == cid), None)
         if cls is not None:
-            ranked = rank_images_for_prompts(s, version, cls.prompt_texts, k=12, name=cls.name)
+            ranked = top_images_for_class(s, version.id, cid, k=12)
             show_preview(ranked, f"Zero-shot suggestions for “{cls.name}” over {n} images, scored in {secs:.2f} s: "
                                  "the images that score highest")
 

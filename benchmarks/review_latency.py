@@ -1,0 +1,457 @@
+"""Review latency at scale: every review interaction within 300 ms of server time.
+
+Seeds a fresh store with 100k images and 20 classes (2M predictions of one active model
+version, the per-image score summaries, and about 5 % of the images already reviewed, some of
+them disputed), then times the review service calls and AppTest round trips of the Review page
+(server time of ``AppTest.run()``: the script run(s) one interaction causes, no browser).
+
+    .venv/bin/python benchmarks/review_latency.py [--images 100000] [--classes 20]
+        [--home /tmp/mumic-bench-latency] [--repeats 30] [--out benchmarks/results/review_latency]
+
+Writes ``<out>.json`` (machine, sizes, seeding seconds, every row, query plans, command line)
+and ``<out>.md`` (the table). Each operation gets one untimed warm-up call first; the AppTest
+cold first run is reported on its own row. Times are medians / p95 / max over ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_MS = 300.0
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-latency"))
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--reviewed", type=float, default=0.05, help="fraction of images already reviewed")
+    ap.add_argument("--deep-offset", type=int, default=50_000, help="offset of the deep page change")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/review_latency",
+                    help="result path without suffix (.json and .md are written)")
+    ap.add_argument("--skip-apptest", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
+ARGS = parse_args()
+# Settings are read from the environment: point everything at a fresh home before importing.
+for _k in [k for k in os.environ if k.startswith("MUMIC_")]:
+    del os.environ[_k]
+os.environ["MUMIC_HOME"] = str(ARGS.home)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)
+
+from PIL import Image as PILImage, ImageDraw  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
+
+from db.models import Annotation, Image, Prediction, Submission  # noqa: E402
+from mumic_core.classes import add_class  # noqa: E402
+from mumic_core.config import load_settings  # noqa: E402
+from mumic_core.model_factory import EncoderSpec  # noqa: E402
+from mumic_core.registry import register_version  # noqa: E402
+from mumic_core.review import (  # noqa: E402
+    QueueFilter,
+    _queue_query,
+    accept_above,
+    image_views,
+    queue_count,
+    queue_page,
+    submit,
+    undo,
+)
+from mumic_core.scoring import _refresh_image_scores  # noqa: E402
+from mumic_core.studio import Studio, open_studio  # noqa: E402
+
+N_FILES = 20
+PRED_CHUNK = 50_000
+IMAGE_CHUNK = 20_000
+
+
+# --------------------------------------------------------------------------- seeding
+
+def write_pngs(folder: Path, n: int, rng: np.random.Generator) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rels = []
+    for k in range(n):
+        im = PILImage.new("RGB", (96, 96), tuple(int(x) for x in rng.integers(0, 256, 3)))
+        d = ImageDraw.Draw(im)
+        x, y = (int(v) for v in rng.integers(10, 50, 2))
+        d.ellipse([x, y, x + 36, y + 36], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        im.save(folder / f"{k:02d}.png")
+        rels.append(f"bench/{k:02d}.png")
+    return rels
+
+
+def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float, rng: np.random.Generator) -> dict:
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    classes = [add_class(studio, f"class {k:02d}", [f"a drawing of thing {k:02d}"]) for k in range(n_classes)]
+    class_ids = [c.id for c in classes]
+    version = register_version(studio, "v0001", EncoderSpec("mumic-tiny-rn", "", "builtin-random", "benchmark model"),
+                               "builtin-random", "benchmark model", status="active")
+    rels = write_pngs(studio.settings.image_dir / "bench", N_FILES, rng)
+    t["classes_version_files"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    with studio.write() as s:
+        for start in range(0, n_images, IMAGE_CHUNK):
+            rows = [
+                {"id": i + 1, "sha256": f"{i:064x}", "original_name": f"bench/img_{i:06d}.png",
+                 "relpath": rels[i % N_FILES], "width": 96, "height": 96, "format": "PNG",
+                 "split": "val" if i % 5 == 0 else "train", "review_count": 0, "added_at": now}
+                for i in range(start, min(n_images, start + IMAGE_CHUNK))
+            ]
+            s.execute(insert(Image), rows)
+    t["images"] = time.perf_counter() - t0
+
+    # Probabilities: mostly low, a tail near 1 (Beta(0.4, 1.6), mean 0.2), like a sigmoid head's.
+    t0 = time.perf_counter()
+    per_chunk = max(1, PRED_CHUNK // n_classes)
+    n_pred = 0
+    with studio.write() as s:
+        for start in range(0, n_images, per_chunk):
+            stop = min(n_images, start + per_chunk)
+            prob = rng.beta(0.4, 1.6, size=(stop - start, n_classes)).tolist()
+            sim = (rng.normal(0.2, 0.05, size=(stop - start, n_classes))).tolist()
+            rows = [
+                {"model_version_id": version.id, "image_id": i + 1, "class_id": c,
+                 "similarity": sim[a][b], "score": prob[a][b]}
+                for a, i in enumerate(range(start, stop)) for b, c in enumerate(class_ids)
+            ]
+            s.execute(insert(Prediction), rows)
+            n_pred += len(rows)
+    t["predictions"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with studio.write() as s:
+        _refresh_image_scores(s, version.id)
+    t["image_scores"] = time.perf_counter() - t0
+
+    # About 5 % reviewed by "seed-a" (one positive, two negatives each); a tenth of those
+    # disputed: "seed-b" said the opposite about one class first and was superseded.
+    t0 = time.perf_counter()
+    n_rev = int(round(n_images * reviewed_fraction))
+    reviewed = np.sort(rng.choice(n_images, size=n_rev, replace=False)) + 1
+    disputed = set(rng.choice(reviewed, size=max(1, n_rev // 10), replace=False).tolist()) if n_rev else set()
+    subs, anns, counts = [], [], {}
+    ann_id = 0
+    for k, image_id in enumerate(reviewed.tolist()):
+        picked = rng.choice(class_ids, size=min(3, n_classes), replace=False).tolist()
+        sid_a = len(subs) + 1
+        if image_id in disputed:
+            subs.append({"id": sid_a, "annotator": "seed-b", "created_at": now, "image_ids": [image_id]})
+            ann_id += 1
+            anns.append({"id": ann_id, "image_id": image_id, "class_id": picked[0], "positive": False,
+                         "annotator": "seed-b", "source": "review", "is_current": False, "supersedes_id": None,
+                         "created_at": now, "submission_id": sid_a, "suggested_score": None})
+            sid_a += 1
+        subs.append({"id": sid_a, "annotator": "seed-a", "created_at": now, "image_ids": [image_id]})
+        for j, c in enumerate(picked):
+            ann_id += 1
+            anns.append({"id": ann_id, "image_id": image_id, "class_id": c, "positive": j == 0,
+                         "annotator": "seed-a", "source": "review", "is_current": True,
+                         "supersedes_id": ann_id - 1 if (j == 0 and image_id in disputed) else None,
+                         "created_at": now, "submission_id": sid_a, "suggested_score": None})
+        counts[image_id] = 2 if image_id in disputed else 1
+    with studio.write() as s:
+        if subs:
+            s.execute(insert(Submission), subs)
+        for start in range(0, len(anns), IMAGE_CHUNK):
+            s.execute(insert(Annotation), anns[start : start + IMAGE_CHUNK])
+        for rc in (1, 2):
+            ids = [i for i, c in counts.items() if c == rc]
+            for start in range(0, len(ids), 10_000):
+                s.execute(text(f"UPDATE images SET review_count = {rc}, reviewed_at = :now WHERE id IN "
+                               f"({','.join(map(str, ids[start:start + 10_000]))})"), {"now": now.isoformat()})
+    t["reviews"] = time.perf_counter() - t0
+
+    # Fold the WAL back into the database file, as a long-running store would have done.
+    t0 = time.perf_counter()
+    with sqlite3.connect(studio.settings.home / "mumic.db") as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    t["checkpoint"] = time.perf_counter() - t0
+    t["total"] = sum(t.values())
+    return {"seconds": {k: round(v, 2) for k, v in t.items()}, "version_id": version.id, "class_ids": class_ids,
+            "predictions": n_pred, "reviewed_images": n_rev, "disputed_images": len(disputed),
+            "annotations": len(anns)}
+
+
+# --------------------------------------------------------------------------- timing
+
+ROWS: list[dict] = []
+
+
+def record(group: str, op: str, samples_s: list[float], note: str = "") -> dict:
+    ms = np.array(samples_s) * 1000.0
+    row = {"group": group, "operation": op, "n": len(ms), "median_ms": round(float(np.median(ms)), 1),
+           "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1)}
+    row["over_budget"] = row["p95_ms"] > BUDGET_MS
+    if note:
+        row["note"] = note
+    ROWS.append(row)
+    flag = "  OVER 300 ms" if row["over_budget"] else ""
+    print(f"  {op:<58} n={row['n']:<3} median {row['median_ms']:>8.1f}  p95 {row['p95_ms']:>8.1f}  "
+          f"max {row['max_ms']:>8.1f} ms{flag}", flush=True)
+    return row
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def sql_of(q) -> str:
+    return str(q.compile(dialect=sqlite_dialect.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+def query_plans(studio: Studio, filters: dict[str, QueueFilter], deep: int) -> dict:
+    """EXPLAIN QUERY PLAN of each queue query, as the app issues it."""
+    from sqlalchemy import func
+
+    plans = {}
+    con = sqlite3.connect(studio.settings.home / "mumic.db")
+    try:
+        for name, f in filters.items():
+            cq, _, _ = _queue_query(f, [func.count(Image.id)])
+            pq, score, unc = _queue_query(f, [Image.id])
+            if f.sort == "priority" and unc is not None:
+                pq = pq.order_by(unc.asc(), Image.id)
+            elif f.sort == "confidence" and score is not None:
+                pq = pq.order_by(score.desc(), Image.id)
+            else:
+                pq = pq.order_by(Image.id.desc())
+            for kind, q in (("count", cq), ("page", pq.offset(deep).limit(1))):
+                sql = sql_of(q)
+                plan = [r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql)]
+                plans[f"{kind} {name}"] = {"sql": sql, "plan": plan}
+    finally:
+        con.close()
+    return plans
+
+
+def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep: int) -> dict[str, QueueFilter]:
+    vid = info["version_id"]
+    cls = info["class_ids"][min(3, len(info["class_ids"]) - 1)]
+    filters = {
+        "unreviewed/priority (default)": QueueFilter(vid),
+        "all/confidence": QueueFilter(vid, status="all", sort="confidence"),
+        "class 03 in [0.8, 1.0], unreviewed/priority": QueueFilter(vid, class_id=cls, min_score=0.8, max_score=1.0),
+        "reviewed/priority": QueueFilter(vid, status="reviewed"),
+        "disputed/priority": QueueFilter(vid, status="disputed"),
+    }
+    print("service calls", flush=True)
+    for name, f in filters.items():
+        n = queue_count(studio, f)
+        record("service", f"queue_count [{name}] ({n:,} images)", timed(lambda: queue_count(studio, f), repeats))
+        record("service", f"queue_page offset 0, 1 image [{name}]", timed(lambda: queue_page(studio, f, 0, 1), repeats))
+        record("service", f"queue_count + queue_page [{name}]",
+               timed(lambda: (queue_count(studio, f), queue_page(studio, f, 0, 1)), repeats))
+    default = filters["unreviewed/priority (default)"]
+    total = queue_count(studio, default)
+    off = min(deep, max(0, total - 12))
+    record("service", f"page change: queue_page offset {off:,}, 1 image [unreviewed/priority]",
+           timed(lambda: queue_page(studio, default, off, 1), repeats))
+    record("service", f"page change: queue_page offset {off:,}, 12 images [unreviewed/priority]",
+           timed(lambda: queue_page(studio, default, off, 12), repeats))
+    allc = filters["all/confidence"]
+    off_all = min(deep, max(0, n_images - 12))
+    record("service", f"page change: queue_page offset {off_all:,}, 12 images [all/confidence]",
+           timed(lambda: queue_page(studio, allc, off_all, 12), repeats))
+    one = queue_page(studio, default, 0, 1)
+    grid = queue_page(studio, default, off, 12)
+    record("service", "image_views 1 image, top 9", timed(lambda: image_views(studio, one, vid, top_k=9), repeats))
+    record("service", "image_views 12 images, top 3", timed(lambda: image_views(studio, grid, vid, top_k=3), repeats))
+
+    # Submit + undo: a different unreviewed image each time (spread through the queue).
+    step = max(1, (total - 1) // (repeats + 2))
+    ids = [queue_page(studio, default, k * step, 1)[0] for k in range(repeats + 1)]
+    sub_t, undo_t = [], []
+    for k, image_id in enumerate(ids):
+        [view] = image_views(studio, [image_id], vid, top_k=9)
+        pos = {sg.class_id for sg in view.suggestions if sg.proposed}
+        neg = {sg.class_id for sg in view.suggestions if not sg.proposed}
+        t0 = time.perf_counter()
+        submit(studio, view, pos, neg, "bench")
+        t1 = time.perf_counter()
+        assert undo(studio, "bench") is not None
+        t2 = time.perf_counter()
+        if k:  # the first pair is the warm-up
+            sub_t.append(t1 - t0)
+            undo_t.append(t2 - t1)
+    record("service", "submit 1 image (9 decisions)", sub_t)
+    record("service", "undo that submission", undo_t)
+
+    acc_t, acc_undo_t = [], []
+    step12 = max(12, (total - 12) // (repeats + 2))
+    for k in range(repeats + 1):
+        views = image_views(studio, queue_page(studio, default, k * step12, 12), vid, top_k=3)
+        t0 = time.perf_counter()
+        n_acc = accept_above(studio, views, 0.5, "bench")
+        t1 = time.perf_counter()
+        if n_acc:
+            assert undo(studio, "bench") is not None
+        t2 = time.perf_counter()
+        if k:
+            acc_t.append(t1 - t0)
+            if n_acc:
+                acc_undo_t.append(t2 - t1)
+    record("service", "accept_above 0.5 on a 12-image page", acc_t)
+    if acc_undo_t:
+        record("service", "undo that page", acc_undo_t)
+    return filters
+
+
+def bench_apptest(studio: Studio, repeats: int) -> None:
+    import logging
+
+    from streamlit.testing.v1 import AppTest
+
+    # streamlit_shortcuts calls st.components.v1.html, which logs a deprecation warning every run
+    # (streamlit resets logger levels, so filter instead).
+    logging.getLogger("streamlit.deprecation_util").addFilter(lambda r: "st.components.v1.html" not in r.getMessage())
+    print("AppTest round trips (server time of AppTest.run())", flush=True)
+    at = AppTest.from_file(str(ROOT / "pages/1_Review.py"), default_timeout=120)
+
+    def run(action) -> float:
+        t0 = time.perf_counter()
+        action()
+        dt = time.perf_counter() - t0
+        if at.exception:
+            raise RuntimeError(f"Review page raised: {[e.value for e in at.exception]}")
+        return dt
+
+    record("apptest", "first run (cold: imports, first queries)", [run(at.run)],
+           note="once per server process / browser session, not an interaction")
+    record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
+    record("apptest", "click Next (runs twice: click, st.rerun)",
+           [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
+
+    def toggle() -> None:
+        cb = next(c for c in at.checkbox if c.key and c.key.startswith("t"))
+        cb.set_value(not cb.value).run()
+
+    record("apptest", "toggle a suggestion checkbox", [run(toggle) for _ in range(repeats)])
+
+    acc, und = [], []
+    for _ in range(repeats):
+        at.text_input(key="annotator").set_value("bench-ui")
+        acc.append(run(lambda: at.button(key="accept").click().run()))
+        und.append(run(lambda: at.button(key="undo").click().run()))
+    with studio.read() as s:  # every Accept was a submission, every Undo undid it
+        subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui")))
+    assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
+    record("apptest", "set annotator + click Accept (submit, st.rerun)", acc)
+    record("apptest", "click Undo (undo, st.rerun)", und)
+
+    by_status: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for value in ("all", "reviewed", "disputed", "unreviewed"):
+            by_status.setdefault(value, []).append(run(lambda: at.selectbox(key="status").set_value(value).run()))
+    for value, samples in by_status.items():
+        record("apptest", f"status selectbox -> {value}", samples)
+
+    to_grid, grid_page, to_one = [], [], []
+    for _ in range(repeats):
+        to_grid.append(run(lambda: at.radio(key="mode").set_value("Grid").run()))
+        grid_page.append(run(lambda: at.number_input(key="grid_page").increment().run()))
+        to_one.append(run(lambda: at.radio(key="mode").set_value("One image").run()))
+    record("apptest", "switch to Grid mode (12 images)", to_grid)
+    record("apptest", "Grid: next page (number input +1)", grid_page)
+    record("apptest", "switch back to One image", to_one)
+
+
+# --------------------------------------------------------------------------- output
+
+def markdown(result: dict) -> str:
+    m, z = result["machine"], result["sizes"]
+    lines = [
+        "# Review latency",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"{z['images']:,} images, {z['classes']} classes, {z['predictions']:,} predictions, "
+        f"{z['reviewed_images']:,} reviewed ({z['disputed_images']:,} disputed). "
+        f"Seeding: {result['seeding_seconds']['total']:.1f} s. Budget: {BUDGET_MS:.0f} ms (p95).",
+        "",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}, SQLite {m['sqlite']}; "
+        f"load average at start {m['loadavg_start']}.",
+        "",
+        "| operation | n | median ms | p95 ms | max ms | |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    group = None
+    for r in result["rows"]:
+        if r["group"] != group:
+            group = r["group"]
+            title = "Service calls" if group == "service" else "AppTest round trips (server time of `run()`)"
+            lines.append(f"| **{title}** | | | | | |")
+        lines.append(f"| {r['operation']} | {r['n']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | "
+                     f"{r['max_ms']:.1f} | {'**over 300 ms**' if r['over_budget'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = ARGS
+    rng = np.random.default_rng(args.seed)
+    shutil.rmtree(args.home, ignore_errors=True)
+    studio = open_studio(load_settings())
+    print(f"seeding {args.images:,} images x {args.classes} classes into {args.home}", flush=True)
+    info = seed(studio, args.images, args.classes, args.reviewed, rng)
+    print(f"  seeded in {info['seconds']['total']:.1f} s: {info['seconds']}", flush=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    filters = bench_services(studio, info, args.images, args.repeats, args.deep_offset)
+    if not args.skip_apptest:
+        bench_apptest(studio, args.repeats)
+    result = {
+        "command": " ".join([".venv/bin/python", *[Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()],
+                             *sys.argv[1:]]),
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
+                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "sizes": {"images": args.images, "classes": args.classes, "predictions": info["predictions"],
+                  "reviewed_images": info["reviewed_images"], "disputed_images": info["disputed_images"],
+                  "annotations": info["annotations"], "repeats": args.repeats,
+                  "db_bytes": (args.home / "mumic.db").stat().st_size},
+        "seeding_seconds": info["seconds"],
+        "budget_ms": BUDGET_MS,
+        "notes": "one untimed warm-up per service operation; AppTest times are AppTest.run() wall time "
+                 "(script runs in-process, st.rerun included); no ANALYZE on the store, as in the app",
+        "rows": ROWS,
+        "over_budget": [r["operation"] for r in ROWS if r["over_budget"]],
+        "query_plans": query_plans(studio, filters, args.deep_offset),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    if result["over_budget"]:
+        print("over budget (p95 > 300 ms):\n  " + "\n  ".join(result["over_budget"]))
+
+
+if __name__ == "__main__":
+    main()
