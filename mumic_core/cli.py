@@ -296,7 +296,7 @@ def starter() -> None:
 
 @starter.command("corpus")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--composites", default=6000, show_default=True)
+@click.option("--composites", default=4000, show_default=True)
 def starter_corpus(out: Path | None, composites: int) -> None:
     """Build the caption corpus from Tux Paint stamps and emoji (held-out drawings kept aside)."""
     from .config import load_settings

@@ -193,12 +193,9 @@ def captions_for(d: Drawing) -> list[str]:
     if words:
         caps.append(f"{_article(d.name)} {d.name}, {words}")
     if d.category:
-        # Category captions outnumber the rest, so that the text of a class generalises to
-        # drawings of it that were never seen (what zero-shot suggestions need).
         c = d.category
         caps += [f"{_article(d.name)} {d.name}, a kind of {c}", f"a drawing of {_article(c)} {c}",
-                 f"{_article(c)} {c}: {_article(d.name)} {d.name}", f"a picture of {_article(c)} {c}",
-                 f"{_article(c)} {c}"]
+                 f"{_article(c)} {c}: {_article(d.name)} {d.name}"]
     return caps
 
 
@@ -240,7 +237,7 @@ def _join_names(names: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def build_corpus(out_dir: Path, seed: int = 0, variants: int = 4, composites: int = 6000,
+def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: int = 4000,
                  size: int = 128, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) -> dict:
     """Write the pretraining corpus and the held-out drawings list; returns a summary."""
     out_dir = Path(out_dir)
@@ -269,7 +266,7 @@ def build_corpus(out_dir: Path, seed: int = 0, variants: int = 4, composites: in
         names = [d.name for d in picks]
         rows += [(f"images/{name}", f"a drawing of {_join_names(names)}"), (f"images/{name}", _join_names(names))]
         cats = list(dict.fromkeys(d.category or d.name for d in picks))
-        rows += [(f"images/{name}", f"a drawing of {_join_names(cats)}"), (f"images/{name}", _join_names(cats))]
+        rows.append((f"images/{name}", f"a drawing of {_join_names(cats)}"))
     with open(out_dir / "captions.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["filename", "caption"])

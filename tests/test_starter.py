@@ -58,7 +58,7 @@ def test_corpus_captions_held_out_split_and_scenes(tmp_path: Path):
     assert any(" and " in c for c in captions)  # composites name all their drawings
     held_keys = {d.key for d in held}
     assert not any(k.split("/")[-1].split(".")[0] in c for k in held_keys for c in captions if "thing" in k)
-    assert len({r["filename"] for r in rows}) == summary["pictures"] == 21 * 4 + 10
+    assert len({r["filename"] for r in rows}) == summary["pictures"] == 21 * 2 + 10
 
     scenes = held_out_scenes(held, 12, seed=1, out_dir=tmp_path / "scenes", root=root, font=tmp_path / "x")
     assert len(scenes) == 12 and all(1 <= len(labels) <= 3 for _, labels in scenes)
