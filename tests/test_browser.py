@@ -28,6 +28,7 @@ from test_procfile import free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+SCREENSHOT_DIR = os.environ.get("MUMIC_SCREENSHOT_DIR")  # read before fixtures clear MUMIC_* variables
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -67,7 +68,7 @@ def shot(page, name: str, out: Path) -> None:
 def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
-    out = Path(os.environ.get("MUMIC_SCREENSHOT_DIR") or tmp_path)
+    out = Path(SCREENSHOT_DIR or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     studio = demo_studio
     with sync_playwright() as p:
