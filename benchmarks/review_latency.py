@@ -194,6 +194,50 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
             "annotations": len(anns)}
 
 
+# --------------------------------------------------------------------------- machine load
+
+class OtherLoad:
+    """CPU cores used by other processes while we measure (/proc/stat busy time minus our own),
+    sampled every 0.5 s, so that a run on a shared machine says how shared it was."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            with open("/proc/stat") as fh:
+                v = [int(x) for x in fh.readline().split()[1:]]
+        except OSError:
+            return None
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+    def _run(self) -> None:
+        prev = (time.perf_counter(), self._busy_s(), sum(os.times()[:2]))
+        while not self._stop.wait(0.5):
+            now = (time.perf_counter(), self._busy_s(), sum(os.times()[:2]))
+            if now[1] is not None and prev[1] is not None:
+                self.samples.append(max(0.0, (now[1] - prev[1]) - (now[2] - prev[2])) / (now[0] - prev[0]))
+            prev = now
+
+    def __enter__(self) -> "OtherLoad":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        x = np.array(self.samples or [0.0])
+        return {"mean_cores": round(float(x.mean()), 2), "p95_cores": round(float(np.percentile(x, 95)), 2),
+                "max_cores": round(float(x.max()), 2), "seconds": len(self.samples) / 2}
+
+
 # --------------------------------------------------------------------------- timing
 
 ROWS: list[dict] = []
@@ -351,10 +395,14 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
            [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
 
     def toggle() -> None:
-        cb = next(c for c in at.checkbox if c.key and c.key.startswith("t"))
-        cb.set_value(not cb.value).run()
+        # Suggestion toggles: checkboxes keyed t<k>_<image id> in older pages, buttons keyed t<k> now.
+        cb = next((c for c in at.checkbox if c.key and c.key.startswith("t")), None)
+        if cb is not None:
+            cb.set_value(not cb.value).run()
+        else:
+            at.button(key="t1").click().run()
 
-    record("apptest", "toggle a suggestion checkbox", [run(toggle) for _ in range(repeats)])
+    record("apptest", "toggle suggestion 1 (key t1)", [run(toggle) for _ in range(repeats)])
 
     acc, und = [], []
     for _ in range(repeats):
@@ -398,7 +446,9 @@ def markdown(result: dict) -> str:
         f"Seeding: {result['seeding_seconds']['total']:.1f} s. Budget: {BUDGET_MS:.0f} ms (p95).",
         "",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}, SQLite {m['sqlite']}; "
-        f"load average at start {m['loadavg_start']}.",
+        f"load average at start {m['loadavg_start']}; CPU cores used by other processes while measuring "
+        f"(mean / p95): " + ", ".join(f"{k} {v['mean_cores']} / {v['p95_cores']}"
+                                      for k, v in m["other_processes_cpu"].items()) + ".",
         "",
         "| operation | n | median ms | p95 ms | max ms | |",
         "|---|---:|---:|---:|---:|---|",
@@ -423,16 +473,23 @@ def main() -> None:
     info = seed(studio, args.images, args.classes, args.reviewed, rng)
     print(f"  seeded in {info['seconds']['total']:.1f} s: {info['seconds']}", flush=True)
     load_start = [round(x, 2) for x in os.getloadavg()]
-    filters = bench_services(studio, info, args.images, args.repeats, args.deep_offset)
+    other = {}
+    with OtherLoad() as load:
+        filters = bench_services(studio, info, args.images, args.repeats, args.deep_offset)
+    other["service"] = load.summary()
     if not args.skip_apptest:
-        bench_apptest(studio, args.repeats)
+        with OtherLoad() as load:
+            bench_apptest(studio, args.repeats)
+        other["apptest"] = load.summary()
+    print(f"CPU cores used by other processes while measuring: {other}", flush=True)
     result = {
         "command": " ".join([".venv/bin/python", *[Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()],
                              *sys.argv[1:]]),
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                    "other_processes_cpu": other},
         "sizes": {"images": args.images, "classes": args.classes, "predictions": info["predictions"],
                   "reviewed_images": info["reviewed_images"], "disputed_images": info["disputed_images"],
                   "annotations": info["annotations"], "repeats": args.repeats,

@@ -156,8 +156,9 @@ class ImageScore(Base):
 
     __tablename__ = "image_scores"
     __table_args__ = (
-        Index("ix_image_scores_version_max", "model_version_id", "max_score"),
-        Index("ix_image_scores_version_uncertainty", "model_version_id", "uncertainty"),
+        # image_id last: queue pages come out of the index in order, with no sort step.
+        Index("ix_image_scores_version_max", "model_version_id", "max_score", "image_id"),
+        Index("ix_image_scores_version_uncertainty", "model_version_id", "uncertainty", "image_id"),
     )
 
     model_version_id: Mapped[int] = mapped_column(

@@ -76,12 +76,13 @@ def _queue_query(f: QueueFilter, columns):
     if f.class_id is not None and f.version_id is not None:
         q = q.join(Prediction, and_(Prediction.image_id == Image.id, Prediction.model_version_id == f.version_id,
                                     Prediction.class_id == f.class_id))
-        score, uncertainty = Prediction.score, func.abs(Prediction.score - 0.5)
+        score, uncertainty, tiebreak = Prediction.score, func.abs(Prediction.score - 0.5), Image.id
     elif f.version_id is not None:
         q = q.join(ImageScore, and_(ImageScore.image_id == Image.id, ImageScore.model_version_id == f.version_id))
-        score, uncertainty = ImageScore.max_score, ImageScore.uncertainty
+        score, uncertainty, tiebreak = ImageScore.max_score, ImageScore.uncertainty, ImageScore.image_id
     else:
         score = uncertainty = None
+        tiebreak = Image.id
     if score is not None and (f.min_score > 0.0 or f.max_score < 1.0):
         q = q.where(score >= f.min_score, score <= f.max_score)
     if f.status == "unreviewed":
@@ -94,11 +95,11 @@ def _queue_query(f: QueueFilter, columns):
         raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
     if f.image_ids is not None:
         q = q.where(Image.id.in_(list(f.image_ids)))
-    return q, score, uncertainty
+    return q, score, uncertainty, tiebreak
 
 
 def queue_count(studio: Studio, f: QueueFilter) -> int:
-    q, _, _ = _queue_query(f, [func.count(Image.id)])
+    q, _, _, _ = _queue_query(f, [func.count(Image.id)])
     with studio.read() as s:
         return int(s.scalar(q) or 0)
 
@@ -109,11 +110,11 @@ def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) 
     Orders: ``priority`` (the active-learning hook: for now the most uncertain first, i.e. a
     probability closest to 0.5), ``confidence`` (highest first), ``newest``.
     """
-    q, score, uncertainty = _queue_query(f, [Image.id])
+    q, score, uncertainty, tiebreak = _queue_query(f, [Image.id])
     if f.sort == "priority" and uncertainty is not None:
-        q = q.order_by(uncertainty.asc(), Image.id)
+        q = q.order_by(uncertainty.asc(), tiebreak.asc())
     elif f.sort == "confidence" and score is not None:
-        q = q.order_by(score.desc(), Image.id)
+        q = q.order_by(score.desc(), tiebreak.desc())
     elif f.sort in SORTS:
         q = q.order_by(Image.id.desc())
     else:

@@ -66,6 +66,9 @@ else:
 if state.flash:
     st.toast(state.flash)
     state.flash = None
+if state.get("error"):
+    st.error(state.error)
+    state.error = None
 
 total = queue_count(s, filt)
 head = load_head(s, version)
@@ -97,70 +100,72 @@ if mode == "One image":
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
     left, right = st.columns([3, 2], gap="large")
     left.image(str(view.path), width="stretch")
-    decisions: dict[int, bool] = {}
-    with right:
-        if not blind:
-            st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
-            st.caption("Filled = present. A label starts filled when its probability reaches the class's decision "
-                       "threshold (tuned on the validation split; 50 % before any training) or a person said so.")
-            key = f"dec_{view.image_id}"
-            if key not in state:
-                state[key] = {sg.class_id: view.labels.get(sg.class_id, sg.proposed) for sg in view.suggestions}
+    key = f"dec_{view.image_id}"
+    if key not in state:
+        state[key] = {sg.class_id: view.labels.get(sg.class_id, sg.proposed) for sg in view.suggestions}
 
-            def toggle(class_id: int, key: str = key) -> None:
-                state[key][class_id] = not state[key][class_id]
+    def toggle(class_id: int) -> None:
+        state[key][class_id] = not state[key][class_id]
 
-            for k, sug in enumerate(view.suggestions, start=1):
-                present = state[key][sug.class_id]
-                st.button(f"{k}. {sug.name} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
-                          type="primary" if present else "secondary", on_click=toggle, args=(sug.class_id,),
-                          icon=":material/check_box:" if present else ":material/check_box_outline_blank:")
-            decisions = dict(state[key])
-            shown = set(decisions)
-        else:
-            picked = st.multiselect("Classes present", [c.id for c in classes], key=f"blind_{view.image_id}",
-                                    default=[c for c, p in view.labels.items() if p and c in class_by_id],
-                                    format_func=lambda i: class_by_id[i].name)
-            others_absent = st.checkbox("All other classes are absent", value=True, key=f"abs_{view.image_id}")
-            decisions = {c.id: (c.id in picked) for c in classes} if others_absent else {c: True for c in picked}
-            shown = set(decisions)
-        if not blind:
-            extra = st.multiselect("Add a missing label", [c.id for c in classes if c.id not in shown],
-                                   key=f"add_{view.image_id}", format_func=lambda i: class_by_id[i].name,
-                                   placeholder="type to search classes")
-            decisions.update({c: True for c in extra})
-        b1, b2 = st.columns(2)
-        accept = b1.button("Accept", type="primary", key="accept", width="stretch", help="ctrl+enter")
-        reject = b2.button("Reject all", key="reject", width="stretch", help="shift+enter: every suggestion absent")
-        b3, b4, b5 = st.columns(3)
-        prev = b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0)
-        nxt = b4.button("Next →", key="next", width="stretch")
-        und = b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission")
-    # The same shortcut set on every run: the component then stays mounted and keeps listening.
-    add_shortcuts(accept="ctrl+enter", reject="shift+enter", prev="arrowleft", next="arrowright", undo="ctrl+z",
-                  **{f"t{k}": str(k) for k in range(1, 10)})
-    if accept or reject:
+    def decisions_now() -> dict[int, bool]:
+        """What the person has said about this image so far (read from the widgets' state)."""
+        if blind:
+            picked = set(state.get(f"blind_{view.image_id}", []))
+            if state.get(f"abs_{view.image_id}", True):
+                return {c.id: c.id in picked for c in classes}
+            return {c: True for c in picked}
+        out = dict(state[key])
+        out.update({c: True for c in state.get(f"add_{view.image_id}", [])})
+        return out
+
+    # Actions run as callbacks, before the script reruns: one run per key press or click.
+    def on_submit(reject: bool) -> None:
+        decisions = decisions_now()
         if reject:
-            decisions = {c: False for c in shown}
+            decisions = {c: False for c in state[key]} if not blind else {c: False for c in decisions}
         pos = {c for c, v in decisions.items() if v}
         neg = {c for c, v in decisions.items() if not v}
         try:
             sid = submit(s, view, pos, neg, state.annotator)
         except ValueError as exc:
-            st.error(str(exc))
-            st.stop()
+            state.error = str(exc)
+            return
         state.flash = f"Saved {len(pos)} present, {len(neg)} absent (submission {sid})."
         advance_after_submit()
-        st.rerun()
-    if prev:
-        state.offset = max(0, state.offset - 1)
-        st.rerun()
-    if nxt:
-        state.offset = min(total - 1, state.offset + 1)
-        st.rerun()
-    if und:
-        do_undo()
-        st.rerun()
+
+    def on_move(step: int) -> None:
+        state.offset = min(max(0, state.offset + step), total - 1)
+
+    with right:
+        if not blind:
+            st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
+            st.caption("Filled = present. A label starts filled when its probability reaches the class's decision "
+                       "threshold (tuned on the validation split; 50 % before any training) or a person said so.")
+            for k, sug in enumerate(view.suggestions, start=1):
+                present = state[key][sug.class_id]
+                st.button(f"{k}. {sug.name} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
+                          type="primary" if present else "secondary", on_click=toggle, args=(sug.class_id,),
+                          icon=":material/check_box:" if present else ":material/check_box_outline_blank:")
+            st.multiselect("Add a missing label", [c.id for c in classes if c.id not in state[key]],
+                           key=f"add_{view.image_id}", format_func=lambda i: class_by_id[i].name,
+                           placeholder="type to search classes")
+        else:
+            st.multiselect("Classes present", [c.id for c in classes], key=f"blind_{view.image_id}",
+                           default=[c for c, p in view.labels.items() if p and c in class_by_id],
+                           format_func=lambda i: class_by_id[i].name)
+            st.checkbox("All other classes are absent", value=True, key=f"abs_{view.image_id}")
+        b1, b2 = st.columns(2)
+        b1.button("Accept", type="primary", key="accept", width="stretch", help="ctrl+enter",
+                  on_click=on_submit, args=(False,))
+        b2.button("Reject all", key="reject", width="stretch", help="shift+enter: every suggestion absent",
+                  on_click=on_submit, args=(True,))
+        b3, b4, b5 = st.columns(3)
+        b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0, on_click=on_move, args=(-1,))
+        b4.button("Next →", key="next", width="stretch", on_click=on_move, args=(1,))
+        b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission", on_click=do_undo)
+    # The same shortcut set on every run: the component then stays mounted and keeps listening.
+    add_shortcuts(accept="ctrl+enter", reject="shift+enter", prev="arrowleft", next="arrowright", undo="ctrl+z",
+                  **{f"t{k}": str(k) for k in range(1, 10)})
 else:
     c1, c2, c3 = st.columns([1, 2, 2])
     per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")

@@ -38,8 +38,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('model_version_id', 'image_id')
     )
     with op.batch_alter_table('image_scores', schema=None) as batch_op:
-        batch_op.create_index('ix_image_scores_version_max', ['model_version_id', 'max_score'], unique=False)
-        batch_op.create_index('ix_image_scores_version_uncertainty', ['model_version_id', 'uncertainty'], unique=False)
+        batch_op.create_index('ix_image_scores_version_max', ['model_version_id', 'max_score', 'image_id'],
+                              unique=False)
+        batch_op.create_index('ix_image_scores_version_uncertainty', ['model_version_id', 'uncertainty', 'image_id'],
+                              unique=False)
     # Summaries for predictions stored before this revision.
     op.execute("INSERT INTO image_scores (model_version_id, image_id, max_score, uncertainty) "
                "SELECT model_version_id, image_id, max(score), min(abs(score - 0.5)) FROM predictions "
