@@ -69,6 +69,7 @@ from mumic_core.registry import register_version  # noqa: E402
 from mumic_core.review import (  # noqa: E402
     QueueFilter,
     _queue_query,
+    page_query,
     accept_above,
     image_views,
     queue_count,
@@ -280,14 +281,8 @@ def query_plans(studio: Studio, filters: dict[str, QueueFilter], deep: int) -> d
     con = sqlite3.connect(studio.settings.home / "mumic.db")
     try:
         for name, f in filters.items():
-            cq, _, _ = _queue_query(f, [func.count(Image.id)])
-            pq, score, unc = _queue_query(f, [Image.id])
-            if f.sort == "priority" and unc is not None:
-                pq = pq.order_by(unc.asc(), Image.id)
-            elif f.sort == "confidence" and score is not None:
-                pq = pq.order_by(score.desc(), Image.id)
-            else:
-                pq = pq.order_by(Image.id.desc())
+            cq, _, _, _ = _queue_query(f, [func.count(Image.id)])
+            pq = page_query(f)
             for kind, q in (("count", cq), ("page", pq.offset(deep).limit(1))):
                 sql = sql_of(q)
                 plan = [r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql)]

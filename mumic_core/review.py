@@ -110,17 +110,20 @@ def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) 
     Orders: ``priority`` (the active-learning hook: for now the most uncertain first, i.e. a
     probability closest to 0.5), ``confidence`` (highest first), ``newest``.
     """
+    with studio.read() as s:
+        return list(s.scalars(page_query(f).offset(offset).limit(limit)))
+
+
+def page_query(f: QueueFilter):
+    """The ordered SELECT of image ids behind ``queue_page``."""
     q, score, uncertainty, tiebreak = _queue_query(f, [Image.id])
     if f.sort == "priority" and uncertainty is not None:
-        q = q.order_by(uncertainty.asc(), tiebreak.asc())
-    elif f.sort == "confidence" and score is not None:
-        q = q.order_by(score.desc(), tiebreak.desc())
-    elif f.sort in SORTS:
-        q = q.order_by(Image.id.desc())
-    else:
-        raise ValueError(f"unknown sort {f.sort!r}; use one of {', '.join(SORTS)}")
-    with studio.read() as s:
-        return list(s.scalars(q.offset(offset).limit(limit)))
+        return q.order_by(uncertainty.asc(), tiebreak.asc())
+    if f.sort == "confidence" and score is not None:
+        return q.order_by(score.desc(), tiebreak.desc())
+    if f.sort in SORTS:
+        return q.order_by(Image.id.desc())
+    raise ValueError(f"unknown sort {f.sort!r}; use one of {', '.join(SORTS)}")
 
 
 def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int = 12) -> list[tuple[int, float]]:

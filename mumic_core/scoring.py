@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 
 from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
 
@@ -126,6 +126,15 @@ def _refresh_image_scores(session, version_id: int) -> None:
         .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
         .group_by(Prediction.model_version_id, Prediction.image_id),
     ))
+    refresh_statistics(session)
+
+
+def refresh_statistics(session) -> None:
+    """Let SQLite's planner know the tables' sizes (a sampled ANALYZE, milliseconds): without
+    it, counting a 100k-image queue can walk an index in the wrong order and take 6x longer."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("PRAGMA analysis_limit=1000"))
+        session.execute(text("ANALYZE"))
 
 
 def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
