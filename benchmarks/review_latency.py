@@ -386,7 +386,7 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     record("apptest", "first run (cold: imports, first queries)", [run(at.run)],
            note="once per server process / browser session, not an interaction")
     record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
-    record("apptest", "click Next (runs twice: click, st.rerun)",
+    record("apptest", "click Next",
            [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
 
     def toggle() -> None:
@@ -407,8 +407,8 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     with studio.read() as s:  # every Accept was a submission, every Undo undid it
         subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui")))
     assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
-    record("apptest", "set annotator + click Accept (submit, st.rerun)", acc)
-    record("apptest", "click Undo (undo, st.rerun)", und)
+    record("apptest", "set annotator + click Accept (submit)", acc)
+    record("apptest", "click Undo", und)
 
     by_status: dict[str, list[float]] = {}
     for _ in range(repeats):
@@ -492,7 +492,7 @@ def main() -> None:
         "seeding_seconds": info["seconds"],
         "budget_ms": BUDGET_MS,
         "notes": "one untimed warm-up per service operation; AppTest times are AppTest.run() wall time "
-                 "(script runs in-process, st.rerun included); no ANALYZE on the store, as in the app",
+                 "(script runs in-process); the store gets the same sampled ANALYZE as the app after scoring",
         "rows": ROWS,
         "over_budget": [r["operation"] for r in ROWS if r["over_budget"]],
         "query_plans": query_plans(studio, filters, args.deep_offset),
