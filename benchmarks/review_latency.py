@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
 from PIL import Image as PILImage, ImageDraw  # noqa: E402
-from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
 
 from db.models import Annotation, Image, Prediction, Submission  # noqa: E402
@@ -275,8 +275,6 @@ def sql_of(q) -> str:
 
 def query_plans(studio: Studio, filters: dict[str, QueueFilter], deep: int) -> dict:
     """EXPLAIN QUERY PLAN of each queue query, as the app issues it."""
-    from sqlalchemy import func
-
     plans = {}
     con = sqlite3.connect(studio.settings.home / "mumic.db")
     try:
@@ -400,12 +398,15 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     record("apptest", "toggle suggestion 1 (key t1)", [run(toggle) for _ in range(repeats)])
 
     acc, und = [], []
+    with studio.read() as s:
+        first_new = (s.scalar(select(func.max(Submission.id))) or 0) + 1
     for _ in range(repeats):
         at.text_input(key="annotator").set_value("bench-ui")
         acc.append(run(lambda: at.button(key="accept").click().run()))
         und.append(run(lambda: at.button(key="undo").click().run()))
     with studio.read() as s:  # every Accept was a submission, every Undo undid it
-        subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui")))
+        subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui",
+                                                       Submission.id >= first_new)))
     assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
     record("apptest", "set annotator + click Accept (submit)", acc)
     record("apptest", "click Undo", und)
