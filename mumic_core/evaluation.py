@@ -57,8 +57,13 @@ def evaluate_folder(studio: Studio, version: ModelVersion, folder: Path, truth_c
     names = [c.name for c in classes]
     emb = encode_images(scorer.encoder, [files[n] for n, _ in rows])
     sim = emb @ scorer.class_matrix(names, [c.prompt_texts for c in classes]).T
-    if scorer.head is None:  # base model never scored: calibrate on these images
-        from .scoring import calibrate_base_head
+    head = scorer.head
+    if head is None:  # base model never scored: calibrate on these images, without storing it
+        import torch
 
-        calibrate_base_head(studio, scorer, sim)
-    return evaluate(scorer.head.probabilities(sim, names), _truth_matrix(rows, names), names)
+        from .classifier import Head
+        from .losses import init_temperature_offset
+
+        tau, b = init_temperature_offset(torch.from_numpy(sim))
+        head = Head(temperature=float(tau), offset=float(b))
+    return evaluate(head.probabilities(sim, names), _truth_matrix(rows, names), names)

@@ -7,6 +7,7 @@ open_clip's local-dir format, so ``MUMIC_PRETRAINED=local-dir:DIR`` loads it lik
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -109,8 +110,6 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
     paths, captions = read_captions(captions_csv)
     spec = _spec_for(config, out_dir)
     base = load_encoder(spec)
-    import copy
-
     model = copy.deepcopy(base.model).train()
     device = next(model.parameters()).device
     mean = getattr(model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)

@@ -140,10 +140,9 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: np.ndarray | None) -> dict:
-    """Validation metrics; unlabelled pairs count as absent."""
+    """Validation metrics of ``prob`` (already the rows' probabilities); unlabelled pairs count as absent."""
     truth = labels.targets[rows] * labels.mask[rows]
-    return evaluate(prob[rows] if len(prob) != len(rows) else prob, truth, [c.name for c in labels.classes],
-                    thresholds=thresholds)
+    return evaluate(prob, truth, [c.name for c in labels.classes], thresholds=thresholds)
 
 
 def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
