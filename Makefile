@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
 MUMIC_HOME ?= mumic_data
-STARTER_MINUTES ?= 30
-STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin
+STARTER_MINUTES ?= 35
+STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install run test test-all init clean starter-model screenshots

@@ -40,6 +40,7 @@ class PretrainConfig:
     seed: int = 0
     label: str = ""
     max_steps: int | None = None  # stop earlier than the time budget (tests, quick runs)
+    unique_captions: bool = True  # no caption twice in a batch (ClipLoss would call one a negative)
 
 
 @dataclass
@@ -76,6 +77,36 @@ def read_captions(csv_path: Path) -> tuple[list[Path], list[list[str]]]:
     return paths, list(grouped.values())
 
 
+def run_fraction(elapsed: float, budget: float, step: int, max_steps: int | None) -> float:
+    """How far the run is, 0..1: by time, or by steps when a step limit will end it sooner."""
+    return min(1.0, max(elapsed / budget, step / max_steps if max_steps else 0.0))
+
+
+def lr_scale(frac: float, warmup_fraction: float) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak learning rate."""
+    if frac < warmup_fraction:
+        return max(frac / warmup_fraction, 0.01)
+    return max(0.5 * (1 + math.cos(math.pi * (frac - warmup_fraction) / (1 - warmup_fraction))), 0.01)
+
+
+def pick_captions(batch: list[int], captions: list[list[str]], rng: random.Random,
+                  unique: bool = True) -> list[str]:
+    """One caption per image of the batch. With ``unique``, a caption already taken by another
+    image of the batch is swapped for one of this image's other captions where it has one:
+    ClipLoss treats every other caption in the batch as a negative, so a shared caption such as
+    "a drawing of a bird" would push two bird pictures apart."""
+    taken: set[str] = set()
+    out = []
+    for i in batch:
+        choice = rng.choice(captions[i])
+        if unique and choice in taken:
+            free = [c for c in captions[i] if c not in taken]
+            choice = rng.choice(free) if free else choice
+        taken.add(choice)
+        out.append(choice)
+    return out
+
+
 def train_transform(image_size: int, mean, std) -> T.Compose:
     """Augmentation for small collections: crops, flips, mild light changes (no hue shifts,
     since captions may name colours)."""
@@ -104,6 +135,7 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
     from open_clip.loss import ClipLoss
 
     random.seed(config.seed)
+    rng = random.Random(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
     out_dir = Path(out_dir).resolve()
@@ -129,16 +161,14 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
         elapsed = time.monotonic() - start
         if elapsed >= budget or (config.max_steps and step >= config.max_steps):
             break
-        frac = elapsed / budget
-        warm = config.warmup_fraction
-        scale = frac / warm if frac < warm else 0.5 * (1 + math.cos(math.pi * (frac - warm) / (1 - warm)))
+        scale = lr_scale(run_fraction(elapsed, budget, step, config.max_steps), config.warmup_fraction)
         for group in opt.param_groups:
-            group["lr"] = config.lr * max(scale, 0.01)
+            group["lr"] = config.lr * scale
         if len(order) < config.batch_size:
             order += random.sample(range(len(paths)), len(paths))
         batch, order = order[: config.batch_size], order[config.batch_size:]
         pixels = torch.stack([transform(images[i]) for i in batch]).to(device)
-        tokens = base.tokenizer([random.choice(captions[i]) for i in batch]).to(device)
+        tokens = base.tokenizer(pick_captions(batch, captions, rng, config.unique_captions)).to(device)
         image_f, text_f, logit_scale = model(pixels, tokens)[:3]
         loss = loss_fn(image_f, text_f, logit_scale)
         if not torch.isfinite(loss):
@@ -154,7 +184,7 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
         if step % 10 == 0 or step == 1:
             losses.append({"step": step, "seconds": round(elapsed, 1), "loss": round(last_loss, 4)})
         if progress:
-            progress(min(1.0, (time.monotonic() - start) / budget),
+            progress(run_fraction(time.monotonic() - start, budget, step, config.max_steps),
                      {"step": step, "loss": last_loss, "img/s": seen / max(1e-6, time.monotonic() - start)})
     seconds = time.monotonic() - start
     model.eval()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .config import Settings
 from .model_factory import CONFIG_NAME, EncoderSpec, load_encoder
-from .starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, held_out_scenes, load_held_out
+from .starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, Drawing, held_out_scenes, load_held_out
 
 STARTER_ARCH = "mumic-small-rn96"
 STARTER_LABEL = "starter model pretrained on drawings (Tux Paint stamps and emoji), not CLIP"
@@ -41,15 +42,21 @@ def zero_shot_scenes(spec: EncoderSpec, corpus: Path, n_scenes: int = 600, seed:
     Classes are the evaluation categories present among the held-out drawings; each class is
     its prompt ensemble. Returns the metrics plus chance (the positive rate).
     """
+    held, root, font = load_held_out(corpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        return zero_shot_held_out(spec, held, Path(tmp), n_scenes, seed, root=root, font=font)
+
+
+def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600,
+                       seed: int = 11, **scene_kw) -> dict:
+    """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
     from .classifier import encode_images, encode_prompts
     from .metrics import evaluate
 
-    held, root, font = load_held_out(corpus)
     classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = held_out_scenes(held, n_scenes, seed, Path(tmp), root=root, font=font)
-        enc = load_encoder(spec)
-        emb = encode_images(enc, [Path(tmp) / name for name, _ in rows])
+    rows = held_out_scenes(held, n_scenes, seed, work, **scene_kw)
+    enc = load_encoder(spec)
+    emb = encode_images(enc, [work / name for name, _ in rows])
     text = encode_prompts(enc, category_prompts(classes)).cpu().numpy()
     truth = np.array([[c in labels for c in classes] for _, labels in rows], dtype=np.float32)
     metrics = evaluate(emb @ text.T, truth, classes)

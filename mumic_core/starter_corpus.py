@@ -60,6 +60,26 @@ EVAL_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 CATEGORY_PROMPTS = ("a drawing of a {}", "a picture of a {}", "a {}")
 
+# Emoji join the evaluation classes through Unicode's emoji subgroups (emoji-test.txt, from
+# Debian's unicode-data); some subgroups only through names that contain a word.
+EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_SUBGROUPS: dict[str, str] = {
+    "animal-bird": "bird", "animal-bug": "insect", "animal-mammal": "mammal", "food-fruit": "fruit",
+    "food-vegetable": "vegetable", "plant-flower": "flower", "tool": "tool", "computer": "electronic device",
+    "phone": "electronic device", "dishware": "dish", "musical-instrument": "musical instrument",
+    "transport-ground": "vehicle", "transport-air": "vehicle", "transport-water": "vehicle",
+    "clothing": "piece of clothing", "body-parts": "body part",
+}
+EMOJI_NAME_WORDS: dict[tuple[str, str], str] = {  # (subgroup, word in the name) -> class
+    ("animal-marine", "fish"): "fish", ("animal-marine", "shark"): "fish", ("plant-other", "tree"): "tree",
+    ("place-building", "house"): "house", ("clothing", "hat"): "hat", ("clothing", "cap"): "hat",
+    ("clothing", "helmet"): "hat", ("sky & weather", "planet"): "planet", ("game", "chess"): "chess piece",
+    ("money", "coin"): "coin", ("event", "christmas"): "christmas decoration",
+    ("event", "jack-o-lantern"): "halloween decoration", ("flag", "flag"): "flag",
+}
+NOT_VEHICLE_WORDS = ("station", "track", "stop", "light", "pump", "motorway", "drum", "wheel", "buoy",
+                     "anchor", "seat", "satellite", "parachute", "sign")
+
 
 @dataclass(frozen=True)
 class Drawing:
@@ -120,9 +140,40 @@ def tuxpaint_drawings(root: Path = TUXPAINT_DIR) -> list[Drawing]:
     return out
 
 
-def emoji_drawings(font: Path = EMOJI_FONT) -> list[Drawing]:
-    """Single-codepoint emoji that the font draws, named from Unicode."""
+def emoji_subgroups(path: Path = EMOJI_TEST) -> dict[int, str]:
+    """Code point -> Unicode emoji subgroup, for single-code-point emoji (empty without the file)."""
+    out: dict[int, str] = {}
+    subgroup = ""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
+        elif line and not line.startswith("#"):
+            cps = [c for c in line.split(";")[0].split() if c != "FE0F"]
+            if len(cps) == 1:
+                out.setdefault(int(cps[0], 16), subgroup)
+    return out
+
+
+def emoji_category(subgroup: str, name: str) -> str | None:
+    """The evaluation class of an emoji, from its subgroup and name, if any."""
+    for (group, word), category in EMOJI_NAME_WORDS.items():
+        if group == subgroup and word in name:
+            return category
+    category = EMOJI_SUBGROUPS.get(subgroup)
+    if category == "vehicle" and any(w in name for w in NOT_VEHICLE_WORDS):
+        return None
+    return category
+
+
+def emoji_drawings(font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST) -> list[Drawing]:
+    """Single-codepoint emoji that the font draws, named from Unicode, with an evaluation class
+    where their Unicode subgroup gives one."""
     ranges = [(0x1F300, 0x1FAFF), (0x2600, 0x27BF)]
+    subgroups = emoji_subgroups(emoji_test)
     pil_font = ImageFont.truetype(str(font), 109)
     out = []
     for lo, hi in ranges:
@@ -133,7 +184,8 @@ def emoji_drawings(font: Path = EMOJI_FONT) -> list[Drawing]:
                 continue
             if _render_emoji(chr(cp), pil_font).getbbox() is None:
                 continue
-            out.append(Drawing(f"emoji/U+{cp:04X}", name, "", "emoji", None))
+            out.append(Drawing(f"emoji/U+{cp:04X}", name, "", "emoji",
+                               emoji_category(subgroups.get(cp, ""), name)))
     return out
 
 
@@ -163,12 +215,12 @@ def load_sprite(d: Drawing, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) 
 
 
 def split_held_out(drawings: Sequence[Drawing], fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:
-    """(training, held-out): a part of each evaluation class's drawings is kept out (classes with
-    at least 4 drawings keep out at least one); drawings of other folders all train."""
+    """(training, held-out): a part of each evaluation class's Tux Paint drawings is kept out
+    (classes with at least 4 drawings keep out at least one); emoji and other drawings all train."""
     rng = np.random.default_rng(seed)
     by_cat: dict[str, list[Drawing]] = {}
     for d in drawings:
-        if d.category:
+        if d.category and d.folder != "emoji":
             by_cat.setdefault(d.category, []).append(d)
     held: set[str] = set()
     for items in by_cat.values():
@@ -185,7 +237,11 @@ def _article(word: str) -> str:
 def captions_for(d: Drawing) -> list[str]:
     """A few caption templates from the drawing's name, description and category folder."""
     if d.folder == "emoji":
-        return [f"an emoji of {d.name}", d.name, f"a picture of {d.name}"]
+        caps = [f"an emoji of {d.name}", d.name, f"a picture of {d.name}"]
+        if d.category:
+            c = d.category
+            caps += [f"{d.name}, a kind of {c}", f"an emoji of {_article(c)} {c}"]
+        return caps
     caps = [f"a drawing of {_article(d.name)} {d.name}", f"{_article(d.name)} {d.name}"]
     if d.description:
         caps.append(d.description)
@@ -237,21 +293,32 @@ def _join_names(names: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: int = 4000,
-                 size: int = 128, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) -> dict:
-    """Write the pretraining corpus and the held-out drawings list; returns a summary."""
-    out_dir = Path(out_dir)
-    img_dir = out_dir / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
+def all_drawings(root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) -> list[Drawing]:
+    """Tux Paint stamps and emoji found on this machine; a clear error when there are none."""
     drawings = tuxpaint_drawings(root) if root.is_dir() else []
     if font.exists():
         drawings += emoji_drawings(font)
     if not drawings:
         raise FileNotFoundError(f"no drawings found in {root}: install tuxpaint-stamps-default "
                                 "(and fonts-noto-color-emoji), e.g. with `make starter-model`")
+    return drawings
+
+
+def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: int = 4000,
+                 size: int = 128, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT,
+                 sprites: dict[str, Image.Image] | None = None,
+                 drawings: Sequence[Drawing] | None = None) -> dict:
+    """Write the pretraining corpus and the held-out drawings list; returns a summary.
+
+    ``drawings`` and their ``sprites`` (by key) may be given, e.g. from a sprite pack made on
+    another machine; by default they are read from ``root`` and ``font``."""
+    out_dir = Path(out_dir)
+    img_dir = out_dir / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    drawings = list(drawings) if drawings is not None else all_drawings(root, font)
     train, held = split_held_out(drawings, seed=seed)
     rng = np.random.default_rng(seed)
-    sprites = {d.key: load_sprite(d, root, font) for d in train}
+    sprites = sprites if sprites is not None else {d.key: load_sprite(d, root, font) for d in train}
     rows: list[tuple[str, str]] = []
     for k, d in enumerate(train):
         for v in range(variants):
@@ -287,8 +354,8 @@ def load_held_out(corpus_dir: Path) -> tuple[list[Drawing], Path, Path]:
 
 
 def held_out_scenes(held: Sequence[Drawing], n: int, seed: int, out_dir: Path, size: int = 128,
-                    max_objects: int = 3, root: Path = TUXPAINT_DIR,
-                    font: Path = EMOJI_FONT) -> list[tuple[str, frozenset[str]]]:
+                    max_objects: int = 3, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT,
+                    sprites: dict[str, Image.Image] | None = None) -> list[tuple[str, frozenset[str]]]:
     """Multi-label test pictures composed of held-out drawings of 1..max_objects distinct classes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +366,7 @@ def held_out_scenes(held: Sequence[Drawing], n: int, seed: int, out_dir: Path, s
             by_cat.setdefault(d.category, []).append(d)
     cats = sorted(by_cat)
     max_objects = min(max_objects, len(cats))
-    cache: dict[str, Image.Image] = {}
+    cache: dict[str, Image.Image] = dict(sprites or {})
     rows = []
     for k in range(n):
         m = int(rng.integers(1, max_objects + 1))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from mumic_core.config import load_settings
 from mumic_core.errors import MumicError
 from mumic_core.model_factory import WEIGHTS_NAME, load_encoder, resolve_base_spec
-from mumic_core.pretraining import PretrainConfig, pretrain, read_captions
+from mumic_core.pretraining import PretrainConfig, lr_scale, pick_captions, pretrain, read_captions, run_fraction
 from mumic_core.scenes import generate_collection
 
 
@@ -70,3 +71,23 @@ def test_bad_caption_files_are_refused(tmp_path: Path):
     missing.write_text("filename,caption\nnope.png,hello\nnope2.png,hi\n")
     with pytest.raises(MumicError, match="do not exist"):
         read_captions(missing)
+
+
+def test_schedule_follows_the_step_limit_when_it_ends_the_run_first():
+    # A step limit far inside a long time budget still warms up, peaks and decays (a bug once
+    # kept such runs in warm-up at 1% of the learning rate).
+    budget = 3600.0
+    assert run_fraction(1.0, budget, 0, 100) == pytest.approx(1 / 3600)
+    assert run_fraction(1.0, budget, 50, 100) == 0.5 and run_fraction(1.0, budget, 99, 100) == 0.99
+    assert run_fraction(1800.0, budget, 5, None) == 0.5
+    peak = [lr_scale(run_fraction(1.0, budget, s, 100), 0.03) for s in range(100)]
+    assert peak[0] == 0.01 and max(peak) == pytest.approx(1.0, abs=0.01) and peak[-1] < 0.02
+    assert peak.index(max(peak)) <= 4
+
+
+def test_a_shared_caption_is_used_once_per_batch():
+    captions = [["a bird", "a robin"], ["a bird", "a crow"], ["a bird"], ["a bird", "a wren"]]
+    for seed in range(20):
+        assert len(set(pick_captions([0, 1, 3], captions, random.Random(seed)))) == 3
+    assert pick_captions([2, 2], captions, random.Random(0)) == ["a bird", "a bird"]  # no other caption
+    assert pick_captions([0, 1], [["x"], ["x"]], random.Random(0), unique=False) == ["x", "x"]

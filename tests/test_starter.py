@@ -12,7 +12,8 @@ from mumic_core.config import load_settings
 from mumic_core.model_factory import create_random_local_dir, resolve_base_spec
 from mumic_core.registry import active_version, adopt_starter_model, ensure_base_version
 from mumic_core.starter import STARTER_LABEL, starter_dir, zero_shot_scenes
-from mumic_core.starter_corpus import build_corpus, eval_category, held_out_scenes, load_held_out
+from mumic_core.starter_corpus import (Drawing, build_corpus, captions_for, emoji_category, emoji_subgroups,
+                                      eval_category, held_out_scenes, load_held_out, split_held_out)
 
 
 def fake_stamps(root: Path) -> None:
@@ -38,6 +39,29 @@ def test_eval_categories_use_the_longest_folder_prefix():
     assert eval_category("clothes/armor/cartoon") == "piece of clothing"
     assert eval_category("animals/mammals/cats") == "mammal"
     assert eval_category("symbols/music") is None
+
+
+def test_emoji_join_evaluation_classes_through_their_unicode_subgroup(tmp_path: Path):
+    test_file = tmp_path / "emoji-test.txt"
+    test_file.write_text("# subgroup: animal-bird\n1F426 ; fully-qualified # bird\n"
+                         "# subgroup: transport-ground\n1F68C ; fully-qualified # bus\n"
+                         "1F6A5 ; fully-qualified # horizontal traffic light\n"
+                         "# subgroup: clothing\n1F3A9 ; fully-qualified # top hat\n"
+                         "1F468 200D 1F373 ; fully-qualified # a sequence, ignored\n")
+    groups = emoji_subgroups(test_file)
+    assert groups == {0x1F426: "animal-bird", 0x1F68C: "transport-ground", 0x1F6A5: "transport-ground",
+                      0x1F3A9: "clothing"}
+    assert emoji_category("animal-bird", "dove") == "bird" and emoji_category("clothing", "top hat") == "hat"
+    assert emoji_category("clothing", "t-shirt") == "piece of clothing"
+    assert emoji_category("transport-ground", "bus") == "vehicle"
+    assert emoji_category("transport-ground", "horizontal traffic light") is None
+    assert emoji_category("face-smiling", "grinning face") is None and emoji_subgroups(tmp_path / "no") == {}
+    dove = Drawing("emoji/U+1F54A", "dove", "", "emoji", "bird")
+    assert "an emoji of a bird" in captions_for(dove)
+    # Emoji train: only Tux Paint drawings are held out, so the test pictures stay the same.
+    stamps = [Drawing(f"animals/birds/b{i}.png", f"b{i}", "", "animals/birds", "bird") for i in range(8)]
+    train, held = split_held_out(stamps + [dove] * 1)
+    assert dove in train and len(held) == 2 and all(d.folder != "emoji" for d in held)
 
 
 def test_corpus_captions_held_out_split_and_scenes(tmp_path: Path):

@@ -1,0 +1,138 @@
+"""Starter-recipe sweep: which pretraining choices give the best zero-shot starter model for
+the same budget of steps?
+
+Each variant pretrains for a fixed number of steps (chosen to match what 2 CPU cores do in the
+recipe's time), then is scored zero-shot on the same 600 scenes of held-out drawings as
+``python -m mumic_core starter evaluate``. Variants run in parallel processes on whatever device
+is present; a lent GPU turns hours of CPU sweeping into minutes, and the chosen recipe is then
+run for real on the CPU by ``make starter-model``.
+
+    # here (where the Debian drawings are installed): pack the drawings as sprites
+    python benchmarks/starter_sweep.py pack sweep/pack
+    # anywhere (no Debian packages needed): run variants, write results to OUT
+    python benchmarks/starter_sweep.py run sweep/pack OUT --variants '[{"name": "base"}, ...]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+
+from mumic_core.starter_corpus import Drawing, all_drawings, load_sprite, split_held_out  # noqa: E402
+
+DEFAULTS = {"model": "mumic-small-rn96", "lr": 5e-4, "batch": 128, "steps": 700, "unique": True,
+            "variants": 2, "composites": 4000, "seed": 0, "pack": ""}
+
+
+def pack(out: Path) -> None:
+    """Every drawing as an RGBA sprite PNG plus its metadata (no Debian packages needed to read)."""
+    (out / "sprites").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, d in enumerate(all_drawings()):
+        name = f"sprites/{i:05d}.png"
+        load_sprite(d).save(out / name)
+        rows.append({**asdict(d), "sprite": name})
+    (out / "drawings.json").write_text(json.dumps(rows))
+    print(f"packed {len(rows)} drawings into {out}")
+
+
+def load_pack(pack_dir: Path) -> tuple[list[Drawing], dict[str, Image.Image]]:
+    rows = json.loads((pack_dir / "drawings.json").read_text())
+    drawings = [Drawing(**{k: v for k, v in r.items() if k != "sprite"}) for r in rows]
+    sprites = {}
+    for r in rows:
+        with Image.open(pack_dir / r["sprite"]) as im:
+            sprites[r["key"]] = im.convert("RGBA")
+    return drawings, sprites
+
+
+def corpus_key(v: dict) -> str:
+    return f"corpus-{Path(v['pack']).name}-v{v['variants']}-c{v['composites']}"
+
+
+def make_corpus(args: tuple) -> str:
+    _, work, v = args
+    from mumic_core.starter_corpus import build_corpus
+
+    out = Path(work) / corpus_key(v)
+    if not (out / "captions.csv").exists():
+        drawings, sprites = load_pack(Path(v["pack"]))
+        build_corpus(out, variants=v["variants"], composites=v["composites"], sprites=sprites, drawings=drawings)
+    return str(out)
+
+
+def run_variant(args: tuple) -> dict:
+    _, work, out_dir, v = args
+    import torch
+
+    torch.set_num_threads(2)
+    from mumic_core.model_factory import EncoderSpec
+    from mumic_core.pretraining import PretrainConfig, pretrain
+    from mumic_core.starter import zero_shot_held_out
+
+    drawings, sprites = load_pack(Path(v["pack"]))
+    _, held = split_held_out(drawings, seed=0)
+    out = Path(work) / f"model-{v['name']}"
+    t0 = time.monotonic()
+    config = PretrainConfig(model=v["model"], minutes=1e6, batch_size=v["batch"], lr=v["lr"], seed=v["seed"],
+                            max_steps=v["steps"], unique_captions=v["unique"])
+    result = pretrain(Path(work) / corpus_key(v) / "captions.csv", out, config)
+    with tempfile.TemporaryDirectory() as tmp:
+        zs = zero_shot_held_out(EncoderSpec(f"local-dir:{out}", "", "starter", ""), held, Path(tmp), sprites=sprites)
+    row = {**v, "seconds": round(time.monotonic() - t0, 1), "final_loss": result.final_loss,
+           "map": round(zs["map"], 4), "gap_at_10": round(zs["gap_at_10"], 4), "gap": round(zs["gap"], 4),
+           "chance": round(zs["chance_positive_rate"], 4), "device": str(torch.cuda.get_device_name(0))
+           if torch.cuda.is_available() else "cpu"}
+    print(json.dumps(row), flush=True)
+    with open(Path(out_dir) / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def run(pack_dir: Path, out: Path, variants: list[dict], processes: int) -> list[dict]:
+    variants = [{**DEFAULTS, "pack": str(pack_dir), **v} for v in variants]
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sweep-"))
+    ctx = mp.get_context("spawn")
+    corpora = {corpus_key(v): v for v in variants}
+    with ctx.Pool(min(processes, len(corpora))) as pool:
+        pool.map(make_corpus, [(str(pack_dir), str(work), v) for v in corpora.values()])
+    print(f"corpora ready: {sorted(corpora)}", flush=True)
+    with ctx.Pool(min(processes, len(variants))) as pool:
+        rows = pool.map(run_variant, [(str(pack_dir), str(work), str(out), v) for v in variants])
+    (out / "starter_sweep.json").write_text(json.dumps(rows, indent=1))
+    for r in sorted(rows, key=lambda r: -r["map"]):
+        print(f"{r['name']:<24} mAP {r['map']:.4f}  GAP@10 {r['gap_at_10']:.4f}  loss {r['final_loss']:.3f}  "
+              f"{r['seconds']:.0f}s")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack")
+    p.add_argument("out", type=Path)
+    r = sub.add_parser("run")
+    r.add_argument("pack", type=Path)
+    r.add_argument("out", type=Path)
+    r.add_argument("--variants", default='[{"name": "default"}]', help="JSON list of overrides of DEFAULTS")
+    r.add_argument("--processes", type=int, default=max(1, mp.cpu_count() // 2))
+    args = parser.parse_args()
+    if args.cmd == "pack":
+        pack(args.out)
+    else:
+        run(args.pack, args.out, json.loads(args.variants), args.processes)
+
+
+if __name__ == "__main__":
+    main()
