@@ -90,6 +90,6 @@ st.navigation([
     st.Page("pages/2_Classes.py", url_path="classes", title="Classes", icon=":material/label:"),
     st.Page("pages/3_Dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
     st.Page("pages/4_Import_Export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
-    st.Page("pages/5_Models.py", url_path="models", title="Models", icon=":material/insights:"),
+    st.Page("pages/5_Training.py", url_path="training", title="Training", icon=":material/model_training:"),
     st.Page("pages/6_Jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
 ]).run()

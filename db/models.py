@@ -185,3 +185,29 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Live numbers of the current phase (epoch, step, loss, phase start) for the pages.
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set while a job that must not run twice at once is queued or running ("train"); the unique
+    # constraint makes "one training at a time" hold across processes. NULL once it ends.
+    exclusive_key: Mapped[str | None] = mapped_column(String(50), unique=True)
+
+
+class JobLog(Base):
+    """Human-readable lines a job writes as it goes."""
+
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class StudioSetting(Base):
+    """Collection-wide settings changed from the UI (e.g. automatic retraining)."""
+
+    __tablename__ = "studio_settings"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -188,16 +188,16 @@ def score(model_name: str | None) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
-    """Train a new model version from the human labels."""
-    from .jobs import create_job, get_job, run_job
+    """Train a new model version from the human labels (candidate; promoted by --activate)."""
+    from .jobs import create_job, run_job
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
     studio = _studio()
     if queue:
-        from .worker import enqueue
+        from .lifecycle import request_training
 
-        click.echo(f"queued job {enqueue(studio, 'train', params)}")
+        click.echo(f"queued job {request_training(studio, params)}; follow it on the Training page")
         return
     job_id = create_job(studio, "train", params)
     bar, report = _progress_bar("training")
@@ -205,6 +205,8 @@ def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, s
         job = run_job(studio, job_id, extra_progress=report)
     finally:
         bar.close()
+    if job.status != "succeeded":
+        raise click.ClickException(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result
     fmt = lambda m: " ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)  # noqa: E731
     click.echo(f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
@@ -359,12 +361,15 @@ def models_list() -> None:
 @models.command("activate")
 @click.argument("name")
 def models_activate(name: str) -> None:
-    """Make a version active and re-score the collection with it."""
-    from .registry import activate, get_version
-    from .scoring import score_collection
+    """Re-score the collection with a version, then make it active (also to roll back)."""
+    from .lifecycle import promote
+    from .registry import get_version
 
     studio = _studio()
     version = get_version(studio, name)
-    activate(studio, version.id)
-    n = score_collection(studio, version)
+    bar, report = _progress_bar("re-scoring")
+    try:
+        n = promote(studio, version, report)
+    finally:
+        bar.close()
     click.echo(f"{version.name} is active; {n} predictions stored")

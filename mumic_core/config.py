@@ -27,6 +27,7 @@ class Settings:
     offline_probe_seconds: float = 4.0
     max_image_pixels: int = 64_000_000
     max_image_bytes: int = 64 * 2**20
+    embedding_chunk: int = 1024  # images encoded between two saved cache parts (the unit of resume)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -67,4 +68,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         pretrained=env.get("MUMIC_PRETRAINED", DEFAULT_PRETRAINED),
         model_explicit=explicit,
         offline_probe_seconds=float(env.get("MUMIC_OFFLINE_PROBE_SECONDS", "4")),
+        embedding_chunk=max(1, int(env.get("MUMIC_EMBEDDING_CHUNK", "1024"))),
     )

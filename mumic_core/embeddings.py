@@ -1,8 +1,14 @@
-"""Cached image embeddings per encoder, so zero-shot scoring is one matrix product."""
+"""Cached image embeddings per encoder, so zero-shot scoring is one matrix product.
+
+The cache is append-only parts (``part-NNNNNN-emb.npy`` then its ``-ids.npy``, the ids file
+written last as the commit mark), so a long encoding that is killed keeps every finished part
+and the next run resumes where it stopped. Parts are merged into one when encoding ends.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,50 +18,88 @@ from filelock import FileLock
 from .classifier import encode_images
 from .model_factory import Encoder
 
+_PART = re.compile(r"part-(\d{6})-ids\.npy$")
+
 
 class EmbeddingCache:
-    """``ids.npy`` + ``emb.npy`` under ``root/<encoder key>/``; extended, never rewritten in place."""
+    """Embeddings of one encoder under ``root/<encoder key>/``."""
 
-    def __init__(self, root: Path, key: str) -> None:
+    def __init__(self, root: Path, key: str, chunk: int = 1024) -> None:
         self.dir = Path(root) / key
+        self.chunk = chunk  # images encoded between two saved parts
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.dir / ".lock"))
+        if (self.dir / "ids.npy").exists():  # a cache written before parts existed
+            with self._lock:
+                if (self.dir / "ids.npy").exists():
+                    os.replace(self.dir / "emb.npy", self.dir / "part-000000-emb.npy")
+                    os.replace(self.dir / "ids.npy", self.dir / "part-000000-ids.npy")
+
+    def _parts(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _PART.match(p.name)))
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings); empty arrays when nothing is cached yet."""
-        ids_path, emb_path = self.dir / "ids.npy", self.dir / "emb.npy"
-        if not ids_path.exists() or not emb_path.exists():
+        """(ids, embeddings) of every committed part; empty arrays when nothing is cached yet."""
+        ids, embs = [], []
+        for n in self._parts():
+            part_ids = np.load(self.dir / f"part-{n:06d}-ids.npy")
+            part_emb = np.load(self.dir / f"part-{n:06d}-emb.npy")
+            k = min(len(part_ids), len(part_emb))
+            ids.append(part_ids[:k])
+            embs.append(part_emb[:k])
+        if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        ids, emb = np.load(ids_path), np.load(emb_path)
-        n = min(len(ids), len(emb))
-        return ids[:n], emb[:n]
+        all_ids, all_emb = np.concatenate(ids), np.concatenate(embs)
+        _, first = np.unique(all_ids, return_index=True)  # a merge may briefly leave duplicates
+        first.sort()
+        return all_ids[first], all_emb[first]
 
     def ensure(
         self,
         encoder: Encoder,
         items: Sequence[tuple[int, Path]],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None,  # called with the number of images just encoded
         batch_size: int = 64,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings for ``items`` (image id, path), in their order, computing the missing ones."""
+        """Embeddings for ``items`` (image id, path), in their order, computing the missing ones
+        and saving them part by part."""
         with self._lock:
             ids, emb = self.load()
             known = set(ids.tolist())
             missing = [(i, p) for i, p in items if i not in known]
+            for start in range(0, len(missing), self.chunk):
+                chunk = missing[start:start + self.chunk]
+                new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
+                self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
             if missing:
-                new = encode_images(encoder, [p for _, p in missing], batch_size=batch_size, progress=progress)
-                ids = np.concatenate([ids, np.array([i for i, _ in missing], dtype=np.int64)])
-                emb = new if emb.size == 0 else np.concatenate([emb, new])
-                self._save(ids, emb)
+                ids, emb = self.load()
+                self._merge(ids, emb)
         index = {int(v): k for k, v in enumerate(ids)}
         order = np.array([index[i] for i, _ in items], dtype=np.int64)
         return ids[order] if len(order) else ids[:0], emb[order] if len(order) else emb[:0]
 
-    def _save(self, ids: np.ndarray, emb: np.ndarray) -> None:
-        for name, arr in (("emb.npy", emb), ("ids.npy", ids)):
-            tmp = self.dir / f".{name}.tmp"
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.dir / name)
+    def _append(self, ids: np.ndarray, emb: np.ndarray) -> int:
+        parts = self._parts()
+        n = parts[-1] + 1 if parts else 0
+        _atomic_save(self.dir / f"part-{n:06d}-emb.npy", emb)
+        _atomic_save(self.dir / f"part-{n:06d}-ids.npy", ids)  # commit mark
+        return n
+
+    def _merge(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        """Replace all parts by one (the new part is committed before the old ones go)."""
+        old = self._parts()
+        if len(old) <= 1:
+            return
+        self._append(ids, emb)
+        for n in old:
+            (self.dir / f"part-{n:06d}-ids.npy").unlink(missing_ok=True)
+            (self.dir / f"part-{n:06d}-emb.npy").unlink(missing_ok=True)
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -197,7 +197,11 @@ def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]],
             raise ValueError(f"a class cannot be both present and absent (class ids {sorted(both)})")
         labels[image_id] = {c: True for c in pos} | {c: False for c in neg}
     suggested = {v.image_id: {s.class_id: s.probability for s in v.suggestions} for v in views}
-    return record_labels(studio, labels, annotator.strip(), source="review", suggested=suggested)[0]
+    submission_id = record_labels(studio, labels, annotator.strip(), source="review", suggested=suggested)[0]
+    from .lifecycle import maybe_auto_retrain
+
+    maybe_auto_retrain(studio)
+    return submission_id
 
 
 def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str) -> int:

@@ -58,7 +58,7 @@ def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[
 
 def image_embeddings(studio: Studio, scorer: Scorer, items: Sequence[tuple[int, Path]],
                      progress: Progress | None = None) -> np.ndarray:
-    cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key)
+    cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key, studio.settings.embedding_chunk)
     return cache.ensure(scorer.encoder, items, progress=progress)[1]
 
 

@@ -30,7 +30,7 @@ from .images import load_rgb
 from .losses import LOSS_NAMES, init_temperature_offset, loss_fn
 from .metrics import evaluate, tune_thresholds
 from .model_factory import Encoder, load_encoder, save_local_dir
-from .registry import activate, encoder_spec, head_path, next_version_name, register_version
+from .registry import encoder_spec, head_path, next_version_name, register_version
 from .scoring import Scorer, active_classes, image_embeddings, image_items, load_scorer, predict
 from .studio import Studio
 
@@ -61,6 +61,8 @@ class TrainConfig:
             raise TrainingError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSS_NAMES)}")
         if self.unfreeze not in ("all", "last"):
             raise TrainingError("unfreeze must be 'all' or 'last'")
+        if self.activate not in ("if-better", "always", "never"):
+            raise TrainingError(f"unknown activation policy {self.activate!r}; use if-better, always or never")
 
     def loss_params(self) -> dict:
         if self.loss == "mumic":
@@ -85,8 +87,8 @@ class LabelSet:
 
 @dataclass
 class TrainResult:
-    version: ModelVersion
-    activated: bool
+    version: ModelVersion  # registered as a candidate; promotion (re-score, activate) is the caller's
+    promote: bool  # the activation policy says it should become active
     metrics: dict
     parent_metrics: dict
     history: list[dict] = field(default_factory=list)
@@ -147,7 +149,8 @@ def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: n
 
 def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
           progress: ProgressFn | None = None) -> TrainResult:
-    """Train a new version on top of ``parent`` and decide whether it becomes active."""
+    """Train a candidate version on top of ``parent`` and decide, by the activation policy,
+    whether it should become active (see ``lifecycle.promote``)."""
     config.validate()
     _seed(config.seed)
     labels = gather_labels(studio)
@@ -159,8 +162,14 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
     report = progress or (lambda phase, frac, info: None)
     scorer = load_scorer(studio, parent)
     items = list(zip(labels.image_ids, labels.paths))
-    report("embedding", 0.0, {})
-    _, parent_prob = predict(studio, scorer, items, labels.classes)
+    done = [0]
+
+    def embedded(k: int) -> None:
+        done[0] += k
+        report("embedding", done[0] / len(items), {"images": done[0], "of": len(items)})
+
+    report("embedding", 0.0, {"images": 0, "of": len(items)})
+    _, parent_prob = predict(studio, scorer, items, labels.classes, progress=embedded)
     parent_metrics = _metrics(parent_prob[val_rows], labels, val_rows, None)
 
     name = next_version_name(studio)
@@ -195,10 +204,8 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
                                training_config=cfg, metrics={"val": metrics, "parent_val": parent_metrics,
                                                              "history": history[-50:]})
     better = _not_worse(metrics, parent_metrics)
-    do_activate = config.activate == "always" or (config.activate == "if-better" and better)
-    if do_activate:
-        activate(studio, version.id)
-    return TrainResult(version, do_activate, metrics, parent_metrics, history)
+    promote = config.activate == "always" or (config.activate == "if-better" and better)
+    return TrainResult(version, promote, metrics, parent_metrics, history)
 
 
 def _not_worse(new: dict, old: dict) -> bool:

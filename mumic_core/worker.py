@@ -11,7 +11,7 @@ import logging
 from huey import SqliteHuey
 
 from .config import load_settings
-from .jobs import create_job, fail_orphaned_jobs, record_worker_started, run_job
+from .jobs import create_job, record_worker_started, run_job
 from .studio import Studio, open_studio
 
 log = logging.getLogger("mumic.worker")
@@ -37,9 +37,11 @@ huey, run_job_task = queue_for(str(_settings.queue_path))
 def _startup() -> None:
     studio = open_studio(_settings)
     record_worker_started(studio)
-    n = fail_orphaned_jobs(studio)
-    if n:
-        log.warning("marked %d job(s) failed: their worker stopped while running them", n)
+    from .lifecycle import resume_interrupted
+
+    resumed = resume_interrupted(studio)
+    if resumed:
+        log.warning("queued job(s) %s to finish promotions a stopped worker left undone", resumed)
 
 
 def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:

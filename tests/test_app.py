@@ -21,9 +21,9 @@ def test_home_page_shows_counts_and_names_the_untrained_model(demo_studio):
     assert len(table) == 20 and "circle" in set(table["class"])
 
 
-def test_models_and_jobs_pages_render(demo_studio):
-    for page in ("pages/5_Models.py", "pages/6_Jobs.py"):
+def test_training_and_jobs_pages_render(demo_studio):
+    for page in ("pages/5_Training.py", "pages/6_Jobs.py"):
         at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
         assert not at.exception, page
-    at = AppTest.from_file(str(ROOT / "pages/5_Models.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "pages/5_Training.py"), default_timeout=60).run()
     assert at.dataframe[0].value["version"].tolist() == ["v0001"]

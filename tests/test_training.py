@@ -13,6 +13,7 @@ from mumic_core.classes import add_class
 from mumic_core.demo import seed_demo
 from mumic_core.errors import TrainingError
 from mumic_core.evaluation import evaluate_stored
+from mumic_core.lifecycle import promote
 from mumic_core.registry import active_version, encoder_spec, ensure_base_version, list_versions
 from mumic_core.scoring import score_classes, score_collection
 from mumic_core.training import TrainConfig, gather_labels, train
@@ -41,8 +42,10 @@ def test_head_training_improves_held_out_metrics(demo120):
     assert set(v.metrics["val"]) >= {"gap_at_10", "gap", "map", "per_class_ap", "f1_macro"}
     assert v.metrics["parent_val"]["n_images"] == v.metrics["val"]["n_images"]
     assert (studio.settings.model_dir / v.name / "head.json").is_file()
-    # if-better policy: activated exactly when validation mAP did not get worse.
-    assert result.activated == (result.metrics["map"] >= result.parent_metrics["map"])
+    # if-better policy: to be promoted exactly when validation mAP did not get worse; training
+    # itself never activates (promotion re-scores first).
+    assert result.promote == (result.metrics["map"] >= result.parent_metrics["map"])
+    assert active_version(studio).id == base.id and v.status == "candidate"
 
 
 def test_full_training_writes_a_loadable_encoder(demo120):
@@ -54,8 +57,8 @@ def test_full_training_writes_a_loadable_encoder(demo120):
     assert (folder / "open_clip_config.json").is_file() and (folder / "open_clip_model.safetensors").is_file()
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no half-written folders
     assert encoder_spec(studio, v).architecture == f"local-dir:{folder}"
-    assert active_version(studio).id == v.id
-    assert score_collection(studio, v) == 120 * 20
+    assert result.promote and active_version(studio).id == base.id
+    assert promote(studio, v) == 120 * 20 and active_version(studio).id == v.id
 
 
 def test_full_training_of_the_last_blocks_only(demo120):

@@ -21,11 +21,12 @@ from conftest import make_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_worker(home: Path) -> subprocess.Popen:
+def start_worker(home: Path, **env: str) -> subprocess.Popen:
+    """The worker as the Procfile starts it, in its own process group (so kill -9 takes it all)."""
     return subprocess.Popen(
         [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey", "--workers", "1",
          "--max-delay", "0.5"],
-        cwd=ROOT, env=make_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=make_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
 

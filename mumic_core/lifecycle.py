@@ -1,0 +1,159 @@
+"""The model lifecycle: retrain from human labels, then promote (re-score, then activate).
+
+A candidate version becomes active only after the whole collection has been scored with it,
+in one switch: until then the review queue keeps showing the active version's predictions, so
+it never presents a mix of two versions. Re-scoring is resumable (image embeddings are cached
+part by part), and a killed job leaves the active version as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+
+from sqlalchemy import func, select
+
+from db.models import Annotation, Job, ModelVersion, Submission
+
+from .errors import MumicError
+from .jobs import JobConflict, Report, active_job, fail_orphaned_jobs
+from .registry import activate, active_version, ensure_base_version, get_version
+from .settings_store import get_setting
+from .studio import Studio
+
+Note = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def request_training(studio: Studio, params: dict | None = None) -> int:
+    """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
+    already queued or running. Returns the job id."""
+    from .training import TrainConfig
+    from .worker import enqueue
+
+    params = dict(params or {})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(params) - known - {"labels_upto_submission", "reason"}
+    if unknown:
+        raise MumicError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    params.setdefault("activate", get_setting(studio, "promotion_policy"))
+    TrainConfig(**{k: v for k, v in params.items() if k in known}).validate()
+    with studio.read() as s:
+        params["labels_upto_submission"] = s.scalar(select(func.max(Submission.id))) or 0
+    return enqueue(studio, "train", params)
+
+
+def request_activation(studio: Studio, name: str) -> int:
+    """Queue the activation (or roll-back) of a version: the worker re-scores, then switches."""
+    from .worker import enqueue
+
+    version = get_version(studio, name)
+    return enqueue(studio, "score", {"version": version.name, "activate": True})
+
+
+def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
+            remember: Callable[..., None] | None = None) -> dict:
+    """Train a candidate on top of the active version; promote it if the policy says so."""
+    from .training import TrainConfig, train
+
+    config = TrainConfig(**{k: v for k, v in params.items() if k in {f.name for f in fields(TrainConfig)}})
+    parent = active_version(studio) or ensure_base_version(studio)
+    note(f"training in {config.mode} mode with the {config.loss} loss, from {parent.name}")
+    result = train(studio, config, parent, progress=report)
+    name = result.version.name
+    if remember:
+        remember(candidate=name, promote=result.promote)
+    fmt = lambda m: f"mAP {m.get('map', float('nan')):.4f}, GAP@10 {m.get('gap_at_10', float('nan')):.4f}"  # noqa: E731
+    note(f"candidate {name}: {fmt(result.metrics)} on {result.metrics.get('n_images', '?')} held-out images; "
+         f"{parent.name}: {fmt(result.parent_metrics)}")
+    if result.promote:
+        note(f"policy '{config.activate}': promoting {name}")
+        promote(studio, result.version, report, note)
+    else:
+        note(f"policy '{config.activate}': {name} stays a candidate")
+    return {"version": name, "activated": result.promote,
+            "val": {k: result.metrics.get(k) for k in ("gap_at_10", "gap", "map")},
+            "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")}}
+
+
+def promote(studio: Studio, version: ModelVersion, report: Report | None = None, note: Note = _quiet) -> int:
+    """Score every image with ``version``, then make it the active version. Returns predictions."""
+    n = score_all(studio, version, report)
+    activate(studio, version.id)
+    note(f"{version.name} is active; {n} predictions written")
+    return n
+
+
+def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
+    """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
+    from .scoring import image_items, score_collection
+
+    total = max(1, len(image_items(studio)))
+    done = [0]
+
+    def count(k: int) -> None:
+        done[0] += k
+        if report:
+            report("re-scoring", min(1.0, done[0] / total), {"images": done[0], "of": total})
+
+    if report:
+        report("re-scoring", 0.0, {"images": 0, "of": total})
+    return score_collection(studio, version, progress=count)
+
+
+def rescore(studio: Studio, params: dict, report: Report, note: Note = _quiet) -> dict:
+    """Score job: one version (default the active one); with ``activate``, promote it after."""
+    version = get_version(studio, params["version"]) if params.get("version") else ensure_base_version(studio)
+    note(f"scoring the collection with {version.name}")
+    if params.get("activate"):
+        n = promote(studio, version, report, note)
+    else:
+        n = score_all(studio, version, report)
+    return {"version": version.name, "predictions": n}
+
+
+def resume_interrupted(studio: Studio) -> list[int]:
+    """At worker start: fail the jobs of a dead worker, and queue again the promotions they
+    left undone (a training's candidate that was to become active, or an activation); their
+    image embeddings resume from the cache. Returns the ids of the jobs queued."""
+    from .jobs import log
+    from .worker import enqueue
+
+    queued = []
+    for job in fail_orphaned_jobs(studio):
+        result, params = job.result or {}, job.params or {}
+        if job.kind == "train" and result.get("promote") and result.get("candidate"):
+            again = {"version": result["candidate"], "activate": True}
+        elif job.kind == "score" and params.get("activate"):
+            again = {"version": params["version"], "activate": True}
+        else:
+            continue
+        new_id = enqueue(studio, "score", again | {"resumes_job": job.id})
+        log(studio, job.id, f"its promotion of {again['version']} resumes as job {new_id}")
+        queued.append(new_id)
+    return queued
+
+
+def new_human_labels(studio: Studio) -> int:
+    """Human labels recorded since the last training was requested."""
+    with studio.read() as s:
+        last = s.scalar(select(Job).where(Job.kind == "train").order_by(Job.id.desc()).limit(1))
+        upto = (last.params or {}).get("labels_upto_submission", 0) if last else 0
+        return s.scalar(select(func.count()).select_from(Annotation).where(
+            Annotation.submission_id > upto, Annotation.source == "review")) or 0
+
+
+def maybe_auto_retrain(studio: Studio) -> int | None:
+    """Queue a retraining when automatic retraining is on and enough new human labels exist
+    (and none is queued or running). Returns the job id, if one was queued."""
+    threshold = get_setting(studio, "auto_retrain_labels")
+    if threshold <= 0 or active_job(studio, "train") is not None or new_human_labels(studio) < threshold:
+        return None
+    try:
+        return request_training(studio, {"mode": get_setting(studio, "auto_retrain_mode"),
+                                         "reason": f"automatic: {threshold}+ new human labels"})
+    except JobConflict:
+        return None

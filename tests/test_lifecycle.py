@@ -1,0 +1,241 @@
+"""Retraining and the model lifecycle: jobs in the database, a real worker process, promotion
+after a full re-score, cancellation, one training at a time, and kill -9 at the worst moments."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Job, ModelVersion, Prediction
+from mumic_core import training
+from mumic_core.embeddings import EmbeddingCache
+from mumic_core.errors import TrainingError
+from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, progress_reporter, request_cancel, run_job)
+from mumic_core.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
+from mumic_core.model_factory import EncoderSpec, create_random_local_dir
+from mumic_core.registry import active_version, encoder_spec, list_versions, register_version
+from mumic_core.review import QueueFilter, image_views, queue_page, submit
+from mumic_core.settings_store import set_setting
+
+from test_worker import start_worker, stop, wait_for
+
+
+def prediction_count(studio, version_id: int) -> int:
+    with studio.read() as s:
+        return s.scalar(select(func.count()).select_from(Prediction).where(Prediction.model_version_id == version_id))
+
+
+def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio):
+    """Must-show 1: service-layer request -> worker process trains -> candidate -> promotion ->
+    the review queue shows the new version's suggestions."""
+    studio = demo_studio
+    base = active_version(studio)
+    proc = start_worker(studio.settings.home)
+    try:
+        job_id = request_training(studio, {"mode": "head", "epochs": 60, "activate": "always"})
+        wait_for(lambda: get_job(studio, job_id).status not in ("queued", "running"), timeout=180)
+    finally:
+        out = stop(proc)
+    job = get_job(studio, job_id)
+    assert job.status == "succeeded", (job.error, out)
+    assert job.worker_pid != os.getpid() and job.result["activated"] is True
+    new = active_version(studio)
+    assert new.name == job.result["version"] != base.name and new.kind == "head"
+    assert new.metrics["val"]["map"] is not None and "per_class_ap" in new.metrics["val"]
+    assert prediction_count(studio, new.id) == 60 * 20
+    assert prediction_count(studio, base.id) == 60 * 20  # the old version's predictions stay for roll-back
+    # The review queue now serves the new version's suggestions.
+    image_id = queue_page(studio, QueueFilter(new.id), 0, 1)[0]
+    view = image_views(studio, [image_id], new.id)[0]
+    with studio.read() as s:
+        stored = dict(s.execute(select(Prediction.class_id, Prediction.score).where(
+            Prediction.image_id == image_id, Prediction.model_version_id == new.id)).all())
+    assert view.suggestions and all(abs(stored[x.class_id] - x.probability) < 1e-6 for x in view.suggestions)
+    messages = [r.message for r in job_log(studio, job_id)]
+    assert any("candidate" in m for m in messages) and any("is active" in m for m in messages)
+    assert any(m.startswith("training") for m in messages) and "Traceback" not in out
+
+
+def test_one_training_at_a_time(demo_studio):
+    studio = demo_studio
+    first = request_training(studio, {"mode": "head"})
+    with pytest.raises(JobConflict, match=f"already queued or running \\(job {first}"):
+        request_training(studio, {"mode": "full"})
+    with pytest.raises(JobConflict):
+        create_job(studio, "train", {})  # the database refuses it too, not only the service
+    assert request_cancel(studio, first) == "cancelled"
+    second = request_training(studio, {"mode": "head"})
+    assert second != first and get_job(studio, second).status == "queued"
+    assert create_job(studio, "score") > second  # other kinds are not exclusive
+
+
+def test_cancel_a_running_training(demo_studio):
+    studio = demo_studio
+    versions_before = len(list_versions(studio))
+    job_id = create_job(studio, "train", {"mode": "full", "epochs": 200, "batch_size": 8})
+    thread = threading.Thread(target=run_job, args=(studio, job_id), daemon=True)
+    thread.start()
+    wait_for(lambda: get_job(studio, job_id).phase == "training", timeout=120)
+    assert request_cancel(studio, job_id) == "running"
+    thread.join(timeout=60)
+    job = get_job(studio, job_id)
+    assert job.status == "cancelled" and "cancelled during training" in job.error
+    assert job.exclusive_key is None and len(list_versions(studio)) == versions_before
+    assert job.details.get("epoch") and job.details.get("loss") is not None  # live numbers were there
+
+
+def test_progress_reporter_records_phase_numbers_and_log(studio):
+    from mumic_core.jobs import time_left
+
+    job_id = create_job(studio, "score")
+    with studio.write() as s:
+        s.get(Job, job_id).status = "running"
+    report = progress_reporter(studio, job_id, min_interval=0.0)
+    report("training", 0.25, {"epoch": 1, "epochs": 4, "step": 5, "steps": 20, "loss": 0.5})
+    time.sleep(0.2)
+    report("training", 0.5, {"epoch": 2, "epochs": 4, "step": 10, "steps": 20, "loss": 0.4})
+    job = get_job(studio, job_id)
+    assert job.phase == "training" and job.progress == 0.5 and job.details["epoch"] == 2
+    left = time_left(job)
+    assert left is not None and 0.1 < left < 5  # as long again as the half done so far
+    messages = [r.message for r in job_log(studio, job_id)]
+    assert "training" in messages and any("epoch 1 done" in m for m in messages)
+
+
+def test_diverging_training_job_fails_with_the_reason_and_makes_no_version(demo_studio, monkeypatch):
+    studio = demo_studio
+    monkeypatch.setattr(training, "loss_fn", lambda name, **kw: (lambda logits, t, m: (logits * float("nan")).sum()))
+    before = len(list_versions(studio))
+    job_id = create_job(studio, "train", {"mode": "head"})
+    with pytest.raises(TrainingError):
+        run_job(studio, job_id)
+    job = get_job(studio, job_id)
+    assert job.status == "failed" and "diverged" in job.error and job.exclusive_key is None
+    assert len(list_versions(studio)) == before and active_version(studio).name == "v0001"
+
+
+def test_automatic_retraining_after_n_new_human_labels(demo_studio):
+    studio = demo_studio
+    set_setting(studio, "auto_retrain_labels", 6)
+    version = active_version(studio)
+    ids = queue_page(studio, QueueFilter(version.id), 0, 3)
+    views = image_views(studio, ids, version.id)
+    start = new_human_labels(studio)
+    for view in views[:2]:  # 2 images x 2 labels = 4 new labels: not yet
+        submit(studio, view, [view.suggestions[0].class_id], [view.suggestions[1].class_id], "ann")
+    assert new_human_labels(studio) == start + 4
+    with studio.read() as s:
+        assert s.scalar(select(func.count()).select_from(Job).where(Job.kind == "train")) == 0
+    submit(studio, views[2], [views[2].suggestions[0].class_id], [views[2].suggestions[1].class_id], "ann")
+    with studio.read() as s:
+        jobs = list(s.scalars(select(Job).where(Job.kind == "train")))
+    assert len(jobs) == 1 and jobs[0].params["mode"] == "head" and "automatic" in jobs[0].params["reason"]
+    assert new_human_labels(studio) == 0  # counted from this request on
+    assert maybe_auto_retrain(studio) is None  # one is already queued
+
+
+def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypatch):
+    from mumic_core import embeddings
+    from mumic_core.model_factory import load_encoder, resolve_base_spec
+    from mumic_core.scenes import generate_collection
+
+    rows = generate_collection(10, seed=1, out_dir=tmp_path / "imgs", size=64)
+    items = [(k + 1, tmp_path / "imgs" / name) for k, (name, _) in enumerate(rows)]
+    enc = load_encoder(resolve_base_spec(studio.settings))
+    cache = EmbeddingCache(tmp_path / "cache", "k", chunk=4)
+    real, calls = embeddings.encode_images, []
+
+    def dies_on_third_chunk(encoder, paths, **kw):
+        calls.append(len(paths))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(encoder, paths, **kw)
+
+    monkeypatch.setattr(embeddings, "encode_images", dies_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure(enc, items)
+    assert len(cache.load()[0]) == 8  # two finished parts survived
+    calls.clear()
+    ids, emb = cache.ensure(enc, items)
+    assert calls == [2] and ids.tolist() == list(range(1, 11))  # only the missing two were encoded
+    assert np.allclose(emb, real(enc, [p for _, p in items]), atol=1e-5)
+    assert len([p for p in cache.dir.iterdir() if p.name.endswith("-ids.npy")]) == 1  # merged
+
+
+def _start_big_collection(studio, n: int) -> None:
+    from mumic_core.demo import seed_demo
+    from mumic_core.registry import ensure_base_version
+    from mumic_core.scoring import score_collection
+
+    version = ensure_base_version(studio)
+    seed_demo(studio, n_images=n, seed=4)
+    score_collection(studio, version)
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
+    """Must-show 2: kill -9 of a real worker while it trains, and while it re-scores for an
+    activation; no half-made model becomes active, predictions never mix versions, and the
+    restarted worker fails the job with its reason and resumes the promotion."""
+    _start_big_collection(studio, 300)
+    home = studio.settings.home
+    base = active_version(studio)
+    base_predictions = prediction_count(studio, base.id)
+
+    # 1. During training (full mode, long enough to catch).
+    proc = start_worker(home)
+    job_id = request_training(studio, {"mode": "full", "epochs": 100, "activate": "always"})
+    wait_for(lambda: get_job(studio, job_id).phase == "training", timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert get_job(studio, job_id).status == "running"  # nobody has noticed yet
+    assert active_version(studio).id == base.id and len(list_versions(studio)) == 1
+    assert prediction_count(studio, base.id) == base_predictions
+
+    # 2. During the re-score of an activation: a version with another encoder must score every
+    # image before it becomes active. Small embedding parts make the resume visible.
+    other_dir = home / "models" / "other-encoder"
+    create_random_local_dir("mumic-small-rn96", other_dir, seed=5)
+    other = register_version(studio, "v0002", EncoderSpec(f"local-dir:{other_dir}", "", "pretrained", "other"),
+                             "pretrained", "another encoder")
+    cache_dir = home / "embeddings" / encoder_spec(studio, other).key
+    proc = start_worker(home, MUMIC_EMBEDDING_CHUNK="32")
+    try:
+        wait_for(lambda: get_job(studio, job_id).status == "failed", timeout=60)  # job 1 is failed at start
+        assert "stopped while this job was in its 'training' phase" in get_job(studio, job_id).error
+        assert get_job(studio, job_id).exclusive_key is None
+        act = request_activation(studio, other.name)
+        wait_for(lambda: cache_dir.is_dir() and len(list(cache_dir.glob("part-*-ids.npy"))) >= 2, timeout=240)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done_before_restart = len(EmbeddingCache(home / "embeddings", cache_dir.name).load()[0])
+    assert 64 <= done_before_restart < 300, done_before_restart
+    assert get_job(studio, act).status == "running" and active_version(studio).id == base.id
+    assert prediction_count(studio, other.id) == 0  # nothing of the new version is presented
+
+    proc = start_worker(home, MUMIC_EMBEDDING_CHUNK="32")
+    try:
+        wait_for(lambda: active_version(studio).id == other.id, timeout=240)
+    finally:
+        out = stop(proc)
+    failed = get_job(studio, act)
+    assert failed.status == "failed" and "re-scoring" in failed.error
+    with studio.read() as s:
+        resumed = s.scalar(select(Job).where(Job.kind == "score").order_by(Job.id.desc()))
+    assert resumed.status == "succeeded" and resumed.params["resumes_job"] == act
+    assert prediction_count(studio, other.id) == 300 * 20 and prediction_count(studio, base.id) == base_predictions
+    with studio.read() as s:
+        statuses = dict(s.execute(select(ModelVersion.name, ModelVersion.status)).all())
+    assert statuses == {"v0001": "retired", "v0002": "active"}
+    assert "Traceback" not in out, out
