@@ -86,10 +86,10 @@ st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layo
 warm_up_model()
 st.navigation([
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Review.py", url_path="review", title="Review", icon=":material/fact_check:"),
-    st.Page("pages/2_Classes.py", url_path="classes", title="Classes", icon=":material/label:"),
-    st.Page("pages/3_Dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
-    st.Page("pages/4_Import_Export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
-    st.Page("pages/5_Training.py", url_path="training", title="Training", icon=":material/model_training:"),
-    st.Page("pages/6_Jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
+    st.Page("app_pages/review.py", url_path="review", title="Review", icon=":material/fact_check:"),
+    st.Page("app_pages/classes.py", url_path="classes", title="Classes", icon=":material/label:"),
+    st.Page("app_pages/dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
+    st.Page("app_pages/import_export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
+    st.Page("app_pages/training.py", url_path="training", title="Training", icon=":material/model_training:"),
+    st.Page("app_pages/jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
 ]).run()

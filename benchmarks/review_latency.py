@@ -371,7 +371,7 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     # (streamlit resets logger levels, so filter instead).
     logging.getLogger("streamlit.deprecation_util").addFilter(lambda r: "st.components.v1.html" not in r.getMessage())
     print("AppTest round trips (server time of AppTest.run())", flush=True)
-    at = AppTest.from_file(str(ROOT / "pages/1_Review.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app_pages/review.py"), default_timeout=120)
 
     def run(action) -> float:
         t0 = time.perf_counter()

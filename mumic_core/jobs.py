@@ -109,10 +109,10 @@ def time_left(job: Job, now: datetime | None = None) -> float | None:
     """Seconds left in the job's current phase, from that phase's rate so far (None if unknown)."""
     started = job.details.get("phase_started") if job.details else None
     frac = job.progress or 0.0
-    if job.status != "running" or not started or frac <= 0.02:
+    if job.status != "running" or not started or frac <= 0.0:
         return None
     elapsed = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(started)).total_seconds()
-    return max(0.0, elapsed * (1 - frac) / frac)
+    return max(0.0, elapsed * (1 - frac) / frac) if elapsed >= 2.0 else None
 
 
 def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) -> Report:
@@ -239,8 +239,8 @@ def fail_orphaned_jobs(studio: Studio) -> list[Job]:
         for job in s.scalars(select(Job).where(Job.status == "running")):
             if job.worker_pid is None or not psutil.pid_exists(job.worker_pid) or job.worker_pid == os.getpid():
                 job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
-                job.error = (f"the worker (pid {job.worker_pid}) stopped while this job was in its "
-                             f"'{job.phase or 'first'}' phase; nothing it was making was activated")
+                when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
+                job.error = f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was activated"
                 failed.append(job)
     for job in failed:
         log(studio, job.id, job.error)

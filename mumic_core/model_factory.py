@@ -45,7 +45,19 @@ class EncoderSpec:
 
     @property
     def key(self) -> str:
-        return hashlib.sha1(f"{self.architecture}|{self.weights}".encode()).hexdigest()[:16]
+        """Names the cached embeddings of these weights. Weight files on disk add their size and
+        modification time, so a model rebuilt in place (e.g. the starter recipe run again)
+        never reuses the embeddings of the old weights."""
+        ident = f"{self.architecture}|{self.weights}"
+        files = [Path(self.architecture.removeprefix("local-dir:")) / WEIGHTS_NAME] \
+            if self.architecture.startswith("local-dir:") else [Path(self.weights)] if self.weights else []
+        for f in files:
+            try:
+                st = f.stat()
+                ident += f"|{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                pass
+        return hashlib.sha1(ident.encode()).hexdigest()[:16]
 
     @property
     def is_untrained(self) -> bool:

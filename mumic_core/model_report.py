@@ -12,11 +12,24 @@ from .registry import describe
 METRICS = {"GAP@10": "gap_at_10", "GAP": "gap", "mAP": "map"}
 
 
+def validation_metrics(versions: list[ModelVersion]) -> dict[str, dict]:
+    """Each version's held-out metrics: its own from training, or, for a version that was never
+    trained (the base model), those measured when its latest child was compared with it."""
+    out = {v.name: v.metrics["val"] for v in versions if v.metrics.get("val")}
+    by_id = {v.id: v for v in versions}
+    for v in versions:  # oldest first: a later child overwrites an earlier one
+        parent = by_id.get(v.parent_id)
+        if parent is not None and not parent.metrics.get("val") and v.metrics.get("parent_val"):
+            out[parent.name] = v.metrics["parent_val"]
+    return out
+
+
 def version_rows(versions: list[ModelVersion]) -> list[dict]:
     """One row per version: status, its validation metrics and those of its parent on the same images."""
     rows = []
+    metrics = validation_metrics(versions)
     for v in versions:
-        val, parent = v.metrics.get("val", {}), v.metrics.get("parent_val", {})
+        val, parent = metrics.get(v.name, {}), v.metrics.get("parent_val", {})
         row = {"version": v.name, "status": v.status, "kind": v.kind, "description": describe(v),
                "held-out images": val.get("n_images"), "parent": v.training_config.get("parent", ""),
                "created": v.created_at.strftime("%Y-%m-%d %H:%M")}
@@ -27,18 +40,19 @@ def version_rows(versions: list[ModelVersion]) -> list[dict]:
 
 
 def metric_bars(versions: list[ModelVersion]) -> list[dict]:
-    """Long-format rows (version, metric, value) for a grouped bar chart of trained versions."""
+    """Long-format rows (version, metric, value) for a grouped bar chart of versions with metrics."""
+    metrics = validation_metrics(versions)
     return [{"version": v.name + (" (active)" if v.status == "active" else ""), "metric": label,
-             "value": v.metrics["val"][key]}
-            for v in versions if v.metrics.get("val")
-            for label, key in METRICS.items() if v.metrics["val"].get(key) is not None]
+             "value": metrics[v.name][key]}
+            for v in versions if v.name in metrics
+            for label, key in METRICS.items() if metrics[v.name].get(key) is not None]
 
 
-def per_class_ap(versions: list[ModelVersion]) -> list[dict]:
-    """Long-format rows (class, version, AP) for the classes each version was validated on."""
-    return [{"class": name, "version": v.name, "AP": ap}
-            for v in versions for name, ap in v.metrics.get("val", {}).get("per_class_ap", {}).items()
-            if ap is not None]
+def per_class_ap(versions: list[ModelVersion], chosen: list[str]) -> list[dict]:
+    """Long-format rows (class, version, AP) of the chosen versions."""
+    metrics = validation_metrics(versions)
+    return [{"class": name, "version": v, "AP": ap}
+            for v in chosen for name, ap in metrics.get(v, {}).get("per_class_ap", {}).items() if ap is not None]
 
 
 def job_summary(job: Job, now: datetime | None = None) -> dict:

@@ -22,8 +22,8 @@ def test_home_page_shows_counts_and_names_the_untrained_model(demo_studio):
 
 
 def test_training_and_jobs_pages_render(demo_studio):
-    for page in ("pages/5_Training.py", "pages/6_Jobs.py"):
+    for page in ("app_pages/training.py", "app_pages/jobs.py"):
         at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
         assert not at.exception, page
-    at = AppTest.from_file(str(ROOT / "pages/5_Training.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/training.py"), default_timeout=60).run()
     assert at.dataframe[0].value["version"].tolist() == ["v0001"]

@@ -7,6 +7,7 @@ set, e.g. `make screenshots` writes docs/screenshots/).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -33,13 +34,14 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def server(demo_studio):
+@contextlib.contextmanager
+def serve(home: Path):
+    """`streamlit run app.py` on a free port for the store at ``home``; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=make_env(demo_studio.settings.home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=make_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -49,9 +51,17 @@ def server(demo_studio):
             break
         except OSError:
             time.sleep(0.3)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=30)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def server(demo_studio):
+    with serve(demo_studio.settings.home) as url:
+        yield url
 
 
 def settle(page, extra_ms: int = 600) -> None:
@@ -147,3 +157,57 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
             shot(page, name, out)
         browser.close()
     assert elapsed < 10  # generous here; the must-show figure is measured and reported, not asserted tightly
+
+
+def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: Path):
+    """The Training page follows a job the worker runs, cancels it from the browser, and compares
+    versions once a retraining has been promoted (screenshots: training_running, training_versions)."""
+    from playwright.sync_api import sync_playwright
+
+    from mumic_core.demo import seed_demo
+    from mumic_core.jobs import active_job, get_job, list_jobs
+    from mumic_core.lifecycle import request_training
+    from mumic_core.registry import active_version, ensure_base_version
+    from mumic_core.scoring import score_collection
+    from mumic_core.settings_store import set_setting
+
+    from test_worker import start_worker, stop, wait_for
+
+    out = Path(SCREENSHOT_DIR or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_demo(studio, n_images=200, seed=5)  # 100 labelled: a held-out split worth comparing on
+    score_collection(studio, ensure_base_version(studio))
+    set_setting(studio, "promotion_policy", "always")  # the form's default: this run is promoted
+    worker = start_worker(studio.settings.home)
+    try:
+        with serve(studio.settings.home) as server, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server}/training")
+            page.wait_for_selector("text=Train a new version")
+            settle(page)
+            page.get_by_role("button", name="Start training").click()  # head mode, default settings
+            page.wait_for_selector("text=queued")
+            first = list_jobs(studio, kind="train")[0]
+            wait_for(lambda: active_job(studio, "train") is None, timeout=180)
+            assert get_job(studio, first.id).status == "succeeded"
+            # A longer full-mode run to watch and cancel.
+            job_id = request_training(studio, {"mode": "full", "epochs": 40, "activate": "always"})
+            wait_for(lambda: get_job(studio, job_id).phase == "training" and get_job(studio, job_id).progress > 0.1,
+                     timeout=240)
+            page.set_viewport_size({"width": 1400, "height": 1500})
+            page.wait_for_selector("text=left in this phase", timeout=30000)
+            page.wait_for_timeout(1500)
+            shot(page, "training_running", out)
+            page.get_by_role("button", name="Cancel").click()
+            wait_for(lambda: get_job(studio, job_id).status == "cancelled", timeout=60)
+            page.set_viewport_size({"width": 1400, "height": 2900})
+            page.goto(f"{server}/training")
+            page.wait_for_selector("text=Validation metrics by version", timeout=30000)
+            settle(page, 3000)
+            shot(page, "training_versions", out)
+            assert page.get_by_text("cancelled during training").count() >= 1
+            browser.close()
+    finally:
+        log = stop(worker)
+    assert active_version(studio).name == get_job(studio, first.id).result["version"], log

@@ -59,6 +59,12 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
         stored = dict(s.execute(select(Prediction.class_id, Prediction.score).where(
             Prediction.image_id == image_id, Prediction.model_version_id == new.id)).all())
     assert view.suggestions and all(abs(stored[x.class_id] - x.probability) < 1e-6 for x in view.suggestions)
+    # The Training page compares both: the base model through the comparison made at training.
+    from mumic_core.model_report import per_class_ap, validation_metrics
+
+    measured = validation_metrics(list_versions(studio))
+    assert measured[base.name] == new.metrics["parent_val"] and measured[new.name] == new.metrics["val"]
+    assert {r["version"] for r in per_class_ap(list_versions(studio), [base.name, new.name])} == {base.name, new.name}
     messages = [r.message for r in job_log(studio, job_id)]
     assert any("candidate" in m for m in messages) and any("is active" in m for m in messages)
     assert any(m.startswith("training") for m in messages) and "Traceback" not in out
@@ -210,7 +216,7 @@ def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
     proc = start_worker(home, MUMIC_EMBEDDING_CHUNK="32")
     try:
         wait_for(lambda: get_job(studio, job_id).status == "failed", timeout=60)  # job 1 is failed at start
-        assert "stopped while this job was in its 'training' phase" in get_job(studio, job_id).error
+        assert "stopped during this job's 'training' phase" in get_job(studio, job_id).error
         assert get_job(studio, job_id).exclusive_key is None
         act = request_activation(studio, other.name)
         wait_for(lambda: cache_dir.is_dir() and len(list(cache_dir.glob("part-*-ids.npy"))) >= 2, timeout=240)

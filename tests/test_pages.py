@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=90)
+    return AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=90)
 
 
 def review_rows(studio) -> int:
@@ -28,7 +28,7 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
     studio = demo_studio
     unreviewed = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
     before = queue_count(studio, unreviewed)
-    at = page("1_Review.py").run()
+    at = page("review.py").run()
     assert not at.exception
     assert "Image 1 of 30" in at.markdown[0].value
     toggles = [b for b in at.button if b.key.startswith("t")]
@@ -56,7 +56,7 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
 
 
 def test_review_grid_bulk_accept(demo_studio):
-    at = page("1_Review.py").run()
+    at = page("review.py").run()
     at.text_input(key="annotator").set_value("ann").run()
     at.radio(key="mode").set_value("Grid").run()
     assert not at.exception and len(at.multiselect) == 12  # one "present" picker per image on the page
@@ -68,7 +68,7 @@ def test_review_grid_bulk_accept(demo_studio):
 
 
 def test_review_filters_by_class_and_confidence(demo_studio):
-    at = page("1_Review.py").run()
+    at = page("review.py").run()
     with demo_studio.read() as s:
         circle = s.scalar(select(LabelClass.id).where(LabelClass.name == "circle"))
     at.selectbox(key="class_filter").set_value(circle).run()
@@ -79,7 +79,7 @@ def test_review_filters_by_class_and_confidence(demo_studio):
 
 def test_classes_add_duplicate_rename_merge(demo_studio):
     studio = demo_studio
-    at = page("2_Classes.py").run()
+    at = page("classes.py").run()
     assert not at.exception
     at.text_input[0].set_value("lilac thing")
     at.text_area[0].set_value("a lilac object\nsomething lilac")
@@ -97,7 +97,7 @@ def test_classes_add_duplicate_rename_merge(demo_studio):
 
 
 def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
-    at = page("3_Dashboard.py").run()
+    at = page("dashboard.py").run()
     assert not at.exception
     assert "Reviewed 30 of 60 images" in at.get("progress")[0].proto.text
     assert len(at.get("plotly_chart")) >= 1
@@ -105,7 +105,7 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     folder.mkdir()
     PILImage.new("RGB", (50, 50), "purple").save(folder / "new.png")
     (folder / "broken.jpg").write_bytes(b"not really")
-    at = page("4_Import_Export.py").run()
+    at = page("import_export.py").run()
     assert not at.exception
     at.text_input[0].set_value(str(folder)).run()
     next(b for b in at.button if b.label == "Import folder").click().run()

@@ -32,6 +32,18 @@ def test_migrations_create_schema_in_wal_mode(studio):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_migrations_match_the_models(studio):
+    """The Alembic migrations build exactly the schema that db/models.py declares."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    with get_engine(studio.url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], diff
+
+
 def test_class_names_are_validated(studio):
     add_class(studio, "Red Object", ["a red thing"])
     for bad, msg in [("", "empty"), ("   ", "empty"), ("red   object", "already exists"),

@@ -86,4 +86,4 @@ def test_worker_start_marks_jobs_of_a_dead_worker_failed(studio):
         wait_for(lambda: get_job(studio, job_id).status == "failed", timeout=60)
     finally:
         stop(proc)
-    assert "worker stopped" in get_job(studio, job_id).error
+    assert f"the worker (pid {dead.pid}) stopped as this job started" in get_job(studio, job_id).error

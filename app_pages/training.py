@@ -8,7 +8,8 @@ import streamlit as st
 from mumic_core.errors import MumicError
 from mumic_core.jobs import job_log, list_jobs, request_cancel, running_worker_pid
 from mumic_core.lifecycle import new_human_labels, request_activation, request_training
-from mumic_core.model_report import METRICS, job_summary, metric_bars, per_class_ap, version_rows
+from mumic_core.model_report import (METRICS, job_summary, metric_bars, per_class_ap, validation_metrics,
+                                     version_rows)
 from mumic_core.registry import active_version, describe, list_versions
 from mumic_core.settings_store import get_setting, set_setting
 from mumic_core.studio import open_studio
@@ -52,6 +53,11 @@ with st.form("train"):
 def live_jobs() -> None:
     jobs = list_jobs(s, limit=8)
     running = [j for j in jobs if j.status in ("queued", "running")]
+    ids = {j.id for j in running}
+    if st.session_state.get("running-jobs", set()) - ids:  # a job ended: versions may have changed
+        st.session_state["running-jobs"] = ids
+        st.rerun(scope="app")
+    st.session_state["running-jobs"] = ids
     st.subheader("Jobs")
     if not jobs:
         st.caption("No jobs yet.")
@@ -88,16 +94,15 @@ st.dataframe(rows, hide_index=True, width="stretch",
 st.caption("Metrics are on the held-out split of the human labels at training time; 'parent' is the "
            "version it was trained from, scored on the same images.")
 
-trained = [v for v in versions if v.metrics.get("val")]
-if trained:
-    fig = px.bar(metric_bars(trained), x="version", y="value", color="metric", barmode="group",
+measured = validation_metrics(versions)
+if measured:
+    fig = px.bar(metric_bars(versions), x="version", y="value", color="metric", barmode="group",
                  title="Validation metrics by version", range_y=[0, 1])
     st.plotly_chart(fig, width="stretch")
-    names = [v.name for v in trained]
+    names = [v.name for v in versions if v.name in measured]
     pick = st.multiselect("Compare per class", names, default=names[-2:])
-    chosen = [v for v in trained if v.name in pick]
-    if chosen:
-        fig = px.bar(per_class_ap(chosen), x="class", y="AP", color="version", barmode="group",
+    if pick:
+        fig = px.bar(per_class_ap(versions, pick), x="class", y="AP", color="version", barmode="group",
                      title="Average precision per class (held-out labels)", range_y=[0, 1])
         st.plotly_chart(fig, width="stretch")
 else:
