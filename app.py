@@ -47,7 +47,7 @@ def home() -> None:
         st.error("No model is registered yet. Run `make run` (or `python -m mumic_core init`).")
     elif version.kind == "builtin-random":
         st.warning(f"**Model in use:** {describe(version)}. Train on your labels "
-                   "(`python -m mumic_core train`) or configure pretrained CLIP weights (see README).")
+                   "on the Training page or configure pretrained CLIP weights (see README).")
     else:
         st.info(f"**Model in use:** {describe(version)}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -201,7 +202,12 @@ def create_random_local_dir(architecture: str, dest: Path, seed: int = 0) -> Non
     save it as a local-dir."""
     open_clip = _import_open_clip()
     torch.manual_seed(seed)
-    model = open_clip.create_model(architecture, pretrained=None, load_weights=False)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": here that is the point
+    try:
+        model = open_clip.create_model(architecture, pretrained=None, load_weights=False)
+    finally:
+        logging.disable(previous)
     if architecture.startswith("local-dir:"):
         cfg = json.loads((Path(architecture.removeprefix("local-dir:")) / CONFIG_NAME).read_text())["model_cfg"]
     else:

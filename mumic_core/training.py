@@ -250,11 +250,13 @@ def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarr
         if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
             break
     final = F.normalize(class_emb.detach(), dim=-1).numpy()
+    labelled = mask.sum(dim=0).numpy() > 0
     offset = calib.offset.detach()
     return Head(
         temperature=float(calib.log_tau.detach().exp()),
         offset=float(offset.mean()),
-        class_embeddings={n: final[k] for k, n in enumerate(names)},
+        # Classes without labels keep scoring zero-shot from their (possibly edited) prompts.
+        class_embeddings={n: final[k] for k, n in enumerate(names) if labelled[k]},
         offsets={n: float(offset[k]) for k, n in enumerate(names)} if config.per_class_offset else {},
     ), history
 

@@ -84,7 +84,9 @@ def test_classes_without_labels_are_masked_not_negative(demo120):
     col = [c.id for c in labels.classes].index(new.id)
     assert labels.mask[:, col].sum() == 0
     assert labels.mask.sum() > 0 and set(np.unique(labels.targets)) <= {0.0, 1.0}
-    train(studio, TrainConfig(mode="head", epochs=20), active_version(studio))
+    result = train(studio, TrainConfig(mode="head", epochs=20), active_version(studio))
+    head = training.Head.load(studio.settings.model_dir / result.version.name / "head.json")
+    assert "spiral" not in head.class_embeddings and "circle" in head.class_embeddings  # stays zero-shot
 
 
 def test_diverging_training_stops_and_makes_no_version(demo120, monkeypatch):
