@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import threading
-import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +106,12 @@ def test_progress_reporter_records_phase_numbers_and_log(studio):
         s.get(Job, job_id).status = "running"
     report = progress_reporter(studio, job_id, min_interval=0.0)
     report("training", 0.25, {"epoch": 1, "epochs": 4, "step": 5, "steps": 20, "loss": 0.5})
-    time.sleep(0.2)
     report("training", 0.5, {"epoch": 2, "epochs": 4, "step": 10, "steps": 20, "loss": 0.4})
     job = get_job(studio, job_id)
     assert job.phase == "training" and job.progress == 0.5 and job.details["epoch"] == 2
-    left = time_left(job)
-    assert left is not None and 0.1 < left < 5  # as long again as the half done so far
+    started = datetime.fromisoformat(job.details["phase_started"])
+    assert time_left(job, started + timedelta(seconds=4)) == pytest.approx(4.0)  # half done in 4 s
+    assert time_left(job, started + timedelta(seconds=1)) is None  # too early to tell
     messages = [r.message for r in job_log(studio, job_id)]
     assert "training" in messages and any("epoch 1 done" in m for m in messages)
 
