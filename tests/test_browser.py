@@ -86,7 +86,8 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server)
         page.wait_for_selector("h1")
-        settle(page, 1500)
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=30000)
+        settle(page, 3000)
         shot(page, "home", out)
 
         page.goto(f"{server}/review")
