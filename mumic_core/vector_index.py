@@ -1,0 +1,90 @@
+"""A faiss index of image embeddings (normalised, so inner product = cosine similarity).
+
+Exact search (``IndexFlatIP``) for small collections; above ``APPROX_THRESHOLD`` vectors an
+HNSW graph (``IndexHNSWFlat``), whose recall against exact search is measured by
+``recall_at_k``. Vectors carry the image ids; the index is saved with faiss's own format.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+APPROX_THRESHOLD = 50_000
+HNSW_M = 32
+INDEX_NAME = "index.faiss"
+
+
+class VectorIndex:
+    """Image ids and their embeddings, searchable by cosine similarity."""
+
+    def __init__(self, dim: int, approximate: bool, ef_search: int = 128) -> None:
+        if approximate:
+            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = 80
+            inner.hnsw.efSearch = ef_search
+        else:
+            inner = faiss.IndexFlatIP(dim)
+        self.index = faiss.IndexIDMap2(inner)
+        self.approximate = approximate
+
+    @classmethod
+    def build(cls, ids: np.ndarray, emb: np.ndarray, threshold: int = APPROX_THRESHOLD) -> VectorIndex:
+        """Exact below ``threshold`` vectors, HNSW at or above it."""
+        index = cls(emb.shape[1], approximate=len(ids) >= threshold)
+        index.add(ids, emb)
+        return index
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def add(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        """Add vectors (e.g. newly imported images); ids already present are replaced."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        present = np.array([i for i in ids if self.contains(int(i))], dtype=np.int64)
+        if len(present) and not self.approximate:
+            self.index.remove_ids(present)
+        elif len(present):  # HNSW cannot remove: keep the first vector of an id
+            keep = ~np.isin(ids, present)
+            ids, emb = ids[keep], emb[keep]
+        self.index.add_with_ids(np.ascontiguousarray(emb, dtype=np.float32), ids)
+
+    def contains(self, image_id: int) -> bool:
+        try:
+            self.index.reconstruct(int(image_id))
+            return True
+        except RuntimeError:
+            return False
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities), each (Q, k), best first; -1 ids pad when fewer than k exist."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        scores, ids = self.index.search(q, min(k, max(1, len(self))))
+        return ids, scores
+
+    def save(self, folder: Path) -> None:
+        """Write atomically (a reader never sees a half-written index)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{INDEX_NAME}.tmp"
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, folder / INDEX_NAME)
+
+    @classmethod
+    def load(cls, folder: Path) -> VectorIndex:
+        index = cls.__new__(cls)
+        index.index = faiss.read_index(str(folder / INDEX_NAME))
+        index.approximate = isinstance(faiss.downcast_index(index.index.index), faiss.IndexHNSWFlat)
+        return index
+
+
+def recall_at_k(approx: VectorIndex, exact: VectorIndex, queries: np.ndarray, k: int) -> float:
+    """Share of the exact top-k neighbours that the approximate index also returns."""
+    a, _ = approx.search(queries, k)
+    e, _ = exact.search(queries, k)
+    hits = sum(len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, e))
+    return hits / max(1, int((e >= 0).sum()))

@@ -1,0 +1,57 @@
+"""Active-learning strategies on small hand-made cases whose right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mumic_core.active_learning import entropy, k_center_greedy, rare_class_boost, select, uncertainty
+
+
+def test_uncertainty_is_highest_at_the_class_threshold():
+    prob = np.array([[0.30, 0.99], [0.01, 0.98], [0.70, 0.50], [0.0, 1.0]])
+    thresholds = np.array([0.3, 0.5])
+    u = uncertainty(prob, thresholds)
+    assert u[0] == pytest.approx(1.0) and u[2] == pytest.approx(1.0)  # a class exactly on its threshold
+    assert u[1] < 0.1 and u[3] == pytest.approx(0.0)  # far from both thresholds / certain
+
+
+def test_entropy_prefers_probabilities_near_one_half():
+    e = entropy(np.array([[0.5, 0.5], [0.99, 0.01], [0.5, 0.01]]))
+    assert e[0] == pytest.approx(1.0) and e[1] < e[2] < e[0]
+
+
+def test_rare_classes_are_boosted():
+    prob = np.array([[0.9, 0.1], [0.1, 0.6]])
+    # class 0 has 99 human positives already, class 1 none: the likely class-1 image wins.
+    s = rare_class_boost(prob, np.array([99, 0]))
+    assert s[1] > s[0]
+
+
+def test_k_center_greedy_picks_far_apart_points_first():
+    pts = np.array([[1, 0], [0.99, 0.141], [0, 1], [-1, 0]], dtype=float)
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    labelled = np.array([[1.0, 0.0]])
+    order = k_center_greedy(pts, labelled, 3)
+    assert order[0] == 3  # opposite the labelled point
+    assert order[1] == 2  # then the one at 90 degrees
+    assert k_center_greedy(pts, np.zeros((0, 2)), 2)[1] != k_center_greedy(pts, np.zeros((0, 2)), 2)[0]
+
+
+def test_mixed_selection_and_errors():
+    rng = np.random.default_rng(0)
+    prob = rng.random((50, 4))
+    prob[7] = [0.5, 0.5, 0.5, 0.5]
+    thresholds = np.full(4, 0.5)
+    assert select(prob, thresholds, 1, {"uncertainty": 1.0})[0] == 7
+    picked = select(prob, thresholds, 10, {"uncertainty": 1.0, "random": 1.0}, seed=1)
+    assert len(set(picked)) == 10 and all(0 <= i < 50 for i in picked)
+    assert select(prob, thresholds, 5, {"random": 1.0}, seed=1) != select(prob, thresholds, 5, {"random": 1.0}, seed=2)
+    emb = rng.normal(size=(50, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    assert len(select(prob, thresholds, 4, {"diversity": 1.0}, embeddings=emb)) == 4
+    with pytest.raises(ValueError, match="unknown strategies"):
+        select(prob, thresholds, 3, {"confidence": 1.0})
+    with pytest.raises(ValueError, match="needs the images' embeddings"):
+        select(prob, thresholds, 3, {"diversity": 1.0})
+    assert select(prob[:0], thresholds, 3, {"random": 1.0}) == []
