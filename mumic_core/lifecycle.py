@@ -81,9 +81,14 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
 
 def promote(studio: Studio, version: ModelVersion, report: Report | None = None, note: Note = _quiet) -> int:
     """Score every image with ``version``, then make it the active version. Returns predictions."""
+    from .search import build_index
+
     n = score_all(studio, version, report)
+    if report:
+        report("indexing", 0.0, {})
+    build_index(studio, version)  # embeddings are cached by now: this is quick
     activate(studio, version.id)
-    note(f"{version.name} is active; {n} predictions written")
+    note(f"{version.name} is active; {n} predictions written, search index rebuilt")
     return n
 
 

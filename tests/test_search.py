@@ -1,0 +1,40 @@
+"""Search by text and by example through the faiss index; the index follows promotions and imports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from db.models import Image
+from mumic_core.collection import import_files
+from mumic_core.lifecycle import promote
+from mumic_core.registry import active_version
+from mumic_core.scenes import generate_collection
+from mumic_core.search import index_dir, search_text, similar_images
+from mumic_core.training import TrainConfig, train
+
+
+def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path):
+    studio = demo_studio
+    version = active_version(studio)
+    hits = search_text(studio, version, "a red circle", k=5)
+    assert len(hits) == 5 and all(a[1] >= b[1] for a, b in zip(hits, hits[1:]))  # best first
+    assert (index_dir(studio, version) / "index.faiss").is_file()
+    first = hits[0][0]
+    similar = similar_images(studio, version, first, k=4)
+    assert len(similar) == 4 and first not in [i for i, _ in similar]
+    assert search_text(studio, version, "   ") == []
+
+    # A newly imported image is found the next time the index is used.
+    rows = generate_collection(1, seed=99, out_dir=tmp_path / "new", size=96)
+    assert import_files(studio, [(rows[0][0], tmp_path / "new" / rows[0][0])]).added == [rows[0][0]]
+    with studio.read() as s:
+        new_id = s.scalar(select(func.max(Image.id)))
+    assert similar_images(studio, version, new_id, k=3)
+
+    # Promotion rebuilds the index (a head version shares the encoder, hence the folder).
+    result = train(studio, TrainConfig(mode="head", epochs=20, activate="always"), version)
+    before = (index_dir(studio, version) / "index.faiss").stat().st_mtime_ns
+    promote(studio, result.version)
+    assert (index_dir(studio, result.version) / "index.faiss").stat().st_mtime_ns > before
