@@ -66,3 +66,51 @@ def similar_images(studio: Studio, version: ModelVersion, image_id: int, k: int 
     query = index.index.reconstruct(int(image_id))
     ids, scores = index.search(query, k + 1)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != image_id][:k]
+
+
+def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity: float = 0.97,
+                          relative: float = 0.1, neighbours: int = 5) -> list[list[int]]:
+    """Groups of nearly identical images, largest first. Two images are linked when their cosine
+    distance is within ``1 - min_similarity`` and also under ``relative`` times the median
+    distance of images to their nearest neighbour (a model that finds everything alike, such
+    as an untrained one, does not make the whole collection one group)."""
+    index = load_index(studio, version)
+    ids = [i for i, _ in image_items(studio)]
+    if len(ids) < 2:
+        return []
+    queries = np.stack([index.index.reconstruct(int(i)) for i in ids])
+    found, scores = index.search(queries, neighbours + 1)
+    first = np.array([1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
+                      for i, row, sims in zip(ids, found, scores)])
+    max_distance = min(1.0 - min_similarity, relative * float(np.median(first)))
+    parent = {i: i for i in ids}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, row, sims in zip(ids, found, scores):
+        for j, sim in zip(row, sims):
+            if j >= 0 and j != i and 1.0 - sim <= max_distance and int(j) in parent:
+                parent[root(i)] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in ids:
+        groups.setdefault(root(i), []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+
+
+def embedding_map(studio: Studio, version: ModelVersion, max_points: int = 5000,
+                  seed: int = 0) -> tuple[list[int], np.ndarray]:
+    """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
+    from sklearn.decomposition import PCA
+
+    items = image_items(studio)
+    if len(items) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_points, replace=False))
+        items = [items[k] for k in keep]
+    if len(items) < 3:
+        return [i for i, _ in items], np.zeros((len(items), 2))
+    emb = image_embeddings(studio, load_scorer(studio, version), items)
+    return [i for i, _ in items], PCA(n_components=2, random_state=seed).fit_transform(emb)

@@ -26,12 +26,27 @@ def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path
     assert len(similar) == 4 and first not in [i for i, _ in similar]
     assert search_text(studio, version, "   ") == []
 
+    # A near-copy of an image (same pixels, re-encoded) forms a near-duplicate group with it.
+    from mumic_core.search import embedding_map, near_duplicate_groups
+
+    ids, xy = embedding_map(studio, version)
+    assert len(ids) == 60 and xy.shape == (60, 2) and xy.std(axis=0).min() > 0
+    assert embedding_map(studio, version, max_points=10)[1].shape == (10, 2)
+
     # A newly imported image is found the next time the index is used.
     rows = generate_collection(1, seed=99, out_dir=tmp_path / "new", size=96)
     assert import_files(studio, [(rows[0][0], tmp_path / "new" / rows[0][0])]).added == [rows[0][0]]
     with studio.read() as s:
         new_id = s.scalar(select(func.max(Image.id)))
     assert similar_images(studio, version, new_id, k=3)
+    from PIL import Image as PILImage
+
+    with PILImage.open(tmp_path / "new" / rows[0][0]) as im:
+        im.convert("RGB").save(tmp_path / "copy.jpg", quality=92)  # other bytes, same picture
+    import_files(studio, [("copy.jpg", tmp_path / "copy.jpg")])
+    groups = near_duplicate_groups(studio, version)
+    group = next(g for g in groups if new_id in g)
+    assert new_id + 1 in group and len(group) < 10  # the copy, not half the collection
 
     # Promotion rebuilds the index (a head version shares the encoder, hence the folder).
     result = train(studio, TrainConfig(mode="head", epochs=20, activate="always"), version)
