@@ -90,6 +90,7 @@ st.navigation([
     st.Page("app_pages/classes.py", url_path="classes", title="Classes", icon=":material/label:"),
     st.Page("app_pages/dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
     st.Page("app_pages/import_export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
+    st.Page("app_pages/explore.py", url_path="explore", title="Explore", icon=":material/travel_explore:"),
     st.Page("app_pages/training.py", url_path="training", title="Training", icon=":material/model_training:"),
     st.Page("app_pages/jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
 ]).run()

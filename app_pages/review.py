@@ -54,8 +54,16 @@ if version is None:
     st.error("No model version yet: run `make run` or `python -m mumic_core init`.")
     st.stop()
 
-filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi, status=status, sort=sort)
-filter_key = (version.id, cls_choice, lo, hi, status, sort)
+selection = state.get("review_selection")
+if selection:
+    left, right = st.columns([4, 1])
+    left.info(f"Reviewing the {len(selection)} images chosen on the Explore page (status: {status}).")
+    if right.button("Show the whole queue"):
+        state.review_selection = None
+        st.rerun()
+filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi, status=status, sort=sort,
+                   image_ids=tuple(selection) if selection else None)
+filter_key = (version.id, cls_choice, lo, hi, status, sort, selection)
 if state.get("filter_key") != filter_key:
     state.filter_key, state.offset = filter_key, 0
 

@@ -150,7 +150,7 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         print(f"new class: suggestions over {n} images visible {elapsed:.2f} s after clicking Add")
         (out / "new_class_seconds.txt").write_text(f"{elapsed:.2f}\n")
 
-        for path, name in [("dashboard", "dashboard"), ("import_export", "import_export"), ("training", "training"),
+        for path, name in [("dashboard", "dashboard"), ("import_export", "import_export"), ("explore", "explore"), ("training", "training"),
                            ("jobs", "jobs")]:
             page.goto(f"{server}/{path}")
             page.wait_for_selector("h1")

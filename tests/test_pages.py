@@ -113,3 +113,19 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
     assert any("broken.jpg" in m.value for m in at.markdown)
     assert len(at.get("download_button")) == 4
+
+
+def test_explore_text_search_map_and_selection_sent_to_review(demo_studio):
+    at = page("explore.py").run()
+    assert not at.exception
+    at.text_input[0].set_value("a red circle").run()
+    assert not at.exception
+    assert any("Review these 24 images" in b.label for b in at.button)
+    assert len(at.get("plotly_chart")) == 1  # the map
+    # The Review page shows exactly a selection sent from Explore, until it is cleared.
+    review = page("review.py")
+    review.session_state["review_selection"] = (40, 45, 50)  # unreviewed images of the demo
+    review.run()
+    assert not review.exception
+    assert any("3 images chosen on the Explore page" in i.value for i in review.info)
+    assert "Image 1 of 3" in review.markdown[0].value

@@ -1,0 +1,80 @@
+"""Explore: search by text or by example, near-duplicates, and a map of the embeddings;
+chosen images go to the review queue."""
+
+from __future__ import annotations
+
+import plotly.express as px
+import streamlit as st
+
+from mumic_core.classes import list_classes
+from mumic_core.collection import current_labels
+from mumic_core.registry import active_version, describe
+from mumic_core.review import image_views
+from mumic_core.search import embedding_map, near_duplicate_groups, search_text, similar_images
+from mumic_core.studio import open_studio
+
+st.title("Explore")
+s = open_studio(migrate=False)
+version = active_version(s)
+if version is None:
+    st.error("No model yet: run `make run` first.")
+    st.stop()
+st.caption(f"Embeddings of {describe(version)}")
+
+
+def send_to_review(ids: list[int]) -> None:
+    st.session_state["review_selection"] = tuple(ids)
+    st.switch_page("app_pages/review.py")
+
+
+def gallery(hits: list[tuple[int, float]], key: str) -> None:
+    if not hits:
+        st.caption("Nothing found.")
+        return
+    views = {v.image_id: v for v in image_views(s, [i for i, _ in hits], None)}
+    cols = st.columns(6)
+    for k, (image_id, sim) in enumerate(hits):
+        cols[k % 6].image(str(views[image_id].path), caption=f"#{image_id} · {sim:.3f}", width="stretch")
+    if st.button(f"Review these {len(hits)} images", key=f"send-{key}"):
+        send_to_review([i for i, _ in hits])
+
+
+text_tab, similar_tab, dup_tab, map_tab = st.tabs(["Text search", "Similar images", "Near-duplicates", "Map"])
+with text_tab:
+    query = st.text_input("Describe what you are looking for", placeholder="a red circle on stripes")
+    if query:
+        gallery(search_text(s, version, query, k=24), "text")
+with similar_tab:
+    image_id = st.number_input("Image id", min_value=1, step=1, value=None, placeholder="an image id, e.g. 12")
+    if image_id:
+        try:
+            gallery([(int(image_id), 1.0)] + similar_images(s, version, int(image_id), k=17), "similar")
+        except KeyError as exc:
+            st.error(exc.args[0])
+with dup_tab:
+    if st.button("Find near-duplicates"):
+        st.session_state["dup_groups"] = near_duplicate_groups(s, version)
+    groups = st.session_state.get("dup_groups")
+    if groups is not None:
+        st.caption(f"{len(groups)} groups of nearly identical images." if groups else "No near-duplicates found.")
+        for n, group in enumerate(groups[:20]):
+            gallery([(i, 1.0) for i in group[:12]], f"dup-{n}")
+with map_tab:
+    classes = list_classes(s)
+    colour = st.selectbox("Colour by the human label of", [None] + [c.id for c in classes],
+                          format_func=lambda c: "nothing" if c is None else next(x.name for x in classes if x.id == c))
+    ids, xy = embedding_map(s, version)
+    labels = {}
+    if colour is not None:
+        labels = {i: ("present" if p else "absent") for i, c, p in current_labels(s) if c == colour}
+    points = [{"x": float(x), "y": float(y), "image": i, "label": labels.get(i, "unlabelled")}
+              for i, (x, y) in zip(ids, xy)]
+    fig = px.scatter(points, x="x", y="y", color="label" if colour is not None else None,
+                     custom_data=["image"], hover_data=["image"], title="Image embeddings (PCA)",
+                     color_discrete_map={"present": "#2e7d32", "absent": "#c62828", "unlabelled": "#b0bec5"})
+    fig.update_traces(marker={"size": 6})
+    event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="map")
+    chosen = [int(p["customdata"][0]) for p in (event.selection.points if event and event.selection else [])]
+    st.caption("Draw a box or lasso around points to choose images.")
+    if chosen and st.button(f"Review the {len(chosen)} chosen images"):
+        send_to_review(chosen)
