@@ -22,6 +22,12 @@ if version is None:
 st.caption(f"Embeddings of {describe(version)}")
 
 
+@st.cache_data(ttl=300, show_spinner="Projecting the embeddings…")
+def cached_map(version_id: int, _name: str):
+    """The PCA map of the active version (tabs all run on every interaction: compute it once)."""
+    return embedding_map(s, version)
+
+
 def send_to_review(ids: list[int]) -> None:
     st.session_state["review_selection"] = tuple(ids)
     st.switch_page("app_pages/review.py")
@@ -63,7 +69,7 @@ with map_tab:
     classes = list_classes(s)
     colour = st.selectbox("Colour by the human label of", [None] + [c.id for c in classes],
                           format_func=lambda c: "nothing" if c is None else next(x.name for x in classes if x.id == c))
-    ids, xy = embedding_map(s, version)
+    ids, xy = cached_map(version.id, version.name)
     labels = {}
     if colour is not None:
         labels = {i: ("present" if p else "absent") for i, c, p in current_labels(s) if c == colour}

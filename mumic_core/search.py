@@ -41,7 +41,8 @@ def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
     if not (folder / "index.faiss").exists():
         return build_index(studio, version)
     index = VectorIndex.load(folder)
-    new = [(i, p) for i, p in image_items(studio) if not index.contains(i)]
+    items = image_items(studio)
+    new = [(i, p) for i, p in items if not index.contains(i)] if len(index) < len(items) else []
     if new:
         emb = image_embeddings(studio, load_scorer(studio, version), new)
         index.add(np.array([i for i, _ in new], dtype=np.int64), emb)
