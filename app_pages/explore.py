@@ -30,6 +30,8 @@ def cached_map(version_id: int, _name: str):
 
 def send_to_review(ids: list[int]) -> None:
     st.session_state["review_selection"] = tuple(ids)
+    st.session_state["selection_source"] = "the Explore page"
+    st.session_state["suspects"] = {}
     st.switch_page("app_pages/review.py")
 
 

@@ -21,6 +21,7 @@ from mumic_core.review import (
     undo,
 )
 from mumic_core.classes import list_classes
+from mumic_core.label_errors import suspicious_labels
 from mumic_core.studio import open_studio
 
 s = open_studio(migrate=False)
@@ -49,6 +50,22 @@ with st.sidebar:
                            format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
     blind = st.toggle("Blind (hide suggestions)", key="blind",
                       help="Label without seeing the model's proposals, to avoid anchoring.")
+    if version is not None and st.button("Find likely wrong labels", key="suspicious",
+                                         help="Cross-validated predictions and cleanlab rank the human labels "
+                                              "that disagree most with the model; confirm or fix each here."):
+        try:
+            with st.spinner("Cross-validating on the human labels…"):
+                found = suspicious_labels(s, version, limit=100)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            state.suspects = {}
+            for x in found:
+                state.suspects.setdefault(x.image_id, []).append(
+                    f"“{x.class_name}” is labelled {'present' if x.given else 'absent'}; "
+                    f"a model that never saw this image gives {x.probability:.0%}")
+            state.review_selection = tuple(state.suspects)
+            state.selection_source = "suspicious labels"
 
 if version is None:
     st.error("No model version yet: run `make run` or `python -m mumic_core init`.")
@@ -57,11 +74,13 @@ if version is None:
 selection = state.get("review_selection")
 if selection:
     left, right = st.columns([4, 1])
-    left.info(f"Reviewing the {len(selection)} images chosen on the Explore page (status: {status}).")
+    source = state.get("selection_source", "the Explore page")
+    left.info(f"Reviewing the {len(selection)} images chosen from {source} (whatever their status).")
     if right.button("Show the whole queue"):
-        state.review_selection = None
+        state.review_selection, state.selection_source, state.suspects = None, None, {}
         st.rerun()
-filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi, status=status, sort=sort,
+filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi,
+                   status="all" if selection else status, sort=sort,
                    image_ids=tuple(selection) if selection else None)
 filter_key = (version.id, cls_choice, lo, hi, status, sort, selection)
 if state.get("filter_key") != filter_key:
@@ -107,6 +126,8 @@ if mode == "One image":
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
     left, right = st.columns([3, 2], gap="large")
+    for line in state.get("suspects", {}).get(view.image_id, []):
+        st.warning(f"Suspicious: {line}", icon=":material/report:")
     left.image(str(view.path), width="stretch")
     key = f"dec_{view.image_id}"
     if key not in state:

@@ -127,5 +127,13 @@ def test_explore_text_search_map_and_selection_sent_to_review(demo_studio):
     review.session_state["review_selection"] = (40, 45, 50)  # unreviewed images of the demo
     review.run()
     assert not review.exception
-    assert any("3 images chosen on the Explore page" in i.value for i in review.info)
+    assert any("3 images chosen from the Explore page" in i.value for i in review.info)
     assert "Image 1 of 3" in review.markdown[0].value
+
+
+def test_suspicious_labels_queue(demo_studio):
+    at = page("review.py").run()
+    at.button(key="suspicious").click().run()
+    assert not at.exception
+    assert any("chosen from suspicious labels" in i.value for i in at.info)
+    assert any(w.value.startswith("Suspicious:") and "never saw this image" in w.value for w in at.warning)

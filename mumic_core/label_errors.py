@@ -1,0 +1,76 @@
+"""Human labels that are likely wrong, from out-of-sample predictions and cleanlab.
+
+Each labelled image gets probabilities from a head trained without it (k-fold cross-validation
+on the cached embeddings of the active version's encoder). cleanlab's multi-label label-quality
+scores rank the images; within an image, the labelled classes whose given label disagrees most
+with the out-of-sample probability are the suspects shown to a person.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from db.models import ModelVersion
+
+from .scoring import image_embeddings, load_scorer
+from .studio import Studio
+
+
+@dataclass
+class Suspect:
+    image_id: int
+    class_id: int
+    class_name: str
+    given: bool  # the current human label
+    probability: float  # out-of-sample probability that the class is present
+    image_quality: float  # cleanlab's label quality score of the image (low = suspicious)
+
+
+def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0):
+    """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
+    from .training import LabelSet, TrainConfig, _train_head, gather_labels
+
+    labels: LabelSet = gather_labels(studio)
+    n = len(labels.image_ids)
+    if n < 2 * folds:
+        raise ValueError(f"need at least {2 * folds} labelled images for {folds}-fold cross-validation, have {n}")
+    scorer = load_scorer(studio, version)
+    items = list(zip(labels.image_ids, labels.paths))
+    emb = image_embeddings(studio, scorer, items)
+    names = [c.name for c in labels.classes]
+    text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
+    fold_of = np.random.default_rng(seed).permutation(n) % folds
+    probs = np.zeros(labels.targets.shape, dtype=np.float32)
+    config = TrainConfig(mode="head", epochs=150, seed=seed)
+    for f in range(folds):
+        train_rows, held = np.where(fold_of != f)[0], np.where(fold_of == f)[0]
+        head, _ = _train_head(studio, scorer, labels, train_rows, config, lambda *a: None, time.monotonic())
+        probs[held] = head.probabilities(emb[held] @ head.class_matrix(names, text).T, names)
+    return labels, probs
+
+
+def rank_suspects(targets: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> list[tuple[int, int, float]]:
+    """(row, column, image quality) of labelled pairs, most suspicious first: images ordered by
+    cleanlab's multi-label quality score, and within an image the labelled classes whose label
+    disagrees with the probability, most first. Unlabelled pairs count as absent for cleanlab
+    and are never reported."""
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+
+    given = [[int(c) for c in np.where((targets[r] > 0) & (mask[r] > 0))[0]] for r in range(len(targets))]
+    quality = get_label_quality_scores(given, np.clip(probs, 1e-6, 1 - 1e-6))
+    disagreement = np.abs(targets - probs) * (mask > 0)
+    pairs = [(r, int(c), float(quality[r]), float(disagreement[r, c]))
+             for r in range(len(targets)) for c in np.where(disagreement[r] > 0.5)[0]]
+    pairs.sort(key=lambda p: (p[2], -p[3]))
+    return [(r, c, q) for r, c, q, _ in pairs]
+
+
+def suspicious_labels(studio: Studio, version: ModelVersion, limit: int = 200, folds: int = 5) -> list[Suspect]:
+    """The human labels most likely to be wrong, most suspicious first."""
+    labels, probs = out_of_sample_probabilities(studio, version, folds)
+    return [Suspect(labels.image_ids[r], labels.classes[c].id, labels.classes[c].name, bool(labels.targets[r, c]),
+                    float(probs[r, c]), q)
+            for r, c, q in rank_suspects(labels.targets, labels.mask, probs)[:limit]]
