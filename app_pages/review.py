@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 from streamlit_shortcuts import add_shortcuts
 
@@ -20,6 +22,7 @@ from mumic_core.review import (
     thresholds_for,
     undo,
 )
+from mumic_core.active_learning import STRATEGIES, order_queue
 from mumic_core.classes import list_classes
 from mumic_core.label_errors import suspicious_labels
 from mumic_core.studio import open_studio
@@ -44,8 +47,14 @@ with st.sidebar:
                               format_func=lambda i: "any class" if i is None else class_by_id[i].name)
     lo, hi = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="conf",
                        help="Of the chosen class, or of each image's top suggestion.")
-    sort = st.selectbox("Order", SORTS, key="sort",
-                        help="priority: most uncertain suggestions first (active learning will refine this)")
+    sort = st.selectbox("Order", ("active learning",) + SORTS, key="sort",
+                        help="active learning: the images whose labels would teach the model most, by the "
+                             "strategies below; priority: most uncertain suggestion first")
+    if sort == "active learning":
+        strategies = st.multiselect("Strategies (equal weights)", STRATEGIES, default=["uncertainty", "rare"],
+                                    key="strategies", help="uncertainty: a class near its threshold; entropy; "
+                                    "rare: likely positives of classes with few labels; diversity: unlike what is "
+                                    "labelled; random")
     version = st.selectbox("Model version", versions, index=versions.index(active) if active else 0,
                            format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
     blind = st.toggle("Blind (hide suggestions)", key="blind",
@@ -80,7 +89,7 @@ if selection:
         state.review_selection, state.selection_source, state.suspects = None, None, {}
         st.rerun()
 filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi,
-                   status="all" if selection else status, sort=sort,
+                   status="all" if selection else status, sort="priority" if sort == "active learning" else sort,
                    image_ids=tuple(selection) if selection else None)
 filter_key = (version.id, cls_choice, lo, hi, status, sort, selection)
 if state.get("filter_key") != filter_key:
@@ -98,6 +107,23 @@ if state.get("error"):
     state.error = None
 
 total = queue_count(s, filt)
+if sort == "active learning" and strategies:
+    plan_key = (filter_key, tuple(strategies))
+    if state.get("plan_key") != plan_key or not state.get("plan"):
+        state.plan_key, state.plan = plan_key, order_queue(s, filt, {x: 1.0 for x in strategies})
+    else:  # keep the plan; drop the images that have left the queue (e.g. just reviewed)
+        still = set(queue_page(s, replace(filt, image_ids=tuple(state.plan)), 0, len(state.plan)))
+        state.plan = [i for i in state.plan if i in still]
+    total = len(state.plan)
+
+
+def page_ids(offset: int, n: int) -> list[int]:
+    """One page of the queue, in active-learning order when that is chosen."""
+    if sort == "active learning" and strategies:
+        return state.plan[offset:offset + n]
+    return queue_page(s, filt, offset, n)
+
+
 head = load_head(s, version)
 thresholds = thresholds_for(head.thresholds if head else None, [c.name for c in classes])
 
@@ -121,7 +147,7 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
-    ids = queue_page(s, filt, state.offset, 1)
+    ids = page_ids(state.offset, 1)
     [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds)
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
@@ -202,7 +228,7 @@ else:
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
-    views = image_views(s, queue_page(s, filt, state.offset, per_page), version.id, top_k=3, thresholds=thresholds)
+    views = image_views(s, page_ids(state.offset, per_page), version.id, top_k=3, thresholds=thresholds)
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)
     for k, view in enumerate(views):

@@ -55,3 +55,18 @@ def test_mixed_selection_and_errors():
     with pytest.raises(ValueError, match="needs the images' embeddings"):
         select(prob, thresholds, 3, {"diversity": 1.0})
     assert select(prob[:0], thresholds, 3, {"random": 1.0}) == []
+
+
+def test_order_queue_reorders_the_unreviewed_queue(demo_studio):
+    from mumic_core.active_learning import order_queue
+    from mumic_core.registry import active_version
+    from mumic_core.review import QueueFilter, queue_count
+
+    studio = demo_studio
+    f = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
+    for weights in ({"uncertainty": 1.0}, {"rare": 1.0, "diversity": 1.0}, {"random": 1.0}):
+        ids = order_queue(studio, f, weights)
+        assert sorted(ids) == sorted(order_queue(studio, f, {"entropy": 1.0}))  # same images, other order
+        assert len(ids) == queue_count(studio, f) == 30
+    assert order_queue(studio, f, {"random": 1.0}, seed=1) != order_queue(studio, f, {"random": 1.0}, seed=2)
+    assert len(order_queue(studio, f, {"uncertainty": 1.0}, pool=10)) == 10

@@ -59,7 +59,7 @@ def test_review_grid_bulk_accept(demo_studio):
     at = page("review.py").run()
     at.text_input(key="annotator").set_value("ann").run()
     at.radio(key="mode").set_value("Grid").run()
-    assert not at.exception and len(at.multiselect) == 12  # one "present" picker per image on the page
+    assert not at.exception and len([m for m in at.multiselect if m.label == "Present"]) == 12  # one "present" picker per image on the page
     at.slider(key="grid_t").set_value(0.3).run()
     bulk = next(b for b in at.button if b.label.startswith("Accept every suggestion"))
     bulk.click().run()
@@ -137,3 +137,15 @@ def test_suspicious_labels_queue(demo_studio):
     assert not at.exception
     assert any("chosen from suspicious labels" in i.value for i in at.info)
     assert any(w.value.startswith("Suspicious:") and "never saw this image" in w.value for w in at.warning)
+
+
+def test_review_default_order_is_active_learning(demo_studio):
+    from mumic_core.active_learning import order_queue
+
+    at = page("review.py").run()
+    assert not at.exception and at.selectbox(key="sort").value == "active learning"
+    plan = order_queue(demo_studio, QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"),
+                       {"uncertainty": 1.0, "rare": 1.0})
+    assert at.session_state["plan"] == plan and "Image 1 of 30" in at.markdown[0].value
+    at.selectbox(key="sort").set_value("priority").run()
+    assert not at.exception
