@@ -109,11 +109,15 @@ if state.get("error"):
 total = queue_count(s, filt)
 if sort == "active learning" and strategies:
     plan_key = (filter_key, tuple(strategies))
-    if state.get("plan_key") != plan_key or not state.get("plan"):
-        state.plan_key, state.plan = plan_key, order_queue(s, filt, {x: 1.0 for x in strategies})
-    else:  # keep the plan; drop the images that have left the queue (e.g. just reviewed)
+    if state.get("plan_key") == plan_key and state.get("plan"):
+        # Keep the plan and drop the images that have left the queue (just reviewed). When the
+        # queue holds more than the plan accounts for (an undo, an import), plan again.
         still = set(queue_page(s, replace(filt, image_ids=tuple(state.plan)), 0, len(state.plan)))
+        state.plan_expect -= len(state.plan) - len(still)
         state.plan = [i for i in state.plan if i in still]
+    if state.get("plan_key") != plan_key or not state.get("plan") or total > state.plan_expect:
+        state.plan_key, state.plan = plan_key, order_queue(s, filt, {x: 1.0 for x in strategies})
+        state.plan_expect = total
     total = len(state.plan)
 
 

@@ -45,6 +45,7 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
     assert "Image 1 of 29" in at.markdown[0].value
     at.button(key="undo").click().run()
     assert queue_count(studio, unreviewed) == before
+    assert "Image 1 of 30" in at.markdown[0].value  # the undone image is back in the (planned) queue
     assert review_rows(studio) >= 1  # history is kept; the rows are no longer current
     with studio.read() as s:
         current = s.scalar(select(func.count(Annotation.id)).where(Annotation.source == "review",
