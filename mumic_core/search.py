@@ -7,6 +7,7 @@ imported since, the next time it is used.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,19 +36,29 @@ def build_index(studio: Studio, version: ModelVersion) -> VectorIndex:
     return index
 
 
+_loaded: dict[Path, tuple[int, VectorIndex]] = {}  # folder -> (file mtime, index), per process
+_lock = threading.Lock()
+
+
 def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
-    """The saved index, extended with images imported since (or built when there is none)."""
+    """The saved index, extended with images imported since (or built when there is none).
+    Kept in memory per process while its file is unchanged: a page rerun does not re-read it."""
     folder = index_dir(studio, version)
-    if not (folder / "index.faiss").exists():
-        return build_index(studio, version)
-    index = VectorIndex.load(folder)
-    items = image_items(studio)
-    new = [(i, p) for i, p in items if not index.contains(i)] if len(index) < len(items) else []
-    if new:
-        emb = image_embeddings(studio, load_scorer(studio, version), new)
-        index.add(np.array([i for i, _ in new], dtype=np.int64), emb)
-        index.save(folder)
-    return index
+    path = folder / "index.faiss"
+    with _lock:
+        if not path.exists():
+            build_index(studio, version)
+        mtime = path.stat().st_mtime_ns
+        cached = _loaded.get(folder)
+        index = cached[1] if cached and cached[0] == mtime else VectorIndex.load(folder)
+        items = image_items(studio)
+        new = [(i, p) for i, p in items if not index.contains(i)] if len(index) < len(items) else []
+        if new:
+            emb = image_embeddings(studio, load_scorer(studio, version), new)
+            index.add(np.array([i for i, _ in new], dtype=np.int64), emb)
+            index.save(folder)
+        _loaded[folder] = (path.stat().st_mtime_ns, index)
+        return index
 
 
 def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -> list[tuple[int, float]]:
