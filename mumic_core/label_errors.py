@@ -8,7 +8,6 @@ with the out-of-sample probability are the suspects shown to a person.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,26 +28,37 @@ class Suspect:
     image_quality: float  # cleanlab's label quality score of the image (low = suspicious)
 
 
-def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0):
-    """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
-    from .training import LabelSet, TrainConfig, _train_head, gather_labels
+def cross_validated_probabilities(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray,
+                                  names: list[str], folds: int = 5, seed: int = 0) -> np.ndarray:
+    """(N, C) probabilities, each image's from a head (``training.fit_head``) trained on the other folds."""
+    from . import training
 
-    labels: LabelSet = gather_labels(studio)
-    n = len(labels.image_ids)
+    n = len(targets)
     if n < 2 * folds:
         raise ValueError(f"need at least {2 * folds} labelled images for {folds}-fold cross-validation, have {n}")
-    scorer = load_scorer(studio, version)
-    items = list(zip(labels.image_ids, labels.paths))
-    emb = image_embeddings(studio, scorer, items)
-    names = [c.name for c in labels.classes]
-    text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
     fold_of = np.random.default_rng(seed).permutation(n) % folds
-    probs = np.zeros(labels.targets.shape, dtype=np.float32)
-    config = TrainConfig(mode="head", epochs=150, seed=seed)
+    probs = np.zeros(targets.shape, dtype=np.float32)
+    config = training.TrainConfig(mode="head", epochs=150, seed=seed)
     for f in range(folds):
         train_rows, held = np.where(fold_of != f)[0], np.where(fold_of == f)[0]
-        head, _ = _train_head(studio, scorer, labels, train_rows, config, lambda *a: None, time.monotonic())
+        head, _ = training.fit_head(emb[train_rows], text, targets[train_rows], mask[train_rows], names, config)
         probs[held] = head.probabilities(emb[held] @ head.class_matrix(names, text).T, names)
+    return probs
+
+
+def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0):
+    """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
+    from .training import LabelSet, gather_labels
+
+    labels: LabelSet = gather_labels(studio)
+    if len(labels.image_ids) < 2 * folds:
+        raise ValueError(f"need at least {2 * folds} labelled images for {folds}-fold cross-validation, "
+                         f"have {len(labels.image_ids)}")
+    scorer = load_scorer(studio, version)
+    emb = image_embeddings(studio, scorer, list(zip(labels.image_ids, labels.paths)))
+    text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
+    probs = cross_validated_probabilities(emb, text, labels.targets, labels.mask, [c.name for c in labels.classes],
+                                          folds, seed)
     return labels, probs
 
 

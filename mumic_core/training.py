@@ -223,14 +223,27 @@ def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet, it
 def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarray, config: TrainConfig,
                 report, started: float) -> tuple[Head, list[dict]]:
     items = [(labels.image_ids[r], labels.paths[r]) for r in rows]
-    emb = torch.from_numpy(image_embeddings(studio, scorer, items))
-    names = [c.name for c in labels.classes]
-    text = torch.from_numpy(scorer.text_embeddings([c.prompt_texts for c in labels.classes]))
-    targets, mask = torch.from_numpy(labels.targets[rows]), torch.from_numpy(labels.mask[rows])
-    sim0 = emb @ text.T
-    rate = float(np.clip(targets[mask.bool()].mean().item(), 0.02, 0.5))
+    emb = image_embeddings(studio, scorer, items)
+    text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
+    return fit_head(emb, text, labels.targets[rows], labels.mask[rows], [c.name for c in labels.classes],
+                    config, report, started)
+
+
+def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray, names: Sequence[str],
+             config: TrainConfig, report: ProgressFn | None = None,
+             started: float | None = None) -> tuple[Head, list[dict]]:
+    """Head mode on arrays: class embeddings (initialised from the prompts' ``text`` embeddings),
+    temperature and offset fitted to the images' frozen embeddings ``emb`` with the configured
+    loss; pairs where ``mask`` is 0 are left out of the loss."""
+    report = report or (lambda phase, frac, info: None)
+    started = time.monotonic() if started is None else started
+    emb_t, text_t = torch.from_numpy(np.asarray(emb, dtype=np.float32)), torch.from_numpy(np.asarray(text, dtype=np.float32))
+    targets_t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+    sim0 = emb_t @ text_t.T
+    rate = float(np.clip(targets_t[mask_t.bool()].mean().item(), 0.02, 0.5)) if mask_t.any() else 0.1
     tau, b = init_temperature_offset(sim0, positive_rate=rate, per_class=config.per_class_offset)
-    class_emb = nn.Parameter(text.clone())
+    class_emb = nn.Parameter(text_t.clone())
     calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature)
     opt = torch.optim.AdamW([{"params": [class_emb], "weight_decay": 0.0},
                              {"params": calib.parameters(), "weight_decay": 0.0}], lr=config.lr or 5e-3)
@@ -238,8 +251,8 @@ def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarr
     steps = config.epochs or 300
     history = []
     for step in range(steps):
-        logits = calib(emb @ F.normalize(class_emb, dim=-1).T)
-        loss = lossf(logits, targets, mask)
+        logits = calib(emb_t @ F.normalize(class_emb, dim=-1).T)
+        loss = lossf(logits, targets_t, mask_t)
         _check_finite(loss, step)
         opt.zero_grad()
         loss.backward()
@@ -250,7 +263,7 @@ def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarr
         if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
             break
     final = F.normalize(class_emb.detach(), dim=-1).numpy()
-    labelled = mask.sum(dim=0).numpy() > 0
+    labelled = mask_t.sum(dim=0).numpy() > 0
     offset = calib.offset.detach()
     return Head(
         temperature=float(calib.log_tau.detach().exp()),

@@ -24,24 +24,35 @@ def test_flipped_labels_rank_first():
     assert all(r != 7 for r, _, _ in ranked)
 
 
-def test_suspicious_labels_use_out_of_fold_heads(demo_studio, monkeypatch):
+def test_cross_validation_scores_each_image_with_a_head_that_never_saw_it(monkeypatch):
+    from mumic_core import training
+    from mumic_core.label_errors import cross_validated_probabilities
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(30, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    text = rng.normal(size=(3, 8)).astype(np.float32)
+    targets = (rng.random((30, 3)) < 0.3).astype(np.float32)
+    row_of = {e.tobytes(): k for k, e in enumerate(emb)}
+    seen_rows = []
+    original = training.fit_head
+
+    def spy(e, *a, **kw):
+        seen_rows.append({row_of[x.tobytes()] for x in e})
+        return original(e, *a, **kw)
+
+    monkeypatch.setattr(training, "fit_head", spy)
+    probs = cross_validated_probabilities(emb, text, targets, np.ones_like(targets), ["a", "b", "c"], folds=3)
+    assert len(seen_rows) == 3
+    held_out = [set(range(30)) - rows for rows in seen_rows]
+    assert set().union(*held_out) == set(range(30)) and sum(len(h) for h in held_out) == 30  # each image once
+    assert probs.shape == (30, 3) and 0 < probs.min() and probs.max() < 1
+
+
+def test_suspicious_labels_disagree_with_their_out_of_fold_model(demo_studio):
     studio = demo_studio
     version = active_version(studio)
-    seen_rows = []
-    from mumic_core import training
-
-    original = training._train_head
-
-    def spy(studio_, scorer, labels, rows, *a, **kw):
-        seen_rows.append(set(rows.tolist()))
-        return original(studio_, scorer, labels, rows, *a, **kw)
-
-    monkeypatch.setattr(training, "_train_head", spy)
     labels, probs = out_of_sample_probabilities(studio, version, folds=3)
-    assert len(seen_rows) == 3
-    n = len(labels.image_ids)
-    held_out = [set(range(n)) - rows for rows in seen_rows]
-    assert set().union(*held_out) == set(range(n)) and sum(len(h) for h in held_out) == n  # each image once
     assert probs.shape == labels.targets.shape and 0 < probs.min() and probs.max() < 1
     suspects = suspicious_labels(studio, version, limit=10, folds=3)
     assert 0 < len(suspects) <= 10
