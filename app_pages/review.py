@@ -22,9 +22,12 @@ from mumic_core.review import (
     thresholds_for,
     undo,
 )
-from mumic_core.active_learning import STRATEGIES, order_queue
+from uuid import uuid4
+
+from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
 from mumic_core.label_errors import suspicious_labels
+from mumic_core.leases import claim, leased_to_others, release
 from mumic_core.studio import open_studio
 
 s = open_studio(migrate=False)
@@ -32,11 +35,21 @@ state = st.session_state
 state.setdefault("offset", 0)
 state.setdefault("annotator", default_annotator())
 state.setdefault("flash", None)
+state.setdefault("holder", uuid4().hex)  # this browser session, for review leases
 
 versions = [v for v in list_versions(s)]
 active = next((v for v in versions if v.status == "active"), None)
 classes = list_classes(s)
 class_by_id = {c.id: c for c in classes}
+
+STRATEGY_HELP = {
+    "uncertainty": "some class's probability is near that class's decision threshold",
+    "entropy": "the probabilities as a whole are undecided",
+    "rare": "likely positives of classes with few human labels so far",
+    "diversity": "unlike the images already labelled (k-centre greedy on the embeddings)",
+    "random": "a random sample, unbiased",
+}
+assert set(STRATEGY_HELP) == set(STRATEGIES)
 
 with st.sidebar:
     st.text_input("Annotator", key="annotator", help="Your name is recorded with every label.")
@@ -50,11 +63,15 @@ with st.sidebar:
     sort = st.selectbox("Order", ("active learning",) + SORTS, key="sort",
                         help="active learning: the images whose labels would teach the model most, by the "
                              "strategies below; priority: most uncertain suggestion first")
+    weights: dict[str, float] = {}
     if sort == "active learning":
-        strategies = st.multiselect("Strategies (equal weights)", STRATEGIES, default=["uncertainty", "rare"],
-                                    key="strategies", help="uncertainty: a class near its threshold; entropy; "
-                                    "rare: likely positives of classes with few labels; diversity: unlike what is "
-                                    "labelled; random")
+        with st.expander("Strategy weights"):
+            for name, tip in STRATEGY_HELP.items():
+                w = st.slider(name, 0.0, 1.0, DEFAULT_WEIGHTS.get(name, 0.0), 0.25, key=f"w_{name}", help=tip)
+                if w > 0:
+                    weights[name] = w
+        st.caption("Mix: " + (" · ".join(f"{k} {v:g}" for k, v in weights.items())
+                              or "no strategy weighted; most uncertain first"))
     version = st.selectbox("Model version", versions, index=versions.index(active) if active else 0,
                            format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
     blind = st.toggle("Blind (hide suggestions)", key="blind",
@@ -106,9 +123,10 @@ if state.get("error"):
     st.error(state.error)
     state.error = None
 
+planned = sort == "active learning" and bool(weights)
 total = queue_count(s, filt)
-if sort == "active learning" and strategies:
-    plan_key = (filter_key, tuple(strategies))
+if planned:
+    plan_key = (filter_key, tuple(sorted(weights.items())))
     if state.get("plan_key") == plan_key and state.get("plan"):
         # Keep the plan and drop the images that have left the queue (just reviewed). When the
         # queue holds more than the plan accounts for (an undo, an import), plan again.
@@ -116,16 +134,24 @@ if sort == "active learning" and strategies:
         state.plan_expect -= len(state.plan) - len(still)
         state.plan = [i for i in state.plan if i in still]
     if state.get("plan_key") != plan_key or not state.get("plan") or total > state.plan_expect:
-        state.plan_key, state.plan = plan_key, order_queue(s, filt, {x: 1.0 for x in strategies})
+        state.plan_key, state.plan = plan_key, order_queue(s, filt, weights)
         state.plan_expect = total
-    total = len(state.plan)
+
+# Images open in other review sessions are skipped (see mumic_core/leases.py).
+busy = leased_to_others(s, state.holder)
+if planned:
+    visible_plan = [i for i in state.plan if i not in busy]
+    total = len(visible_plan)
+else:
+    total = queue_count(s, replace(filt, skip_leased_by_others=state.holder))
 
 
 def page_ids(offset: int, n: int) -> list[int]:
-    """One page of the queue, in active-learning order when that is chosen."""
-    if sort == "active learning" and strategies:
-        return state.plan[offset:offset + n]
-    return queue_page(s, filt, offset, n)
+    """One page of the queue, in active-learning order when that is chosen; no image another
+    session holds."""
+    if planned:
+        return visible_plan[offset:offset + n]
+    return queue_page(s, replace(filt, skip_leased_by_others=state.holder), offset, n)
 
 
 head = load_head(s, version)
@@ -142,7 +168,11 @@ def do_undo() -> None:
     state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
 
 
+if busy:
+    st.caption(f"{len(busy)} images are open with other annotators "
+               f"({', '.join(sorted(set(busy.values())))}) and are skipped here.")
 if total == 0:
+    release(s, state.holder)
     st.info("Nothing in this queue. Change the filters, or all images here are reviewed.")
     if st.button("Undo my last submission", key="undo_empty"):
         do_undo()
@@ -151,7 +181,9 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
-    ids = page_ids(state.offset, 1)
+    ids = claim(s, state.holder, state.annotator, page_ids(state.offset, 5), want=1)
+    if not ids:  # another session took these images a moment ago
+        st.rerun()
     [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds)
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
@@ -232,7 +264,8 @@ else:
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
-    views = image_views(s, page_ids(state.offset, per_page), version.id, top_k=3, thresholds=thresholds)
+    views = image_views(s, claim(s, state.holder, state.annotator, page_ids(state.offset, per_page)), version.id,
+                        top_k=3, thresholds=thresholds)
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)
     for k, view in enumerate(views):

@@ -211,3 +211,14 @@ class StudioSetting(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class ReviewLease(Base):
+    """An image shown to one review session: others are not handed it until the lease ends."""
+
+    __tablename__ = "review_leases"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), index=True)  # one browser session
+    annotator: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

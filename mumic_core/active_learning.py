@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 STRATEGIES = ("uncertainty", "entropy", "rare", "diversity", "random")
+DEFAULT_WEIGHTS = {"uncertainty": 1.0, "rare": 1.0}
 
 
 def uncertainty(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import and_, func, select
 
-from db.models import Annotation, Image, ImageScore, LabelClass, Prediction
+from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, ReviewLease, utcnow
 
 from .collection import record_labels, undo_last_submission
 from .studio import Studio
@@ -35,6 +35,7 @@ class QueueFilter:
     status: str = "unreviewed"
     sort: str = "priority"
     image_ids: tuple[int, ...] | None = None  # an explicit selection (e.g. sent from another page)
+    skip_leased_by_others: str | None = None  # a review session: leave out images other sessions hold
 
 
 @dataclass
@@ -95,6 +96,9 @@ def _queue_query(f: QueueFilter, columns):
         raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
     if f.image_ids is not None:
         q = q.where(Image.id.in_(list(f.image_ids)))
+    if f.skip_leased_by_others is not None:
+        q = q.where(Image.id.not_in(select(ReviewLease.image_id).where(
+            ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow())))
     return q, score, uncertainty, tiebreak
 
 

@@ -86,7 +86,19 @@ BACKGROUND_CLASSES: tuple[ClassSpec, ...] = (
 )
 DEMO_CLASSES: tuple[ClassSpec, ...] = SHAPE_CLASSES + COLOUR_CLASSES + BACKGROUND_CLASSES
 
+COMPOUND_CLASSES: tuple[ClassSpec, ...] = tuple(
+    ClassSpec(f"{colour.name.split()[0]} {shape.name}",
+              (f"a photo of a {colour.name.split()[0]} {shape.name}", f"a {colour.name.split()[0]} {shape.name} shape",
+               f"a drawing of a {colour.name.split()[0]} {shape.name}"),
+              f"At least one {shape.name} in the picture is {colour.name.split()[0]}.")
+    for colour in COLOUR_CLASSES for shape in SHAPE_CLASSES
+)
+# The demo's 20 classes plus the 60 colour-shape pairs: with Zipf-weighted shapes and colours
+# (``zipf_weights``) a long-tailed label set, used by the active-learning benchmark.
+LONG_TAIL_CLASSES: tuple[ClassSpec, ...] = DEMO_CLASSES + COMPOUND_CLASSES
+
 SHAPE_NAMES = frozenset(c.name for c in SHAPE_CLASSES)
+COMPOUND_NAMES = frozenset(c.name for c in COMPOUND_CLASSES)
 COLOUR_NAMES = frozenset(c.name for c in COLOUR_CLASSES)
 BACKGROUND_NAMES = frozenset(c.name for c in BACKGROUND_CLASSES)
 
@@ -243,18 +255,29 @@ def _paint(
         canvas[i, y0:y1, x0:x1][sub] = np.minimum(light * rgb[i], 255)
 
 
+def zipf_weights(n: int, exponent: float = 1.2) -> np.ndarray:
+    """Probabilities proportional to 1 / rank**exponent (a long tail), summing to 1."""
+    w = 1.0 / np.arange(1, n + 1) ** exponent
+    return w / w.sum()
+
+
 def generate_scene(
     rng: np.random.Generator,
     size: int = 128,
     classes: Sequence[ClassSpec] = DEMO_CLASSES,
     max_objects: int = 4,
+    shape_p: Sequence[float] | None = None,
+    colour_p: Sequence[float] | None = None,
 ) -> Scene:
     """Draw one scene using only the shape/background kinds in classes; label what was drawn.
 
-    Objects always get a colour; the colour label is added only if that colour class is in classes.
+    Objects always get a colour; the colour label (and the colour-shape pair's) is added only if
+    that class is in classes. ``shape_p`` (over the shape classes in the order given) and
+    ``colour_p`` (over red, green, blue, yellow, purple, orange) make some far more common than
+    others; by default all are equally likely.
     """
     names = list(dict.fromkeys(c.name for c in classes))
-    unknown = set(names) - SHAPE_NAMES - COLOUR_NAMES - BACKGROUND_NAMES
+    unknown = set(names) - SHAPE_NAMES - COLOUR_NAMES - BACKGROUND_NAMES - COMPOUND_NAMES
     if unknown:
         raise ValueError(f"unknown classes: {sorted(unknown)}")
     shapes = [n for n in names if n in SHAPE_NAMES]
@@ -271,8 +294,9 @@ def generate_scene(
     visible: list[np.ndarray] = []
     areas: list[int] = []
     for _ in range(rng.integers(1, max_objects + 1)):
-        shape = shapes[rng.integers(len(shapes))]
-        colour = _COLOUR_ORDER[rng.integers(len(_COLOUR_ORDER))]
+        shape = shapes[rng.choice(len(shapes), p=shape_p) if shape_p is not None else rng.integers(len(shapes))]
+        colour = _COLOUR_ORDER[rng.choice(len(_COLOUR_ORDER), p=colour_p) if colour_p is not None
+                               else rng.integers(len(_COLOUR_ORDER))]
         placed = _place(rng, shape, side, visible, areas)
         if placed is None:
             continue
@@ -285,6 +309,9 @@ def generate_scene(
         labels.add(shape)
         if colour in names:
             labels.add(colour)
+        pair = f"{colour.split()[0]} {shape}"
+        if pair in names:
+            labels.add(pair)
     channels = [Image.fromarray(c) for c in np.rint(canvas).astype(np.uint8)]
     image = Image.merge("RGB", channels).resize((size, size), Image.Resampling.LANCZOS)
     return Scene(image, frozenset(labels))
@@ -297,6 +324,8 @@ def generate_collection(
     size: int = 128,
     classes: Sequence[ClassSpec] = DEMO_CLASSES,
     fmt: str = "png",
+    shape_p: Sequence[float] | None = None,
+    colour_p: Sequence[float] | None = None,
 ) -> list[tuple[str, frozenset[str]]]:
     """Write n scenes as scene_00000.<fmt>, ... into out_dir; deterministic per seed."""
     fmt = fmt.lower()
@@ -308,7 +337,7 @@ def generate_collection(
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, frozenset[str]]] = []
     for i in range(n):
-        scene = generate_scene(rng, size=size, classes=classes)
+        scene = generate_scene(rng, size=size, classes=classes, shape_p=shape_p, colour_p=colour_p)
         filename = f"scene_{i:05d}.{fmt}"
         options = {"quality": 92} if pil_format == "JPEG" else {}
         scene.image.save(out_dir / filename, format=pil_format, **options)

@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from db.models import Annotation, LabelClass, Prediction
+from db.models import Annotation, LabelClass, Prediction, ReviewLease
 from mumic_core.registry import active_version
 from mumic_core.review import QueueFilter, queue_count
 from streamlit.testing.v1 import AppTest
@@ -150,3 +150,37 @@ def test_review_default_order_is_active_learning(demo_studio):
     assert at.session_state["plan"] == plan and "Image 1 of 30" in at.markdown[0].value
     at.selectbox(key="sort").set_value("priority").run()
     assert not at.exception
+
+
+def test_strategy_weights_change_the_plan(demo_studio):
+    from mumic_core.active_learning import order_queue
+
+    at = page("review.py").run()
+    at.slider(key="w_uncertainty").set_value(0.0).run()
+    at.slider(key="w_diversity").set_value(0.5).run()
+    assert not at.exception
+    plan = order_queue(demo_studio, QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"),
+                       {"rare": 1.0, "diversity": 0.5})
+    assert at.session_state["plan"] == plan
+    assert any("rare 1 · diversity 0.5" in c.value for c in at.caption)
+
+
+def test_two_annotators_at_once_are_shown_different_images(demo_studio):
+    ann, bob = page("review.py").run(), page("review.py").run()
+    shown = []
+    for at in (ann, bob):
+        assert not at.exception
+        shown.append(at.markdown[0].value.split("`")[1])
+    assert shown[0] != shown[1]
+    assert any("open with other annotators" in c.value for c in bob.caption)
+    for at in (ann, bob):  # each accepts its image and gets a new one, still not the other's
+        at.button(key="accept").click().run()
+    again = [at.run().markdown[0].value.split("`")[1] for at in (ann, bob)]
+    assert again[0] != again[1] and not set(again) & set(shown)
+    for at in (ann, bob):  # a grid page is leased whole: the two pages share no image
+        at.radio(key="mode").set_value("Grid").run()
+        assert not at.exception
+    with demo_studio.read() as s:
+        held = [set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.holder == at.session_state["holder"])))
+                for at in (ann, bob)]
+    assert len(held[0]) == len(held[1]) == 12 and not held[0] & held[1]

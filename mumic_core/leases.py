@@ -1,0 +1,74 @@
+"""Review leases: annotators working at the same time are not handed the same images.
+
+Each review session (a browser tab) holds a lease on the images it shows. Other sessions skip
+those images until the lease is released (the session moves on or submits) or expires
+(``LEASE_SECONDS`` after it was last renewed, e.g. a closed tab). Claims are atomic: two sessions
+asking for the same image at once get it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from db.models import ReviewLease, utcnow
+
+from .studio import Studio
+
+LEASE_SECONDS = 600
+
+
+def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int], want: int | None = None,
+          seconds: int = LEASE_SECONDS) -> list[int]:
+    """Lease up to ``want`` (default: all) of ``image_ids`` to ``holder``, in the given order,
+    skipping images another holder has; the holder's other leases are released. Returns the
+    images now leased to the holder."""
+    want = len(image_ids) if want is None else want
+    for attempt in range(3):
+        try:
+            return _claim(studio, holder, annotator, list(image_ids), want, seconds)
+        except IntegrityError:  # another session inserted the same image first (Postgres); look again
+            if attempt == 2:
+                raise
+    return []
+
+
+def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: int, seconds: int) -> list[int]:
+    now = utcnow()
+    with studio.write() as s:
+        s.execute(delete(ReviewLease).where(ReviewLease.expires_at < now))
+        others = set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.image_id.in_(ids),
+                                                                  ReviewLease.holder != holder)))
+        mine = [i for i in ids if i not in others][:want]
+        s.execute(delete(ReviewLease).where(ReviewLease.holder == holder, ReviewLease.image_id.not_in(mine)))
+        held = {r.image_id: r for r in s.scalars(select(ReviewLease).where(ReviewLease.image_id.in_(mine)))}
+        until = now + timedelta(seconds=seconds)
+        for i in mine:
+            if i in held:
+                held[i].expires_at, held[i].annotator = until, annotator
+            else:
+                s.add(ReviewLease(image_id=i, holder=holder, annotator=annotator, expires_at=until))
+        s.flush()
+    return mine
+
+
+def release(studio: Studio, holder: str, image_ids: Iterable[int] | None = None) -> None:
+    """End the holder's leases (all of them, or those of ``image_ids``)."""
+    q = delete(ReviewLease).where(ReviewLease.holder == holder)
+    if image_ids is not None:
+        q = q.where(ReviewLease.image_id.in_(list(image_ids)))
+    with studio.write() as s:
+        s.execute(q)
+
+
+def leased_to_others(studio: Studio, holder: str, image_ids: Iterable[int] | None = None) -> dict[int, str]:
+    """Image id -> annotator, for live leases held by other sessions."""
+    q = select(ReviewLease.image_id, ReviewLease.annotator).where(ReviewLease.holder != holder,
+                                                                  ReviewLease.expires_at >= utcnow())
+    if image_ids is not None:
+        q = q.where(ReviewLease.image_id.in_(list(image_ids)))
+    with studio.read() as s:
+        return dict(s.execute(q).all())
