@@ -27,7 +27,7 @@ from uuid import uuid4
 from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
 from mumic_core.label_errors import suspicious_labels
-from mumic_core.leases import claim, leased_to_others, release
+from mumic_core.leases import browser_seat, claim, leased_to_others, release
 from mumic_core.studio import open_studio
 
 s = open_studio(migrate=False)
@@ -35,7 +35,8 @@ state = st.session_state
 state.setdefault("offset", 0)
 state.setdefault("annotator", default_annotator())
 state.setdefault("flash", None)
-state.setdefault("holder", uuid4().hex)  # this browser session, for review leases
+# This browser (its tabs and reloads), for review leases; a fresh id when there is no cookie.
+state.setdefault("holder", browser_seat(st.context.cookies.get("_streamlit_xsrf")) or uuid4().hex)
 
 versions = [v for v in list_versions(s)]
 active = next((v for v in versions if v.status == "active"), None)
@@ -85,11 +86,12 @@ with st.sidebar:
         except ValueError as exc:
             st.error(str(exc))
         else:
-            state.suspects = {}
+            state.suspects, state.suspect_classes = {}, {}
             for x in found:
+                state.suspect_classes.setdefault(x.image_id, []).append((x.class_id, x.given))
                 state.suspects.setdefault(x.image_id, []).append(
-                    f"“{x.class_name}” is labelled {'present' if x.given else 'absent'}; "
-                    f"a model that never saw this image gives {x.probability:.0%}")
+                    f"**{x.class_name}** is labelled {'present' if x.given else 'absent'}, "
+                    f"the model gives {x.probability:.0%}")
             state.review_selection = tuple(state.suspects)
             state.selection_source = "suspicious labels"
 
@@ -103,7 +105,7 @@ if selection:
     source = state.get("selection_source", "the Explore page")
     left.info(f"Reviewing the {len(selection)} images chosen from {source} (whatever their status).")
     if right.button("Show the whole queue"):
-        state.review_selection, state.selection_source, state.suspects = None, None, {}
+        state.review_selection, state.selection_source, state.suspects, state.suspect_classes = None, None, {}, {}
         st.rerun()
 filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi,
                    status="all" if selection else status, sort="priority" if sort == "active learning" else sort,
@@ -169,8 +171,9 @@ def do_undo() -> None:
 
 
 if busy:
-    st.caption(f"{len(busy)} images are open with other annotators "
-               f"({', '.join(sorted(set(busy.values())))}) and are skipped here.")
+    who = ", ".join(sorted(set(busy.values())))
+    st.caption(f"{len(busy)} image{'s are' if len(busy) > 1 else ' is'} open in other browsers ({who}) "
+               "and skipped here; each is free again once reviewed, left, or after 10 minutes.")
 if total == 0:
     release(s, state.holder)
     st.info("Nothing in this queue. Change the filters, or all images here are reviewed.")
@@ -184,12 +187,15 @@ if mode == "One image":
     ids = claim(s, state.holder, state.annotator, page_ids(state.offset, 5), want=1)
     if not ids:  # another session took these images a moment ago
         st.rerun()
-    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds)
+    suspected = {i: [c for c, _ in v] for i, v in state.get("suspect_classes", {}).items()}
+    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=suspected)
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
+    if lines := state.get("suspects", {}).get(view.image_id):
+        st.warning("Suspicious: a model that never saw this image disagrees with "
+                   + ("this label: " if len(lines) == 1 else "these labels: ") + "; ".join(lines) + ".",
+                   icon=":material/report:")
     left, right = st.columns([3, 2], gap="large")
-    for line in state.get("suspects", {}).get(view.image_id, []):
-        st.warning(f"Suspicious: {line}", icon=":material/report:")
     left.image(str(view.path), width="stretch")
     key = f"dec_{view.image_id}"
     if key not in state:

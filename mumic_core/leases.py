@@ -8,6 +8,7 @@ asking for the same image at once get it once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
@@ -19,6 +20,24 @@ from db.models import ReviewLease, utcnow
 from .studio import Studio
 
 LEASE_SECONDS = 600
+
+
+def browser_seat(xsrf_cookie: str | None) -> str | None:
+    """A stable, non-secret id of one browser from Streamlit's (tornado's) XSRF cookie, so a page
+    reload keeps the browser's leases instead of locking the person out of their own image.
+    The cookie is ``2|mask|masked token|time`` with a fresh mask per page load; the token is the
+    same. None when there is no such cookie (then each session is its own holder)."""
+    parts = (xsrf_cookie or "").split("|")
+    if len(parts) != 4 or parts[0] != "2":
+        return None
+    try:
+        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+    except ValueError:
+        return None
+    if not mask or not masked:
+        return None
+    token = bytes(b ^ mask[k % len(mask)] for k, b in enumerate(masked))
+    return "browser-" + hashlib.sha256(token).hexdigest()[:24]
 
 
 def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int], want: int | None = None,

@@ -7,11 +7,11 @@ summaries), so they stay fast with 100k images and millions of predictions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, literal, select
 
 from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, ReviewLease, utcnow
 
@@ -145,39 +145,55 @@ def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str
 
 
 def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None, top_k: int = 9,
-                thresholds: dict[str, float] | None = None) -> list[ImageView]:
-    """Images with their top-k suggestions (active classes, best first) and current labels."""
+                thresholds: dict[str, float] | None = None,
+                also: Mapping[int, Iterable[int]] | None = None) -> list[ImageView]:
+    """Images with their current labels and suggestions (active classes, best first): the top
+    k, every class a person has marked present, and the classes in ``also[image_id]`` (e.g.
+    the suspected labels), so every label a person must see is a suggestion to toggle."""
     if not image_ids:
         return []
+    ids = list(image_ids)
     with studio.read() as s:
-        images = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(list(image_ids))))}
-        preds: dict[int, list[Suggestion]] = {i: [] for i in image_ids}
+        images = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(ids)))}
+        labels: dict[int, dict[int, bool]] = {i: {} for i in image_ids}
+        for image_id, class_id, positive in s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
+            .where(Annotation.image_id.in_(ids), Annotation.is_current.is_(True))
+        ):
+            labels[image_id][class_id] = positive
+        wanted = {(i, c) for i in ids for c, p in labels[i].items() if p}
+        wanted |= {(i, c) for i, cs in (also or {}).items() if i in labels for c in cs}
+        preds: dict[int, dict[int, Suggestion]] = {i: {} for i in image_ids}
         if version_id is not None:
             ranked = (
                 select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score,
                        func.row_number().over(partition_by=Prediction.image_id,
                                               order_by=Prediction.score.desc()).label("rank"))
                 .join(LabelClass, LabelClass.id == Prediction.class_id)
-                .where(Prediction.model_version_id == version_id, Prediction.image_id.in_(list(image_ids)),
+                .where(Prediction.model_version_id == version_id, Prediction.image_id.in_(ids),
                        LabelClass.active.is_(True))
                 .subquery()
             )
-            for image_id, class_id, name, score, _ in s.execute(select(ranked).where(ranked.c.rank <= top_k)):
-                t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
-                preds[image_id].append(Suggestion(class_id, name, float(score), t))
-        labels: dict[int, dict[int, bool]] = {i: {} for i in image_ids}
-        for image_id, class_id, positive in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-            .where(Annotation.image_id.in_(list(image_ids)), Annotation.is_current.is_(True))
-        ):
-            labels[image_id][class_id] = positive
+            rows = list(s.execute(select(ranked).where(ranked.c.rank <= top_k)))
+            extra = wanted - {(r[0], r[1]) for r in rows}
+            if extra:
+                rows += s.execute(
+                    select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score, literal(0))
+                    .join(LabelClass, LabelClass.id == Prediction.class_id)
+                    .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True),
+                           Prediction.image_id.in_({i for i, _ in extra}),
+                           Prediction.class_id.in_({c for _, c in extra}))).all()
+            for image_id, class_id, name, score, rank in rows:
+                if rank or (image_id, class_id) in wanted:
+                    t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
+                    preds[image_id][class_id] = Suggestion(class_id, name, float(score), t)
     root = studio.settings.image_dir
     out = []
     for i in image_ids:
         im = images.get(i)
         if im is None:
             continue
-        sug = sorted(preds[i], key=lambda x: -x.probability)
+        sug = sorted(preds[i].values(), key=lambda x: -x.probability)
         out.append(ImageView(i, im.original_name, root / im.relpath, im.width, im.height, im.review_count, sug,
                              labels[i]))
     return out

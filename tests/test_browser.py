@@ -150,7 +150,7 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         print(f"new class: suggestions over {n} images visible {elapsed:.2f} s after clicking Add")
         (out / "new_class_seconds.txt").write_text(f"{elapsed:.2f}\n")
 
-        for path, name in [("dashboard", "dashboard"), ("import_export", "import_export"), ("explore", "explore"), ("training", "training"),
+        for path, name in [("dashboard", "dashboard"), ("import_export", "import_export"), ("training", "training"),
                            ("jobs", "jobs")]:
             page.goto(f"{server}/{path}")
             page.wait_for_selector("h1")
@@ -158,6 +158,51 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
             shot(page, name, out)
         browser.close()
     assert elapsed < 10  # generous here; the must-show figure is measured and reported, not asserted tightly
+
+
+def test_explore_search_map_and_suspicious_labels_queue(server, tmp_path: Path):
+    """Text search, the embedding map coloured by a class, sending results to Review, and the
+    suspicious-labels queue (screenshots: explore_search, explore_map, review_suspicious)."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(SCREENSHOT_DIR or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{server}/explore")
+        page.wait_for_selector("h1")
+        settle(page, 1500)
+        box = page.get_by_label("Describe what you are looking for")
+        box.fill("a red circle on stripes")
+        box.press("Enter")
+        page.wait_for_selector("[data-testid='stImage']", timeout=60000)
+        settle(page, 1500)
+        shot(page, "explore_search", out)
+        page.get_by_role("tab", name="Map").click()
+        page.wait_for_selector(".js-plotly-plot", timeout=60000)
+        page.get_by_label("Colour by the human label of").click()
+        page.get_by_role("option", name="circle", exact=True).click()
+        page.wait_for_selector(".js-plotly-plot .legendtext", timeout=60000)  # coloured: present/absent/...
+        settle(page, 2500)
+        shot(page, "explore_map", out)
+        page.get_by_role("tab", name="Text search").click()
+        page.get_by_role("button", name="Review these").click()
+        page.wait_for_selector("text=chosen from the Explore page", timeout=30000)
+        settle(page, 1000)
+
+        page.goto(f"{server}/review")
+        page.wait_for_selector("[data-testid='stImage']")
+        settle(page)
+        page.get_by_role("button", name="Find likely wrong labels").click()
+        page.wait_for_selector("text=chosen from suspicious labels", timeout=120000)
+        page.wait_for_selector("text=Suspicious:", timeout=30000)
+        page.mouse.move(700, 5)  # no tooltip over the page
+        settle(page, 1500)
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=30000)
+        shot(page, "review_suspicious", out)
+        browser.close()
 
 
 def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: Path):

@@ -66,3 +66,15 @@ def test_simultaneous_claims_never_share_an_image(demo_studio):
         t.join()
     taken = [i for v in got.values() for i in v]
     assert len(taken) == 12 and len(set(taken)) == 12
+
+
+def test_browser_seat_survives_a_new_mask():
+    from mumic_core.leases import browser_seat
+
+    token, masks = bytes(range(16)), (bytes([7, 1, 2, 3]), bytes([200, 9, 9, 1]))
+    cookies = ["2|" + m.hex() + "|" + bytes(b ^ m[k % 4] for k, b in enumerate(token)).hex() + "|1795808515"
+               for m in masks]
+    assert cookies[0] != cookies[1]
+    assert browser_seat(cookies[0]) == browser_seat(cookies[1]) is not None  # one browser, two page loads
+    assert browser_seat(cookies[0].replace("|0", "|1", 1)) != browser_seat(cookies[0])
+    assert browser_seat(None) is None and browser_seat("garbage") is None and browser_seat("2|zz|zz|1") is None

@@ -137,7 +137,8 @@ def test_suspicious_labels_queue(demo_studio):
     at.button(key="suspicious").click().run()
     assert not at.exception
     assert any("chosen from suspicious labels" in i.value for i in at.info)
-    assert any(w.value.startswith("Suspicious:") and "never saw this image" in w.value for w in at.warning)
+    assert any(w.value.startswith("Suspicious:") and "never saw this image" in w.value and "is labelled" in w.value
+               for w in at.warning)
 
 
 def test_review_default_order_is_active_learning(demo_studio):
@@ -172,7 +173,7 @@ def test_two_annotators_at_once_are_shown_different_images(demo_studio):
         assert not at.exception
         shown.append(at.markdown[0].value.split("`")[1])
     assert shown[0] != shown[1]
-    assert any("open with other annotators" in c.value for c in bob.caption)
+    assert any("open in other browsers" in c.value for c in bob.caption)
     for at in (ann, bob):  # each accepts its image and gets a new one, still not the other's
         at.button(key="accept").click().run()
     again = [at.run().markdown[0].value.split("`")[1] for at in (ann, bob)]

@@ -42,6 +42,22 @@ def test_suggestions_are_ranked_and_carry_probabilities(demo_studio):
     assert len(probs) == 5 and probs == sorted(probs, reverse=True) and all(0 < p < 1 for p in probs)
 
 
+def test_every_present_label_and_every_suspect_is_a_suggestion(demo_studio):
+    studio = demo_studio
+    version = active_version(studio)
+    [image_id] = queue_page(studio, _filter(studio, status="reviewed"), 0, 1)
+    [full] = image_views(studio, [image_id], version.id, top_k=100)
+    ranked = [sg.class_id for sg in full.suggestions]
+    low, lower = ranked[-1], ranked[-2]  # the two least likely classes, far outside the top 2
+    annotate(studio, image_id, {low: True}, annotator="ann")
+    [view] = image_views(studio, [image_id], version.id, top_k=2, also={image_id: [lower]})
+    shown = [sg.class_id for sg in view.suggestions]
+    present = [c for c, p in view.labels.items() if p]
+    assert shown[:2] == ranked[:2] and low in shown and lower in shown and set(present) <= set(shown)
+    assert [sg.probability for sg in view.suggestions] == sorted((sg.probability for sg in view.suggestions),
+                                                                 reverse=True)
+
+
 def test_submit_then_undo_restores_the_previous_labels(demo_studio):
     studio = demo_studio
     version = active_version(studio)

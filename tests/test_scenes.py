@@ -137,3 +137,21 @@ def test_labels_csv_round_trip(tmp_path: Path):
     assert lines[0] == "filename,labels"
     assert lines[1] == f"{rows[0][0]},{'|'.join(sorted(rows[0][1]))}"
     assert read_labels_csv(path) == rows
+
+
+def test_long_tailed_classes_label_colour_shape_pairs_consistently():
+    from mumic_core.scenes import LONG_TAIL_CLASSES, SHAPE_CLASSES, zipf_weights
+
+    rng = np.random.default_rng(0)
+    counts = {c.name: 0 for c in LONG_TAIL_CLASSES}
+    for _ in range(400):
+        scene = generate_scene(rng, size=32, classes=LONG_TAIL_CLASSES, shape_p=zipf_weights(10),
+                               colour_p=zipf_weights(6))
+        for label in scene.labels:
+            counts[label] += 1
+            colour, _, shape = label.partition(" ")
+            if shape in {c.name for c in SHAPE_CLASSES}:  # "red circle" implies "red object" and "circle"
+                assert f"{colour} object" in scene.labels and shape in scene.labels
+    assert len(LONG_TAIL_CLASSES) == 80
+    assert counts["circle"] > 5 * counts["crescent"] > 0  # Zipf: the first shape is far more common
+    assert counts["red circle"] > 20 * max(1, counts["orange crescent"])
