@@ -359,6 +359,21 @@ def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep
     record("service", "accept_above 0.5 on a 12-image page", acc_t)
     if acc_undo_t:
         record("service", "undo that page", acc_undo_t)
+
+    from mumic_core.active_learning import DEFAULT_WEIGHTS, order_queue
+    from mumic_core.leases import claim, leased_to_others, release
+
+    mix = " + ".join(DEFAULT_WEIGHTS)
+    record("service", f"active-learning plan: order_queue [{mix}] over the 2,000 most uncertain",
+           timed(lambda: order_queue(studio, default, DEFAULT_WEIGHTS), max(5, repeats // 3)),
+           note="once per filter change; the plan is kept across submits")
+    window = queue_page(studio, default, 0, 5)
+    record("service", "claim a lease on 1 image (write)", timed(lambda: claim(studio, "bench-a", "bench", window, 1),
+                                                                repeats))
+    record("service", "claim a 12-image grid page (write)",
+           timed(lambda: claim(studio, "bench-a", "bench", grid), repeats))
+    record("service", "leased_to_others", timed(lambda: leased_to_others(studio, "bench-b"), repeats))
+    release(studio, "bench-a")
     return filters
 
 
