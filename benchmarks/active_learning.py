@@ -3,9 +3,11 @@
 A long-tailed collection (80 classes: the demo's 20 plus the 60 colour-shape pairs, shapes and
 colours drawn with Zipf weights) is split into an unlabelled pool and a test set with complete
 ground truth. Starting from the starter model's zero-shot suggestions, each strategy picks B
-images per round from the pool (``mumic_core.active_learning.select``, the Review page's code),
-the oracle labels every class of them, a head is trained on all labels so far
-(``mumic_core.training.fit_head``, the product's head mode) and scored on the test set.
+images per round as the Review page does (the 2,000 unlabelled images with a probability
+closest to 0.5, re-ordered by ``mumic_core.active_learning.select``); the baseline, "random",
+picks uniformly from the whole unlabelled pool. The oracle labels every class of the picked
+images, a head is trained on all labels so far (``mumic_core.training.fit_head``, the product's
+head mode) and scored on the test set.
 
 Then 20 % label errors (as many flipped labelled pairs as 20 % of the positive labels: half
 true positives marked absent, half true negatives marked present) are injected into a labelled
@@ -33,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mumic_core.active_learning import select  # noqa: E402
+from mumic_core.active_learning import POOL, select  # noqa: E402
 from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
 from mumic_core.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402
 from mumic_core.losses import init_temperature_offset  # noqa: E402
@@ -43,12 +45,13 @@ from mumic_core.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weigh
 from mumic_core.training import TrainConfig, fit_head  # noqa: E402
 
 STRATEGIES = {
-    "random": {"random": 1.0},
+    "random": {},  # the baseline: uniform over the whole unlabelled pool
     "uncertainty": {"uncertainty": 1.0},
     "entropy": {"entropy": 1.0},
     "rare": {"rare": 1.0},
     "diversity": {"diversity": 1.0},
     "uncertainty+rare": {"uncertainty": 1.0, "rare": 1.0},  # the Review page's default
+    "uncertainty+rare+diversity": {"uncertainty": 1.0, "rare": 1.0, "diversity": 1.0},
 }
 RESULTS = ROOT / "benchmarks/results"
 
@@ -98,8 +101,13 @@ def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.n
         left = np.setdiff1d(pool, labelled)
         prob = head.probabilities(emb[left] @ head.class_matrix(names, text).T, names)
         positives = truth[labelled].sum(axis=0) if labelled else np.zeros(len(names))
-        picked = select(prob, thresholds, batch, STRATEGIES[strategy], emb[left],
-                        emb[labelled] if labelled else None, positives, seed=int(rng.integers(1 << 31)))
+        if strategy == "random":
+            picked = rng.choice(len(left), batch, replace=False)
+        else:  # as order_queue: the POOL most uncertain (a probability nearest 0.5), re-ordered
+            near = np.argsort(np.abs(prob - 0.5).min(axis=1), kind="stable")[:POOL]
+            order = select(prob[near], thresholds, batch, STRATEGIES[strategy], emb[left[near]],
+                           emb[labelled] if labelled else None, positives, seed=int(rng.integers(1 << 31)))
+            picked = near[order]
         labelled += [int(left[k]) for k in picked]
         y = truth[labelled]
         head, _ = fit_head(emb[labelled], text, y, np.ones_like(y), names, TrainConfig(mode="head", seed=seed))
@@ -138,7 +146,7 @@ def label_error_detection(emb: np.ndarray, text: np.ndarray, truth: np.ndarray, 
     ranked = [(r, c) for r, c, _ in rank_suspects(noisy, np.ones_like(noisy), probs)]
     seconds = time.monotonic() - t
     out = {"labelled_images": int(len(rows)), "labelled_pairs": int(noisy.size), "positive_labels": int(clean.sum()),
-           "injected_errors": n_err, "suspects_ranked": len(ranked), "seconds": round(seconds, 1), "top_k": {}}
+           "injected_errors": n_err, "chance_precision": round(n_err / noisy.size, 4), "suspects_ranked": len(ranked), "seconds": round(seconds, 1), "top_k": {}}
     for k in (n_err // 2, n_err, 2 * n_err):
         top = ranked[:k]
         hits = sum(p in wrong for p in top)
@@ -248,6 +256,8 @@ def markdown(r: dict) -> str:
                      f"{', '.join(f'{v:.3f}' for v in t['final_map_per_seed'])} | {t['final_gap_at_10']:.4f} | "
                      f"{'not reached' if reach is None else f'{reach:.0f}'} |")
     lines += ["", "## Label errors (20 % injected)", "",
+              "Precision of a random pick of labelled pairs: "
+              + ", ".join(f"{e['chance_precision']:.3f}" for e in r["label_errors"]) + " (seeds 0, 1, …).", "",
               "| seed | labelled images | injected errors | top-k | precision | recall |", "|---|---|---|---|---|---|"]
     for s, e in enumerate(r["label_errors"]):
         for k, v in e["top_k"].items():

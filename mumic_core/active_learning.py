@@ -21,6 +21,7 @@ import numpy as np
 
 STRATEGIES = ("uncertainty", "entropy", "rare", "diversity", "random")
 DEFAULT_WEIGHTS = {"uncertainty": 1.0, "rare": 1.0}
+POOL = 2000  # the queue's most uncertain images that the strategies re-order
 
 
 def uncertainty(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ def select(
     return [int(i) for i in np.argsort(-total, kind="stable")[:batch]]
 
 
-def order_queue(studio, f, weights: Mapping[str, float], pool: int = 2000, seed: int = 0) -> list[int]:
+def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed: int = 0) -> list[int]:
     """Image ids of the review queue ``f`` (a ``review.QueueFilter``) in active-learning order:
     the ``pool`` most uncertain images by the stored summaries, re-ordered by the weighted
     strategies on the version's probabilities, thresholds and image embeddings."""

@@ -2,8 +2,8 @@
 
 Each labelled image gets probabilities from a head trained without it (k-fold cross-validation
 on the cached embeddings of the active version's encoder). cleanlab's multi-label label-quality
-scores rank the images; within an image, the labelled classes whose given label disagrees most
-with the out-of-sample probability are the suspects shown to a person.
+scores, per class, rank the labelled image-class pairs that disagree with that probability; the
+most suspicious are shown to a person.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Suspect:
     class_name: str
     given: bool  # the current human label
     probability: float  # out-of-sample probability that the class is present
-    image_quality: float  # cleanlab's label quality score of the image (low = suspicious)
+    label_quality: float  # cleanlab's quality score of this label (low = suspicious)
 
 
 def cross_validated_probabilities(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray,
@@ -63,19 +63,21 @@ def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: in
 
 
 def rank_suspects(targets: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> list[tuple[int, int, float]]:
-    """(row, column, image quality) of labelled pairs, most suspicious first: images ordered by
-    cleanlab's multi-label quality score, and within an image the labelled classes whose label
-    disagrees with the probability, most first. Unlabelled pairs count as absent for cleanlab
-    and are never reported."""
-    from cleanlab.multilabel_classification.rank import get_label_quality_scores
+    """(row, column, label quality) of the labelled pairs whose label disagrees with the
+    probability, most suspicious first, by cleanlab's per-class label-quality scores (each
+    class a binary problem; self-confidence). Unlabelled pairs count as absent for cleanlab and
+    are never reported. (Ranking pairs directly finds about twice as many injected errors in its
+    top k as ranking images first: ``benchmarks/active_learning.py``.)"""
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores_per_class
 
     given = [[int(c) for c in np.where((targets[r] > 0) & (mask[r] > 0))[0]] for r in range(len(targets))]
-    quality = get_label_quality_scores(given, np.clip(probs, 1e-6, 1 - 1e-6))
-    disagreement = np.abs(targets - probs) * (mask > 0)
-    pairs = [(r, int(c), float(quality[r]), float(disagreement[r, c]))
-             for r in range(len(targets)) for c in np.where(disagreement[r] > 0.5)[0]]
-    pairs.sort(key=lambda p: (p[2], -p[3]))
-    return [(r, c, q) for r, c, q, _ in pairs]
+    quality = np.asarray(get_label_quality_scores_per_class(given, np.clip(probs, 1e-6, 1 - 1e-6)))
+    if quality.shape != targets.shape:  # cleanlab returns (N, C); be explicit if that changes
+        quality = quality.T
+    disagree = (np.abs(targets - probs) > 0.5) & (mask > 0)
+    rows, cols = np.nonzero(disagree)
+    order = np.argsort(quality[rows, cols], kind="stable")
+    return [(int(rows[k]), int(cols[k]), float(quality[rows[k], cols[k]])) for k in order]
 
 
 def suspicious_labels(studio: Studio, version: ModelVersion, limit: int = 200, folds: int = 5) -> list[Suspect]:
