@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from uuid import uuid4
 
 import streamlit as st
 from streamlit_shortcuts import add_shortcuts
@@ -22,13 +23,13 @@ from mumic_core.review import (
     thresholds_for,
     undo,
 )
-from uuid import uuid4
-
 from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
-from mumic_core.label_errors import suspicious_labels
+from mumic_core.jobs import JobConflict, get_job, list_jobs
+from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
 from mumic_core.leases import browser_seat, claim, leased_to_others, release
 from mumic_core.studio import open_studio
+from mumic_core.worker import enqueue
 
 s = open_studio(migrate=False)
 state = st.session_state
@@ -51,6 +52,61 @@ STRATEGY_HELP = {
     "random": "a random sample, unbiased",
 }
 assert set(STRATEGY_HELP) == set(STRATEGIES)
+
+def open_suspects(found: list, source: str) -> None:
+    """Put the suspected images in the review queue, each with its suspected labels."""
+    state.suspects, state.suspect_classes = {}, {}
+    for x in found:
+        state.suspect_classes.setdefault(x.image_id, []).append(x.class_id)
+        state.suspects.setdefault(x.image_id, []).append(
+            f"**{x.class_name}** is labelled {'present' if x.given else 'absent'}, the model gives {x.probability:.0%}")
+    state.review_selection = tuple(state.suspects)
+    state.selection_source = source
+
+
+@st.fragment(run_every=2.0)
+def watch_label_errors_job(job_id: int) -> None:
+    """Progress of a background search for wrong labels; the page updates when it ends."""
+    job = get_job(s, job_id)
+    if job.status not in ("queued", "running"):
+        st.rerun(scope="app")
+    st.caption(f"Looking for likely wrong labels in the background (job {job.id}, {job.status}, "
+               f"{job.progress:.0%}).")
+
+
+def suspicious_labels_panel() -> None:
+    """Find likely wrong labels: at once for small collections, as a worker job for large ones."""
+    job = next(iter(list_jobs(s, limit=1, kind="label_errors")), None)
+    running = job is not None and job.status in ("queued", "running")
+    if st.button("Find likely wrong labels", key="suspicious", disabled=running,
+                 help="Cross-validated predictions and cleanlab rank the human labels that disagree most with "
+                      "the model; confirm or fix each here."):
+        if labelled_image_count(s) <= INLINE_LABELLED_IMAGES:
+            try:
+                with st.spinner("Cross-validating on the human labels…"):
+                    open_suspects(suspicious_labels(s, version, limit=100), "suspicious labels")
+            except ValueError as exc:
+                st.error(str(exc))
+            return
+        try:
+            job_id = enqueue(s, "label_errors", {"version_id": version.id, "limit": 200})
+        except JobConflict as exc:
+            st.error(str(exc))
+            return
+        state.flash = f"Looking for likely wrong labels in the background (job {job_id}); this takes a minute or two."
+        st.rerun()
+    if running:
+        watch_label_errors_job(job.id)
+    elif job is not None and job.status == "failed":
+        st.caption(f"The last search for wrong labels failed (job {job.id}): {(job.error or '').splitlines()[0]}")
+    elif job is not None and job.status == "succeeded" and state.get("suspects_job") != job.id:
+        found = suspects_of_job(job.result)
+        when = job.finished_at.strftime("%H:%M") if job.finished_at else ""
+        if st.button(f"Review {len(found)} likely wrong labels (found {when}, job {job.id})", key="suspects_job_btn"):
+            state.suspects_job = job.id
+            open_suspects(found, f"suspicious labels (job {job.id})")
+            st.rerun()
+
 
 with st.sidebar:
     st.text_input("Annotator", key="annotator", help="Your name is recorded with every label.")
@@ -77,23 +133,8 @@ with st.sidebar:
                            format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
     blind = st.toggle("Blind (hide suggestions)", key="blind",
                       help="Label without seeing the model's proposals, to avoid anchoring.")
-    if version is not None and st.button("Find likely wrong labels", key="suspicious",
-                                         help="Cross-validated predictions and cleanlab rank the human labels "
-                                              "that disagree most with the model; confirm or fix each here."):
-        try:
-            with st.spinner("Cross-validating on the human labels…"):
-                found = suspicious_labels(s, version, limit=100)
-        except ValueError as exc:
-            st.error(str(exc))
-        else:
-            state.suspects, state.suspect_classes = {}, {}
-            for x in found:
-                state.suspect_classes.setdefault(x.image_id, []).append((x.class_id, x.given))
-                state.suspects.setdefault(x.image_id, []).append(
-                    f"**{x.class_name}** is labelled {'present' if x.given else 'absent'}, "
-                    f"the model gives {x.probability:.0%}")
-            state.review_selection = tuple(state.suspects)
-            state.selection_source = "suspicious labels"
+    if version is not None:
+        suspicious_labels_panel()
 
 if version is None:
     st.error("No model version yet: run `make run` or `python -m mumic_core init`.")
@@ -187,8 +228,7 @@ if mode == "One image":
     ids = claim(s, state.holder, state.annotator, page_ids(state.offset, 5), want=1)
     if not ids:  # another session took these images a moment ago
         st.rerun()
-    suspected = {i: [c for c, _ in v] for i, v in state.get("suspect_classes", {}).items()}
-    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=suspected)
+    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"))
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
     if lines := state.get("suspects", {}).get(view.image_id):

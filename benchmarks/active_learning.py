@@ -146,7 +146,8 @@ def label_error_detection(emb: np.ndarray, text: np.ndarray, truth: np.ndarray, 
     ranked = [(r, c) for r, c, _ in rank_suspects(noisy, np.ones_like(noisy), probs)]
     seconds = time.monotonic() - t
     out = {"labelled_images": int(len(rows)), "labelled_pairs": int(noisy.size), "positive_labels": int(clean.sum()),
-           "injected_errors": n_err, "chance_precision": round(n_err / noisy.size, 4), "suspects_ranked": len(ranked), "seconds": round(seconds, 1), "top_k": {}}
+           "injected_errors": n_err, "chance_precision": round(n_err / noisy.size, 4),
+           "suspects_ranked": len(ranked), "seconds": round(seconds, 1), "top_k": {}}
     for k in (n_err // 2, n_err, 2 * n_err):
         top = ranked[:k]
         hits = sum(p in wrong for p in top)

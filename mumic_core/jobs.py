@@ -22,8 +22,9 @@ from db.models import Job, JobLog, utcnow
 from .errors import MumicError
 from .studio import Studio
 
-JOB_KINDS = ("score", "train")
-EXCLUSIVE_KINDS = {"train": "train"}  # kind -> key that only one queued/running job may hold
+JOB_KINDS = ("score", "train", "label_errors")
+# kind -> key that only one queued/running job may hold
+EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
 ACTIVE_STATES = ("queued", "running")
 Report = Callable[[str, float, dict], None]
 
@@ -207,6 +208,10 @@ def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Repo
     if kind == "train":
         return retrain(studio, params, report, note=lambda msg: log(studio, job_id, msg),
                        remember=lambda **kw: set_result(studio, job_id, **kw))
+    if kind == "label_errors":
+        from .label_errors import run_label_errors_job
+
+        return run_label_errors_job(studio, params, report)
     raise ValueError(f"unknown job kind {kind!r}")
 
 

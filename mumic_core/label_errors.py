@@ -8,7 +8,8 @@ most suspicious are shown to a person.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -28,8 +29,14 @@ class Suspect:
     label_quality: float  # cleanlab's quality score of this label (low = suspicious)
 
 
+# Up to this many labelled images the Review page cross-validates at once (seconds); above, the
+# worker does it as a "label_errors" job and the page offers the result when it is ready.
+INLINE_LABELLED_IMAGES = 2000
+
+
 def cross_validated_probabilities(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray,
-                                  names: list[str], folds: int = 5, seed: int = 0) -> np.ndarray:
+                                  names: list[str], folds: int = 5, seed: int = 0,
+                                  progress: Callable[[int], None] | None = None) -> np.ndarray:
     """(N, C) probabilities, each image's from a head (``training.fit_head``) trained on the other folds."""
     from . import training
 
@@ -43,10 +50,13 @@ def cross_validated_probabilities(emb: np.ndarray, text: np.ndarray, targets: np
         train_rows, held = np.where(fold_of != f)[0], np.where(fold_of == f)[0]
         head, _ = training.fit_head(emb[train_rows], text, targets[train_rows], mask[train_rows], names, config)
         probs[held] = head.probabilities(emb[held] @ head.class_matrix(names, text).T, names)
+        if progress:
+            progress(f + 1)
     return probs
 
 
-def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0):
+def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0,
+                                progress: Callable[[int], None] | None = None):
     """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
     from .training import LabelSet, gather_labels
 
@@ -58,7 +68,7 @@ def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: in
     emb = image_embeddings(studio, scorer, list(zip(labels.image_ids, labels.paths)))
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
     probs = cross_validated_probabilities(emb, text, labels.targets, labels.mask, [c.name for c in labels.classes],
-                                          folds, seed)
+                                          folds, seed, progress)
     return labels, probs
 
 
@@ -80,9 +90,39 @@ def rank_suspects(targets: np.ndarray, mask: np.ndarray, probs: np.ndarray) -> l
     return [(int(rows[k]), int(cols[k]), float(quality[rows[k], cols[k]])) for k in order]
 
 
-def suspicious_labels(studio: Studio, version: ModelVersion, limit: int = 200, folds: int = 5) -> list[Suspect]:
-    """The human labels most likely to be wrong, most suspicious first."""
-    labels, probs = out_of_sample_probabilities(studio, version, folds)
+def suspicious_labels(studio: Studio, version: ModelVersion, limit: int = 200, folds: int = 5,
+                      progress: Callable[[int], None] | None = None) -> list[Suspect]:
+    """The human labels most likely to be wrong, most suspicious first (``progress`` gets the
+    number of folds done)."""
+    labels, probs = out_of_sample_probabilities(studio, version, folds, progress=progress)
     return [Suspect(labels.image_ids[r], labels.classes[c].id, labels.classes[c].name, bool(labels.targets[r, c]),
                     float(probs[r, c]), q)
             for r, c, q in rank_suspects(labels.targets, labels.mask, probs)[:limit]]
+
+
+def run_label_errors_job(studio: Studio, params: dict, report) -> dict:
+    """The worker's "label_errors" job: ``suspicious_labels`` for ``params['version_id']``."""
+    from .registry import get_version
+
+    version = get_version(studio, int(params["version_id"]))
+    folds = int(params.get("folds", 5))
+    report("cross-validating", 0.0, {"folds": folds})
+    found = suspicious_labels(studio, version, limit=int(params.get("limit", 200)), folds=folds,
+                              progress=lambda done: report("cross-validating", done / folds,
+                                                           {"fold": done, "folds": folds}))
+    return {"version_id": version.id, "suspects": [asdict(x) for x in found]}
+
+
+def suspects_of_job(result: dict) -> list[Suspect]:
+    """The suspects a finished "label_errors" job found."""
+    return [Suspect(**x) for x in result.get("suspects", [])]
+
+
+def labelled_image_count(studio: Studio) -> int:
+    """Images with at least one current human label."""
+    from sqlalchemy import distinct, func, select
+
+    from db.models import Annotation
+
+    with studio.read() as s:
+        return s.scalar(select(func.count(distinct(Annotation.image_id))).where(Annotation.is_current.is_(True))) or 0

@@ -237,7 +237,8 @@ def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.nd
     loss; pairs where ``mask`` is 0 are left out of the loss."""
     report = report or (lambda phase, frac, info: None)
     started = time.monotonic() if started is None else started
-    emb_t, text_t = torch.from_numpy(np.asarray(emb, dtype=np.float32)), torch.from_numpy(np.asarray(text, dtype=np.float32))
+    emb_t = torch.from_numpy(np.asarray(emb, dtype=np.float32))
+    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32))
     targets_t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
     sim0 = emb_t @ text_t.T

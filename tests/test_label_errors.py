@@ -59,3 +59,31 @@ def test_suspicious_labels_disagree_with_their_out_of_fold_model(demo_studio):
     assert all(s.given != (s.probability >= 0.5) for s in suspects)  # each disagrees with its model
     with pytest.raises(ValueError, match="at least"):
         out_of_sample_probabilities(studio, version, folds=50)
+
+
+def test_large_collections_find_wrong_labels_in_a_worker_job(demo_studio, monkeypatch):
+    """Above INLINE_LABELLED_IMAGES the Review page queues a job; its result opens the queue."""
+    from streamlit.testing.v1 import AppTest
+
+    from mumic_core import label_errors
+    from mumic_core.jobs import list_jobs, run_job
+
+    from test_pages import page
+
+    monkeypatch.setattr(label_errors, "INLINE_LABELLED_IMAGES", 5)
+    at: AppTest = page("review.py").run()
+    at.button(key="suspicious").click().run()
+    assert not at.exception
+    [job] = list_jobs(demo_studio, kind="label_errors")
+    assert job.status == "queued" and job.params["version_id"] == active_version(demo_studio).id
+    assert any("in the background" in c.value for c in at.caption)
+    assert at.button(key="suspicious").disabled  # one search at a time
+    done = run_job(demo_studio, job.id)  # what the worker does
+    assert done.status == "succeeded" and done.progress == 1.0
+    found = label_errors.suspects_of_job(done.result)
+    assert found and all(x.given != (x.probability >= 0.5) for x in found)
+    at.run()
+    at.button(key="suspects_job_btn").click().run()
+    assert not at.exception
+    assert any(f"chosen from suspicious labels (job {job.id})" in i.value for i in at.info)
+    assert any(w.value.startswith("Suspicious:") for w in at.warning)
