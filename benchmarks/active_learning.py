@@ -165,9 +165,9 @@ def plot(curves: dict, path: Path, target: float) -> None:
     for name, runs in curves.items():
         x = np.array([p["labels"] for p in runs[0]])
         y = np.array([[p["map"] for p in r] for r in runs])
-        ax.plot(x, y.mean(0), marker="o", ms=3, label=name, lw=2.2 if name == "random" else 1.5,
-                color="black" if name == "random" else None)
-        ax.fill_between(x, y.min(0), y.max(0), alpha=0.12, color="black" if name == "random" else None)
+        [line] = ax.plot(x, y.mean(0), marker="o", ms=3, label=name, lw=2.2 if name == "random" else 1.5,
+                         color="black" if name == "random" else None)
+        ax.fill_between(x, y.min(0), y.max(0), alpha=0.10, color=line.get_color(), lw=0)
     ax.axhline(target, ls=":", color="grey", lw=1)
     ax.set_xlabel("labelled images (every class of each image labelled)")
     ax.set_ylabel("test macro mAP")
@@ -190,7 +190,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--error-rate", type=float, default=0.2)
     ap.add_argument("--out", type=Path, default=RESULTS / "active_learning")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from <out>.json")
     args = ap.parse_args()
+    if args.plot_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        plot(saved["curves"], args.out.with_suffix(".png"), saved["random_final_map"])
+        return
     if not (args.starter / "open_clip_config.json").is_file():
         sys.exit(f"no starter model in {args.starter}: build it with `make starter-model` (about 37 minutes)")
     args.home.mkdir(parents=True, exist_ok=True)
