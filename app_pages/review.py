@@ -12,13 +12,16 @@ from mumic_core.collection import default_annotator
 from mumic_core.registry import describe, list_versions, load_head
 from mumic_core.review import (
     SORTS,
+    PLAN_WINDOW,
     STATUSES,
     QueueFilter,
     accept_above,
     image_views,
+    newest_image_id,
     queue_count,
     queue_page,
     submit,
+    submission_image_ids,
     submit_many,
     thresholds_for,
     undo,
@@ -167,23 +170,21 @@ if state.get("error"):
     state.error = None
 
 planned = sort == "active learning" and bool(weights)
-total = queue_count(s, filt)
-if planned:
-    plan_key = (filter_key, tuple(sorted(weights.items())))
-    if state.get("plan_key") == plan_key and state.get("plan"):
-        # Keep the plan and drop the images that have left the queue (just reviewed). When the
-        # queue holds more than the plan accounts for (an undo, an import), plan again.
-        still = set(queue_page(s, replace(filt, image_ids=tuple(state.plan)), 0, len(state.plan)))
-        state.plan_expect -= len(state.plan) - len(still)
-        state.plan = [i for i in state.plan if i in still]
-    if state.get("plan_key") != plan_key or not state.get("plan") or total > state.plan_expect:
-        state.plan_key, state.plan = plan_key, order_queue(s, filt, weights)
-        state.plan_expect = total
-
 # Images open in other review sessions are skipped (see mumic_core/leases.py).
 busy = leased_to_others(s, state.holder)
 if planned:
+    # Plan once per filter and weights (and again when images are imported); then each run
+    # checks only the images about to be shown and drops those that have left the queue
+    # (reviewed here or by someone else). An undo puts its images back (see do_undo).
+    plan_key, newest = (filter_key, tuple(sorted(weights.items()))), newest_image_id(s)
+    if state.get("plan_key") != plan_key or not state.get("plan") or newest > state.plan_newest:
+        state.plan_key, state.plan, state.plan_newest = plan_key, order_queue(s, filt, weights), newest
     visible_plan = [i for i in state.plan if i not in busy]
+    window = visible_plan[state.offset:state.offset + PLAN_WINDOW]
+    gone = set(window) - set(queue_page(s, replace(filt, image_ids=tuple(window)), 0, len(window)))
+    if gone:
+        state.plan = [i for i in state.plan if i not in gone]
+        visible_plan = [i for i in visible_plan if i not in gone]
     total = len(visible_plan)
 else:
     total = queue_count(s, replace(filt, skip_leased_by_others=state.holder))
@@ -209,6 +210,9 @@ def advance_after_submit() -> None:
 def do_undo() -> None:
     sid = undo(s, state.annotator)
     state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
+    if sid and state.get("plan"):  # the undone images are back in the queue: show them next
+        back = submission_image_ids(s, sid)
+        state.plan[state.offset:state.offset] = [i for i in back if i not in set(state.plan)]
 
 
 if busy:

@@ -56,11 +56,13 @@ def k_center_greedy(candidates: np.ndarray, labelled: np.ndarray, k: int) -> lis
     else:
         nearest = np.full(len(candidates), np.inf)
     chosen: list[int] = []
+    # Up to a few thousand candidates, one matrix product up front makes each pick O(n).
+    gram = candidates @ candidates.T if len(candidates) <= 4096 else None
     for _ in range(min(k, len(candidates))):
         i = int(np.argmax(nearest))
         chosen.append(i)
-        nearest = np.minimum(nearest, 1.0 - candidates @ candidates[i])
-        nearest[chosen] = -np.inf
+        np.minimum(nearest, 1.0 - (gram[i] if gram is not None else candidates @ candidates[i]), out=nearest)
+        nearest[i] = -np.inf  # stays the minimum from now on
     return chosen
 
 

@@ -19,6 +19,7 @@ from .collection import record_labels, undo_last_submission
 from .studio import Studio
 
 STATUSES = ("all", "unreviewed", "reviewed", "disputed")
+PLAN_WINDOW = 24  # queue images checked per run in active-learning order (a Grid page at most)
 SORTS = ("priority", "confidence", "newest")
 DEFAULT_THRESHOLD = 0.5
 
@@ -233,6 +234,19 @@ def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, a
         return 0
     submit_many(studio, decisions, views, annotator)
     return sum(len(p) for p, _ in decisions.values())
+
+
+def submission_image_ids(studio: Studio, submission_id: int) -> list[int]:
+    """The images one submission labelled."""
+    with studio.read() as s:
+        return list(s.scalars(select(Annotation.image_id).where(Annotation.submission_id == submission_id)
+                              .distinct().order_by(Annotation.image_id)))
+
+
+def newest_image_id(studio: Studio) -> int:
+    """The highest image id (0 when empty): it grows when images are imported."""
+    with studio.read() as s:
+        return int(s.scalar(select(func.max(Image.id))) or 0)
 
 
 def undo(studio: Studio, annotator: str) -> int | None:
