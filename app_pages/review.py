@@ -56,6 +56,7 @@ STRATEGY_HELP = {
 }
 assert set(STRATEGY_HELP) == set(STRATEGIES)
 
+
 def open_suspects(found: list, source: str) -> None:
     """Put the suspected images in the review queue, each with its suspected labels."""
     state.suspects, state.suspect_classes = {}, {}
@@ -96,7 +97,7 @@ def suspicious_labels_panel() -> None:
         except JobConflict as exc:
             st.error(str(exc))
             return
-        state.flash = f"Looking for likely wrong labels in the background (job {job_id}); this takes a minute or two."
+        state.flash = f"Looking for likely wrong labels in the background (job {job_id})."
         st.rerun()
     if running:
         watch_label_errors_job(job.id)
@@ -105,7 +106,9 @@ def suspicious_labels_panel() -> None:
     elif job is not None and job.status == "succeeded" and state.get("suspects_job") != job.id:
         found = suspects_of_job(job.result)
         when = job.finished_at.strftime("%H:%M") if job.finished_at else ""
-        if st.button(f"Review {len(found)} likely wrong labels (found {when}, job {job.id})", key="suspects_job_btn"):
+        if not found:
+            st.caption(f"No likely wrong labels found ({when}, job {job.id}).")
+        elif st.button(f"Review {len(found)} likely wrong labels (found {when}, job {job.id})", key="suspects_job_btn"):
             state.suspects_job = job.id
             open_suspects(found, f"suspicious labels (job {job.id})")
             st.rerun()
@@ -176,14 +179,20 @@ if planned:
     # Plan once per filter and weights (and again when images are imported); then each run
     # checks only the images about to be shown and drops those that have left the queue
     # (reviewed here or by someone else). An undo puts its images back (see do_undo).
+    # Plans are kept per filter (the last 8), so switching back to a queue does not plan again.
     plan_key, newest = (filter_key, tuple(sorted(weights.items()))), newest_image_id(s)
-    if state.get("plan_key") != plan_key or not state.get("plan") or newest > state.plan_newest:
-        state.plan_key, state.plan, state.plan_newest = plan_key, order_queue(s, filt, weights), newest
+    plans = state.setdefault("plans", {})
+    if plan_key not in plans or not plans[plan_key][0] or newest > plans[plan_key][1]:
+        plans[plan_key] = (order_queue(s, filt, weights), newest)
+        while len(plans) > 8:
+            plans.pop(next(iter(plans)))
+    state.plan = plans[plan_key][0]
     visible_plan = [i for i in state.plan if i not in busy]
     window = visible_plan[state.offset:state.offset + PLAN_WINDOW]
     gone = set(window) - set(queue_page(s, replace(filt, image_ids=tuple(window)), 0, len(window)))
     if gone:
         state.plan = [i for i in state.plan if i not in gone]
+        plans[plan_key] = (state.plan, newest)
         visible_plan = [i for i in visible_plan if i not in gone]
     total = len(visible_plan)
 else:

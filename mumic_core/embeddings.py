@@ -39,16 +39,19 @@ class EmbeddingCache:
         return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _PART.match(p.name)))
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, embeddings) of every committed part; empty arrays when nothing is cached yet."""
+        """(ids, embeddings) of every committed part; empty arrays when nothing is cached yet.
+        Embeddings are memory-mapped, so looking up a few rows of a large cache reads only those."""
         ids, embs = [], []
         for n in self._parts():
             part_ids = np.load(self.dir / f"part-{n:06d}-ids.npy")
-            part_emb = np.load(self.dir / f"part-{n:06d}-emb.npy")
+            part_emb = np.load(self.dir / f"part-{n:06d}-emb.npy", mmap_mode="r")
             k = min(len(part_ids), len(part_emb))
             ids.append(part_ids[:k])
             embs.append(part_emb[:k])
         if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        if len(ids) == 1 and len(np.unique(ids[0])) == len(ids[0]):  # the usual, merged state
+            return ids[0], embs[0]
         all_ids, all_emb = np.concatenate(ids), np.concatenate(embs)
         _, first = np.unique(all_ids, return_index=True)  # a merge may briefly leave duplicates
         first.sort()
@@ -63,10 +66,11 @@ class EmbeddingCache:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings for ``items`` (image id, path), in their order, computing the missing ones
         and saving them part by part."""
+        wanted = np.array([i for i, _ in items], dtype=np.int64)
         with self._lock:
             ids, emb = self.load()
-            known = set(ids.tolist())
-            missing = [(i, p) for i, p in items if i not in known]
+            known = np.isin(wanted, ids)
+            missing = [item for item, k in zip(items, known) if not k]
             for start in range(0, len(missing), self.chunk):
                 chunk = missing[start:start + self.chunk]
                 new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
@@ -74,9 +78,11 @@ class EmbeddingCache:
             if missing:
                 ids, emb = self.load()
                 self._merge(ids, emb)
-        index = {int(v): k for k, v in enumerate(ids)}
-        order = np.array([index[i] for i, _ in items], dtype=np.int64)
-        return ids[order] if len(order) else ids[:0], emb[order] if len(order) else emb[:0]
+        if not len(wanted):
+            return ids[:0], np.asarray(emb[:0])
+        sorter = np.argsort(ids, kind="stable")
+        rows = sorter[np.searchsorted(ids, wanted, sorter=sorter)]
+        return ids[rows], np.asarray(emb[rows])
 
     def _append(self, ids: np.ndarray, emb: np.ndarray) -> int:
         parts = self._parts()
