@@ -155,7 +155,8 @@ def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed:
     emb = labelled_emb = None
     if weights.get("diversity", 0) > 0:
         scorer = load_scorer(studio, version)
-        emb = image_embeddings(studio, scorer, image_items(studio, candidates))
+        paths = dict(image_items(studio, candidates))  # image_items returns id order; keep the queue's
+        emb = image_embeddings(studio, scorer, [(i, paths[i]) for i in candidates])
         labelled_emb = image_embeddings(studio, scorer, image_items(studio, seen)) if seen else None
     order = select(prob, thresholds, len(candidates), weights, emb, labelled_emb, positives, seed)
     return [candidates[k] for k in order]

@@ -70,3 +70,28 @@ def test_order_queue_reorders_the_unreviewed_queue(demo_studio):
         assert len(ids) == queue_count(studio, f) == 30
     assert order_queue(studio, f, {"random": 1.0}, seed=1) != order_queue(studio, f, {"random": 1.0}, seed=2)
     assert len(order_queue(studio, f, {"uncertainty": 1.0}, pool=10)) == 10
+
+
+def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
+    """The embeddings are matched to the queue's images in queue order (not id order)."""
+    from sqlalchemy import select as sql_select
+
+    from db.models import Annotation
+    from mumic_core.active_learning import order_queue
+    from mumic_core.registry import active_version
+    from mumic_core.review import QueueFilter, queue_page
+    from mumic_core.scoring import image_embeddings, image_items, load_scorer
+
+    studio = demo_studio
+    version = active_version(studio)
+    f = QueueFilter(version_id=version.id, status="unreviewed")
+    candidates = queue_page(studio, f, 0, 2000)
+    assert candidates != sorted(candidates)  # priority order differs from id order here
+    scorer = load_scorer(studio, version)
+    paths = dict(image_items(studio, candidates))
+    emb = image_embeddings(studio, scorer, [(i, paths[i]) for i in candidates])
+    with studio.read() as s:
+        seen = list(s.scalars(sql_select(Annotation.image_id).where(Annotation.is_current.is_(True)).distinct()))
+    labelled = image_embeddings(studio, scorer, image_items(studio, seen))
+    expected = [candidates[k] for k in k_center_greedy(emb, labelled, len(candidates))]
+    assert order_queue(studio, f, {"diversity": 1.0}) == expected
