@@ -23,7 +23,7 @@ st.caption(f"Embeddings of {describe(version)}")
 
 
 @st.cache_data(ttl=300, show_spinner="Projecting the embeddings…")
-def cached_map(version_id: int, _name: str):
+def cached_map(version_id: int):
     """The PCA map of the active version (tabs all run on every interaction: compute it once)."""
     return embedding_map(s, version)
 
@@ -71,7 +71,7 @@ with map_tab:
     classes = list_classes(s)
     colour = st.selectbox("Colour by the human label of", [None] + [c.id for c in classes],
                           format_func=lambda c: "nothing" if c is None else next(x.name for x in classes if x.id == c))
-    ids, xy = cached_map(version.id, version.name)
+    ids, xy = cached_map(version.id)
     labels = {}
     if colour is not None:
         labels = {i: ("present" if p else "absent") for i, c, p in current_labels(s) if c == colour}

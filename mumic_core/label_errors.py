@@ -61,9 +61,6 @@ def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: in
     from .training import LabelSet, gather_labels
 
     labels: LabelSet = gather_labels(studio)
-    if len(labels.image_ids) < 2 * folds:
-        raise ValueError(f"need at least {2 * folds} labelled images for {folds}-fold cross-validation, "
-                         f"have {len(labels.image_ids)}")
     scorer = load_scorer(studio, version)
     emb = image_embeddings(studio, scorer, list(zip(labels.image_ids, labels.paths)))
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])

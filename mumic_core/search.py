@@ -51,14 +51,27 @@ def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
         mtime = path.stat().st_mtime_ns
         cached = _loaded.get(folder)
         index = cached[1] if cached and cached[0] == mtime else VectorIndex.load(folder)
-        items = image_items(studio)
-        new = [(i, p) for i, p in items if not index.contains(i)] if len(index) < len(items) else []
+        missing = _image_ids(studio, unless_count=len(index))
+        new = image_items(studio, missing[~np.isin(missing, index.ids())].tolist()) if len(missing) else []
         if new:
             emb = image_embeddings(studio, load_scorer(studio, version), new)
             index.add(np.array([i for i, _ in new], dtype=np.int64), emb)
             index.save(folder)
         _loaded[folder] = (path.stat().st_mtime_ns, index)
         return index
+
+
+def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
+    """All image ids; empty when the collection holds exactly ``unless_count`` images (a cheap
+    count answers the usual case: nothing imported since the index was saved)."""
+    from sqlalchemy import func, select
+
+    from db.models import Image
+
+    with studio.read() as s:
+        if unless_count is not None and s.scalar(select(func.count(Image.id))) == unless_count:
+            return np.zeros(0, dtype=np.int64)
+        return np.array(s.scalars(select(Image.id)).all(), dtype=np.int64)
 
 
 def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -> list[tuple[int, float]]:
@@ -87,7 +100,7 @@ def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity:
     distance of images to their nearest neighbour (a model that finds everything alike, such
     as an untrained one, does not make the whole collection one group)."""
     index = load_index(studio, version)
-    ids = [i for i, _ in image_items(studio)]
+    ids = _image_ids(studio).tolist()
     if len(ids) < 2:
         return []
     queries = np.stack([index.index.reconstruct(int(i)) for i in ids])

@@ -46,13 +46,17 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
-        present = np.array([i for i in ids if self.contains(int(i))], dtype=np.int64)
+        present = ids[np.isin(ids, self.ids())]
         if len(present) and not self.approximate:
             self.index.remove_ids(present)
         elif len(present):  # HNSW cannot remove: keep the first vector of an id
             keep = ~np.isin(ids, present)
             ids, emb = ids[keep], emb[keep]
         self.index.add_with_ids(np.ascontiguousarray(emb, dtype=np.float32), ids)
+
+    def ids(self) -> np.ndarray:
+        """The image ids in the index, in the order they were added."""
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
 
     def contains(self, image_id: int) -> bool:
         try:
