@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,23 +40,35 @@ def encode_prompts(encoder: Encoder, prompts_per_class: Sequence[Sequence[str]],
     return F.normalize(torch.stack(out), dim=-1)
 
 
+def _pixels(encoder: Encoder, paths: Sequence[Path]) -> Tensor:
+    return torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+
+
 def encode_images(
     encoder: Encoder,
     paths: Sequence[Path],
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """(N, D) float32 normalised image embeddings, computed in batches without gradients."""
+    """(N, D) float32 normalised image embeddings, computed in batches without gradients.
+
+    The next batch is decoded and preprocessed in a background thread while the model runs on
+    the current one (Pillow and torch release the GIL), so decoding hides behind the forward."""
     device = next(encoder.model.parameters()).device
     out = np.zeros((len(paths), encoder.model_cfg["embed_dim"]), dtype=np.float32)
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in batch]).to(device)
-        with torch.inference_mode():
-            emb = F.normalize(encoder.model.encode_image(pixels).float(), dim=-1)
-        out[start : start + len(batch)] = emb.cpu().numpy()
-        if progress:
-            progress(len(batch))
+    starts = list(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mumic-decode") as pool:
+        pending = pool.submit(_pixels, encoder, paths[:batch_size]) if starts else None
+        for k, start in enumerate(starts):
+            pixels = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = pool.submit(_pixels, encoder, paths[nxt : nxt + batch_size])
+            with torch.inference_mode():
+                emb = F.normalize(encoder.model.encode_image(pixels.to(device)).float(), dim=-1)
+            out[start : start + len(pixels)] = emb.cpu().numpy()
+            if progress:
+                progress(len(pixels))
     return out
 
 

@@ -255,6 +255,24 @@ def _paint(
         canvas[i, y0:y1, x0:x1][sub] = np.minimum(light * rgb[i], 255)
 
 
+def background_image(rng: np.random.Generator, kind: str, size: int) -> Image.Image:
+    """A pale background of one of the ``BACKGROUND_CLASSES`` kinds, as an RGB image."""
+    canvas = _background(rng, kind, size)
+    return Image.merge("RGB", [Image.fromarray(c) for c in np.rint(canvas).astype(np.uint8)])
+
+
+def shape_sprite(rng: np.random.Generator, shape: str, colour: str, side: int) -> Image.Image:
+    """One shape of one ``COLOUR_CLASSES`` colour, drawn at twice ``side`` and downsampled, on a
+    transparent RGBA square (for pasting among other objects)."""
+    big = 2 * side
+    r = big / 2 - 1
+    mask = _shape_mask(shape, big, big / 2, big / 2, r, _rotation(rng, shape))
+    canvas = np.zeros((3, big, big), dtype=np.float32)
+    _paint(rng, canvas, mask, colour, big / 2, big / 2, r)
+    rgba = np.dstack([np.rint(canvas).astype(np.uint8).transpose(1, 2, 0), mask.astype(np.uint8) * 255])
+    return Image.fromarray(rgba, "RGBA").resize((side, side), Image.Resampling.LANCZOS)
+
+
 def zipf_weights(n: int, exponent: float = 1.2) -> np.ndarray:
     """Probabilities proportional to 1 / rank**exponent (a long tail), summing to 1."""
     w = 1.0 / np.arange(1, n + 1) ** exponent

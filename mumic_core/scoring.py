@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import case, delete, func, insert, select, text, update
 
 from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
 
@@ -99,20 +99,48 @@ def predict(studio: Studio, scorer: Scorer, items: Sequence[tuple[int, Path]], c
 
 def _write_predictions(studio: Studio, version_id: int, image_ids: Sequence[int], class_ids: Sequence[int],
                        sim: np.ndarray, prob: np.ndarray, replace_all: bool) -> int:
-    rows = [
-        {"model_version_id": version_id, "image_id": int(i), "class_id": int(c),
-         "similarity": float(sim[a, b]), "score": float(prob[a, b])}
-        for a, i in enumerate(image_ids) for b, c in enumerate(class_ids)
-    ]
+    """Replace the version's predictions (all, or those of ``class_ids``) in one transaction.
+    Rows are built one chunk of images at a time, so memory stays flat at 100k+ images."""
+    per_chunk = max(1, _INSERT_CHUNK // max(1, len(class_ids)))
     with studio.write() as s:
+        new_classes = not replace_all and s.scalar(
+            select(Prediction.image_id).where(Prediction.model_version_id == version_id,
+                                              Prediction.class_id.in_(list(class_ids))).limit(1)) is None
         q = delete(Prediction).where(Prediction.model_version_id == version_id)
         if not replace_all:
             q = q.where(Prediction.class_id.in_(list(class_ids)))
         s.execute(q)
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            s.execute(insert(Prediction), rows[start : start + _INSERT_CHUNK])
-        _refresh_image_scores(s, version_id)
-    return len(rows)
+        for start in range(0, len(image_ids), per_chunk):
+            rows = [
+                {"model_version_id": version_id, "image_id": int(image_ids[a]), "class_id": int(c),
+                 "similarity": float(sim[a, b]), "score": float(prob[a, b])}
+                for a in range(start, min(start + per_chunk, len(image_ids))) for b, c in enumerate(class_ids)
+            ]
+            if rows:
+                s.execute(insert(Prediction), rows)
+        summaries = s.scalar(select(func.count()).select_from(ImageScore)
+                             .where(ImageScore.model_version_id == version_id))
+        if new_classes and summaries == len(image_ids):
+            _merge_image_scores(s, version_id, class_ids)
+        else:
+            _refresh_image_scores(s, version_id)
+    return len(image_ids) * len(class_ids)
+
+
+def _merge_image_scores(session, version_id: int, class_ids: Sequence[int]) -> None:
+    """Fold classes scored for the first time into the per-image summaries (a new class over
+    100k images: one pass over its own predictions instead of all of them)."""
+    new = (select(Prediction.image_id, func.max(Prediction.score).label("top"),
+                  func.min(func.abs(Prediction.score - 0.5)).label("unsure"))
+           .where(Prediction.model_version_id == version_id, Prediction.class_id.in_(list(class_ids)))
+           .group_by(Prediction.image_id).subquery())
+    session.execute(
+        update(ImageScore)
+        .where(ImageScore.model_version_id == version_id, ImageScore.image_id == new.c.image_id)
+        .values(max_score=case((new.c.top > ImageScore.max_score, new.c.top), else_=ImageScore.max_score),
+                uncertainty=case((new.c.unsure < ImageScore.uncertainty, new.c.unsure),
+                                 else_=ImageScore.uncertainty)))
+    refresh_statistics(session)
 
 
 def _refresh_image_scores(session, version_id: int) -> None:

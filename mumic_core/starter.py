@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import Settings
 from .model_factory import CONFIG_NAME, EncoderSpec, load_encoder
-from .starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, Drawing, held_out_scenes, load_held_out
+from .starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, Drawing, article, held_out_scenes, load_held_out
 
 STARTER_ARCH = "mumic-small-rn96"
 STARTER_LABEL = "starter model pretrained on drawings (Tux Paint stamps and emoji), not CLIP"
@@ -33,7 +33,8 @@ def starter_spec(settings: Settings) -> EncoderSpec:
 
 
 def category_prompts(classes: list[str]) -> list[list[str]]:
-    return [[t.format(c) for t in CATEGORY_PROMPTS] for c in classes]
+    """The prompt ensemble of each evaluation class: "a drawing of an insect", ..."""
+    return [[t.format(f"{article(c)} {c}") for t in CATEGORY_PROMPTS] for c in classes]
 
 
 def zero_shot_scenes(spec: EncoderSpec, corpus: Path, n_scenes: int = 600, seed: int = 11) -> dict:

@@ -58,7 +58,7 @@ EVAL_CATEGORIES: dict[str, tuple[str, ...]] = {
     "letter": ("symbols/alphabets/english",),
     "body part": ("people/body_parts",),
 }
-CATEGORY_PROMPTS = ("a drawing of a {}", "a picture of a {}", "a {}")
+CATEGORY_PROMPTS = ("a drawing of {}", "a picture of {}", "{}")  # filled with "a bird", "an insect"
 
 # Emoji join the evaluation classes through Unicode's emoji subgroups (emoji-test.txt, from
 # Debian's unicode-data); some subgroups only through names that contain a word.
@@ -230,7 +230,8 @@ def split_held_out(drawings: Sequence[Drawing], fraction: float = 0.25, seed: in
     return [d for d in drawings if d.key not in held], [d for d in drawings if d.key in held]
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """"a" or "an", by the first letter."""
     return "an" if word[:1] in "aeiou" else "a"
 
 
@@ -240,18 +241,18 @@ def captions_for(d: Drawing) -> list[str]:
         caps = [f"an emoji of {d.name}", d.name, f"a picture of {d.name}"]
         if d.category:
             c = d.category
-            caps += [f"{d.name}, a kind of {c}", f"an emoji of {_article(c)} {c}"]
+            caps += [f"{d.name}, a kind of {c}", f"an emoji of {article(c)} {c}"]
         return caps
-    caps = [f"a drawing of {_article(d.name)} {d.name}", f"{_article(d.name)} {d.name}"]
+    caps = [f"a drawing of {article(d.name)} {d.name}", f"{article(d.name)} {d.name}"]
     if d.description:
         caps.append(d.description)
     words = folder_words(d.folder)
     if words:
-        caps.append(f"{_article(d.name)} {d.name}, {words}")
+        caps.append(f"{article(d.name)} {d.name}, {words}")
     if d.category:
         c = d.category
-        caps += [f"{_article(d.name)} {d.name}, a kind of {c}", f"a drawing of {_article(c)} {c}",
-                 f"{_article(c)} {c}: {_article(d.name)} {d.name}"]
+        caps += [f"{article(d.name)} {d.name}, a kind of {c}", f"a drawing of {article(c)} {c}",
+                 f"{article(c)} {c}: {article(d.name)} {d.name}"]
     return caps
 
 
@@ -289,7 +290,7 @@ def compose(sprites: Sequence[Image.Image], rng: np.random.Generator, size: int 
 
 
 def _join_names(names: Sequence[str]) -> str:
-    phrases = [f"{_article(n)} {n}" for n in names]
+    phrases = [f"{article(n)} {n}" for n in names]
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     batch_size: int = 32
     per_class_offset: bool = False
     learn_temperature: bool = True
+    learn_offset: bool = True
     gamma_pos: float = 1.0
     gamma_neg: float = 2.0
     neg_margin: float = 0.05
@@ -126,11 +127,12 @@ class _Calibration(nn.Module):
     """Learnable temperature (as log) and offset (global or per class)."""
 
     def __init__(self, temperature: float, offset: float | torch.Tensor, n_classes: int, per_class: bool,
-                 learn_temperature: bool) -> None:
+                 learn_temperature: bool, learn_offset: bool = True) -> None:
         super().__init__()
         self.log_tau = nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
         b = torch.as_tensor(offset, dtype=torch.float32)
-        self.offset = nn.Parameter(b.expand(n_classes).clone() if per_class else b.reshape(()))
+        self.offset = nn.Parameter(b.expand(n_classes).clone() if per_class else b.reshape(()),
+                                   requires_grad=learn_offset)
 
     def forward(self, sim: torch.Tensor) -> torch.Tensor:
         return (sim - self.offset) / self.log_tau.exp()
@@ -180,7 +182,10 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
         spec = scorer.encoder.spec
         probs = _head_probs(studio, scorer, head, labels, items)
     else:
-        head, history, encoder = _train_full(scorer.encoder, labels, train_rows, config, report, started)
+        head, history, encoder = fit_full(scorer.encoder, [labels.paths[r] for r in train_rows],
+                                          labels.targets[train_rows], labels.mask[train_rows],
+                                          [c.prompt_texts for c in labels.classes],
+                                          [c.name for c in labels.classes], config, report, started)
         save_local_dir(encoder.model, encoder.model_cfg, out_dir / "encoder",
                        label=f"{name}: fine-tuned from {parent.name}")
         from .model_factory import EncoderSpec
@@ -245,7 +250,8 @@ def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.nd
     rate = float(np.clip(targets_t[mask_t.bool()].mean().item(), 0.02, 0.5)) if mask_t.any() else 0.1
     tau, b = init_temperature_offset(sim0, positive_rate=rate, per_class=config.per_class_offset)
     class_emb = nn.Parameter(text_t.clone())
-    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature)
+    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature,
+                         config.learn_offset)
     opt = torch.optim.AdamW([{"params": [class_emb], "weight_decay": 0.0},
                              {"params": calib.parameters(), "weight_decay": 0.0}], lr=config.lr or 5e-3)
     lossf = loss_fn(config.loss, **config.loss_params())
@@ -314,13 +320,17 @@ def _train_mode(model: nn.Module) -> None:
             module.eval()
 
 
-def _train_full(base: Encoder, labels: LabelSet, rows: np.ndarray, config: TrainConfig, report,
-                started: float) -> tuple[Head, list[dict], Encoder]:
+def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray,
+             prompts: Sequence[Sequence[str]], names: Sequence[str], config: TrainConfig,
+             report: ProgressFn | None = None, started: float | None = None) -> tuple[Head, list[dict], Encoder]:
+    """Full mode on arrays: fine-tunes a copy of ``base`` (all of it, or its last blocks) with
+    class embeddings computed from ``prompts`` by the text encoder at every step; pairs where
+    ``mask`` is 0 are left out of the loss. Returns the head, the loss history and the encoder."""
+    report = report or (lambda phase, frac, info: None)
+    started = time.monotonic() if started is None else started
     encoder = copy.copy(base)
     encoder.model = copy.deepcopy(base.model)
-    prompts = [c.prompt_texts for c in labels.classes]
-    names = [c.name for c in labels.classes]
-    data = _LabelledImages([labels.paths[r] for r in rows], labels.targets[rows], labels.mask[rows],
+    data = _LabelledImages(list(paths), np.asarray(targets, dtype=np.float32), np.asarray(mask, dtype=np.float32),
                            base.train_preprocess)
     loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, num_workers=0,
                                          generator=torch.Generator().manual_seed(config.seed))
@@ -329,9 +339,10 @@ def _train_full(base: Encoder, labels: LabelSet, rows: np.ndarray, config: Train
         encoder.model.eval()
         sample = torch.stack([base.preprocess(load_rgb(p)) for p in data.paths[:256]]).to(device)
         sim0 = F.normalize(encoder.model.encode_image(sample).float(), dim=-1) @ encode_prompts(encoder, prompts).T
-    rate = float(np.clip(labels.targets[rows][labels.mask[rows] > 0].mean(), 0.02, 0.5))
+    rate = float(np.clip(data.targets[data.mask > 0].mean(), 0.02, 0.5)) if (data.mask > 0).any() else 0.1
     tau, b = init_temperature_offset(sim0.cpu(), positive_rate=rate, per_class=config.per_class_offset)
-    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature).to(device)
+    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature,
+                         config.learn_offset).to(device)
     lr = config.lr or (1e-3 if base.spec.kind == "builtin-random" else 1e-5)
     trainable = _set_trainable(encoder.model, config.unfreeze)
     _train_mode(encoder.model)
@@ -346,10 +357,10 @@ def _train_full(base: Encoder, labels: LabelSet, rows: np.ndarray, config: Train
     history, step = [], 0
     for epoch in range(epochs):
         running = []
-        for pixels, targets, mask in loader:
+        for pixels, batch_targets, batch_mask in loader:
             img = F.normalize(encoder.model.encode_image(pixels.to(device)).float(), dim=-1)
             cls = encode_prompts(encoder, prompts, grad=True)
-            loss = lossf(calib(img @ cls.T), targets.to(device), mask.to(device))
+            loss = lossf(calib(img @ cls.T), batch_targets.to(device), batch_mask.to(device))
             _check_finite(loss, step)
             opt.zero_grad()
             loss.backward()

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
 
-from db.models import ModelVersion, Prediction
+from db.models import ImageScore, ModelVersion, Prediction
 from mumic_core import training
 from mumic_core.classes import add_class
 from mumic_core.demo import seed_demo
@@ -15,7 +13,7 @@ from mumic_core.errors import TrainingError
 from mumic_core.evaluation import evaluate_stored
 from mumic_core.lifecycle import promote
 from mumic_core.registry import active_version, encoder_spec, ensure_base_version, list_versions
-from mumic_core.scoring import score_classes, score_collection
+from mumic_core.scoring import _refresh_image_scores, score_classes, score_collection
 from mumic_core.training import TrainConfig, gather_labels, train
 
 
@@ -119,9 +117,11 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
         raise AssertionError("images were encoded again: the cache was not used")
 
     monkeypatch.setattr("mumic_core.embeddings.encode_images", no_encoding)
-    start = time.monotonic()
+    summary = select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty).where(
+        ImageScore.model_version_id == version.id).order_by(ImageScore.image_id)
+    with studio.read() as s:
+        before = np.array(s.execute(summary).all(), dtype=float)
     n = score_classes(studio, version, [new.id])
-    assert time.monotonic() - start < 5
     assert n == 120
     with studio.read() as s:
         scores = list(s.scalars(select(Prediction.score).where(Prediction.class_id == new.id,
@@ -130,6 +130,36 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
     assert len(scores) == 120 and all(0.0 < p < 1.0 for p in scores)
     assert total == 120 * 21
     assert np.std(scores) > 0  # a real score distribution, not a constant
+    with studio.read() as s:  # an untrained model's new class changes no image's summary
+        np.testing.assert_array_equal(np.array(s.execute(summary).all(), dtype=float), before)
+
+
+def test_a_new_class_is_folded_into_the_image_summaries_as_a_full_refresh_would(demo120, monkeypatch):
+    from mumic_core import scoring
+
+    studio = demo120
+    version = active_version(studio)
+    original = scoring.predict
+
+    def confident(*args, **kwargs):  # the new class ranges from sure-absent to sure-present
+        sim, prob = original(*args, **kwargs)
+        prob[:, 0] = np.linspace(0.0, 1.0, len(prob))
+        return sim, prob
+
+    monkeypatch.setattr(scoring, "predict", confident)
+    summary = select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty).where(
+        ImageScore.model_version_id == version.id).order_by(ImageScore.image_id)
+    with studio.read() as s:
+        before = np.array(s.execute(summary).all(), dtype=float)
+    score_classes(studio, version, [add_class(studio, "purple thing", ["a purple object"]).id])
+    with studio.read() as s:
+        merged = np.array(s.execute(summary).all(), dtype=float)
+    assert merged.shape == before.shape
+    assert (merged[:, 1] > before[:, 1]).any() and (merged[:, 2] < before[:, 2]).any()
+    with studio.write() as s:
+        _refresh_image_scores(s, version.id)
+    with studio.read() as s:
+        np.testing.assert_allclose(np.array(s.execute(summary).all(), dtype=float), merged)
 
 
 def test_untrained_base_probabilities_are_not_saturated(demo120):
@@ -137,3 +167,21 @@ def test_untrained_base_probabilities_are_not_saturated(demo120):
         scores = np.array(list(s.scalars(select(Prediction.score))))
     assert 0.02 < scores.mean() < 0.5
     assert (scores > 0.999).mean() < 0.01 and (scores < 0.001).mean() < 0.5
+
+
+def test_fixed_temperature_and_offset_stay_at_their_initial_values():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(60, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    text = rng.normal(size=(3, 8)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    targets = (rng.random((60, 3)) < 0.3).astype(np.float32)
+    mask = np.ones_like(targets)
+    names = ["a", "b", "c"]
+    fixed, _ = training.fit_head(emb, text, targets, mask, names,
+                                 TrainConfig(epochs=50, learn_temperature=False, learn_offset=False))
+    learned, _ = training.fit_head(emb, text, targets, mask, names, TrainConfig(epochs=50))
+    tau0, b0 = training.init_temperature_offset(torch.from_numpy(emb @ text.T), positive_rate=float(targets.mean()))
+    assert fixed.temperature == pytest.approx(tau0, rel=1e-5)
+    assert fixed.offset == pytest.approx(b0, abs=1e-6)
+    assert (learned.temperature, learned.offset) != pytest.approx((tau0, b0), abs=1e-4)

@@ -1,0 +1,321 @@
+"""How fast is the pipeline? (issue 7; extends issue 5's retraining timings)
+
+All through the product's own code, with the machine stated in the results:
+
+1. Scoring throughput: the product pipeline (``score_collection`` from cold: decode, preprocess,
+   forward, store predictions and per-image summaries) against open_clip's raw ``encode_image``
+   on tensors prepared in advance, same model and batch size. Two models: the starter model
+   (96 px ModifiedResNet, what an offline install runs) and ViT-B-32 with random weights (the
+   same computation as the LAION ViT-B-32 real users download). Goal: ratio >= 0.9.
+2. Worker peak memory: the real worker process (huey consumer, as in the Procfile) re-scores a
+   store of ``--images`` images with 20 classes from cold; its peak resident memory (VmHWM).
+3. A new class over that store: ``add_class`` + ``score_classes`` (what the Classes page does),
+   median of 5 classes. Goal: <= 2 s.
+4. Head-mode retraining with 10k labelled images (``training.train``, head mode), and promotion.
+   Goal: <= 30 s on CPU.
+5. Full-mode retraining on the demo collection (400 images, 200 labelled).
+
+    .venv/bin/python benchmarks/speed.py [--images 100000] [--labelled 10000]
+        [--starter mumic_data/models/starter] [--parts throughput,worker,new_class,head,full]
+
+On a machine with a GPU it runs unchanged (the product puts the model on cuda when torch sees
+one). Writes benchmarks/results/speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
+    """A studio in ``home`` (emptied unless ``keep``) whose base model is ``model_dir``."""
+    if not keep:
+        shutil.rmtree(home, ignore_errors=True)
+    for key in [k for k in os.environ if k.startswith("MUMIC_")]:
+        del os.environ[key]
+    os.environ["MUMIC_HOME"] = str(home)
+    if model_dir:
+        os.environ["MUMIC_PRETRAINED"] = f"local-dir:{model_dir.resolve()}"
+    from mumic_core.config import load_settings
+    from mumic_core.studio import open_studio
+
+    return open_studio(load_settings())
+
+
+def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int = 3) -> float:
+    """Median images/s of open_clip's encode_image alone, on tensors prepared in advance."""
+    import torch
+
+    from mumic_core.images import load_rgb
+
+    pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+    device = next(encoder.model.parameters()).device
+    rates = []
+    for _ in range(repeats):
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for k in range(0, len(pixels), batch_size):
+                encoder.model.encode_image(pixels[k:k + batch_size].to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rates.append(len(pixels) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
+    """``n`` generated long-tailed 96 px scenes in ``folder`` (made once) and their labels."""
+    from mumic_core.scenes import LONG_TAIL_CLASSES, generate_collection, read_labels_csv, write_labels_csv, zipf_weights
+
+    labels = folder / "labels.csv"
+    if not labels.exists():
+        t = time.monotonic()
+        rows = generate_collection(n, seed=99, out_dir=folder, size=96, classes=LONG_TAIL_CLASSES,
+                                   shape_p=zipf_weights(10), colour_p=zipf_weights(6))
+        write_labels_csv(rows, labels)
+        print(f"generated {n} scenes in {time.monotonic() - t:.0f} s", flush=True)
+    return read_labels_csv(labels)[:n]
+
+
+def demo_classes(studio) -> None:
+    from mumic_core.classes import add_class
+    from mumic_core.scenes import DEMO_CLASSES
+
+    for spec in DEMO_CLASSES:
+        add_class(studio, spec.name, spec.prompts, spec.description)
+
+
+def throughput(args, out: dict) -> None:
+    """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
+    from mumic_core.collection import import_folder
+    from mumic_core.model_factory import create_random_local_dir
+    from mumic_core.registry import ensure_base_version
+    from mumic_core.scoring import image_items, load_scorer, score_collection
+
+    vit_dir = args.home / "vit-b-32-random"
+    if not (vit_dir / "open_clip_config.json").exists():
+        create_random_local_dir("ViT-B-32", vit_dir, seed=0)
+    rows = scenes(args.home / "scenes", args.images)
+    out["throughput"] = {}
+    for label, model_dir, n in (("starter model (mumic-small-rn96, 96 px)", args.starter, args.throughput_images),
+                                ("ViT-B-32, random weights (224 px)", vit_dir, args.vit_images)):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, _ in rows[:n]:
+                os.link(args.home / "scenes" / name, Path(tmp) / name)
+            studio = fresh_studio(args.home / "throughput", model_dir)
+            demo_classes(studio)
+            import_folder(studio, Path(tmp))
+        base = ensure_base_version(studio)
+        t = time.monotonic()
+        score_collection(studio, base)
+        pipeline = n / (time.monotonic() - t)
+        scorer = load_scorer(studio, base)
+        raw = raw_forward_rate(scorer.encoder, [p for _, p in image_items(studio)], args.batch_size)
+        out["throughput"][label] = {"images": n, "batch_size": args.batch_size,
+                                    "pipeline_images_per_s": round(pipeline, 1),
+                                    "raw_forward_images_per_s": round(raw, 1), "ratio": round(pipeline / raw, 3)}
+        print(label, out["throughput"][label], flush=True)
+
+
+def peak_memory_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def big_store(args, out: dict):
+    """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
+    from mumic_core.collection import import_folder
+    from mumic_core.jobs import get_job
+    from mumic_core.registry import ensure_base_version
+    from mumic_core.worker import enqueue
+
+    home = args.home / "big"
+    rows = scenes(args.home / "scenes", args.images)
+    studio = fresh_studio(home, args.starter)
+    demo_classes(studio)
+    t = time.monotonic()
+    report = import_folder(studio, args.home / "scenes")
+    out["store"] = {"images": len(report.added), "classes": 20, "import_seconds": round(time.monotonic() - t, 1)}
+    print(out["store"], flush=True)
+    ensure_base_version(studio)
+    env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}"}
+    worker = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey",
+                               "--workers", "1", "--worker-type", "thread", "--max-delay", "1"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t = time.monotonic()
+        job_id = enqueue(studio, "score", {})
+        while get_job(studio, job_id).status in ("queued", "running"):
+            time.sleep(2)
+        job = get_job(studio, job_id)
+        seconds = time.monotonic() - t
+        peak = peak_memory_kib(worker.pid)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    if job.status != "succeeded":
+        sys.exit(f"the score job {job.status}: {job.error}")
+    out["worker_rescoring"] = {"images": len(rows), "seconds": round(seconds, 1),
+                               "images_per_s": round(len(rows) / seconds, 1),
+                               "peak_rss_mib": round(peak / 1024, 1),
+                               "note": "huey consumer as in the Procfile; VmHWM of its process after the job"}
+    print(out["worker_rescoring"], flush=True)
+    return studio, rows
+
+
+def new_class(studio, out: dict) -> None:
+    from mumic_core.classes import add_class
+    from mumic_core.registry import active_version
+    from mumic_core.scoring import score_classes
+
+    version = active_version(studio)
+    times = []
+    for name in ("teal blob", "tiny dot", "big shape", "pale square", "dark star"):
+        t = time.monotonic()
+        cls = add_class(studio, name, [f"a picture of a {name}"])
+        n = score_classes(studio, version, [cls.id])
+        times.append(time.monotonic() - t)
+    out["new_class"] = {"images": n, "seconds_median": round(statistics.median(times), 2),
+                        "seconds_each": [round(x, 2) for x in times], "goal_seconds": 2.0}
+    print(out["new_class"], flush=True)
+
+
+def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
+    from mumic_core.collection import import_labels_csv
+    from mumic_core.lifecycle import promote
+    from mumic_core.registry import active_version
+    from mumic_core.scenes import DEMO_CLASSES, write_labels_csv
+    from mumic_core.training import TrainConfig, train
+
+    names = {c.name for c in DEMO_CLASSES}
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "labels.csv"
+        write_labels_csv([(f, labels & names) for f, labels in rows[:n_labelled]], csv)
+        import_labels_csv(studio, csv, annotator="bench", complete=True)
+    t = time.monotonic()
+    result = train(studio, TrainConfig(mode="head", activate="always"), active_version(studio))
+    t_train = time.monotonic() - t
+    t = time.monotonic()
+    promote(studio, result.version)
+    out["head_mode"] = {"labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
+                        "train_seconds": round(t_train, 1), "promote_seconds": round(time.monotonic() - t, 1),
+                        "goal_train_seconds": 30.0, "val_map_before": round(result.parent_metrics["map"], 4),
+                        "val_map_after": round(result.metrics["map"], 4),
+                        "note": "promote = re-score every image with the new head and activate it"}
+    print(out["head_mode"], flush=True)
+
+
+def full_mode(args, out: dict) -> None:
+    """Full mode on the demo collection (400 images, 200 labelled)."""
+    from mumic_core.demo import seed_demo
+    from mumic_core.lifecycle import promote
+    from mumic_core.registry import ensure_base_version
+    from mumic_core.scoring import score_collection
+    from mumic_core.training import TrainConfig, train
+
+    studio = fresh_studio(args.home / "demo", args.starter)
+    base = ensure_base_version(studio)
+    seed_demo(studio)
+    score_collection(studio, base)
+    t = time.monotonic()
+    result = train(studio, TrainConfig(mode="full", epochs=args.full_epochs, activate="always"), base)
+    t_train = time.monotonic() - t
+    t = time.monotonic()
+    promote(studio, result.version)
+    out["full_mode_demo"] = {"labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
+                             "epochs": result.version.training_config["epochs"] or 30,
+                             "train_seconds": round(t_train, 1), "promote_seconds": round(time.monotonic() - t, 1),
+                             "val_map_before": round(result.parent_metrics["map"], 4),
+                             "val_map_after": round(result.metrics["map"], 4)}
+    print(out["full_mode_demo"], flush=True)
+
+
+def markdown(out: dict) -> str:
+    lines = ["# Speed", "", f"Machine: {out['machine']}. Command: `{out['command']}`.", ""]
+    if "throughput" in out:
+        lines += ["## Scoring throughput (goal: pipeline / raw forward >= 0.9)", "",
+                  "| model | images | batch | pipeline img/s | raw forward img/s | ratio |", "|---|---|---|---|---|---|"]
+        for label, r in out["throughput"].items():
+            lines.append(f"| {label} | {r['images']} | {r['batch_size']} | {r['pipeline_images_per_s']} | "
+                         f"{r['raw_forward_images_per_s']} | {r['ratio']} |")
+        lines.append("")
+    if "worker_rescoring" in out:
+        w = out["worker_rescoring"]
+        lines += ["## Worker re-scoring the store", "",
+                  f"{w['images']} images, 20 classes, from cold (decode, embed, store): {w['seconds']} s "
+                  f"({w['images_per_s']} img/s); peak resident memory of the worker process **{w['peak_rss_mib']} MiB**.",
+                  ""]
+    if "new_class" in out:
+        c = out["new_class"]
+        lines += ["## A new class over the store (goal <= 2 s)", "",
+                  f"add_class + score_classes over {c['images']} images: median **{c['seconds_median']} s** "
+                  f"(each: {c['seconds_each']}).", ""]
+    if "head_mode" in out:
+        h = out["head_mode"]
+        lines += ["## Head-mode retraining (goal <= 30 s)", "",
+                  f"{h['labelled_images']} labelled images: training {h['train_seconds']} s (validation mAP "
+                  f"{h['val_map_before']} -> {h['val_map_after']}); promotion (re-score + activate) "
+                  f"{h['promote_seconds']} s.", ""]
+    if "full_mode_demo" in out:
+        f = out["full_mode_demo"]
+        lines += ["## Full-mode retraining on the demo", "",
+                  f"{f['labelled_images']} labelled images, {f['epochs']} epochs: {f['train_seconds']} s "
+                  f"(validation mAP {f['val_map_before']} -> {f['val_map_after']}); promotion {f['promote_seconds']} s.",
+                  ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--labelled", type=int, default=10_000)
+    ap.add_argument("--starter", type=Path, default=ROOT / "mumic_data" / "models" / "starter")
+    ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-speed"))
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--throughput-images", type=int, default=4096)
+    ap.add_argument("--vit-images", type=int, default=1024)
+    ap.add_argument("--full-epochs", type=int, default=None)
+    ap.add_argument("--parts", default="throughput,worker,new_class,head,full")
+    args = ap.parse_args()
+    if not (args.starter / "open_clip_config.json").is_file():
+        sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
+    args.home.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    out: dict = {"command": " ".join(["python benchmarks/speed.py", *sys.argv[1:]]),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
+                            f"{torch.get_num_threads()}, {gpu}"}
+    parts = set(args.parts.split(","))
+    if "throughput" in parts:
+        throughput(args, out)
+    if parts & {"worker", "new_class", "head"}:
+        studio, rows = big_store(args, out)
+        if "new_class" in parts:
+            new_class(studio, out)
+        if "head" in parts:
+            head_retrain(studio, rows, args.labelled, out)
+    if "full" in parts:
+        full_mode(args, out)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "speed.md").write_text(markdown(out))
+
+
+if __name__ == "__main__":
+    main()
