@@ -185,3 +185,16 @@ def test_fixed_temperature_and_offset_stay_at_their_initial_values():
     assert fixed.temperature == pytest.approx(tau0, rel=1e-5)
     assert fixed.offset == pytest.approx(b0, abs=1e-6)
     assert (learned.temperature, learned.offset) != pytest.approx((tau0, b0), abs=1e-4)
+
+
+def test_default_full_mode_learning_rate_follows_the_model_size():
+    from types import SimpleNamespace
+
+    def encoder(kind: str, n: int):
+        model = torch.nn.Module()
+        model.w = torch.nn.Parameter(torch.empty(n, device="meta"))
+        return SimpleNamespace(spec=SimpleNamespace(kind=kind), model=model)
+
+    assert training.default_full_lr(encoder("builtin-random", 1000)) == 1e-3
+    assert training.default_full_lr(encoder("starter", 20_000_000)) == 3e-4
+    assert training.default_full_lr(encoder("pretrained", 151_000_000)) == 1e-5
