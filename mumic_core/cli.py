@@ -181,7 +181,8 @@ def score(model_name: str | None) -> None:
 @click.option("--mode", type=click.Choice(["head", "full"]), default="head", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Epochs (full) or steps (head).")
 @click.option("--lr", type=float, default=None)
-@click.option("--per-class-offset", is_flag=True)
+@click.option("--per-class-offset/--global-offset", default=True, show_default=True,
+              help="One learned offset per class, or one for all classes.")
 @click.option("--unfreeze", type=click.Choice(["all", "last"]), default="all", show_default=True)
 @click.option("--activate", "activate_policy", type=click.Choice(["if-better", "always", "never"]),
               default="if-better", show_default=True)

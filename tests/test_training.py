@@ -179,8 +179,9 @@ def test_fixed_temperature_and_offset_stay_at_their_initial_values():
     mask = np.ones_like(targets)
     names = ["a", "b", "c"]
     fixed, _ = training.fit_head(emb, text, targets, mask, names,
-                                 TrainConfig(epochs=50, learn_temperature=False, learn_offset=False))
-    learned, _ = training.fit_head(emb, text, targets, mask, names, TrainConfig(epochs=50))
+                                 TrainConfig(epochs=50, learn_temperature=False, learn_offset=False,
+                                             per_class_offset=False))
+    learned, _ = training.fit_head(emb, text, targets, mask, names, TrainConfig(epochs=50, per_class_offset=False))
     tau0, b0 = training.init_temperature_offset(torch.from_numpy(emb @ text.T), positive_rate=float(targets.mean()))
     assert fixed.temperature == pytest.approx(tau0, rel=1e-5)
     assert fixed.offset == pytest.approx(b0, abs=1e-6)
