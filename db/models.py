@@ -6,6 +6,7 @@ place except to mark it superseded by the row that corrects it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -16,8 +17,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
+    ColumnElement,
     Text,
+    and_,
+    select,
     text,
     true,
 )
@@ -140,15 +145,25 @@ class ModelVersion(Base):
 
 class Prediction(Base):
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_version_class_score", "model_version_id", "class_id", "score"),)
-
-    model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
+    __table_args__ = (
+        # Clustered by class: a class added to a 100k-image store appends its rows instead of
+        # touching every page of an image-ordered index. One image's rows are a seek per class.
+        PrimaryKeyConstraint("model_version_id", "class_id", "image_id"),
+        Index("ix_predictions_version_class_score", "model_version_id", "class_id", "score"),
     )
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
+
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"))
     similarity: Mapped[float] = mapped_column(Float)
     score: Mapped[float] = mapped_column(Float)
+
+    @classmethod
+    def of_images(cls, version_id: int, image_ids: Iterable[int]) -> ColumnElement[bool]:
+        """WHERE clause for some images' predictions that seeks the (version, class, image) key
+        once per class and image, instead of scanning the whole version."""
+        return and_(cls.model_version_id == version_id, cls.class_id.in_(select(LabelClass.id)),
+                    cls.image_id.in_(list(image_ids)))
 
 
 class ImageScore(Base):

@@ -171,8 +171,7 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
                        func.row_number().over(partition_by=Prediction.image_id,
                                               order_by=Prediction.score.desc()).label("rank"))
                 .join(LabelClass, LabelClass.id == Prediction.class_id)
-                .where(Prediction.model_version_id == version_id, Prediction.image_id.in_(ids),
-                       LabelClass.active.is_(True))
+                .where(Prediction.of_images(version_id, ids), LabelClass.active.is_(True))
                 .subquery()
             )
             rows = list(s.execute(select(ranked).where(ranked.c.rank <= top_k)))

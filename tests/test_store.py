@@ -110,3 +110,49 @@ def test_duplicate_content_is_stored_once(studio, tmp_path):
     assert again.added == [] and "already in the collection" in again.duplicates[0][1]
     with studio.read() as s:
         assert s.execute(text("select count(*) from images")).scalar() == 2
+
+
+def test_predictions_are_clustered_by_class(studio):
+    """A new class appends its rows: the key is (version, class, image), and a lookup of some
+    images' predictions still seeks the key instead of scanning the version."""
+    from db.models import Prediction
+
+    engine = get_engine(studio.url)
+    key = inspect(engine).get_pk_constraint("predictions")["constrained_columns"]
+    assert key == ["model_version_id", "class_id", "image_id"]
+    query = select(Prediction.score).where(Prediction.of_images(1, [5, 7]))
+    with engine.connect() as conn:
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "class_id=? AND image_id=?" in plan, plan
+
+
+def test_migration_0005_keeps_every_prediction(tmp_path):
+    """Upgrading a store from revision 0004 re-keys predictions without losing a row."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0004")
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO model_versions (id, name, kind, description, architecture, weights, "
+                             "training_config, metrics, status, created_at) VALUES "
+                             "(1, 'v1', 'base', '', 'a', 'b', '{}', '{}', 'ready', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO classes (id, name, normalized_name, description, active, created_at) "
+                             "VALUES (1, 'a', 'a', '', 1, '2026-01-01'), (2, 'b', 'b', '', 1, '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO images (id, sha256, original_name, relpath, width, height, format, split, "
+                             "added_at) VALUES (1, 'x', 'x.png', 'x.png', 1, 1, 'PNG', 'train', '2026-01-01'), "
+                             "(2, 'y', 'y.png', 'y.png', 1, 1, 'PNG', 'train', '2026-01-01')")
+        conn.exec_driver_sql("INSERT INTO predictions VALUES (1, 1, 1, 0.1, 0.2), (1, 1, 2, 0.3, 0.4), "
+                             "(1, 2, 1, 0.5, 0.6), (1, 2, 2, 0.7, 0.8)")
+    engine.dispose()
+    command.upgrade(alembic_config(url), "head")
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT model_version_id, image_id, class_id, similarity, score "
+                                    "FROM predictions ORDER BY image_id, class_id").all()
+    assert [tuple(r) for r in rows] == [(1, 1, 1, 0.1, 0.2), (1, 1, 2, 0.3, 0.4), (1, 2, 1, 0.5, 0.6),
+                                        (1, 2, 2, 0.7, 0.8)]
+    assert inspect(engine).get_pk_constraint("predictions")["constrained_columns"][1] == "class_id"
