@@ -129,7 +129,7 @@ def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed:
 
     from .registry import get_version, load_head
     from .review import queue_page, thresholds_for
-    from .scoring import active_classes, image_embeddings, image_items, load_scorer
+    from .scoring import active_classes, image_embeddings, load_scorer
 
     candidates = queue_page(studio, replace(f, sort="priority"), 0, pool)
     if not candidates or f.version_id is None:
@@ -140,7 +140,7 @@ def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed:
     prob = np.zeros((len(candidates), len(classes)), dtype=np.float32)
     with studio.read() as s:
         for i, c, p in s.execute(sql_select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                Prediction.model_version_id == f.version_id, Prediction.image_id.in_(candidates))):
+                Prediction.of_images(f.version_id, candidates))):
             if c in col:
                 prob[row[i], col[c]] = p
         per_class = dict(s.execute(sql_select(Annotation.class_id, func.count()).where(
@@ -155,8 +155,7 @@ def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed:
     emb = labelled_emb = None
     if weights.get("diversity", 0) > 0:
         scorer = load_scorer(studio, version)
-        paths = dict(image_items(studio, candidates))  # image_items returns id order; keep the queue's
-        emb = image_embeddings(studio, scorer, [(i, paths[i]) for i in candidates])
-        labelled_emb = image_embeddings(studio, scorer, image_items(studio, seen)) if seen else None
+        emb = image_embeddings(studio, scorer, candidates)
+        labelled_emb = image_embeddings(studio, scorer, seen) if seen else None
     order = select(prob, thresholds, len(candidates), weights, emb, labelled_emb, positives, seed)
     return [candidates[k] for k in order]

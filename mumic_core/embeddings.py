@@ -60,29 +60,36 @@ class EmbeddingCache:
     def ensure(
         self,
         encoder: Encoder,
-        items: Sequence[tuple[int, Path]],
+        ids: Sequence[int],
+        locate: Callable[[list[int]], Sequence[tuple[int, Path]]],
         progress: Callable[[int], None] | None = None,  # called with the number of images just encoded
         batch_size: int = 64,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings for ``items`` (image id, path), in their order, computing the missing ones
-        and saving them part by part."""
-        wanted = np.array([i for i, _ in items], dtype=np.int64)
+        """Embeddings for image ``ids``, in their order. Ids not cached yet are encoded from the
+        files that ``locate(missing ids)`` names as (id, path), saved part by part."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._lock:
-            ids, emb = self.load()
-            known = np.isin(wanted, ids)
-            missing = [item for item, k in zip(items, known) if not k]
-            for start in range(0, len(missing), self.chunk):
-                chunk = missing[start:start + self.chunk]
-                new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
-                self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
+            cached, emb = self.load()
+            missing = np.unique(wanted[~np.isin(wanted, cached)]).tolist()
             if missing:
-                ids, emb = self.load()
-                self._merge(ids, emb)
+                items = list(locate(missing))
+                for start in range(0, len(items), self.chunk):
+                    chunk = items[start:start + self.chunk]
+                    new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
+                    self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
+                cached, emb = self.load()
+                self._merge(cached, emb)
         if not len(wanted):
-            return ids[:0], np.asarray(emb[:0])
-        sorter = np.argsort(ids, kind="stable")
-        rows = sorter[np.searchsorted(ids, wanted, sorter=sorter)]
-        return ids[rows], np.asarray(emb[rows])
+            return cached[:0], np.asarray(emb[:0])
+        sorter = np.argsort(cached, kind="stable")
+        pos = np.minimum(np.searchsorted(cached, wanted, sorter=sorter), len(cached) - 1) if len(cached) else None
+        if pos is None or (cached[sorter[pos]] != wanted).any():
+            lost = wanted if pos is None else wanted[cached[sorter[pos]] != wanted]
+            raise KeyError(f"no file to embed for image ids {lost[:5].tolist()}")
+        rows = sorter[pos]
+        if len(rows) == len(cached) and (rows == np.arange(len(rows))).all():
+            return cached, np.asarray(emb)  # all of the cache in its order: no copy of a memory map
+        return cached[rows], np.asarray(emb[rows])
 
     def _append(self, ids: np.ndarray, emb: np.ndarray) -> int:
         parts = self._parts()

@@ -14,7 +14,7 @@ from .classifier import encode_images
 from .images import iter_image_files
 from .metrics import evaluate
 from .scenes import read_labels_csv
-from .scoring import active_classes, image_items, load_scorer, predict
+from .scoring import active_classes, load_scorer, predict
 from .studio import Studio
 
 
@@ -39,8 +39,7 @@ def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> d
     if missing:
         raise ValueError(f"{len(missing)} images of {truth_csv} are not in the collection, e.g. {missing[0]}")
     classes = active_classes(studio)
-    items = dict(image_items(studio, [ids[n] for n, _ in rows]))
-    _, prob = predict(studio, load_scorer(studio, version), [(ids[n], items[ids[n]]) for n, _ in rows], classes)
+    _, prob = predict(studio, load_scorer(studio, version), [ids[n] for n, _ in rows], classes)
     names = [c.name for c in classes]
     return evaluate(prob, _truth_matrix(rows, names), names)
 

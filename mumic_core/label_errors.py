@@ -62,7 +62,7 @@ def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: in
 
     labels: LabelSet = gather_labels(studio)
     scorer = load_scorer(studio, version)
-    emb = image_embeddings(studio, scorer, list(zip(labels.image_ids, labels.paths)))
+    emb = image_embeddings(studio, scorer, labels.image_ids)
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
     probs = cross_validated_probabilities(emb, text, labels.targets, labels.mask, [c.name for c in labels.classes],
                                           folds, seed, progress)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import case, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
 
@@ -23,6 +25,9 @@ from .studio import Studio
 Progress = Callable[[int], None]
 DEFAULT_POSITIVE_RATE = 0.15
 _INSERT_CHUNK = 20_000
+_ID_SLICE = 10_000
+_text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
+_text_lock = threading.Lock()
 
 
 @dataclass
@@ -34,7 +39,18 @@ class Scorer:
     head: Head | None
 
     def text_embeddings(self, prompts_per_class: Sequence[Sequence[str]]) -> np.ndarray:
-        return encode_prompts(self.encoder, prompts_per_class).cpu().numpy()
+        """(C, D) class embeddings from prompts; each class's is computed once per loaded model
+        (a ViT-B-32 text tower takes seconds for a few dozen classes on a CPU)."""
+        with _text_lock:
+            known = _text_cache.setdefault(self.encoder.model, {})
+            if len(known) > 20_000:  # free-text searches add up; start over rather than grow
+                known.clear()
+            missing = list(dict.fromkeys(tuple(p) for p in prompts_per_class if tuple(p) not in known))
+            if missing:
+                known.update(zip(missing, encode_prompts(self.encoder, missing).cpu().numpy()))
+            if not prompts_per_class:
+                return np.zeros((0, self.encoder.model_cfg["embed_dim"]), dtype=np.float32)
+            return np.stack([known[tuple(p)] for p in prompts_per_class])
 
     def class_matrix(self, names: Sequence[str], prompts: Sequence[Sequence[str]]) -> np.ndarray:
         text = self.text_embeddings(prompts)
@@ -45,21 +61,32 @@ def load_scorer(studio: Studio, version: ModelVersion) -> Scorer:
     return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
 
 
+def all_image_ids(studio: Studio) -> np.ndarray:
+    """Every image id, ascending."""
+    with studio.read() as s:
+        ids = s.connection().execute(select(Image.__table__.c.id).order_by(Image.__table__.c.id)).scalars().all()
+    return np.array(ids, dtype=np.int64)
+
+
 def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
     """(id, file path) for all images, or for the given ids, in id order."""
+    q = select(Image.id, Image.relpath).order_by(Image.id)
     with studio.read() as s:
-        q = select(Image.id, Image.relpath).order_by(Image.id)
-        if image_ids is not None:
-            q = q.where(Image.id.in_(list(image_ids)))
-        rows = s.execute(q).all()
+        if image_ids is None:
+            rows = s.execute(q).all()
+        else:  # in slices: SQLite caps the number of bound parameters
+            wanted = sorted({int(i) for i in image_ids})
+            rows = [r for k in range(0, len(wanted), _ID_SLICE)
+                    for r in s.execute(q.where(Image.id.in_(wanted[k:k + _ID_SLICE]))).all()]
     root = studio.settings.image_dir
     return [(i, root / rel) for i, rel in rows]
 
 
-def image_embeddings(studio: Studio, scorer: Scorer, items: Sequence[tuple[int, Path]],
+def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
                      progress: Progress | None = None) -> np.ndarray:
+    """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded."""
     cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key, studio.settings.embedding_chunk)
-    return cache.ensure(scorer.encoder, items, progress=progress)[1]
+    return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
 
 
 def active_classes(studio: Studio) -> list[LabelClass]:
@@ -86,10 +113,10 @@ def calibrate_base_head(studio: Studio, scorer: Scorer, similarity: np.ndarray) 
     return head
 
 
-def predict(studio: Studio, scorer: Scorer, items: Sequence[tuple[int, Path]], classes: Sequence[LabelClass],
+def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[LabelClass],
             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(similarity, probability) arrays of shape (N, C)."""
-    emb = image_embeddings(studio, scorer, items, progress)
+    """(similarity, probability) arrays of shape (N, C) for stored images."""
+    emb = image_embeddings(studio, scorer, image_ids, progress)
     names = [c.name for c in classes]
     cls = scorer.class_matrix(names, [c.prompt_texts for c in classes])
     sim = emb @ cls.T if len(cls) else np.zeros((len(emb), 0), dtype=np.float32)
@@ -97,56 +124,77 @@ def predict(studio: Studio, scorer: Scorer, items: Sequence[tuple[int, Path]], c
     return sim, head.probabilities(sim, names)
 
 
-def _write_predictions(studio: Studio, version_id: int, image_ids: Sequence[int], class_ids: Sequence[int],
+def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, class_ids: Sequence[int],
                        sim: np.ndarray, prob: np.ndarray, replace_all: bool) -> int:
     """Replace the version's predictions (all, or those of ``class_ids``) in one transaction.
-    Rows are built one chunk of images at a time, so memory stays flat at 100k+ images."""
-    per_chunk = max(1, _INSERT_CHUNK // max(1, len(class_ids)))
+    Rows are built a chunk at a time, so memory stays flat at 100k+ images."""
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    class_ids = [int(c) for c in class_ids]
+    table = Prediction.__table__
     with studio.write() as s:
-        new_classes = not replace_all and s.scalar(
-            select(Prediction.image_id).where(Prediction.model_version_id == version_id,
-                                              Prediction.class_id.in_(list(class_ids))).limit(1)) is None
-        q = delete(Prediction).where(Prediction.model_version_id == version_id)
+        conn = s.connection()
+        new_classes = not replace_all and conn.scalar(  # class_id, not image_id: SQLite then walks
+            select(table.c.class_id).where(table.c.model_version_id == version_id,  # the class index
+                                           table.c.class_id.in_(class_ids)).limit(1)) is None
+        q = delete(table).where(table.c.model_version_id == version_id)
         if not replace_all:
-            q = q.where(Prediction.class_id.in_(list(class_ids)))
-        s.execute(q)
-        for start in range(0, len(image_ids), per_chunk):
-            rows = [
-                {"model_version_id": version_id, "image_id": int(image_ids[a]), "class_id": int(c),
-                 "similarity": float(sim[a, b]), "score": float(prob[a, b])}
-                for a in range(start, min(start + per_chunk, len(image_ids))) for b, c in enumerate(class_ids)
-            ]
-            if rows:
-                s.execute(insert(Prediction), rows)
-        summaries = s.scalar(select(func.count()).select_from(ImageScore)
-                             .where(ImageScore.model_version_id == version_id))
-        if new_classes and summaries == len(image_ids):
-            _merge_image_scores(s, version_id, class_ids)
-        else:
-            _refresh_image_scores(s, version_id)
+            q = q.where(table.c.class_id.in_(class_ids))
+        conn.execute(q)
+        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
+        for b, class_id in enumerate(class_ids):  # in key order (class, then image): inserts append
+            for start in range(0, len(image_ids), _INSERT_CHUNK):
+                end = min(start + _INSERT_CHUNK, len(image_ids))
+                insert_many(conn, table, columns, zip(
+                    [version_id] * (end - start), image_ids[start:end].tolist(), [class_id] * (end - start),
+                    sim[start:end, b].tolist(), prob[start:end, b].tolist()))
+        if not (new_classes and _merge_image_scores(conn, version_id, image_ids, prob)):
+            _refresh_image_scores(conn, version_id)
+        refresh_statistics(conn)
     return len(image_ids) * len(class_ids)
 
 
-def _merge_image_scores(session, version_id: int, class_ids: Sequence[int]) -> None:
-    """Fold classes scored for the first time into the per-image summaries (a new class over
-    100k images: one pass over its own predictions instead of all of them)."""
-    new = (select(Prediction.image_id, func.max(Prediction.score).label("top"),
-                  func.min(func.abs(Prediction.score - 0.5)).label("unsure"))
-           .where(Prediction.model_version_id == version_id, Prediction.class_id.in_(list(class_ids)))
-           .group_by(Prediction.image_id).subquery())
-    session.execute(
-        update(ImageScore)
-        .where(ImageScore.model_version_id == version_id, ImageScore.image_id == new.c.image_id)
-        .values(max_score=case((new.c.top > ImageScore.max_score, new.c.top), else_=ImageScore.max_score),
-                uncertainty=case((new.c.unsure < ImageScore.uncertainty, new.c.unsure),
-                                 else_=ImageScore.uncertainty)))
-    refresh_statistics(session)
+def insert_many(conn, table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    """INSERT rows (tuples in ``columns`` order) through the driver's executemany: at 100k rows,
+    SQLAlchemy's per-row parameter processing costs as much as SQLite's own inserting."""
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    if conn.dialect.positional:
+        assert list(compiled.positiontup) == list(columns), compiled.positiontup
+        params = list(rows)
+    else:
+        params = [dict(zip(columns, r)) for r in rows]
+    if params:
+        conn.exec_driver_sql(str(compiled), params)
 
 
-def _refresh_image_scores(session, version_id: int) -> None:
+def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> bool:
+    """Fold classes scored for the first time into the per-image summaries, in memory, writing
+    only the summaries that change (a new class over 100k images: well under a second).
+    False when the summaries do not cover exactly these images (then they are rebuilt)."""
+    table = ImageScore.__table__
+    rows = conn.execute(select(table.c.image_id, table.c.max_score, table.c.uncertainty)
+                        .where(table.c.model_version_id == version_id).order_by(table.c.image_id)).all()
+    if len(rows) != len(image_ids) or not len(rows):
+        return False
+    current = np.array([tuple(r) for r in rows], dtype=np.float64)
+    order = np.argsort(image_ids, kind="stable")
+    if not np.array_equal(current[:, 0].astype(np.int64), image_ids[order]):
+        return False
+    top = np.maximum(current[:, 1], prob[order].max(axis=1))
+    unsure = np.minimum(current[:, 2], np.abs(prob[order] - 0.5).min(axis=1))
+    changed = np.flatnonzero((top != current[:, 1]) | (unsure != current[:, 2]))
+    if len(changed):
+        conn.execute(
+            update(table).where(table.c.model_version_id == version_id, table.c.image_id == bindparam("b_id"))
+            .values(max_score=bindparam("b_top"), uncertainty=bindparam("b_unsure")),
+            [{"b_id": i, "b_top": t, "b_unsure": u} for i, t, u in
+             zip(current[changed, 0].astype(np.int64).tolist(), top[changed].tolist(), unsure[changed].tolist())])
+    return True
+
+
+def _refresh_image_scores(conn, version_id: int) -> None:
     """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
-    session.execute(delete(ImageScore).where(ImageScore.model_version_id == version_id))
-    session.execute(insert(ImageScore).from_select(
+    conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
+    conn.execute(insert(ImageScore.__table__).from_select(
         ["model_version_id", "image_id", "max_score", "uncertainty"],
         select(Prediction.model_version_id, Prediction.image_id, func.max(Prediction.score),
                func.min(func.abs(Prediction.score - 0.5)))
@@ -154,34 +202,33 @@ def _refresh_image_scores(session, version_id: int) -> None:
         .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
         .group_by(Prediction.model_version_id, Prediction.image_id),
     ))
-    refresh_statistics(session)
 
 
-def refresh_statistics(session) -> None:
+def refresh_statistics(conn) -> None:
     """Let SQLite's planner know the tables' sizes (a sampled ANALYZE, milliseconds): without
     it, counting a 100k-image queue can walk an index in the wrong order and take 6x longer."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(text("PRAGMA analysis_limit=1000"))
-        session.execute(text("ANALYZE"))
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("PRAGMA analysis_limit=1000"))
+        conn.execute(text("ANALYZE"))
 
 
 def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
     """Score every image against every active class; replaces the version's predictions at once."""
     scorer = load_scorer(studio, version)
-    items = image_items(studio)
+    ids = all_image_ids(studio)
     classes = active_classes(studio)
-    sim, prob = predict(studio, scorer, items, classes, progress)
-    return _write_predictions(studio, version.id, [i for i, _ in items], [c.id for c in classes], sim, prob, True)
+    sim, prob = predict(studio, scorer, ids, classes, progress)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
 
 
 def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int]) -> int:
     """Zero-shot (or learned) scores of some classes for every stored image: one matrix product
     against the cached embeddings."""
     scorer = load_scorer(studio, version)
-    items = image_items(studio)
+    ids = all_image_ids(studio)
     classes = [c for c in active_classes(studio) if c.id in set(class_ids)]
-    sim, prob = predict(studio, scorer, items, classes)
-    return _write_predictions(studio, version.id, [i for i, _ in items], [c.id for c in classes], sim, prob, False)
+    sim, prob = predict(studio, scorer, ids, classes)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, False)
 
 
 def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequence[str], k: int = 12,
@@ -189,10 +236,10 @@ def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequ
     """Preview without storing anything: the k images that a class defined by ``prompts`` would
     score highest (one matrix product against the cached embeddings)."""
     scorer = load_scorer(studio, version)
-    items = image_items(studio)
-    if not items or not prompts:
+    ids = all_image_ids(studio)
+    if not len(ids) or not prompts:
         return []
-    emb = image_embeddings(studio, scorer, items)
+    emb = image_embeddings(studio, scorer, ids)
     text = scorer.text_embeddings([list(prompts)])
     if name and scorer.head and name in scorer.head.class_embeddings:
         text = scorer.head.class_matrix([name], text)
@@ -200,7 +247,7 @@ def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequ
         raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
     prob = scorer.head.probabilities(emb @ text.T, [name or ""])[:, 0]
     top = np.argsort(-prob)[:k]
-    return [(items[i][0], float(prob[i])) for i in top]
+    return [(int(ids[i]), float(prob[i])) for i in top]
 
 
 def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int = 10) -> list[tuple[str, float]]:
@@ -209,7 +256,7 @@ def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int =
         rows = s.execute(
             select(LabelClass.name, Prediction.score)
             .join(LabelClass, LabelClass.id == Prediction.class_id)
-            .where(Prediction.image_id == image_id, Prediction.model_version_id == version_id,
+            .where(Prediction.of_images(version_id, [image_id]),
                    LabelClass.active.is_(True))
             .order_by(Prediction.score.desc()).limit(limit)
         ).all()

@@ -14,7 +14,7 @@ import numpy as np
 
 from db.models import ModelVersion
 
-from .scoring import image_embeddings, image_items, load_scorer
+from .scoring import all_image_ids, image_embeddings, load_scorer
 from .studio import Studio
 from .vector_index import VectorIndex
 
@@ -28,10 +28,9 @@ def index_dir(studio: Studio, version: ModelVersion) -> Path:
 def build_index(studio: Studio, version: ModelVersion) -> VectorIndex:
     """Index every image's embedding under this version's encoder, and save it."""
     scorer = load_scorer(studio, version)
-    items = image_items(studio)
-    emb = image_embeddings(studio, scorer, items)
-    index = VectorIndex.build(np.array([i for i, _ in items], dtype=np.int64),
-                              emb if len(items) else np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), np.float32))
+    ids = all_image_ids(studio)
+    emb = image_embeddings(studio, scorer, ids)
+    index = VectorIndex.build(ids, emb if len(ids) else np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), np.float32))
     index.save(index_dir(studio, version))
     return index
 
@@ -52,10 +51,9 @@ def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
         cached = _loaded.get(folder)
         index = cached[1] if cached and cached[0] == mtime else VectorIndex.load(folder)
         missing = _image_ids(studio, unless_count=len(index))
-        new = image_items(studio, missing[~np.isin(missing, index.ids())].tolist()) if len(missing) else []
-        if new:
-            emb = image_embeddings(studio, load_scorer(studio, version), new)
-            index.add(np.array([i for i, _ in new], dtype=np.int64), emb)
+        new = missing[~np.isin(missing, index.ids())]
+        if len(new):
+            index.add(new, image_embeddings(studio, load_scorer(studio, version), new))
             index.save(folder)
         _loaded[folder] = (path.stat().st_mtime_ns, index)
         return index
@@ -68,10 +66,11 @@ def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
 
     from db.models import Image
 
-    with studio.read() as s:
-        if unless_count is not None and s.scalar(select(func.count(Image.id))) == unless_count:
-            return np.zeros(0, dtype=np.int64)
-        return np.array(s.scalars(select(Image.id)).all(), dtype=np.int64)
+    if unless_count is not None:
+        with studio.read() as s:
+            if s.scalar(select(func.count(Image.id))) == unless_count:
+                return np.zeros(0, dtype=np.int64)
+    return all_image_ids(studio)
 
 
 def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -> list[tuple[int, float]]:
@@ -131,11 +130,10 @@ def embedding_map(studio: Studio, version: ModelVersion, max_points: int = 5000,
     """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
     from sklearn.decomposition import PCA
 
-    items = image_items(studio)
-    if len(items) > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(len(items), size=max_points, replace=False))
-        items = [items[k] for k in keep]
-    if len(items) < 3:
-        return [i for i, _ in items], np.zeros((len(items), 2))
-    emb = image_embeddings(studio, load_scorer(studio, version), items)
-    return [i for i, _ in items], PCA(n_components=2, random_state=seed).fit_transform(emb)
+    ids = all_image_ids(studio)
+    if len(ids) > max_points:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_points, replace=False))
+    if len(ids) < 3:
+        return ids.tolist(), np.zeros((len(ids), 2))
+    emb = image_embeddings(studio, load_scorer(studio, version), ids)
+    return ids.tolist(), PCA(n_components=2, random_state=seed).fit_transform(emb)

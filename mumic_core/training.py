@@ -165,15 +165,15 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
         val_rows = train_rows  # tiny collections: report training-set metrics, said in the config
     report = progress or (lambda phase, frac, info: None)
     scorer = load_scorer(studio, parent)
-    items = list(zip(labels.image_ids, labels.paths))
+    ids = labels.image_ids
     done = [0]
 
     def embedded(k: int) -> None:
         done[0] += k
-        report("embedding", done[0] / len(items), {"images": done[0], "of": len(items)})
+        report("embedding", done[0] / len(ids), {"images": done[0], "of": len(ids)})
 
-    report("embedding", 0.0, {"images": 0, "of": len(items)})
-    _, parent_prob = predict(studio, scorer, items, labels.classes, progress=embedded)
+    report("embedding", 0.0, {"images": 0, "of": len(ids)})
+    _, parent_prob = predict(studio, scorer, ids, labels.classes, progress=embedded)
     parent_metrics = _metrics(parent_prob[val_rows], labels, val_rows, None)
 
     name = next_version_name(studio)
@@ -182,7 +182,7 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
     if config.mode == "head":
         head, history = _train_head(studio, scorer, labels, train_rows, config, report, started)
         spec = scorer.encoder.spec
-        probs = _head_probs(studio, scorer, head, labels, items)
+        probs = _head_probs(studio, scorer, head, labels)
     else:
         head, history, encoder = fit_full(scorer.encoder, [labels.paths[r] for r in train_rows],
                                           labels.targets[train_rows], labels.mask[train_rows],
@@ -222,15 +222,14 @@ def _not_worse(new: dict, old: dict) -> bool:
     return b is None or (isinstance(b, float) and math.isnan(b)) or a >= b
 
 
-def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet, items) -> np.ndarray:
+def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet) -> np.ndarray:
     trained = Scorer(scorer.version, scorer.encoder, head)
-    return predict(studio, trained, items, labels.classes)[1]
+    return predict(studio, trained, labels.image_ids, labels.classes)[1]
 
 
 def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarray, config: TrainConfig,
                 report, started: float) -> tuple[Head, list[dict]]:
-    items = [(labels.image_ids[r], labels.paths[r]) for r in rows]
-    emb = image_embeddings(studio, scorer, items)
+    emb = image_embeddings(studio, scorer, [labels.image_ids[r] for r in rows])
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
     return fit_head(emb, text, labels.targets[rows], labels.mask[rows], [c.name for c in labels.classes],
                     config, report, started)

@@ -80,7 +80,7 @@ def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
     from mumic_core.active_learning import order_queue
     from mumic_core.registry import active_version
     from mumic_core.review import QueueFilter, queue_page
-    from mumic_core.scoring import image_embeddings, image_items, load_scorer
+    from mumic_core.scoring import image_embeddings, load_scorer
 
     studio = demo_studio
     version = active_version(studio)
@@ -88,10 +88,9 @@ def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
     candidates = queue_page(studio, f, 0, 2000)
     assert candidates != sorted(candidates)  # priority order differs from id order here
     scorer = load_scorer(studio, version)
-    paths = dict(image_items(studio, candidates))
-    emb = image_embeddings(studio, scorer, [(i, paths[i]) for i in candidates])
+    emb = image_embeddings(studio, scorer, candidates)
     with studio.read() as s:
         seen = list(s.scalars(sql_select(Annotation.image_id).where(Annotation.is_current.is_(True)).distinct()))
-    labelled = image_embeddings(studio, scorer, image_items(studio, seen))
+    labelled = image_embeddings(studio, scorer, seen)
     expected = [candidates[k] for k in k_center_greedy(emb, labelled, len(candidates))]
     assert order_queue(studio, f, {"diversity": 1.0}) == expected

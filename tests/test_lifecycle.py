@@ -155,6 +155,8 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
     rows = generate_collection(10, seed=1, out_dir=tmp_path / "imgs", size=64)
     items = [(k + 1, tmp_path / "imgs" / name) for k, (name, _) in enumerate(rows)]
+    ids = [i for i, _ in items]
+    locate = lambda missing: [(i, p) for i, p in items if i in set(missing)]  # noqa: E731
     enc = load_encoder(resolve_base_spec(studio.settings))
     cache = EmbeddingCache(tmp_path / "cache", "k", chunk=4)
     real, calls = embeddings.encode_images, []
@@ -167,10 +169,10 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(embeddings, "encode_images", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        cache.ensure(enc, items)
+        cache.ensure(enc, ids, locate)
     assert len(cache.load()[0]) == 8  # two finished parts survived
     calls.clear()
-    ids, emb = cache.ensure(enc, items)
+    ids, emb = cache.ensure(enc, ids, locate)
     assert calls == [2] and ids.tolist() == list(range(1, 11))  # only the missing two were encoded
     assert np.allclose(emb, real(enc, [p for _, p in items]), atol=1e-5)
     assert len([p for p in cache.dir.iterdir() if p.name.endswith("-ids.npy")]) == 1  # merged
@@ -245,3 +247,11 @@ def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
         statuses = dict(s.execute(select(ModelVersion.name, ModelVersion.status)).all())
     assert statuses == {"v0001": "retired", "v0002": "active"}
     assert "Traceback" not in out, out
+
+
+def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):
+    from mumic_core.model_factory import load_encoder, resolve_base_spec
+
+    cache = EmbeddingCache(tmp_path / "cache", "k")
+    with pytest.raises(KeyError, match="999"):
+        cache.ensure(load_encoder(resolve_base_spec(studio.settings)), [999], lambda missing: [])

@@ -1,0 +1,46 @@
+"""The scoring pipeline's fast paths give the same numbers as the plain ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mumic_core import scoring
+from mumic_core.classifier import _pixels, encode_images, split_preprocess
+from mumic_core.images import load_rgb
+from mumic_core.model_factory import load_encoder, resolve_base_spec
+from mumic_core.scenes import generate_collection
+
+
+def test_batched_preprocessing_equals_open_clip_transform(studio, tmp_path: Path):
+    rows = generate_collection(6, seed=3, out_dir=tmp_path, size=80)  # not the model's size: resized
+    paths = [tmp_path / name for name, _ in rows]
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    per_image, per_batch = split_preprocess(encoder.preprocess)
+    assert per_image is not None and per_batch is not None
+    expected = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+    assert torch.equal(_pixels(encoder, paths), expected)
+    with torch.inference_mode():
+        direct = torch.nn.functional.normalize(encoder.model.encode_image(expected).float(), dim=-1).numpy()
+    np.testing.assert_allclose(encode_images(encoder, paths, batch_size=4), direct, atol=1e-5)
+
+
+def test_a_transform_it_cannot_split_is_applied_per_image():
+    assert split_preprocess(lambda im: im) == (None, None)
+
+
+def test_class_text_embeddings_are_computed_once_per_model(studio, monkeypatch):
+    from mumic_core.registry import ensure_base_version
+
+    scorer = scoring.load_scorer(studio, ensure_base_version(studio))
+    first = scorer.text_embeddings([["a red circle"], ["a blue square", "a blue box"]])
+    calls = []
+    real = scoring.encode_prompts
+    monkeypatch.setattr(scoring, "encode_prompts", lambda enc, prompts: calls.append(prompts) or real(enc, prompts))
+    again = scorer.text_embeddings([["a blue square", "a blue box"], ["a green star"], ["a red circle"]])
+    assert calls == [[("a green star",)]]  # only the new class went through the text tower
+    np.testing.assert_array_equal(again[0], first[1])
+    np.testing.assert_array_equal(again[2], first[0])
+    assert scorer.text_embeddings([]).shape == (0, first.shape[1])
