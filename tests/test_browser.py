@@ -78,7 +78,7 @@ def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin")
         pass
     page.goto(url)
     page.get_by_label("Username").fill(user)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_selector(f"text=Signed in as {user}", timeout=30000)
 
@@ -301,7 +301,7 @@ def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_p
             assert page.locator("[data-testid='stImage']").count() == 0
             assert page.locator("text=Signed in as").count() == 0
         page.get_by_label("Username").fill("ann")
-        page.get_by_label("Password").fill("wrong password!")
+        page.get_by_label("Password", exact=True).fill("wrong password!")
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("text=Wrong username or password")
         sign_in(page, server, demo_studio.settings.home, "ann", "annotator")
@@ -311,10 +311,14 @@ def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_p
         page.wait_for_selector("[data-testid='stImage']", timeout=30000)
         settle(page, 1000)
         shot(page, "review_annotator", out)
-        page.goto(f"{server}/classes")  # not in her navigation: the URL falls back to Home
+        page.goto(f"{server}/classes")  # not in her navigation: Streamlit says the page is not found
         page.wait_for_selector("h1")
         settle(page)
+        shot(page, "annotator_admin_url", out)
         assert page.locator("text=Add a class").count() == 0
+        page.goto(server)
+        page.wait_for_selector("text=Signed in as")
+        settle(page)
         page.get_by_role("button", name="Sign out").click()
         page.wait_for_selector("text=You are signed out")
         settle(page)
