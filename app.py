@@ -9,12 +9,21 @@ import streamlit as st
 from mumic_core.collection import class_counts, collection_counts
 from mumic_core.jobs import list_jobs, running_worker_pid
 from mumic_core.registry import active_version, describe
+from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
+from mumic_core.auth import ensure_first_admin
 from mumic_core.studio import open_studio
 
 
 @st.cache_resource
 def studio():
-    return open_studio()
+    """The store (migrated once per server); on a store without accounts, the first admin's
+    password is printed to the server's console, once."""
+    store = open_studio()
+    password = ensure_first_admin(store)
+    if password:
+        print(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
+              "It is shown only this once. Change it: python -m mumic_core users passwd admin\n", flush=True)
+    return store
 
 
 @st.cache_resource
@@ -38,7 +47,7 @@ def warm_up_model() -> threading.Thread:
 
 
 def home() -> None:
-    s = studio()
+    s = signed_in_studio()
     st.title("MuMIC Studio")
     st.caption("Multi-label image labelling: a CLIP model proposes labels, people accept or fix them.")
 
@@ -83,14 +92,20 @@ def home() -> None:
 
 
 st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
+studio()
 warm_up_model()
-st.navigation([
-    st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("app_pages/review.py", url_path="review", title="Review", icon=":material/fact_check:"),
-    st.Page("app_pages/classes.py", url_path="classes", title="Classes", icon=":material/label:"),
-    st.Page("app_pages/dashboard.py", url_path="dashboard", title="Dashboard", icon=":material/monitoring:"),
-    st.Page("app_pages/import_export.py", url_path="import_export", title="Import / export", icon=":material/swap_vert:"),
-    st.Page("app_pages/explore.py", url_path="explore", title="Explore", icon=":material/travel_explore:"),
-    st.Page("app_pages/training.py", url_path="training", title="Training", icon=":material/model_training:"),
-    st.Page("app_pages/jobs.py", url_path="jobs", title="Jobs", icon=":material/settings:"),
+me = signed_in_studio()  # the sign-in form, until someone signs in
+sign_out_button(me)
+PAGES = [
+    ("review", "Review", ":material/fact_check:"),
+    ("classes", "Classes", ":material/label:"),
+    ("dashboard", "Dashboard", ":material/monitoring:"),
+    ("import_export", "Import / export", ":material/swap_vert:"),
+    ("explore", "Explore", ":material/travel_explore:"),
+    ("training", "Training", ":material/model_training:"),
+    ("jobs", "Jobs", ":material/settings:"),
+]
+st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [
+    st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
+    for name, title, icon in PAGES if me.actor.may(PAGE_PERMISSIONS[name])
 ]).run()

@@ -7,14 +7,15 @@ import time
 import streamlit as st
 
 from mumic_core.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
-from mumic_core.collection import class_counts, default_annotator
+from mumic_core.collection import class_counts
 from mumic_core.errors import MumicError
 from mumic_core.registry import active_version
 from mumic_core.review import image_views, top_images_for_class
 from mumic_core.scoring import rank_images_for_prompts, score_classes
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
+from app_pages.ui import md
 
-s = open_studio(migrate=False)
+s = signed_in_studio("classes")
 st.title("Classes")
 version = active_version(s)
 state = st.session_state
@@ -48,13 +49,13 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
                 t0 = time.monotonic()
                 n = score_classes(s, version, [cls.id])
                 state.new_class = (cls.id, n, time.monotonic() - t0)
-            st.success(f"Added “{cls.name}”.")
+            st.success(f"Added “{md(cls.name)}”.")
     if state.get("new_class") and version is not None:
         cid, n, secs = state.new_class
         cls = next((c for c in list_classes(s) if c.id == cid), None)
         if cls is not None:
             ranked = top_images_for_class(s, version.id, cid, k=12)
-            show_preview(ranked, f"Zero-shot suggestions for “{cls.name}” over {n} images, scored in {secs:.2f} s: "
+            show_preview(ranked, f"Zero-shot suggestions for “{md(cls.name)}” over {n} images, scored in {secs:.2f} s: "
                                  "the images that score highest")
 
 st.subheader("All classes")
@@ -81,7 +82,7 @@ with tab_prompts:
         try:
             set_prompts(s, cid, prompts_from(text), desc)
             n = score_classes(s, version, [cid]) if version else 0
-            st.success(f"Saved; {n} images re-scored for “{cls.name}”.")
+            st.success(f"Saved; {n} images re-scored for “{md(cls.name)}”.")
         except MumicError as exc:
             st.error(str(exc))
 with tab_rename:
@@ -104,11 +105,11 @@ with tab_rename:
 with tab_merge:
     targets = [c.id for c in classes if c.id != cid and c.active]
     target = st.selectbox("Merge into", targets, format_func=lambda i: by_id[i].name, key=f"merge_{cid}")
-    st.caption(f"Every image labelled “{cls.name}” gets the target's label; “{cls.name}” is then deactivated. "
+    st.caption(f"Every image labelled “{md(cls.name)}” gets the target's label; “{md(cls.name)}” is then deactivated. "
                "History is kept.")
     if st.button("Merge", disabled=target is None):
         try:
-            n = merge_classes(s, cid, target, state.get("annotator") or default_annotator())
-            st.success(f"Merged: {n} labels recorded on “{by_id[target].name}”.")
+            n = merge_classes(s, cid, target, s.actor.username)
+            st.success(f"Merged: {n} labels recorded on “{md(by_id[target].name)}”.")
         except MumicError as exc:
             st.error(str(exc))

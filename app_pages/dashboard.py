@@ -6,11 +6,11 @@ import plotly.express as px
 import streamlit as st
 
 from mumic_core.collection import class_counts, collection_counts
-from mumic_core.dashboard import correction_rates, model_history, per_class_ap
+from mumic_core.dashboard import annotator_agreement, correction_rates, model_history, per_class_ap
 from mumic_core.registry import active_version
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
 
-s = open_studio(migrate=False)
+s = signed_in_studio("review")
 st.title("Dashboard")
 counts = collection_counts(s)
 done = counts["reviewed"] / counts["images"] if counts["images"] else 0.0
@@ -50,3 +50,15 @@ with right:
                                                                                    max_value=1)})
     else:
         st.caption("Appears once labels are submitted on the Review page.")
+
+st.subheader("Agreement between annotators")
+agreement = annotator_agreement(s)
+if agreement:
+    st.dataframe(agreement, hide_index=True, width="stretch",
+                 column_config={"agreement": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                             max_value=1)})
+    st.caption("Second reviews against the first annotator's label of the same image and class. Cohen's kappa "
+               "discounts the agreement expected by chance; it is left empty when both always said the same.")
+else:
+    st.caption("Appears after second reviews: on the Review page choose the status *second review* to check "
+               "images someone else labelled.")

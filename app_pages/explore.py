@@ -11,10 +11,10 @@ from mumic_core.collection import current_labels
 from mumic_core.registry import active_version, describe
 from mumic_core.review import image_views
 from mumic_core.search import embedding_map, near_duplicate_groups, search_text, similar_images
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
 
 st.title("Explore")
-s = open_studio(migrate=False)
+s = signed_in_studio("review")
 version = active_version(s)
 if version is None:
     st.error("No model yet: run `make run` first.")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from mumic_core.collection import default_annotator, export_labels, import_files, import_folder, import_labels_csv
+from mumic_core.auth import PermissionDenied
+from mumic_core.collection import export_labels, import_files, import_folder, import_labels_csv
 from mumic_core.registry import active_version, export_model_zip
 from mumic_core.scoring import score_collection
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
 
-s = open_studio(migrate=False)
+s = signed_in_studio("import")
 st.title("Import and export")
 
 
@@ -34,7 +35,10 @@ if uploads and st.button("Import the uploaded files", type="primary"):
             score_collection(s, version)
 
 st.subheader("Import a folder on the server")
-folder = st.text_input("Folder path", placeholder="/data/photos")
+root = s.settings.import_root
+st.caption(f"Folders below `{root}` (MUMIC_IMPORT_ROOT). The command line imports any folder: "
+           "`python -m mumic_core import FOLDER`.")
+folder = st.text_input("Folder path", placeholder=str(root / "photos"))
 if st.button("Import folder", disabled=not folder):
     try:
         with st.spinner("Importing…"):
@@ -43,7 +47,7 @@ if st.button("Import folder", disabled=not folder):
         version = active_version(s)
         if report.added and version:
             score_collection(s, version)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError, PermissionDenied) as exc:
         st.error(str(exc))
 
 st.subheader("Import labels")
@@ -54,7 +58,7 @@ if labels and st.button("Import labels"):
         tmp.write(labels.getvalue())
         tmp.flush()
         try:
-            result = import_labels_csv(s, Path(tmp.name), st.session_state.get("annotator") or default_annotator(),
+            result = import_labels_csv(s, Path(tmp.name), st.session_s.actor.username,
                                        complete=complete)
         except ValueError as exc:
             st.error(str(exc))

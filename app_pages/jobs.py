@@ -5,11 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from mumic_core.jobs import list_jobs
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
 from mumic_core.worker import enqueue
 
 st.title("Jobs")
-s = open_studio(migrate=False)
+s = signed_in_studio("train")
 
 if st.button("Re-score the collection with the active model"):
     job_id = enqueue(s, "score")

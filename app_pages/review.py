@@ -8,7 +8,6 @@ from uuid import uuid4
 import streamlit as st
 from streamlit_shortcuts import add_shortcuts
 
-from mumic_core.collection import default_annotator
 from mumic_core.registry import describe, list_versions, load_head
 from mumic_core.review import (
     SORTS,
@@ -28,16 +27,17 @@ from mumic_core.review import (
 )
 from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
+from mumic_core.errors import StaleView
 from mumic_core.jobs import JobConflict, get_job, list_jobs
 from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
 from mumic_core.leases import browser_seat, claim, leased_to_others, release
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
+from app_pages.ui import md
 from mumic_core.worker import enqueue
 
-s = open_studio(migrate=False)
+s = signed_in_studio("review")
 state = st.session_state
 state.setdefault("offset", 0)
-state.setdefault("annotator", default_annotator())
 state.setdefault("flash", None)
 # This browser (its tabs and reloads), for review leases; a fresh id when there is no cookie.
 state.setdefault("holder", browser_seat(st.context.cookies.get("_streamlit_xsrf")) or uuid4().hex)
@@ -115,7 +115,6 @@ def suspicious_labels_panel() -> None:
 
 
 with st.sidebar:
-    st.text_input("Annotator", key="annotator", help="Your name is recorded with every label.")
     mode = st.radio("Mode", ["One image", "Grid"], horizontal=True, key="mode")
     st.subheader("Queue")
     status = st.selectbox("Status", STATUSES, index=1, key="status")
@@ -156,7 +155,8 @@ if selection:
         st.rerun()
 filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi,
                    status="all" if selection else status, sort="priority" if sort == "active learning" else sort,
-                   image_ids=tuple(selection) if selection else None)
+                   image_ids=tuple(selection) if selection else None, reviewer=s.actor.username)
+second_review = status == "second review" and not selection
 filter_key = (version.id, cls_choice, lo, hi, status, sort, selection)
 if state.get("filter_key") != filter_key:
     state.filter_key, state.offset = filter_key, 0
@@ -217,7 +217,7 @@ def advance_after_submit() -> None:
 
 
 def do_undo() -> None:
-    sid = undo(s, state.annotator)
+    sid = undo(s, s.actor.username)
     state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
     if sid and state.get("plan"):  # the undone images are back in the queue: show them next
         back = submission_image_ids(s, sid)
@@ -238,11 +238,12 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
-    ids = claim(s, state.holder, state.annotator, page_ids(state.offset, 5), want=1)
+    ids = claim(s, state.holder, s.actor.username, page_ids(state.offset, 5), want=1)
     if not ids:  # another session took these images a moment ago
         st.rerun()
     [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"))
-    st.markdown(f"**Image {state.offset + 1} of {total}** · `{view.name}` · {view.width}×{view.height}"
+    shown_name = view.name.replace("`", "'")  # a file name is shown as code: literal
+    st.markdown(f"**Image {state.offset + 1} of {total}** · `{shown_name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
     if lines := state.get("suspects", {}).get(view.image_id):
         st.warning("Suspicious: a model that never saw this image disagrees with "
@@ -276,7 +277,12 @@ if mode == "One image":
         pos = {c for c, v in decisions.items() if v}
         neg = {c for c, v in decisions.items() if not v}
         try:
-            sid = submit(s, view, pos, neg, state.annotator)
+            sid = submit(s, view, pos, neg, s.actor.username, second_review)
+        except StaleView as exc:  # reload this image's toggles from the labels now stored
+            state.error = f"Not saved: {md(view.name)} was {md(exc)}"
+            state.pop(key, None)
+            state.pop(f"add_{view.image_id}", None)
+            return
         except ValueError as exc:
             state.error = str(exc)
             return
@@ -293,7 +299,7 @@ if mode == "One image":
                        "threshold (tuned on the validation split; 50 % before any training) or a person said so.")
             for k, sug in enumerate(view.suggestions, start=1):
                 present = state[key][sug.class_id]
-                st.button(f"{k}. {sug.name} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
+                st.button(f"{k}. {md(sug.name)} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
                           type="primary" if present else "secondary", on_click=toggle, args=(sug.class_id,),
                           icon=":material/check_box:" if present else ":material/check_box_outline_blank:")
             st.multiselect("Add a missing label", [c.id for c in classes if c.id not in state[key]],
@@ -323,7 +329,7 @@ else:
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
-    views = image_views(s, claim(s, state.holder, state.annotator, page_ids(state.offset, per_page)), version.id,
+    views = image_views(s, claim(s, state.holder, s.actor.username, page_ids(state.offset, per_page)), version.id,
                         top_k=3, thresholds=thresholds)
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)
@@ -336,7 +342,7 @@ else:
                 top = []
             else:
                 top = [sg for sg in view.suggestions]
-                st.caption(" · ".join(f"{sg.name} {sg.probability:.0%}" for sg in top))
+                st.caption(" · ".join(f"{md(sg.name)} {sg.probability:.0%}" for sg in top))
                 options = [c.id for c in classes]
                 default = [sg.class_id for sg in top if sg.probability >= t]
                 default += [c for c, p in view.labels.items() if p and c in class_by_id and c not in default]
@@ -344,13 +350,19 @@ else:
                                     format_func=lambda i: class_by_id[i].name, label_visibility="collapsed")
             fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
     b1, b2, b3 = st.columns(3)
-    if b1.button(f"Accept every suggestion ≥ {t:.2f} on this page", type="primary", disabled=blind):
-        n = accept_above(s, views, t, state.annotator)
-        state.flash = f"Accepted {n} suggestions on {len(views)} images."
-        st.rerun()
-    if b2.button("Save this page as shown"):
-        sid = submit_many(s, fixes, views, state.annotator)
-        state.flash = f"Saved {len(fixes)} images (submission {sid})."
+    try:
+        if b1.button(f"Accept every suggestion ≥ {t:.2f} on this page", type="primary", disabled=blind):
+            n = accept_above(s, views, t, s.actor.username, second_review)
+            state.flash = f"Accepted {n} suggestions on {len(views)} images."
+            st.rerun()
+        if b2.button("Save this page as shown"):
+            sid = submit_many(s, fixes, views, s.actor.username, second_review)
+            state.flash = f"Saved {len(fixes)} images (submission {sid})."
+            st.rerun()
+    except StaleView as exc:
+        state.error = f"Not saved: images were {md(exc)}"
+        for image_id in exc.image_ids:
+            state.pop(f"g_{image_id}_{t}", None)
         st.rerun()
     if b3.button("Undo my last submission"):
         do_undo()

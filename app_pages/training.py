@@ -12,10 +12,10 @@ from mumic_core.model_report import (METRICS, job_summary, metric_bars, per_clas
                                      version_rows)
 from mumic_core.registry import active_version, describe, list_versions
 from mumic_core.settings_store import get_setting, set_setting
-from mumic_core.studio import open_studio
+from app_pages.signin import signed_in_studio
 
 st.title("Training")
-s = open_studio(migrate=False)
+s = signed_in_studio("train")
 active = active_version(s)
 st.info(f"**Active model:** {describe(active)}" if active else "No model yet: run `make run` first.")
 if running_worker_pid(s) is None:

@@ -78,6 +78,7 @@ from mumic_core.review import (  # noqa: E402
     undo,
 )
 from mumic_core.scoring import _refresh_image_scores  # noqa: E402
+from mumic_core.auth import SYSTEM  # noqa: E402
 from mumic_core.studio import Studio, open_studio  # noqa: E402
 
 N_FILES = 20
@@ -479,7 +480,7 @@ def main() -> None:
     args = ARGS
     rng = np.random.default_rng(args.seed)
     shutil.rmtree(args.home, ignore_errors=True)
-    studio = open_studio(load_settings())
+    studio = open_studio(load_settings(), actor=SYSTEM)
     print(f"seeding {args.images:,} images x {args.classes} classes into {args.home}", flush=True)
     info = seed(studio, args.images, args.classes, args.reviewed, rng)
     print(f"  seeded in {info['seconds']['total']:.1f} s: {info['seconds']}", flush=True)

@@ -50,10 +50,11 @@ def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
     os.environ["MUMIC_HOME"] = str(home)
     if model_dir:
         os.environ["MUMIC_PRETRAINED"] = f"local-dir:{model_dir.resolve()}"
+    from mumic_core.auth import SYSTEM
     from mumic_core.config import load_settings
     from mumic_core.studio import open_studio
 
-    return open_studio(load_settings())
+    return open_studio(load_settings(), actor=SYSTEM)
 
 
 def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int = 3) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -14,9 +13,12 @@ from db.models import ClassPrompt, LabelClass
 
 from .errors import ClassError
 from .studio import Studio
+from .auth import audit, require
+from .csv_rows import read_csv_rows
 
 MAX_NAME_LENGTH = 80
 MAX_PROMPT_LENGTH = 300
+_NAME_FORBIDDEN = "<>|`"
 
 
 def normalize_name(name: str) -> str:
@@ -33,6 +35,9 @@ def clean_name(name: str) -> str:
         raise ClassError(f"class name is {len(shown)} characters long; the limit is {MAX_NAME_LENGTH}")
     if any(unicodedata.category(ch).startswith("C") for ch in shown):
         raise ClassError("class name contains control characters")
+    bad = sorted(set(shown) & set(_NAME_FORBIDDEN))
+    if bad:
+        raise ClassError(f"class name may not contain {' '.join(bad)} (markup, or the label separator |)")
     return shown
 
 
@@ -41,6 +46,8 @@ def clean_prompts(name: str, prompts: Iterable[str]) -> list[str]:
     out: list[str] = []
     for p in prompts:
         p = re.sub(r"\s+", " ", p or "").strip()
+        if any(unicodedata.category(ch) == "Cc" for ch in p):
+            raise ClassError("prompt contains control characters")
         if len(p) > MAX_PROMPT_LENGTH:
             raise ClassError(f"prompt is longer than {MAX_PROMPT_LENGTH} characters: {p[:40]}...")
         if p and p not in out:
@@ -50,6 +57,7 @@ def clean_prompts(name: str, prompts: Iterable[str]) -> list[str]:
 
 def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), description: str = "") -> LabelClass:
     """Create a class; refuses empty, over-long and duplicate (up to case and spaces) names."""
+    require(studio, "classes")
     shown = clean_name(name)
     key = normalize_name(shown)
     texts = clean_prompts(shown, prompts)
@@ -60,6 +68,7 @@ def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), descriptio
         cls = LabelClass(name=shown, normalized_name=key, description=description.strip())
         cls.prompts = [ClassPrompt(position=i, text=t) for i, t in enumerate(texts)]
         s.add(cls)
+        audit(s, studio, "add_class", name=shown, prompts=texts)
         s.flush()
         s.refresh(cls)
         return cls
@@ -73,24 +82,29 @@ def list_classes(studio: Studio, active_only: bool = True) -> list[LabelClass]:
         return list(s.scalars(q))
 
 
-def read_class_csv(path: Path) -> dict[str, list[str]]:
-    """``name,prompt`` rows (a name may repeat, one prompt per row) -> {name: prompts}."""
+def read_class_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """``name,prompt`` rows (a name may repeat, one prompt per row) -> ({name: prompts},
+    'line N: reason' for rows that cannot be read)."""
+    try:
+        parsed = read_csv_rows(path, ["name"], ["prompt", "description"])
+    except ValueError as exc:
+        raise ClassError(f"{Path(path).name}: {exc}") from None
     grouped: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "name" not in reader.fieldnames:
-            raise ClassError(f"{path}: expected a header 'name,prompt'")
-        for row in reader:
-            name = (row.get("name") or "").strip()
-            if name:
-                grouped.setdefault(name, []).append((row.get("prompt") or "").strip())
-    return grouped
+    errors = list(parsed.errors)
+    for line, row in parsed.rows:
+        if row["name"]:
+            grouped.setdefault(row["name"], []).append(row.get("prompt", ""))
+        else:
+            errors.append(f"line {line}: no class name")
+    return grouped, sorted(errors, key=lambda e: int(e.split()[1].rstrip(":")))
 
 
 def import_class_csv(studio: Studio, path: Path) -> tuple[list[str], list[str]]:
-    """Add every class in a CSV; returns (added names, 'name: reason' for refused ones)."""
-    added, refused = [], []
-    for name, prompts in read_class_csv(path).items():
+    """Add every class in a CSV; returns (added names, reasons for refused rows and classes)."""
+    require(studio, "classes")
+    grouped, refused = read_class_csv(path)
+    added = []
+    for name, prompts in grouped.items():
         try:
             added.append(add_class(studio, name, prompts).name)
         except ClassError as exc:
@@ -107,6 +121,7 @@ def _get(s, class_id: int) -> LabelClass:
 
 def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
     """Rename; refused when another class has the same name up to case and spaces."""
+    require(studio, "classes")
     shown = clean_name(new_name)
     key = normalize_name(shown)
     with studio.write() as s:
@@ -114,18 +129,21 @@ def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
         clash = s.scalar(select(LabelClass).where(LabelClass.normalized_name == key, LabelClass.id != class_id))
         if clash is not None:
             raise ClassError(f"a class named '{clash.name}' already exists")
+        audit(s, studio, "rename_class", class_id=class_id, old=cls.name, new=shown)
         cls.name, cls.normalized_name = shown, key
         return cls
 
 
 def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], description: str | None = None) -> LabelClass:
     """Replace a class's prompts (and optionally its description)."""
+    require(studio, "classes")
     with studio.write() as s:
         cls = _get(s, class_id)
         texts = clean_prompts(cls.name, prompts)
         cls.prompts = [ClassPrompt(position=i, text=t) for i, t in enumerate(texts)]
         if description is not None:
             cls.description = description.strip()
+        audit(s, studio, "set_prompts", class_id=class_id, prompts=texts)
         s.flush()
         s.refresh(cls)
         return cls
@@ -133,14 +151,17 @@ def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], descripti
 
 def set_active(studio: Studio, class_id: int, active: bool) -> None:
     """Deactivate (hide from suggestions and training) or reactivate; labels are kept."""
+    require(studio, "classes")
     with studio.write() as s:
         _get(s, class_id).active = active
+        audit(s, studio, "activate_class" if active else "deactivate_class", class_id=class_id)
 
 
 def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str) -> int:
     """Fold ``source`` into ``target``: each image's current label of the source is recorded on the
     target (a positive wins over a negative), then the source is deactivated. Nothing is deleted:
     the source's history stays, and the new rows say they come from a merge. Returns rows added."""
+    require(studio, "classes")
     from db.models import Annotation
 
     from .collection import record_labels

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from .auth import SYSTEM
 from .studio import Studio, open_studio
 
 
@@ -27,7 +28,8 @@ class _Errors(click.Group):
 
 
 def _studio() -> Studio:
-    return open_studio()
+    """The store, acting as the system: whoever can run this can read the database file."""
+    return open_studio(actor=SYSTEM)
 
 
 def _progress_bar(desc: str):
@@ -74,6 +76,17 @@ def init(demo: bool) -> None:
         with tqdm(desc=f"scoring with {version.name}", unit="img") as bar:
             n = score_collection(studio, version, progress=bar.update)
         click.echo(f"scored: {n} image-class pairs with {version.name}")
+    _announce_first_admin(studio)
+
+
+def _announce_first_admin(studio: Studio) -> None:
+    from .auth import ensure_first_admin
+
+    password = ensure_first_admin(studio)
+    if password:
+        click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
+                    "It is shown only this once. Change it: python -m mumic_core users passwd admin\n"
+                    "Add people: python -m mumic_core users add NAME --role annotator\n", fg="yellow")
 
 
 @main.command()
@@ -374,3 +387,88 @@ def models_activate(name: str) -> None:
     finally:
         bar.close()
     click.echo(f"{version.name} is active; {n} predictions stored")
+
+
+@main.group()
+def users() -> None:
+    """Accounts: admins do everything, annotators review."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "annotator"]), default="annotator", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_add(username: str, role: str, password_stdin: bool) -> None:
+    """Create an account (the password is asked for, never taken as an argument)."""
+    from .auth import add_user
+
+    user = add_user(_studio(), username, _read_password(password_stdin), role)
+    click.echo(f"added {user.role} {user.username}")
+
+
+@users.command("list")
+def users_list() -> None:
+    from .auth import list_users
+
+    for u in list_users(_studio()):
+        click.echo(f"{u.username:20s} {u.role:10s} {'active' if u.active else 'disabled'}")
+
+
+@users.command("disable")
+@click.argument("username")
+def users_disable(username: str) -> None:
+    """Disable an account and sign out its sessions (its labels stay)."""
+    from .auth import set_active
+
+    set_active(_studio(), username, False)
+    click.echo(f"disabled {username}")
+
+
+@users.command("enable")
+@click.argument("username")
+def users_enable(username: str) -> None:
+    from .auth import set_active
+
+    set_active(_studio(), username, True)
+    click.echo(f"enabled {username}")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def users_passwd(username: str, password_stdin: bool) -> None:
+    """Set a new password (signs out the account's sessions)."""
+    from .auth import set_password
+
+    set_password(_studio(), username, _read_password(password_stdin))
+    click.echo(f"password of {username} changed")
+
+
+@main.command("backup")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def backup_cmd(out: Path) -> None:
+    """Write the store (database, images, models) to the tar file OUT, while the app runs."""
+    from .backup import backup
+
+    manifest = backup(_studio(), out)
+    click.echo(f"backup {out}: {sum(manifest['rows'].values())} rows, "
+               f"{sum(manifest['files'].values())} files")
+
+
+@main.command("restore")
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore_cmd(archive: Path) -> None:
+    """Unpack a backup into MUMIC_HOME (which must be empty), then bring its schema up to date."""
+    from .backup import restore
+    from .config import load_settings
+
+    settings = load_settings()
+    manifest = restore(archive, settings.home)
+    open_studio(settings, actor=SYSTEM)
+    click.echo(f"restored {archive} into {settings.home} (backup of {manifest['created']})")

@@ -14,7 +14,10 @@ from sqlalchemy import func, select, update
 
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
 
+from .auth import PermissionDenied, audit, require, require_self
 from .classes import normalize_name
+from .csv_rows import read_csv_rows
+from .errors import StaleView
 from .images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
 from .studio import Studio
 
@@ -37,6 +40,7 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
 def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Validate, store and register images; bad files are reported one by one, never fatal."""
+    require(studio, "import")
     report = ImportReport()
     settings = studio.settings
     pending: list[Image] = []
@@ -81,11 +85,21 @@ def _register(studio: Studio, images: list[Image], report: ImportReport) -> None
             else:
                 s.add(im)
                 report.added.append(im.original_name)
+        audit(s, studio, "import_images", added=sum(im.sha256 not in known for im in images))
 
 
 def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
-    """Import every file below ``folder``; names are kept relative to it."""
+    """Import every file below ``folder``; names are kept relative to it. A signed-in person
+    may import only below the import root (MUMIC_IMPORT_ROOT); the command line anywhere."""
+    require(studio, "import")
     folder = Path(folder)
+    if not studio.actor.system:
+        root = studio.settings.import_root
+        real = folder.expanduser().resolve()
+        if root is None or not real.is_relative_to(root):
+            raise PermissionDenied(f"only folders below {root} can be imported from the browser "
+                                   "(set MUMIC_IMPORT_ROOT, or use `python -m mumic_core import FOLDER`)")
+        folder = real
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
     return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
@@ -97,8 +111,12 @@ def record_labels(
     annotator: str,
     source: str = "review",
     suggested: Mapping[int, Mapping[int, float]] | None = None,
+    seen: Mapping[int, Mapping[int, bool]] | None = None,
 ) -> tuple[int, int]:
     """Record positives/negatives for several images as one submission (the unit of undo).
+
+    ``seen`` holds each image's current labels as the person saw them: when another person
+    changed them since, nothing is recorded and StaleView says who and when.
 
     Returns (submission id, number of new annotation rows). A statement that differs from the
     current one supersedes it (the old row stays, marked not current); an identical one adds
@@ -106,8 +124,11 @@ def record_labels(
     read (BEGIN IMMEDIATE), on PostgreSQL the current rows are locked FOR UPDATE, so concurrent
     writers never lose an update.
     """
+    require_self(studio, annotator)
     added = 0
     with studio.write() as s:
+        if seen is not None:
+            _refuse_stale(s, annotator, {i: seen.get(i, {}) for i in labels_by_image})
         submission = Submission(annotator=annotator, image_ids=[int(i) for i in labels_by_image])
         s.add(submission)
         s.flush()
@@ -126,7 +147,8 @@ def record_labels(
             shown = (suggested or {}).get(image_id, {})
             for class_id, positive in labels.items():
                 old = current.get(class_id)
-                if old is not None and old.positive == bool(positive):
+                confirms = source == "second_review" and old is not None and old.annotator != annotator
+                if old is not None and old.positive == bool(positive) and not confirms:
                     continue
                 if old is not None:
                     old.is_current = False
@@ -142,6 +164,33 @@ def record_labels(
         return submission.id, added
 
 
+def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> None:
+    """StaleView when another person's current labels differ from what ``annotator`` saw (inside
+    the write transaction, so nobody can slip in between the check and the write)."""
+    rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.annotator,
+                            Annotation.created_at)
+                     .where(Annotation.image_id.in_(list(seen)), Annotation.is_current.is_(True))).all()
+    now: dict[int, dict[int, tuple]] = {i: {} for i in seen}
+    for image_id, class_id, positive, who, when in rows:
+        now[image_id][class_id] = (positive, who, when)
+    stale: dict[int, tuple[str, object]] = {}
+    for image_id, before in seen.items():
+        for class_id in set(before) | set(now[image_id]):
+            current = now[image_id].get(class_id)
+            if (current[0] if current else None) == before.get(class_id):
+                continue
+            if current is None:  # an undo took a label back
+                stale.setdefault(image_id, ("someone", None))
+            elif current[1] != annotator:
+                stale[image_id] = (current[1], current[2])
+    if stale:
+        names = dict(s.execute(select(Image.id, Image.original_name).where(Image.id.in_(list(stale)))).all())
+        parts = [f"{names.get(i, i)} (by {who}{' at ' + when.strftime('%H:%M:%S') if when else ''})"
+                 for i, (who, when) in sorted(stale.items())]
+        raise StaleView("changed by someone else after you opened it, so nothing was saved: " + "; ".join(parts)
+                        + ". Their labels are shown now; check and submit again.", sorted(stale))
+
+
 def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
              source: str = "review") -> int:
     """Record labels for one image; returns the number of new annotation rows."""
@@ -154,6 +203,7 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
     Its rows stop being current and the rows they superseded become current again, unless
     someone changed that label since (their later statement stands). Nothing is deleted.
     """
+    require_self(studio, annotator)
     with studio.write() as s:
         sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
                        .order_by(Submission.id.desc()).limit(1).with_for_update())
@@ -189,6 +239,7 @@ def import_labels_csv(
     With ``complete``, every other active class becomes a negative for that image. Rows with
     unknown files or classes are reported by line number; the others are imported.
     """
+    require(studio, "import")
     with studio.read() as s:
         images = s.execute(select(Image.id, Image.original_name)).all()
         classes = {c.normalized_name: c.id for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)))}
@@ -196,28 +247,29 @@ def import_labels_csv(
     for image_id, name in images:
         by_name[name] = image_id
         by_name.setdefault(Path(name).name, image_id)
-    errors: list[str] = []
+    try:
+        parsed = read_csv_rows(path, ["filename", "labels"])
+    except ValueError as exc:
+        raise ValueError(f"{Path(path).name}: {exc}") from None
+    errors = list(parsed.errors)
     done = 0
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"filename", "labels"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected a header 'filename,labels'")
-        for line, row in enumerate(reader, start=2):
-            image_id = by_name.get((row.get("filename") or "").strip())
-            if image_id is None:
-                errors.append(f"line {line}: unknown image {row.get('filename')!r}")
-                continue
-            names = [n for n in (row.get("labels") or "").split("|") if n.strip()]
-            unknown = [n for n in names if normalize_name(n) not in classes]
-            if unknown:
-                errors.append(f"line {line}: unknown class {', '.join(map(repr, unknown))}")
-                continue
-            positives = {classes[normalize_name(n)] for n in names}
-            labels = {cid: True for cid in positives}
-            if complete:
-                labels.update({cid: False for cid in classes.values() if cid not in positives})
-            annotate(studio, image_id, labels, annotator, source=source)
-            done += 1
+    for line, row in parsed.rows:
+        image_id = by_name.get(row["filename"])
+        if image_id is None:
+            errors.append(f"line {line}: unknown image {row['filename'][:200]!r}")
+            continue
+        names = [n for n in row["labels"].split("|") if n.strip()]
+        unknown = [n for n in names if normalize_name(n) not in classes]
+        if unknown:
+            errors.append(f"line {line}: unknown class {', '.join(repr(n[:100]) for n in unknown[:5])}")
+            continue
+        positives = {classes[normalize_name(n)] for n in names}
+        labels = {cid: True for cid in positives}
+        if complete:
+            labels.update({cid: False for cid in classes.values() if cid not in positives})
+        annotate(studio, image_id, labels, annotator, source=source)
+        done += 1
+    errors.sort(key=lambda e: int(e.split()[1].rstrip(":")))
     return LabelImportReport(done, errors)
 
 
@@ -243,6 +295,7 @@ def collection_counts(studio: Studio) -> dict[str, int]:
 
 def export_labels(studio: Studio, fmt: str) -> str:
     """Current human labels as CSV, JSON or COCO-style JSON (image-level categories)."""
+    require(studio, "export")
     with studio.read() as s:
         images = list(s.scalars(select(Image).order_by(Image.id)))
         classes = {c.id: c.name for c in s.scalars(select(LabelClass).order_by(LabelClass.id))}

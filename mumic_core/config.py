@@ -28,6 +28,7 @@ class Settings:
     max_image_pixels: int = 64_000_000
     max_image_bytes: int = 64 * 2**20
     embedding_chunk: int = 1024  # images encoded between two saved cache parts (the unit of resume)
+    import_root: Path | None = None  # server folders below it may be imported from the browser
     extra: dict = field(default_factory=dict)
 
     @property
@@ -69,4 +70,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         model_explicit=explicit,
         offline_probe_seconds=float(env.get("MUMIC_OFFLINE_PROBE_SECONDS", "4")),
         embedding_chunk=max(1, int(env.get("MUMIC_EMBEDDING_CHUNK", "1024"))),
+        import_root=Path(env.get("MUMIC_IMPORT_ROOT") or home / "incoming").expanduser().resolve(),
     )

@@ -47,3 +47,30 @@ def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
         ).all()
     return [{"class": n, "reviewed labels": int(total), "changed": int(ch or 0),
              "change rate": (ch or 0) / total if total else None} for n, total, ch in rows]
+
+
+def annotator_agreement(studio: Studio) -> list[dict]:
+    """Per class, how often a second reviewer agreed with the first annotator: the pairs (a
+    second-review label and the other person's label it superseded), percent agreement and
+    Cohen's kappa (scikit-learn; empty when both said the same thing every time)."""
+    from sklearn.metrics import cohen_kappa_score
+    from sqlalchemy.orm import aliased
+
+    second, first = aliased(Annotation), aliased(Annotation)
+    with studio.read() as s:
+        rows = s.execute(
+            select(LabelClass.name, first.positive, second.positive)
+            .join(first, first.id == second.supersedes_id)
+            .join(LabelClass, LabelClass.id == second.class_id)
+            .where(second.source == "second_review", first.annotator != second.annotator)
+        ).all()
+    pairs: dict[str, list[tuple[bool, bool]]] = {}
+    for name, a, b in rows:
+        pairs.setdefault(name, []).append((bool(a), bool(b)))
+    out = []
+    for name, p in sorted(pairs.items()):
+        a, b = [x for x, _ in p], [y for _, y in p]
+        kappa = float(cohen_kappa_score(a, b, labels=[False, True])) if len(set(a) | set(b)) > 1 else None
+        out.append({"class": name, "pairs": len(p), "agreement": sum(x == y for x, y in p) / len(p),
+                    "Cohen's kappa": None if kappa is None or kappa != kappa else round(kappa, 3)})
+    return out

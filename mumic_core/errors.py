@@ -5,6 +5,14 @@ class MumicError(Exception):
     """Base class of the product's user-facing errors."""
 
 
+class StaleView(MumicError, RuntimeError):
+    """Someone else changed an image's labels after this person's view of it was made."""
+
+    def __init__(self, message: str, image_ids: list[int]) -> None:
+        super().__init__(message)
+        self.image_ids = image_ids
+
+
 class ClassError(MumicError, ValueError):
     """A class definition that is refused, with the reason."""
 

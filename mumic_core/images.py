@@ -86,6 +86,41 @@ def _sniff_unsupported(data: bytes) -> str | None:
     return None
 
 
+_ACTIVE_CONTENT = (b"<html", b"<script", b"<svg", b"<?php", b"<!doctype", b"<iframe", b"<body", b"pk\x03\x04",
+                   b"%pdf-", b"#!/")
+
+
+def _image_end(data: bytes, fmt: str) -> int | None:
+    """Where the image's own bytes end, for formats that say so; None when unknown."""
+    if fmt == "PNG":
+        end = data.rfind(b"IEND")
+        return end + 8 if end >= 0 else None
+    if fmt in ("JPEG", "MPO"):
+        end = data.rfind(b"\xff\xd9")
+        return end + 2 if end >= 0 else None
+    if fmt == "WEBP":
+        return int.from_bytes(data[4:8], "little") + 8
+    if fmt == "BMP":
+        return int.from_bytes(data[2:6], "little")
+    if fmt == "GIF":
+        end = data.rfind(b"\x3b")
+        return end + 1 if end >= 0 else None
+    return None
+
+
+def _active_payload(data: bytes, fmt: str) -> str | None:
+    """A polyglot: HTML, script, archive or PDF bytes before the image or appended after it (a
+    browser or unzip could read the file as something else). Plain trailers that cameras
+    write after the image are allowed."""
+    head = data[:512].lower()
+    end = _image_end(data, fmt)
+    tail = data[end:].lower() if end is not None else b""
+    for marker in _ACTIVE_CONTENT:
+        if marker in head or marker in tail:
+            return marker.decode("latin-1").strip("<").rstrip("\x03\x04").upper() or "PK"
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
@@ -135,6 +170,9 @@ def validate_image(
                     raise ImageRejected("too large: not enough memory to decode") from exc
                 except Exception as exc:
                     raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
+                payload = _active_payload(data, img.format)
+                if payload:
+                    raise ImageRejected(f"refused: the file also holds {payload} content (a polyglot file)")
                 try:
                     rgb = to_rgb(img)
                 except Exception as exc:
@@ -255,20 +293,24 @@ def iter_image_files(folder: Path) -> Iterator[Path]:
     """Yield every regular file below ``folder`` in sorted order, skipping hidden names.
 
     Files are not filtered by suffix, so callers can report non-images. Symlinked
-    directories are not followed; unreadable subdirectories are skipped.
+    directories are not followed, nor symlinked files that lead outside ``folder``;
+    unreadable subdirectories are skipped.
     """
-    yield from _walk(sorted(os.scandir(folder), key=lambda e: e.name))
+    root = Path(folder).resolve()
+    yield from _walk(sorted(os.scandir(folder), key=lambda e: e.name), root)
 
 
-def _walk(entries: list[os.DirEntry]) -> Iterator[Path]:
+def _walk(entries: list[os.DirEntry], root: Path) -> Iterator[Path]:
     for entry in entries:
         if entry.name.startswith("."):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 children = sorted(os.scandir(entry.path), key=lambda e: e.name)
-                yield from _walk(children)
+                yield from _walk(children, root)
             elif entry.is_file():
+                if entry.is_symlink() and not Path(entry.path).resolve().is_relative_to(root):
+                    continue
                 yield Path(entry.path)
         except OSError:
             continue

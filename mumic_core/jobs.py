@@ -21,10 +21,12 @@ from db.models import Job, JobLog, utcnow
 
 from .errors import MumicError
 from .studio import Studio
+from .auth import audit, require
 
 JOB_KINDS = ("score", "train", "label_errors")
 # kind -> key that only one queued/running job may hold
 EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
+JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
 ACTIVE_STATES = ("queued", "running")
 Report = Callable[[str, float, dict], None]
 
@@ -41,11 +43,13 @@ def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
     """Record a queued job; raises JobConflict when an exclusive job of this kind is active."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
+    require(studio, JOB_PERMISSIONS[kind])
     key = EXCLUSIVE_KINDS.get(kind)
     try:
         with studio.write() as s:
             job = Job(kind=kind, params=params or {}, status="queued", exclusive_key=key)
             s.add(job)
+            audit(s, studio, "queue_job", kind=kind, params=params or {})
             s.flush()
             job_id = job.id
     except IntegrityError:
@@ -93,6 +97,7 @@ def job_log(studio: Studio, job_id: int, limit: int = 100) -> list[JobLog]:
 def request_cancel(studio: Studio, job_id: int) -> str:
     """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next
     progress report (within seconds) and keeps nothing half-made. Returns the new status."""
+    require(studio, "train")
     with studio.write() as s:
         job = s.get(Job, job_id)
         if job is None:

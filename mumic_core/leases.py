@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import ReviewLease, utcnow
 
 from .studio import Studio
+from .auth import require_self
 
 LEASE_SECONDS = 600
 
@@ -45,6 +46,7 @@ def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int],
     """Lease up to ``want`` (default: all) of ``image_ids`` to ``holder``, in the given order,
     skipping images another holder has; the holder's other leases are released. Returns the
     images now leased to the holder."""
+    require_self(studio, annotator)
     want = len(image_ids) if want is None else want
     for attempt in range(3):
         try:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from db.models import ModelVersion
 
 from .studio import Studio
+from .auth import audit, require
 
 if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
     from .classifier import Head
@@ -112,12 +113,14 @@ def register_version(
 
 def activate(studio: Studio, version_id: int) -> None:
     """Make one version active and retire the previously active one, atomically."""
+    require(studio, "models")
     with studio.write() as s:
         if s.get(ModelVersion, version_id) is None:
             raise KeyError(f"no model version {version_id}")
         s.execute(update(ModelVersion).where(ModelVersion.status == "active", ModelVersion.id != version_id)
                   .values(status="retired"))
         s.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(status="active"))
+        audit(s, studio, "activate_model", version_id=version_id)
 
 
 def ensure_base_version(studio: Studio) -> ModelVersion:
@@ -160,6 +163,7 @@ def describe(version: ModelVersion) -> str:
 def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
     """A zip of everything a version needs: its encoder (when it is a local folder), its head,
     and a manifest naming the architecture and weights."""
+    require(studio, "export")
     import io
     import json
     import zipfile

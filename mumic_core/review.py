@@ -18,7 +18,8 @@ from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, Rev
 from .collection import record_labels, undo_last_submission
 from .studio import Studio
 
-STATUSES = ("all", "unreviewed", "reviewed", "disputed")
+STATUSES = ("all", "unreviewed", "reviewed", "disputed", "second review")
+SECOND_REVIEW = "second_review"  # the source of a second reviewer's labels
 PLAN_WINDOW = 24  # queue images checked per run in active-learning order (a Grid page at most)
 SORTS = ("priority", "confidence", "newest")
 DEFAULT_THRESHOLD = 0.5
@@ -37,6 +38,7 @@ class QueueFilter:
     sort: str = "priority"
     image_ids: tuple[int, ...] | None = None  # an explicit selection (e.g. sent from another page)
     skip_leased_by_others: str | None = None  # a review session: leave out images other sessions hold
+    reviewer: str | None = None  # "second review": images someone else labelled and nobody checked yet
 
 
 @dataclass
@@ -93,6 +95,12 @@ def _queue_query(f: QueueFilter, columns):
         q = q.where(Image.review_count > 0)
     elif f.status == "disputed":
         q = q.where(Image.id.in_(_disputed_images()))
+    elif f.status == "second review":
+        if not f.reviewer:
+            raise ValueError("a second review needs the reviewer's name")
+        q = q.where(Image.id.in_(select(Annotation.image_id).where(
+            Annotation.is_current.is_(True), Annotation.source == "review", Annotation.annotator != f.reviewer)),
+            Image.id.not_in(select(Annotation.image_id).where(Annotation.source == SECOND_REVIEW)))
     elif f.status != "all":
         raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
     if f.image_ids is not None:
@@ -200,14 +208,16 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
 
 
 def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives: Iterable[int],
-           annotator: str) -> int:
+           annotator: str, second_review: bool = False) -> int:
     """Record one image's review: explicit positives and negatives; returns the submission id."""
-    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator)
+    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator,
+                       second_review)
 
 
 def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]], views: Sequence[ImageView],
-                annotator: str) -> int:
-    """Record reviews of several images as one submission (one undo step)."""
+                annotator: str, second_review: bool = False) -> int:
+    """Record reviews of several images as one submission (one undo step). A second review
+    records every decision, also one that confirms the first reviewer's label."""
     if not annotator.strip():
         raise ValueError("say who you are (annotator name) before submitting")
     labels: dict[int, dict[int, bool]] = {}
@@ -217,21 +227,24 @@ def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]],
             raise ValueError(f"a class cannot be both present and absent (class ids {sorted(both)})")
         labels[image_id] = {c: True for c in pos} | {c: False for c in neg}
     suggested = {v.image_id: {s.class_id: s.probability for s in v.suggestions} for v in views}
-    submission_id = record_labels(studio, labels, annotator.strip(), source="review", suggested=suggested)[0]
+    seen = {v.image_id: dict(v.labels) for v in views if v.image_id in labels}
+    submission_id = record_labels(studio, labels, annotator.strip(), source=SECOND_REVIEW if second_review
+                                  else "review", suggested=suggested, seen=seen)[0]
     from .lifecycle import maybe_auto_retrain
 
     maybe_auto_retrain(studio)
     return submission_id
 
 
-def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str) -> int:
+def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str,
+                 second_review: bool = False) -> int:
     """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
     decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set())
                  for v in views}
     decisions = {k: v for k, v in decisions.items() if v[0]}
     if not decisions:
         return 0
-    submit_many(studio, decisions, views, annotator)
+    submit_many(studio, decisions, views, annotator, second_review)
     return sum(len(p) for p, _ in decisions.values())
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from db.models import StudioSetting
 
 from .studio import Studio
+from .auth import audit, require
 
 DEFAULTS: dict[str, Any] = {
     "auto_retrain_labels": 0,  # retrain after this many new human labels; 0 = off
@@ -24,11 +25,13 @@ def get_setting(studio: Studio, key: str) -> Any:
 
 
 def set_setting(studio: Studio, key: str, value: Any) -> None:
+    require(studio, "settings")
     if key not in DEFAULTS:
         raise KeyError(f"unknown setting {key!r}")
     if type(value) is not type(DEFAULTS[key]):
         raise ValueError(f"setting {key} takes a {type(DEFAULTS[key]).__name__}, not {value!r}")
     with studio.write() as s:
+        audit(s, studio, "set_setting", key=key, value=value)
         row = s.get(StudioSetting, key)
         if row is None:
             s.add(StudioSetting(key=key, value={"v": value}))

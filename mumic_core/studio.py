@@ -1,8 +1,9 @@
-"""The handle every service function takes: settings, database and image store."""
+"""The handle every service function takes: settings, database, image store, and who acts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from db.migrate import upgrade
 from db.session import read_session, write_session
@@ -10,10 +11,18 @@ from db.session import read_session, write_session
 from .config import Settings, load_settings
 from .images import ImageStore
 
+if TYPE_CHECKING:
+    from .auth import Actor
+
 
 @dataclass(frozen=True)
 class Studio:
     settings: Settings
+    actor: Actor | None = None  # None: may read, may change nothing (see auth.require)
+
+    def as_actor(self, actor: Actor | None) -> Studio:
+        """The same store, acting as ``actor``."""
+        return replace(self, actor=actor)
 
     @property
     def url(self) -> str:
@@ -32,10 +41,10 @@ class Studio:
         return write_session(self.url)
 
 
-def open_studio(settings: Settings | None = None, migrate: bool = True) -> Studio:
+def open_studio(settings: Settings | None = None, migrate: bool = True, actor: Actor | None = None) -> Studio:
     """Create the state folders and bring the schema up to date."""
     settings = settings or load_settings()
     settings.ensure_dirs()
     if migrate:
         upgrade(settings.database_url)
-    return Studio(settings)
+    return Studio(settings, actor)

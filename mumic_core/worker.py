@@ -10,6 +10,7 @@ import logging
 
 from huey import SqliteHuey
 
+from .auth import SYSTEM
 from .config import load_settings
 from .jobs import create_job, record_worker_started, run_job
 from .studio import Studio, open_studio
@@ -18,7 +19,7 @@ log = logging.getLogger("mumic.worker")
 
 
 def _run_job(job_id: int) -> None:
-    run_job(Studio(_settings), job_id)
+    run_job(Studio(_settings, SYSTEM), job_id)  # the job was authorised when it was queued
 
 
 @functools.cache
@@ -35,7 +36,7 @@ huey, run_job_task = queue_for(str(_settings.queue_path))
 
 @huey.on_startup()
 def _startup() -> None:
-    studio = open_studio(_settings)
+    studio = open_studio(_settings, actor=SYSTEM)
     record_worker_started(studio)
     from .lifecycle import resume_interrupted
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mumic_core.auth import SYSTEM
 from mumic_core.config import load_settings
 from mumic_core.studio import Studio, open_studio
 
@@ -32,7 +33,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def studio(home: Path) -> Studio:
-    return open_studio(load_settings())
+    return open_studio(load_settings(), actor=SYSTEM)
 
 
 @pytest.fixture
@@ -46,3 +47,22 @@ def demo_studio(studio: Studio) -> Studio:
     seed_demo(studio, n_images=60, seed=3)
     score_collection(studio, version)
     return studio
+
+
+PASSWORD = "correct horse battery"
+
+
+def signed_in_app(script: Path | str, user: str = "lead", role: str = "admin", timeout: float = 90):
+    """An AppTest of ``script`` whose browser tab is signed in as ``user`` (created if new)."""
+    from streamlit.testing.v1 import AppTest
+
+    from mumic_core.auth import AccountError, add_user, sign_in
+
+    studio = open_studio(load_settings(), migrate=False, actor=SYSTEM)
+    try:
+        add_user(studio, user, PASSWORD, role)
+    except AccountError:
+        pass
+    at = AppTest.from_file(str(script), default_timeout=timeout)
+    at.session_state["auth_token"] = sign_in(studio, user, PASSWORD)
+    return at

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
+from conftest import signed_in_app
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_home_page_shows_counts_and_names_the_untrained_model(demo_studio):
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at = signed_in_app(ROOT / "app.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "60"
@@ -23,7 +23,7 @@ def test_home_page_shows_counts_and_names_the_untrained_model(demo_studio):
 
 def test_training_and_jobs_pages_render(demo_studio):
     for page in ("app_pages/training.py", "app_pages/jobs.py"):
-        at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+        at = signed_in_app(ROOT / page).run()
         assert not at.exception, page
-    at = AppTest.from_file(str(ROOT / "app_pages/training.py"), default_timeout=60).run()
+    at = signed_in_app(ROOT / "app_pages/training.py").run()
     assert at.dataframe[0].value["version"].tolist() == ["v0001"]

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation, LabelClass, Prediction
-from mumic_core.collection import default_annotator
+from mumic_core.auth import SYSTEM
 
-from conftest import make_env
+from conftest import PASSWORD, make_env
 from test_procfile import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +64,25 @@ def server(demo_studio):
         yield url
 
 
+def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin") -> None:
+    """Create ``user`` if new and sign in through the form; the session cookie keeps the
+    browser signed in across page loads."""
+    from mumic_core.auth import AccountError, add_user
+    from mumic_core.config import load_settings
+    from mumic_core.studio import open_studio
+
+    studio = open_studio(load_settings(make_env(home)), migrate=False, actor=SYSTEM)
+    try:
+        add_user(studio, user, PASSWORD, role)
+    except AccountError:
+        pass
+    page.goto(url)
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector(f"text=Signed in as {user}", timeout=30000)
+
+
 def settle(page, extra_ms: int = 600) -> None:
     """Wait until Streamlit has finished running the script (its status widget is gone)."""
     page.wait_for_timeout(300)
@@ -85,6 +104,11 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server)
+        page.wait_for_selector("text=Sign in")
+        settle(page, 800)
+        shot(page, "sign_in", out)
+        sign_in(page, server, studio.settings.home)
+        page.goto(server)  # a fresh page load: the cookie keeps the session
         page.wait_for_selector("h1")
         page.wait_for_selector("[data-testid='stDataFrame']", timeout=30000)
         settle(page, 3000)
@@ -109,7 +133,7 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         with studio.read() as s:
             rows = list(s.scalars(select(Annotation).where(Annotation.source == "review")))
             name_of = dict(s.execute(select(LabelClass.id, LabelClass.name)).all())
-        assert rows and {r.annotator for r in rows} == {default_annotator()}
+        assert rows and {r.annotator for r in rows} == {"lead"}
         first_name = label.split(". ", 1)[1].rsplit(" — ", 1)[0].strip()
         toggled = [r for r in rows if name_of[r.class_id] == first_name]
         if toggled:
@@ -160,7 +184,7 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
     assert elapsed < 10  # generous here; the must-show figure is measured and reported, not asserted tightly
 
 
-def test_explore_search_map_and_suspicious_labels_queue(server, tmp_path: Path):
+def test_explore_search_map_and_suspicious_labels_queue(server, demo_studio, tmp_path: Path):
     """Text search, the embedding map coloured by a class, sending results to Review, and the
     suspicious-labels queue (screenshots: explore_search, explore_map, review_suspicious)."""
     from playwright.sync_api import sync_playwright
@@ -170,6 +194,7 @@ def test_explore_search_map_and_suspicious_labels_queue(server, tmp_path: Path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        sign_in(page, server, demo_studio.settings.home)
         page.goto(f"{server}/explore")
         page.wait_for_selector("h1")
         settle(page, 1500)
@@ -229,6 +254,7 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
         with serve(studio.settings.home) as server, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            sign_in(page, server, studio.settings.home)
             page.goto(f"{server}/training")
             page.wait_for_selector("text=Train a new version")
             settle(page)
@@ -257,3 +283,47 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
     finally:
         log = stop(worker)
     assert active_version(studio).name == get_job(studio, first.id).result["version"], log
+
+
+def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_path: Path):
+    """Pages need a session; an annotator's navigation has no admin pages and an admin URL typed
+    by hand says no; signing out ends the session for every page load after it."""
+    from playwright.sync_api import sync_playwright
+
+    out = Path(SCREENSHOT_DIR or tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for path in ("", "review", "classes", "training"):
+            page.goto(f"{server}/{path}")
+            page.wait_for_selector("text=Sign in")
+            settle(page)
+            assert page.locator("[data-testid='stImage']").count() == 0
+            assert page.locator("text=Signed in as").count() == 0
+        page.get_by_label("Username").fill("ann")
+        page.get_by_label("Password", exact=True).fill("wrong password!")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("text=Wrong username or password")
+        sign_in(page, server, demo_studio.settings.home, "ann", "annotator")
+        nav = page.get_by_test_id("stSidebarNav").inner_text()
+        assert "Review" in nav and "Classes" not in nav and "Training" not in nav
+        page.goto(f"{server}/review")
+        page.wait_for_selector("[data-testid='stImage']", timeout=30000)
+        settle(page, 1000)
+        shot(page, "review_annotator", out)
+        page.goto(f"{server}/classes")  # not in her navigation: Streamlit says the page is not found
+        page.wait_for_selector("h1")
+        settle(page)
+        shot(page, "annotator_admin_url", out)
+        assert page.locator("text=Add a class").count() == 0
+        page.goto(server)
+        page.wait_for_selector("text=Signed in as")
+        settle(page)
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_selector("text=You are signed out")
+        settle(page)
+        page.goto(f"{server}/review")
+        page.wait_for_selector("text=Sign in")
+        settle(page)
+        assert page.locator("text=Signed in as").count() == 0
+        browser.close()

@@ -18,12 +18,13 @@ from conftest import make_env
 
 WORKER = textwrap.dedent("""
     import sys
+    from mumic_core.auth import SYSTEM
     from mumic_core.collection import annotate
     from mumic_core.studio import open_studio
     who, rounds, image_ids, class_ids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     images = [int(x) for x in image_ids.split(",")]
     classes = [int(x) for x in class_ids.split(",")]
-    studio = open_studio(migrate=False)
+    studio = open_studio(migrate=False, actor=SYSTEM)
     print("ready", flush=True)
     sys.stdin.readline()  # start together
     for r in range(rounds):

@@ -10,13 +10,15 @@ from sqlalchemy import func, select
 from db.models import Annotation, LabelClass, Prediction, ReviewLease
 from mumic_core.registry import active_version
 from mumic_core.review import QueueFilter, queue_count
+from conftest import signed_in_app
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "app_pages" / name), default_timeout=90)
+def page(name: str, user: str = "ann", role: str = "admin") -> AppTest:
+    """A page script, run by a signed-in user."""
+    return signed_in_app(ROOT / "app_pages" / name, user, role)
 
 
 def review_rows(studio) -> int:
@@ -33,7 +35,6 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
     assert "Image 1 of 30" in at.markdown[0].value
     toggles = [b for b in at.button if b.key.startswith("t")]
     assert len(toggles) == 9 and "%" in toggles[0].label
-    at.text_input(key="annotator").set_value("ann").run()
     first = [b for b in at.button if b.key.startswith("t")][0]
     was = first.proto.type == "primary"
     first.click().run()
@@ -58,7 +59,6 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
 
 def test_review_grid_bulk_accept(demo_studio):
     at = page("review.py").run()
-    at.text_input(key="annotator").set_value("ann").run()
     at.radio(key="mode").set_value("Grid").run()
     assert not at.exception and len([m for m in at.multiselect if m.label == "Present"]) == 12  # one "present" picker per image on the page
     at.slider(key="grid_t").set_value(0.3).run()
@@ -102,12 +102,18 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     assert not at.exception
     assert "Reviewed 30 of 60 images" in at.get("progress")[0].proto.text
     assert len(at.get("plotly_chart")) >= 1
-    folder = tmp_path / "more"
-    folder.mkdir()
-    PILImage.new("RGB", (50, 50), "purple").save(folder / "new.png")
-    (folder / "broken.jpg").write_bytes(b"not really")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    PILImage.new("RGB", (50, 50), "purple").save(outside / "new.png")
     at = page("import_export.py").run()
     assert not at.exception
+    at.text_input[0].set_value(str(outside)).run()
+    next(b for b in at.button if b.label == "Import folder").click().run()
+    assert any("only folders below" in e.value for e in at.error)  # the browser stays below the import root
+    folder = demo_studio.settings.import_root / "more"
+    folder.mkdir(parents=True)
+    PILImage.new("RGB", (50, 50), "purple").save(folder / "new.png")
+    (folder / "broken.jpg").write_bytes(b"not really")
     at.text_input[0].set_value(str(folder)).run()
     next(b for b in at.button if b.label == "Import folder").click().run()
     assert not at.exception
@@ -167,7 +173,7 @@ def test_strategy_weights_change_the_plan(demo_studio):
 
 
 def test_two_annotators_at_once_are_shown_different_images(demo_studio):
-    ann, bob = page("review.py").run(), page("review.py").run()
+    ann, bob = page("review.py", "ann", "annotator").run(), page("review.py", "bob", "annotator").run()
     shown = []
     for at in (ann, bob):
         assert not at.exception

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mumic_core.auth import SYSTEM
 from mumic_core.config import load_settings
 from mumic_core.jobs import running_worker_pid
 from mumic_core.studio import Studio
@@ -35,7 +36,7 @@ def test_procfile_starts_web_and_worker(demo_studio):
     honcho = shutil.which("honcho", path=env["PATH"])
     proc = subprocess.Popen([honcho, "start"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    studio = Studio(load_settings(env))
+    studio = Studio(load_settings(env), SYSTEM)
     try:
         deadline = time.monotonic() + 90
         healthy = worker = None

@@ -1,0 +1,240 @@
+"""Accounts, roles and signed-in sessions.
+
+Passwords are hashed with Argon2id (argon2-cffi). A session is a random token held by the
+browser tab; the store keeps only its SHA-256, with an idle and an absolute expiry.
+
+Every service function that changes something calls :func:`require` with the studio's
+actor, so a missing check in the UI cannot open a hole: the command line and the worker act
+as :data:`SYSTEM` (whoever runs them can read the database file anyway), a browser as the
+signed-in user, and a studio opened without an actor may change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+
+from db.models import AuditEvent, User, UserSession
+
+from .errors import MumicError
+
+ROLES = ("admin", "annotator")
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "annotator": frozenset({"review"}),
+    "admin": frozenset({"review", "classes", "import", "export", "train", "models", "users", "settings"}),
+}
+_DOING = {"classes": "change classes", "import": "import", "export": "export", "train": "train or re-score models",
+          "models": "activate models", "users": "manage accounts", "settings": "change settings", "review": "review"}
+SESSION_IDLE = timedelta(hours=8)
+SESSION_MAX = timedelta(hours=24)
+_SLIDE_EVERY = timedelta(minutes=5)  # how stale last_seen may get before a request writes it
+MIN_PASSWORD = 10
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
+_hasher = PasswordHasher()
+
+
+class PermissionDenied(MumicError, PermissionError):
+    """The actor may not do this; the message says who and what."""
+
+
+class AccountError(MumicError, ValueError):
+    """A refused account change (bad name, weak password, unknown user)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a signed-in user, or the trusted system (CLI, worker)."""
+
+    username: str
+    role: str
+    system: bool = False
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, frozenset())
+
+
+SYSTEM = Actor("system", "admin", system=True)
+
+
+def require(studio, permission: str) -> Actor:
+    """The studio's actor, if it holds ``permission``; PermissionDenied otherwise."""
+    actor = studio.actor
+    if actor is None:
+        raise PermissionDenied(f"sign in first: {permission} needs an account")
+    if not actor.may(permission):
+        raise PermissionDenied(f"{actor.username} is an {actor.role} and may not {_DOING.get(permission, permission)}")
+    return actor
+
+
+def require_self(studio, annotator: str) -> Actor:
+    """Review permission, and a signed-in user may only label (or undo) as themself."""
+    actor = require(studio, "review")
+    if not actor.system and annotator != actor.username:
+        raise PermissionDenied(f"signed in as {actor.username}: cannot act as {annotator!r}")
+    return actor
+
+
+def audit(session, studio, action: str, **details) -> None:
+    """Record who did ``action`` in the caller's write transaction."""
+    actor = studio.actor.username if studio.actor else "anonymous"
+    session.add(AuditEvent(actor=actor, action=action, details=details))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
+
+def normalize_username(name: str) -> str:
+    clean = (name or "").strip().lower()
+    if not _USERNAME.fullmatch(clean):
+        raise AccountError("a username is 2-40 characters: letters, digits, '.', '_' or '-', starting with a "
+                           "letter or digit")
+    return clean
+
+
+def _check_password(password: str) -> None:
+    if len(password or "") < MIN_PASSWORD:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise AccountError("a password may have at most 1024 characters")
+
+
+def add_user(studio, username: str, password: str, role: str = "annotator") -> User:
+    """Create an account (admin only)."""
+    require(studio, "users")
+    name = normalize_username(username)
+    if role not in ROLES:
+        raise AccountError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    _check_password(password)
+    with studio.write() as s:
+        if s.scalar(select(User.id).where(User.username == name)) is not None:
+            raise AccountError(f"user {name!r} already exists")
+        user = User(username=name, password_hash=_hasher.hash(password), role=role, active=True)
+        s.add(user)
+        audit(s, studio, "add_user", username=name, role=role)
+        s.flush()
+        s.expunge(user)
+    return user
+
+
+def list_users(studio) -> list[User]:
+    require(studio, "users")
+    with studio.read() as s:
+        return list(s.scalars(select(User).order_by(User.username)))
+
+
+def set_active(studio, username: str, active: bool) -> None:
+    """Disable (signing out every session) or re-enable an account."""
+    require(studio, "users")
+    name = normalize_username(username)
+    with studio.write() as s:
+        user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            raise AccountError(f"no user {name!r}")
+        if not active and user.role == "admin" and s.scalar(
+                select(User.id).where(User.role == "admin", User.active.is_(True), User.id != user.id)) is None:
+            raise AccountError(f"{name!r} is the last active admin; add another admin first")
+        user.active = active
+        if not active:
+            s.execute(update(UserSession).where(UserSession.user_id == user.id).values(revoked=True))
+        audit(s, studio, "enable_user" if active else "disable_user", username=name)
+
+
+def set_password(studio, username: str, password: str) -> None:
+    """A new password (admins for anyone; a user for themself); signs out the other sessions."""
+    name = normalize_username(username)
+    if not (studio.actor and studio.actor.username == name and not studio.actor.system):
+        require(studio, "users")
+    _check_password(password)
+    with studio.write() as s:
+        user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            raise AccountError(f"no user {name!r}")
+        user.password_hash = _hasher.hash(password)
+        s.execute(update(UserSession).where(UserSession.user_id == user.id).values(revoked=True))
+        audit(s, studio, "set_password", username=name)
+
+
+def ensure_first_admin(studio) -> str | None:
+    """On a store without accounts: create ``admin`` with a random password and return it
+    (to be shown once); None when accounts exist."""
+    with studio.write() as s:
+        if s.scalar(select(User.id).limit(1)) is not None:
+            return None
+        password = secrets.token_urlsafe(12)
+        s.add(User(username="admin", password_hash=_hasher.hash(password), role="admin", active=True))
+        s.add(AuditEvent(actor="system", action="add_user", details={"username": "admin", "role": "admin"}))
+    return password
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_in(studio, username: str, password: str) -> str:
+    """A new session token for correct credentials of an active account; one vague error
+    otherwise (it does not say whether the name exists)."""
+    refused = PermissionDenied("wrong username or password, or the account is disabled")
+    try:
+        name = normalize_username(username)
+    except AccountError:
+        raise refused from None
+    with studio.read() as s:
+        user = s.scalar(select(User).where(User.username == name))
+    if user is None:
+        _hasher.hash(password or "x")  # same work either way: no timing hint that the name is free
+        raise refused
+    try:
+        _hasher.verify(user.password_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        raise refused from None
+    if not user.active:
+        raise refused
+    token = secrets.token_urlsafe(32)
+    now = _now()
+    with studio.write() as s:
+        s.add(UserSession(token_hash=_token_hash(token), user_id=user.id, created_at=now, last_seen_at=now,
+                          expires_at=now + SESSION_IDLE))
+        if _hasher.check_needs_rehash(user.password_hash):
+            s.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
+    return token
+
+
+def actor_for_token(studio, token: str | None) -> Actor | None:
+    """The signed-in user of a session token, sliding its idle expiry; None when the token is
+    unknown, expired, revoked, or its account is disabled."""
+    if not token or not isinstance(token, str):
+        return None
+    key = _token_hash(token)
+    now = _now()
+    with studio.read() as s:
+        row = s.execute(select(UserSession, User).join(User, User.id == UserSession.user_id)
+                        .where(UserSession.token_hash == key)).first()
+    if row is None:
+        return None
+    sess, user = row
+    if sess.revoked or not user.active or _aware(sess.expires_at) <= now:
+        return None
+    if now - _aware(sess.last_seen_at) > _SLIDE_EVERY:
+        with studio.write() as s:
+            s.execute(update(UserSession).where(UserSession.token_hash == key).values(
+                last_seen_at=now, expires_at=min(now + SESSION_IDLE, _aware(sess.created_at) + SESSION_MAX)))
+    return Actor(user.username, user.role)
+
+
+def sign_out(studio, token: str | None) -> None:
+    """End a session (nothing happens for an unknown token)."""
+    if token:
+        with studio.write() as s:
+            s.execute(update(UserSession).where(UserSession.token_hash == _token_hash(token)).values(revoked=True))

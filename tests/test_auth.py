@@ -1,0 +1,237 @@
+"""Accounts, sessions and role checks: in the service layer, the CLI, and the pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+from conftest import PASSWORD, signed_in_app
+from db.models import AuditEvent, User, UserSession
+from mumic_core import auth
+from mumic_core.auth import (
+    SYSTEM,
+    AccountError,
+    Actor,
+    PermissionDenied,
+    actor_for_token,
+    add_user,
+    ensure_first_admin,
+    set_active,
+    set_password,
+    sign_in,
+    sign_out,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_passwords_are_argon2_hashed_and_sessions_store_only_a_hash(studio):
+    add_user(studio, "Ann", PASSWORD)
+    token = sign_in(studio, "ann", PASSWORD)
+    with studio.read() as s:
+        user = s.scalar(select(User))
+        stored = s.scalar(select(UserSession.token_hash))
+    assert user.username == "ann" and user.role == "annotator"
+    assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+    assert token not in stored and len(stored) == 64
+    assert actor_for_token(studio, token) == Actor("ann", "annotator")
+
+
+def test_wrong_credentials_get_one_vague_error(studio):
+    add_user(studio, "ann", PASSWORD)
+    for name, password in [("ann", "wrong password!"), ("nobody", PASSWORD), ("", ""), ("../etc", PASSWORD)]:
+        with pytest.raises(PermissionDenied, match="wrong username or password"):
+            sign_in(studio, name, password)
+
+
+@pytest.mark.parametrize("name,password,message", [
+    ("a", PASSWORD, "2-40 characters"), ("x" * 41, PASSWORD, "2-40"), ("ann smith", PASSWORD, "2-40"),
+    ("<script>", PASSWORD, "2-40"), ("ann", "short", "at least 10"), ("ann", "p" * 1025, "at most 1024"),
+])
+def test_bad_accounts_are_refused(studio, name, password, message):
+    with pytest.raises(AccountError, match=message):
+        add_user(studio, name, password)
+
+
+def test_duplicate_usernames_and_unknown_roles_are_refused(studio):
+    add_user(studio, "ann", PASSWORD)
+    with pytest.raises(AccountError, match="already exists"):
+        add_user(studio, " ANN ", PASSWORD)
+    with pytest.raises(AccountError, match="unknown role"):
+        add_user(studio, "bob", PASSWORD, role="root")
+
+
+def test_sessions_expire_when_idle_and_after_a_day(studio, monkeypatch):
+    add_user(studio, "ann", PASSWORD)
+    token = sign_in(studio, "ann", PASSWORD)
+    start = auth._now()
+    monkeypatch.setattr(auth, "_now", lambda: start + timedelta(hours=7))
+    assert actor_for_token(studio, token) is not None  # used within the idle limit: slides on
+    monkeypatch.setattr(auth, "_now", lambda: start + timedelta(hours=14))
+    assert actor_for_token(studio, token) is not None
+    monkeypatch.setattr(auth, "_now", lambda: start + timedelta(hours=25))
+    assert actor_for_token(studio, token) is None  # past the absolute limit, however active
+    fresh = sign_in(studio, "ann", PASSWORD)
+    monkeypatch.setattr(auth, "_now", lambda: start + timedelta(hours=25 + 9))
+    assert actor_for_token(studio, fresh) is None  # idle for more than 8 hours
+
+
+def test_sign_out_disable_and_new_password_end_sessions(studio):
+    add_user(studio, "ann", PASSWORD)
+    add_user(studio, "bob", PASSWORD)
+    a, b1, b2 = sign_in(studio, "ann", PASSWORD), sign_in(studio, "bob", PASSWORD), sign_in(studio, "bob", PASSWORD)
+    sign_out(studio, a)
+    assert actor_for_token(studio, a) is None
+    set_active(studio, "bob", False)
+    assert actor_for_token(studio, b1) is None and actor_for_token(studio, b2) is None
+    with pytest.raises(PermissionDenied):
+        sign_in(studio, "bob", PASSWORD)
+    set_active(studio, "bob", True)
+    b3 = sign_in(studio, "bob", PASSWORD)
+    set_password(studio, "bob", "another long password")
+    assert actor_for_token(studio, b3) is None
+    assert actor_for_token(studio, sign_in(studio, "bob", "another long password")).username == "bob"
+
+
+def test_the_last_active_admin_cannot_be_disabled(studio):
+    add_user(studio, "lead", PASSWORD, "admin")
+    with pytest.raises(AccountError, match="last active admin"):
+        set_active(studio, "lead", False)
+    add_user(studio, "boss", PASSWORD, "admin")
+    set_active(studio, "lead", False)
+
+
+def test_first_start_creates_one_admin_with_a_random_password(studio):
+    password = ensure_first_admin(studio)
+    assert password and len(password) >= 12
+    assert ensure_first_admin(studio) is None
+    assert actor_for_token(studio, sign_in(studio, "admin", password)) == Actor("admin", "admin")
+    other = open_studio_again(studio)
+    assert ensure_first_admin(other) is None
+
+
+def open_studio_again(studio):
+    from mumic_core.studio import open_studio
+
+    return open_studio(studio.settings, migrate=False)
+
+
+def test_role_checks_live_in_the_service_layer(demo_studio):
+    """An annotator's studio (as any page would build it) is refused every admin action,
+    whatever the UI shows; an anonymous studio may change nothing at all."""
+    from mumic_core.classes import add_class, list_classes, rename_class
+    from mumic_core.collection import annotate, export_labels, import_files, undo_last_submission
+    from mumic_core.jobs import create_job
+    from mumic_core.registry import activate, active_version
+    from mumic_core.settings_store import set_setting
+
+    add_user(demo_studio, "ann", PASSWORD)
+    ann = demo_studio.as_actor(actor_for_token(demo_studio, sign_in(demo_studio, "ann", PASSWORD)))
+    anonymous = demo_studio.as_actor(None)
+    cls = list_classes(demo_studio)[0]
+    version = active_version(demo_studio)
+    admin_actions = {
+        "add a class": lambda st: add_class(st, "kite"),
+        "rename a class": lambda st: rename_class(st, cls.id, "renamed"),
+        "import images": lambda st: import_files(st, []),
+        "export labels": lambda st: export_labels(st, "csv"),
+        "queue training": lambda st: create_job(st, "train"),
+        "activate a model": lambda st: activate(st, version.id),
+        "change settings": lambda st: set_setting(st, "auto_retrain_labels", 5),
+        "add a user": lambda st: add_user(st, "eve", PASSWORD, "admin"),
+    }
+    for what, action in admin_actions.items():
+        with pytest.raises(PermissionDenied, match="annotator and may not"):
+            action(ann)
+        with pytest.raises(PermissionDenied, match="sign in first"):
+            action(anonymous)
+    image_id = 1
+    annotate(ann, image_id, {cls.id: False}, "ann")
+    assert annotate(ann, image_id, {cls.id: True}, "ann") == 1  # review is theirs
+    with pytest.raises(PermissionDenied, match="cannot act as 'bob'"):
+        annotate(ann, image_id, {cls.id: False}, "bob")
+    with pytest.raises(PermissionDenied, match="cannot act as 'bob'"):
+        undo_last_submission(ann, "bob")
+    assert undo_last_submission(ann, "ann") is not None
+    with pytest.raises(PermissionDenied):
+        annotate(anonymous, image_id, {cls.id: True}, "ann")
+    with demo_studio.read() as s:
+        assert "kite" not in {c.name for c in list_classes(demo_studio)}
+        assert s.scalar(select(User.id).where(User.username == "eve")) is None
+
+
+def test_admin_changes_are_audited_with_who_and_when(studio):
+    from mumic_core.classes import add_class
+
+    add_user(studio, "lead", PASSWORD, "admin")
+    lead = studio.as_actor(Actor("lead", "admin"))
+    add_class(lead, "kite", ["a kite"])
+    with studio.read() as s:
+        events = [(e.actor, e.action, e.details) for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert events[0] == ("system", "add_user", {"username": "lead", "role": "admin"})
+    assert events[-1][:2] == ("lead", "add_class") and events[-1][2]["name"] == "kite"
+
+
+def test_users_cli_adds_lists_disables(home):
+    from mumic_core.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["users", "add", "Ann", "--password-stdin"], input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(main, ["users", "add", "bob", "--role", "admin", "--password-stdin"],
+                         input=PASSWORD + "\n").exit_code == 0
+    bad = runner.invoke(main, ["users", "add", "carl", "--password-stdin"], input="short\n")
+    assert bad.exit_code == 1 and "at least 10" in bad.output
+    listing = runner.invoke(main, ["users", "list"]).output
+    assert "ann" in listing and "annotator" in listing and "bob" in listing and "carl" not in listing
+    assert runner.invoke(main, ["users", "disable", "ann"]).exit_code == 0
+    assert "disabled" in runner.invoke(main, ["users", "list"]).output
+
+
+def test_pages_show_only_a_sign_in_form_without_a_session(demo_studio):
+    for script in ["app.py"] + [f"app_pages/{p}.py" for p in
+                                ("review", "classes", "dashboard", "import_export", "explore", "training", "jobs")]:
+        at = AppTest.from_file(str(ROOT / script), default_timeout=60).run()
+        assert not at.exception, script
+        assert [b.label for b in at.button] == ["Sign in"], script
+        assert not at.metric and not at.dataframe and not at.image, script
+        at.session_state["auth_token"] = "forged-token"
+        assert [b.label for b in at.run().button] == ["Sign in"], script
+
+
+def test_signing_in_through_the_form(demo_studio):
+    add_user(demo_studio, "ann", PASSWORD)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.text_input(key="sign_in_user").set_value("ann")
+    at.text_input(key="sign_in_password").set_value("not the password")
+    at.button[0].click().run()
+    assert any("wrong username or password" in e.value.lower() for e in at.error)
+    at.text_input(key="sign_in_password").set_value(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Signed in as **ann**" in c.value for c in at.sidebar.caption)
+    assert {m.label for m in at.metric} >= {"Images", "Human labels"}
+    at.button(key="sign_out").click().run()
+    assert [b.label for b in at.button] == ["Sign in"]
+
+
+def test_annotators_are_kept_out_of_admin_pages(demo_studio):
+    for name in ("classes", "import_export", "training", "jobs"):
+        at = signed_in_app(ROOT / "app_pages" / f"{name}.py", "ann", "annotator").run()
+        assert not at.exception
+        assert any("needs the" in e.value and "permission" in e.value for e in at.error), name
+        assert not at.button and not at.dataframe, name
+    review = signed_in_app(ROOT / "app_pages/review.py", "ann", "annotator").run()
+    assert not review.exception and not review.error and review.button(key="accept")
+
+
+def test_a_disabled_account_is_signed_out_on_its_next_click(demo_studio):
+    at = signed_in_app(ROOT / "app_pages/review.py", "ann", "annotator").run()
+    assert at.button(key="accept")
+    set_active(demo_studio.as_actor(SYSTEM), "ann", False)
+    assert [b.label for b in at.run().button] == ["Sign in"]
