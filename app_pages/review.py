@@ -238,7 +238,8 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
-    ids = claim(s, state.holder, s.actor.username, page_ids(state.offset, 5), want=1)
+    ids = claim(s, state.holder, s.actor.username, page_ids(state.offset, 5), want=1,
+                unreviewed_only=status == "unreviewed" and not selection)
     if not ids:  # another session took these images a moment ago
         st.rerun()
     [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"))
@@ -329,7 +330,8 @@ else:
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
-    views = image_views(s, claim(s, state.holder, s.actor.username, page_ids(state.offset, per_page)), version.id,
+    views = image_views(s, claim(s, state.holder, s.actor.username, page_ids(state.offset, per_page),
+                                 unreviewed_only=status == "unreviewed" and not selection), version.id,
                         top_k=3, thresholds=thresholds)
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)

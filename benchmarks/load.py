@@ -77,12 +77,12 @@ def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
     events: list[dict] = []
     while time.time() < deadline:
         t0 = time.perf_counter()
-        ids = claim(me, holder, name, queue_page(me, queue, 0, 5), want=1)
+        ids = claim(me, holder, name, queue_page(me, queue, 0, 5), want=1, unreviewed_only=True)
         if not ids:
             break  # nothing left to review
         [view] = image_views(me, ids, version)
         t1 = time.perf_counter()
-        time.sleep(rng.uniform(0.2, 1.0))  # looking at the image
+        time.sleep(rng.uniform(0.5, 2.0))  # looking at the image
         present = {s.class_id for s in view.suggestions[:9] if s.probability >= 0.5 or rng.random() < 0.1}
         absent = {s.class_id for s in view.suggestions[:9]} - present
         t2 = time.perf_counter()
@@ -124,7 +124,8 @@ def verify(home: Path, logs: list[list[dict]]) -> dict:
     reviewers: dict[int, set[str]] = {}
     for sid, image, cls, positive, who in rows:
         by_submission.setdefault(sid, {})[(image, cls)] = positive
-        reviewers.setdefault(image, set()).add(who)
+        if sid not in undone:  # an undone review puts the image back in the queue for anyone
+            reviewers.setdefault(image, set()).add(who)
     lost = 0  # images start unlabelled and are leased to one person: every statement adds a row
     for e in acked:
         sent = {(e["image"], c): True for c in e["present"]} | {(e["image"], c): False for c in e["absent"]}
@@ -220,7 +221,9 @@ def markdown(out: dict) -> str:
                   f"{s['next_image_ms_p50']} / {s['next_image_ms_p95']} | {s['submit_ms_p50']} / {s['submit_ms_p95']} | "
                   f"{s['acknowledged_submissions']} | **{s['lost']}** | **{s['duplicated_current_labels']}** | "
                   f"**{s['images_reviewed_by_two']}** | {s['stale_refusals']} | {s['crashed_processes']} |", "",
-                  "Each annotator looks at an image for 0.2-1 s before deciding; 5 % of submissions are undone."]
+                  "Each annotator looks at an image for 0.5-2 s before deciding; 5 % of submissions are undone. "
+                  "An undone image goes back to the queue, where someone else may review it: that is not counted "
+                  "as reviewed by two."]
     if "browsers" in out:
         b = out["browsers"]
         lines += ["", "## Real browsers (Chromium via Playwright, `streamlit run`)", "",

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from db.models import ReviewLease, utcnow
+from db.models import Image, ReviewLease, utcnow
 
 from .studio import Studio
 from .auth import require_self
@@ -42,27 +42,31 @@ def browser_seat(xsrf_cookie: str | None) -> str | None:
 
 
 def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int], want: int | None = None,
-          seconds: int = LEASE_SECONDS) -> list[int]:
+          seconds: int = LEASE_SECONDS, unreviewed_only: bool = False) -> list[int]:
     """Lease up to ``want`` (default: all) of ``image_ids`` to ``holder``, in the given order,
     skipping images another holder has; the holder's other leases are released. Returns the
-    images now leased to the holder."""
+    images now leased to the holder. With ``unreviewed_only``, images someone reviewed since the
+    caller read its queue are skipped too (checked in the same transaction as the lease)."""
     require_self(studio, annotator)
     want = len(image_ids) if want is None else want
     for attempt in range(3):
         try:
-            return _claim(studio, holder, annotator, list(image_ids), want, seconds)
+            return _claim(studio, holder, annotator, list(image_ids), want, seconds, unreviewed_only)
         except IntegrityError:  # another session inserted the same image first (Postgres); look again
             if attempt == 2:
                 raise
     return []
 
 
-def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: int, seconds: int) -> list[int]:
+def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: int, seconds: int,
+           unreviewed_only: bool) -> list[int]:
     now = utcnow()
     with studio.write() as s:
         s.execute(delete(ReviewLease).where(ReviewLease.expires_at < now))
         others = set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.image_id.in_(ids),
                                                                   ReviewLease.holder != holder)))
+        if unreviewed_only:
+            others |= set(s.scalars(select(Image.id).where(Image.id.in_(ids), Image.review_count > 0)))
         mine = [i for i in ids if i not in others][:want]
         s.execute(delete(ReviewLease).where(ReviewLease.holder == holder, ReviewLease.image_id.not_in(mine)))
         held = {r.image_id: r for r in s.scalars(select(ReviewLease).where(ReviewLease.image_id.in_(mine)))}

@@ -235,3 +235,20 @@ def test_a_disabled_account_is_signed_out_on_its_next_click(demo_studio):
     assert at.button(key="accept")
     set_active(demo_studio.as_actor(SYSTEM), "ann", False)
     assert [b.label for b in at.run().button] == ["Sign in"]
+
+
+def test_init_prints_the_first_admin_password_once(home):
+    from mumic_core.cli import main
+
+    runner = CliRunner()
+    first = runner.invoke(main, ["init", "--no-demo"])
+    assert first.exit_code == 0, first.output
+    assert "username: admin" in first.output
+    password = first.output.split("password: ", 1)[1].split()[0]
+    from mumic_core.config import load_settings
+    from mumic_core.studio import open_studio
+
+    studio = open_studio(load_settings(), migrate=False)
+    assert actor_for_token(studio, sign_in(studio, "admin", password)).role == "admin"
+    again = runner.invoke(main, ["init", "--no-demo"])
+    assert again.exit_code == 0 and "password:" not in again.output

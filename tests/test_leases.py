@@ -78,3 +78,19 @@ def test_browser_seat_survives_a_new_mask():
     assert browser_seat(cookies[0]) == browser_seat(cookies[1]) is not None  # one browser, two page loads
     assert browser_seat(cookies[0].replace("|0", "|1", 1)) != browser_seat(cookies[0])
     assert browser_seat(None) is None and browser_seat("garbage") is None and browser_seat("2|zz|zz|1") is None
+
+
+def test_an_image_reviewed_after_the_queue_was_read_is_not_handed_out(demo_studio):
+    """The race the load benchmark found: B reads the queue, A reviews the top image and moves
+    on (releasing its lease), then B claims from its old list. B must get the next image."""
+    from mumic_core.review import image_views, submit
+
+    s = demo_studio
+    f = QueueFilter(version_id=active_version(s).id, status="unreviewed")
+    seen_by_b = queue_page(s, f, 0, 5)
+    [x] = claim(s, "tab-a", "ann", seen_by_b, want=1)
+    submit(s, image_views(s, [x], f.version_id)[0], set(), {1}, "ann")
+    a_next = claim(s, "tab-a", "ann", queue_page(s, f, 0, 5), want=1)  # A moves on: x is free again
+    expected = [i for i in seen_by_b if i != x and i not in a_next][:1]
+    assert claim(s, "tab-b", "bob", seen_by_b, want=1, unreviewed_only=True) == expected
+    assert claim(s, "tab-c", "cay", [x], want=1) == [x]  # without the option: any free image
