@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.models import AuditEvent, User, UserSession
 
@@ -36,6 +36,8 @@ SESSION_IDLE = timedelta(hours=8)
 SESSION_MAX = timedelta(hours=24)
 _SLIDE_EVERY = timedelta(minutes=5)  # how stale last_seen may get before a request writes it
 MIN_PASSWORD = 10
+MAX_FAILURES = 5  # wrong passwords for one name within LOCKOUT, before it is refused for a while
+LOCKOUT = timedelta(minutes=15)
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
 _hasher = PasswordHasher()
 
@@ -190,25 +192,37 @@ def sign_in(studio, username: str, password: str) -> str:
         name = normalize_username(username)
     except AccountError:
         raise refused from None
+    now = _now()
     with studio.read() as s:
         user = s.scalar(select(User).where(User.username == name))
+        failures = s.scalar(select(func.count(AuditEvent.id)).where(
+            AuditEvent.actor == name, AuditEvent.action == "sign_in_failed", AuditEvent.at > now - LOCKOUT))
+    if failures >= MAX_FAILURES:
+        raise PermissionDenied(f"too many failed sign-ins for this name; try again in {LOCKOUT.seconds // 60} "
+                               "minutes")
     if user is None:
         _hasher.hash(password or "x")  # same work either way: no timing hint that the name is free
+        _failed(studio, name)
         raise refused
     try:
         _hasher.verify(user.password_hash, password or "")
     except (VerificationError, InvalidHashError):
+        _failed(studio, name)
         raise refused from None
     if not user.active:
         raise refused
     token = secrets.token_urlsafe(32)
-    now = _now()
     with studio.write() as s:
         s.add(UserSession(token_hash=_token_hash(token), user_id=user.id, created_at=now, last_seen_at=now,
                           expires_at=now + SESSION_IDLE))
         if _hasher.check_needs_rehash(user.password_hash):
             s.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
     return token
+
+
+def _failed(studio, name: str) -> None:
+    with studio.write() as s:
+        s.add(AuditEvent(actor=name, action="sign_in_failed", details={}, at=_now()))
 
 
 def actor_for_token(studio, token: str | None) -> Actor | None:

@@ -49,6 +49,20 @@ def test_wrong_credentials_get_one_vague_error(studio):
             sign_in(studio, name, password)
 
 
+def test_repeated_wrong_passwords_lock_the_name_for_a_while(studio, monkeypatch):
+    add_user(studio, "ann", PASSWORD)
+    add_user(studio, "bob", PASSWORD)
+    for _ in range(auth.MAX_FAILURES):
+        with pytest.raises(PermissionDenied, match="wrong username or password"):
+            sign_in(studio, "ann", "guessing again")
+    with pytest.raises(PermissionDenied, match="too many failed sign-ins"):
+        sign_in(studio, "ann", PASSWORD)  # even the right password, for now
+    assert actor_for_token(studio, sign_in(studio, "bob", PASSWORD)).username == "bob"  # others unaffected
+    later = auth._now() + auth.LOCKOUT + timedelta(seconds=1)
+    monkeypatch.setattr(auth, "_now", lambda: later)
+    assert actor_for_token(studio, sign_in(studio, "ann", PASSWORD)).username == "ann"
+
+
 @pytest.mark.parametrize("name,password,message", [
     ("a", PASSWORD, "2-40 characters"), ("x" * 41, PASSWORD, "2-40"), ("ann smith", PASSWORD, "2-40"),
     ("<script>", PASSWORD, "2-40"), ("ann", "short", "at least 10"), ("ann", "p" * 1025, "at most 1024"),
