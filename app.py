@@ -47,7 +47,7 @@ def warm_up_model() -> threading.Thread:
 
 
 def home() -> None:
-    s = signed_in_studio()
+    s = me  # signed in above, before the navigation runs this page
     st.title("MuMIC Studio")
     st.caption("Multi-label image labelling: a CLIP model proposes labels, people accept or fix them.")
 

@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from db.models import ClassPrompt, LabelClass
 
-from .errors import ClassError
-from .studio import Studio
 from .auth import audit, require
 from .csv_rows import read_csv_rows
+from .errors import ClassError
+from .studio import Studio
 
 MAX_NAME_LENGTH = 80
 MAX_PROMPT_LENGTH = 300

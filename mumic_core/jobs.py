@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, JobLog, utcnow
 
+from .auth import audit, require
 from .errors import MumicError
 from .studio import Studio
-from .auth import audit, require
 
 JOB_KINDS = ("score", "train", "label_errors")
 # kind -> key that only one queued/running job may hold

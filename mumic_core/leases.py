@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Image, ReviewLease, utcnow
 
-from .studio import Studio
 from .auth import require_self
+from .studio import Studio
 
 LEASE_SECONDS = 600
 

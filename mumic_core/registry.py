@@ -9,8 +9,8 @@ from sqlalchemy import func, select, update
 
 from db.models import ModelVersion
 
-from .studio import Studio
 from .auth import audit, require
+from .studio import Studio
 
 if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
     from .classifier import Head

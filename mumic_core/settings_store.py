@@ -6,8 +6,8 @@ from typing import Any
 
 from db.models import StudioSetting
 
-from .studio import Studio
 from .auth import audit, require
+from .studio import Studio
 
 DEFAULTS: dict[str, Any] = {
     "auto_retrain_labels": 0,  # retrain after this many new human labels; 0 = off
