@@ -10,6 +10,7 @@ short: compute first, then open one.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,9 +24,19 @@ def _is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-@functools.cache
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def get_engine(url: str) -> Engine:
     """One engine per URL and process."""
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = _create_engine(url)
+        return _engines[url]
+
+
+def _create_engine(url: str) -> Engine:
     if _is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
@@ -48,6 +59,15 @@ def get_engine(url: str) -> Engine:
     else:
         engine = create_engine(url, pool_pre_ping=True)
     return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process and forget the engines (tests, forks)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+    _factories.cache_clear()
 
 
 @functools.cache

@@ -3,7 +3,9 @@
 Each review session (a browser tab) holds a lease on the images it shows. Other sessions skip
 those images until the lease is released (the session moves on or submits) or expires
 (``LEASE_SECONDS`` after it was last renewed, e.g. a closed tab). Claims are atomic: two sessions
-asking for the same image at once get it once.
+asking for the same image at once get it once (SQLite: the write lock of ``BEGIN IMMEDIATE``;
+PostgreSQL: the images are taken with ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent
+claims pass over each other's images instead of waiting).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Image, ReviewLease, utcnow
@@ -62,6 +64,15 @@ def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: in
            unreviewed_only: bool) -> list[int]:
     now = utcnow()
     with studio.write() as s:
+        if s.bind.dialect.name != "sqlite" and ids:  # PostgreSQL: lock the first ``want`` free images,
+            leased = select(ReviewLease.image_id).where(ReviewLease.holder != holder,  # passing over
+                                                        ReviewLease.expires_at >= now)  # those another
+            q = select(Image.id).where(Image.id.in_(ids), Image.id.not_in(leased))  # claim is taking
+            if unreviewed_only:
+                q = q.where(Image.review_count == 0)
+            order = case({i: k for k, i in enumerate(ids)}, value=Image.id)
+            free = set(s.scalars(q.order_by(order).limit(want).with_for_update(of=Image, skip_locked=True)))
+            ids = [i for i in ids if i in free]
         s.execute(delete(ReviewLease).where(ReviewLease.expires_at < now))
         others = set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.image_id.in_(ids),
                                                                   ReviewLease.holder != holder)))

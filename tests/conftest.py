@@ -1,8 +1,14 @@
-"""Shared fixtures: every test gets its own MUMIC_HOME and the offline, untrained built-in model."""
+"""Shared fixtures: every test gets its own MUMIC_HOME and the offline, untrained built-in model.
+
+With ``MUMIC_TEST_DATABASE_URL`` set to a PostgreSQL server (``make test-postgres``), every test
+gets its own database there instead of a SQLite file: a copy of a template migrated once per run.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,20 +21,69 @@ from mumic_core.studio import Studio, open_studio
 OFFLINE_ENV = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
 
 
+SERVER_URL = os.environ.get("MUMIC_TEST_DATABASE_URL", "")
+_TEMPLATE = f"mumic_template_{uuid.uuid4().hex[:8]}"
+_numbers = itertools.count()
+
+
 def make_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess that works on ``home`` (and on the test's own database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMIC_")}
     root = str(Path(__file__).resolve().parents[1])
-    return env | OFFLINE_ENV | {"MUMIC_HOME": str(home), "PYTHONPATH": root} | extra
+    database = {"MUMIC_DATABASE_URL": os.environ["MUMIC_DATABASE_URL"]} if os.environ.get("MUMIC_DATABASE_URL") else {}
+    return env | OFFLINE_ENV | {"MUMIC_HOME": str(home), "PYTHONPATH": root} | database | extra
+
+
+def _server_sql(statement: str) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(SERVER_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _database_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(SERVER_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_template():
+    """PostgreSQL runs: one database migrated to the newest revision, copied for each test."""
+    if not SERVER_URL:
+        yield None
+        return
+    from db.migrate import upgrade
+    from db.session import dispose_engines
+
+    _server_sql(f"CREATE DATABASE {_TEMPLATE}")
+    upgrade(_database_url(_TEMPLATE))
+    dispose_engines()
+    yield _TEMPLATE
+    dispose_engines()
+    _server_sql(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_template) -> Path:
     for key in [k for k in os.environ if k.startswith("MUMIC_")]:
         monkeypatch.delenv(key)
     for key, value in OFFLINE_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MUMIC_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    if database_template is None:
+        yield tmp_path / "home"
+        return
+    from db.session import dispose_engines
+
+    name = f"mumic_test_{os.getpid()}_{next(_numbers)}"
+    _server_sql(f"CREATE DATABASE {name} TEMPLATE {database_template}")
+    monkeypatch.setenv("MUMIC_DATABASE_URL", _database_url(name))
+    yield tmp_path / "home"
+    dispose_engines()
+    _server_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
