@@ -7,7 +7,8 @@ import threading
 import streamlit as st
 
 from mumic_core.collection import class_counts, collection_counts
-from mumic_core.jobs import list_jobs, running_worker_pid
+from mumic_core.jobs import list_jobs
+from mumic_core.workers import live_workers
 from mumic_core.registry import active_version, describe
 from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
 from mumic_core.auth import ensure_first_admin
@@ -75,9 +76,10 @@ def home() -> None:
         st.write("No classes yet: add them with `python -m mumic_core classes add NAME --prompt ...`.")
 
     st.subheader("Recent jobs")
-    pid = running_worker_pid(s)
-    if pid:
-        st.caption(f"Background worker: running (pid {pid}).")
+    workers = live_workers(s)
+    if workers:
+        st.caption(f"Background workers: {len(workers)} running — "
+                   + ", ".join(f"{w.name} ({w.device})" for w in workers) + ".")
     else:
         st.caption("Background worker: not running — queued jobs wait until it starts (`make run` starts it).")
     jobs = list_jobs(s, limit=5)

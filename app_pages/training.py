@@ -6,19 +6,20 @@ import plotly.express as px
 import streamlit as st
 
 from mumic_core.errors import MumicError
-from mumic_core.jobs import job_log, list_jobs, request_cancel, running_worker_pid
+from mumic_core.jobs import job_log, list_jobs, request_cancel
 from mumic_core.lifecycle import new_human_labels, request_activation, request_training
 from mumic_core.model_report import (METRICS, job_summary, metric_bars, per_class_ap, validation_metrics,
                                      version_rows)
 from mumic_core.registry import active_version, describe, list_versions
 from mumic_core.settings_store import get_setting, set_setting
+from mumic_core.workers import live_workers
 from app_pages.signin import signed_in_studio
 
 st.title("Training")
 s = signed_in_studio("train")
 active = active_version(s)
 st.info(f"**Active model:** {describe(active)}" if active else "No model yet: run `make run` first.")
-if running_worker_pid(s) is None:
+if not live_workers(s):
     st.warning("The background worker is not running: requested jobs wait until it starts "
                "(`make run` starts it, or `python -m huey.bin.huey_consumer mumic_core.worker.huey`).")
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     ColumnElement,
@@ -197,6 +198,7 @@ class Job(Base):
     result: Mapped[dict] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     worker_pid: Mapped[int | None] = mapped_column(Integer)
+    worker_host: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -276,3 +278,36 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(40))
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class Worker(Base):
+    """A worker process (any machine), kept alive by a heartbeat while it runs."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(100))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(60), default="cpu")
+    queue: Mapped[str] = mapped_column(String(20), default="sqlite")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class EncodeBatch(Base):
+    """A slice of the images an encoder still has to embed. Any worker may claim a pending one
+    (SKIP LOCKED on PostgreSQL); its embeddings come back in the row until the job that made the
+    batches stores them. A claim whose heartbeat stops (a dead worker) is claimed again."""
+
+    __tablename__ = "encode_batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    encoder_key: Mapped[str] = mapped_column(String(200), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    image_ids: Mapped[list] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)  # pending, running, done, stored
+    holder: Mapped[str | None] = mapped_column(String(120))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    embeddings: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # .npy bytes, float32 (N, D)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -29,6 +29,8 @@ class Settings:
     max_image_bytes: int = 64 * 2**20
     embedding_chunk: int = 1024  # images encoded between two saved cache parts (the unit of resume)
     import_root: Path | None = None  # server folders below it may be imported from the browser
+    queue_url: str = ""  # redis://... for huey on Redis; empty: huey on SQLite in queue.db
+    batch_stale_seconds: float = 120.0  # an encode batch without a heartbeat this long is claimed again
     extra: dict = field(default_factory=dict)
 
     @property
@@ -51,6 +53,11 @@ class Settings:
     def queue_path(self) -> Path:
         return self.home / "queue.db"
 
+    @property
+    def queue(self) -> str:
+        """Where the job queue is: the Redis URL, or the SQLite file under MUMIC_HOME."""
+        return self.queue_url or str(self.queue_path)
+
     def ensure_dirs(self) -> None:
         for path in (self.home, self.image_dir, self.model_dir, self.embedding_dir):
             path.mkdir(parents=True, exist_ok=True)
@@ -71,4 +78,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         offline_probe_seconds=float(env.get("MUMIC_OFFLINE_PROBE_SECONDS", "4")),
         embedding_chunk=max(1, int(env.get("MUMIC_EMBEDDING_CHUNK", "1024"))),
         import_root=Path(env.get("MUMIC_IMPORT_ROOT") or home / "incoming").expanduser().resolve(),
+        queue_url=env.get("MUMIC_QUEUE_URL", ""),
+        batch_stale_seconds=float(env.get("MUMIC_BATCH_STALE_SECONDS", "120")),
     )

@@ -57,6 +57,18 @@ class EmbeddingCache:
         first.sort()
         return all_ids[first], all_emb[first]
 
+    def missing(self, ids: Sequence[int]) -> list[int]:
+        """The ids among ``ids`` not cached yet, ascending."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            cached, _ = self.load()
+        return np.unique(wanted[~np.isin(wanted, cached)]).tolist()
+
+    def add(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        """Save embeddings computed elsewhere (another worker's batch) as a new part."""
+        with self._lock:
+            self._append(np.asarray(ids, dtype=np.int64), np.asarray(emb, dtype=np.float32))
+
     def ensure(
         self,
         encoder: Encoder,

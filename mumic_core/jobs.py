@@ -8,12 +8,12 @@ see its status, phase, live numbers and log, and ask it to stop. A job of an exc
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import psutil
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +22,7 @@ from db.models import Job, JobLog, utcnow
 from .auth import audit, require
 from .errors import MumicError
 from .studio import Studio
+from .workers import is_alive
 
 JOB_KINDS = ("score", "train", "label_errors")
 # kind -> key that only one queued/running job may hold
@@ -152,13 +153,16 @@ def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) ->
 
 
 def _claim(studio: Studio, job_id: int) -> bool:
-    """Atomically move a queued job to running; False if someone else has it or it was cancelled."""
+    """Atomically move a queued job to running; False if someone else has it or it was cancelled.
+    On PostgreSQL the row is taken with FOR UPDATE SKIP LOCKED: a worker racing for it moves on."""
     with studio.write() as s:
-        res = s.execute(
-            update(Job).where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(), worker_pid=os.getpid())
-        )
-        return res.rowcount == 1
+        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued")
+                       .with_for_update(skip_locked=True))
+        if job is None:
+            return False
+        job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+        job.worker_pid, job.worker_host = os.getpid(), socket.gethostname()
+        return True
 
 
 def set_result(studio: Studio, job_id: int, **values) -> None:
@@ -220,38 +224,20 @@ def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Repo
     raise ValueError(f"unknown job kind {kind!r}")
 
 
-def _pid_file(studio: Studio):
-    return studio.settings.home / "worker.pid"
-
-
-def record_worker_started(studio: Studio) -> None:
-    """Called by the worker at start: lets pages tell whether a worker is running."""
-    _pid_file(studio).write_text(str(os.getpid()))
-
-
-def running_worker_pid(studio: Studio) -> int | None:
-    """The pid of a live worker of this MUMIC_HOME, or None."""
-    try:
-        pid = int(_pid_file(studio).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        alive = psutil.Process(pid).is_running() and "huey" in " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return None
-    return pid if alive else None
-
-
 def fail_orphaned_jobs(studio: Studio) -> list[Job]:
-    """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them."""
+    """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them.
+    A worker on this machine is looked up by pid; one on another machine by its heartbeat."""
+    with studio.read() as s:
+        running = list(s.scalars(select(Job).where(Job.status == "running")))
+    gone = [j.id for j in running if not is_alive(studio, j.worker_host, j.worker_pid)]
     failed = []
     with studio.write() as s:
-        for job in s.scalars(select(Job).where(Job.status == "running")):
-            if job.worker_pid is None or not psutil.pid_exists(job.worker_pid) or job.worker_pid == os.getpid():
-                job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
-                when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
-                job.error = f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was activated"
-                failed.append(job)
+        for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")):
+            job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
+            when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
+            job.error = (f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "
+                         f"activated (it ran on {job.worker_host or 'an unknown host'})")
+            failed.append(job)
     for job in failed:
         log(studio, job.id, job.error)
     return failed

@@ -84,8 +84,15 @@ def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[
 
 def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
                      progress: Progress | None = None) -> np.ndarray:
-    """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded."""
-    cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key, studio.settings.embedding_chunk)
+    """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded,
+    by every live worker when they are more than one batch."""
+    chunk, key = studio.settings.embedding_chunk, scorer.encoder.spec.key
+    cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
+    missing = cache.missing(image_ids)
+    if len(missing) > chunk:  # in batches that every live worker helps with
+        from .encode_batches import encode_in_parallel
+
+        encode_in_parallel(studio, scorer.version.id, cache, key, missing, progress)
     return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
 
 

@@ -1,6 +1,10 @@
 """The background worker: ``python -m huey.bin.huey_consumer mumic_core.worker.huey``.
 
-Huey (SQLite storage under MUMIC_HOME) delivers job ids; the job itself lives in the database.
+Huey delivers job ids; the job itself lives in the database. The queue is SQLite under
+MUMIC_HOME by default, or Redis with ``MUMIC_QUEUE_URL=redis://...``, so that several worker
+processes, on this machine or others, share the jobs. A job runs once whichever worker gets
+it (its claim is a row lock in the database), and a scoring job hands out batches of images to
+every live worker (``encode_batches.py``).
 """
 
 from __future__ import annotations
@@ -8,46 +12,75 @@ from __future__ import annotations
 import functools
 import logging
 
-from huey import SqliteHuey
+from huey import RedisHuey, SqliteHuey
 
 from .auth import SYSTEM
 from .config import load_settings
-from .jobs import create_job, record_worker_started, run_job
+from .jobs import create_job, run_job
 from .studio import Studio, open_studio
 
 log = logging.getLogger("mumic.worker")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _run_job(job_id: int) -> None:
     run_job(Studio(_settings, SYSTEM), job_id)  # the job was authorised when it was queued
 
 
+def _encode_batches(encoder_key: str) -> None:
+    from .encode_batches import work_on_batches
+
+    work_on_batches(Studio(_settings, SYSTEM), encoder_key)
+
+
 @functools.cache
-def queue_for(queue_path: str):
-    """(huey instance, task) for one queue file; the task runs a job by id."""
-    instance = SqliteHuey("mumic", filename=queue_path)
-    return instance, instance.task(name="run_job")(_run_job)
+def queue_for(queue: str):
+    """(huey instance, run-job task, encode-batches task) for a Redis URL or a SQLite queue file."""
+    if queue.startswith(REDIS_SCHEMES):
+        instance = RedisHuey("mumic", url=queue)
+    else:
+        instance = SqliteHuey("mumic", filename=queue)
+    return (instance, instance.task(name="run_job")(_run_job),
+            instance.task(name="encode_batches")(_encode_batches))
 
 
 _settings = load_settings()
 _settings.ensure_dirs()
-huey, run_job_task = queue_for(str(_settings.queue_path))
+huey, run_job_task, encode_batches_task = queue_for(_settings.queue)
+_heartbeat = None
 
 
 @huey.on_startup()
 def _startup() -> None:
-    studio = open_studio(_settings, actor=SYSTEM)
-    record_worker_started(studio)
+    global _heartbeat
     from .lifecycle import resume_interrupted
+    from .workers import register
 
+    studio = open_studio(_settings, actor=SYSTEM)
+    _heartbeat = register(studio, "redis" if _settings.queue.startswith(REDIS_SCHEMES) else "sqlite")
     resumed = resume_interrupted(studio)
     if resumed:
         log.warning("queued job(s) %s to finish promotions a stopped worker left undone", resumed)
 
 
+@huey.on_shutdown()
+def _shutdown() -> None:
+    from .workers import unregister
+
+    if _heartbeat is not None:
+        _heartbeat.set()
+        unregister(Studio(_settings, SYSTEM))
+
+
 def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
-    """Record a job and hand it to the worker of the studio's MUMIC_HOME; returns the job id."""
+    """Record a job and hand it to the workers of the studio's queue; returns the job id."""
     job_id = create_job(studio, kind, params)
-    _, task = queue_for(str(studio.settings.queue_path))
-    task(job_id)
+    queue_for(studio.settings.queue)[1](job_id)
     return job_id
+
+
+def ask_for_help(studio: Studio, encoder_key: str, helpers: int) -> None:
+    """Ask up to ``helpers`` other workers to take encode batches of ``encoder_key``."""
+    task = queue_for(studio.settings.queue)[2]
+    for _ in range(helpers):
+        task(encoder_key)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mumic_core.auth import SYSTEM
 from mumic_core.config import load_settings
-from mumic_core.jobs import running_worker_pid
+from mumic_core.workers import live_workers
 from mumic_core.studio import Studio
 
 from conftest import make_env
@@ -46,7 +46,7 @@ def test_procfile_starts_web_and_worker(demo_studio):
                     healthy = r.status == 200
             except OSError:
                 pass
-            worker = running_worker_pid(studio)
+            worker = live_workers(studio)
             time.sleep(0.5)
         assert healthy, "the web app did not answer"
         assert worker, "the worker did not start"

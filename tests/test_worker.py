@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Job, Prediction
-from mumic_core.jobs import create_job, get_job, running_worker_pid
+from mumic_core.jobs import create_job, get_job
+from mumic_core.workers import live_workers
 from mumic_core.registry import ensure_base_version
 
 from conftest import make_env
@@ -65,7 +66,7 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
         job = get_job(studio, job_id)
         assert job.status == "succeeded", job.error
         assert job.worker_pid not in (None, os.getpid())
-        assert running_worker_pid(studio) == job.worker_pid
+        assert [w.pid for w in live_workers(studio)] == [job.worker_pid]
         assert job.result == {"version": version.name, "predictions": 60 * 20}
         with studio.read() as s:
             assert s.scalar(select(func.count()).select_from(Prediction)) == 60 * 20
