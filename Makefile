@@ -10,7 +10,7 @@ STARTER_MINUTES ?= 35
 STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-all init clean starter-model screenshots
+.PHONY: install run test test-postgres test-all init clean starter-model screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: init
 
 test: install
 	python -m pytest
+
+# The same suite against a throwaway PostgreSQL server on loopback (Debian's postgresql package).
+test-postgres: install
+	bash scripts/with_postgres.sh python -m pytest
 
 test-all: install
 	python -m pytest -m "slow or not slow"

@@ -1,0 +1,158 @@
+"""Scoring a large collection with 1 and with 2 worker processes (issue 9).
+
+The store of ``benchmarks/speed.py`` (``--images`` generated 96 px scenes, 20 classes) is scored
+from cold (no cached embeddings) by a score job, as the Training page or ``models activate``
+queue it, with N huey workers on a Redis queue (a redis-server started here). The job splits the
+images into encode batches (``MUMIC_EMBEDDING_CHUNK``) that every worker takes; then the job's
+worker writes the predictions. Each worker gets ``cores / N`` torch threads (``OMP_NUM_THREADS``),
+so the runs use the same cores. Reported: wall time of the job, time until every batch was
+encoded, images/s, and the batches each worker encoded.
+
+    .venv/bin/python benchmarks/scale_out.py [--images 100000] [--workers 1,2]
+
+Writes benchmarks/results/scale_out.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+from speed import demo_classes, fresh_studio, scenes  # noqa: E402
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def run(studio, n_workers: int, env: dict, cores: int) -> dict:
+    from sqlalchemy import delete, func, select
+
+    from db.models import EncodeBatch, ImageScore, Prediction
+    from mumic_core.jobs import get_job
+    from mumic_core.registry import ensure_base_version
+    from mumic_core.scoring import load_scorer
+    from mumic_core.worker import enqueue
+    from mumic_core.workers import live_workers
+
+    version = ensure_base_version(studio)
+    key = load_scorer(studio, version).encoder.spec.key
+    shutil.rmtree(studio.settings.embedding_dir / key, ignore_errors=True)  # from cold
+    with studio.write() as s:
+        s.execute(delete(Prediction))
+        s.execute(delete(ImageScore))
+        s.execute(delete(EncodeBatch))
+    threads = max(1, cores // n_workers)
+    workers = [subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey",
+                                 "--workers", "1", "--worker-type", "thread", "--max-delay", "0.5"],
+                                cwd=ROOT, env=env | {"OMP_NUM_THREADS": str(threads)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
+    try:
+        while len(live_workers(studio)) < n_workers:
+            time.sleep(0.5)
+        t = time.monotonic()
+        job_id = enqueue(studio, "score", {})
+        encoded = None
+        while get_job(studio, job_id).status in ("queued", "running"):
+            if encoded is None:
+                with studio.read() as s:
+                    n = s.scalar(select(func.count()).select_from(EncodeBatch))
+                    left = s.scalar(select(func.count()).select_from(EncodeBatch).where(EncodeBatch.status != "stored"))
+                if n and not left:
+                    encoded = time.monotonic() - t
+            time.sleep(1)
+        seconds = time.monotonic() - t
+        job = get_job(studio, job_id)
+        with studio.read() as s:
+            holders = Counter(s.scalars(select(EncodeBatch.holder)))
+            images = s.scalar(select(func.count(func.distinct(Prediction.image_id))))
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(60)
+    if job.status != "succeeded":
+        sys.exit(f"the score job {job.status}: {job.error}")
+    result = {"workers": n_workers, "torch_threads_each": threads, "images": images,
+              "seconds": round(seconds, 1), "encode_seconds": round(encoded or seconds, 1),
+              "images_per_s": round(images / seconds, 1), "batches_by_worker": sorted(holders.values(), reverse=True)}
+    print(result, flush=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--starter", type=Path, default=ROOT / "mumic_data" / "models" / "starter")
+    ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-speed"))
+    args = ap.parse_args()
+    if not (args.starter / "open_clip_config.json").is_file():
+        sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
+    from mumic_core.collection import import_folder
+
+    home = args.home / f"scale-out-{args.images}"
+    rows = scenes(args.home / "scenes", args.images)
+    fresh = not (home / "mumic.db").exists()
+    studio = fresh_studio(home, args.starter, keep=True)
+    if fresh:
+        demo_classes(studio)
+        import_folder(studio, args.home / "scenes")
+    redis, url = start_redis(home)
+    os.environ["MUMIC_QUEUE_URL"] = url
+    from mumic_core.config import load_settings
+    from mumic_core.studio import Studio
+
+    studio = Studio(load_settings(), studio.actor)
+    cores = os.cpu_count() or 1
+    env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}",
+           "MUMIC_QUEUE_URL": url}
+    try:
+        runs = [run(studio, int(n), env, cores) for n in args.workers.split(",")]
+    finally:
+        redis.terminate()
+    import torch
+
+    out = {"machine": f"{platform.machine()}, {cores} CPU cores, "
+                      f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+           "command": " ".join(["python benchmarks/scale_out.py", *sys.argv[1:]]),
+           "model": "starter model (mumic-small-rn96, 96 px)", "store": "SQLite; queue: Redis",
+           "images": len(rows), "classes": 20, "embedding_chunk": studio.settings.embedding_chunk, "runs": runs}
+    base = runs[0]["seconds"]
+    for r in runs:
+        r["speed_up"] = round(base / r["seconds"], 2)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scale_out.json").write_text(json.dumps(out, indent=1))
+    lines = [f"# Scoring {out['images']:,} images with 1 and with more workers", "",
+             f"Machine: {out['machine']}. Model: {out['model']}. {out['store']}. Batches of "
+             f"{out['embedding_chunk']} images. Command: `{out['command']}`.", "",
+             "| workers | torch threads each | job (s) | encoding done (s) | images/s | speed-up | batches per worker |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['workers']} | {r['torch_threads_each']} | {r['seconds']} | {r['encode_seconds']} | "
+                     f"{r['images_per_s']} | {r['speed_up']} | {', '.join(map(str, r['batches_by_worker']))} |")
+    (RESULTS / "scale_out.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
