@@ -120,6 +120,9 @@ class Storage:
         target = self._remote(prefix)
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)
+        if files and not self.remote:  # object stores have no folders to make
+            for rel in {p.parent.relative_to(folder).as_posix() for p in files}:
+                self.fs.makedirs(target if rel == "." else f"{target}/{rel}", exist_ok=True)
         if files:
             self.fs.put([str(p) for p in files],
                         [f"{target}/{p.relative_to(folder).as_posix()}" for p in files])
@@ -129,11 +132,12 @@ class Storage:
     def local_dir(self, prefix: str, dest: Path | None = None) -> Path | None:
         """A local folder holding everything below ``prefix``: for local storage the folder
         itself; for remote storage ``dest`` (default: in the cache), downloaded into a temporary
-        sibling and renamed into place unless it is already there. None when nothing is stored."""
-        if not self.remote:
-            path = self.path(prefix)
+        sibling and renamed into place unless it is already there (a local ``dest`` elsewhere is
+        copied the same way). None when nothing is stored."""
+        path = self.path(prefix)
+        if not self.remote and (dest is None or Path(dest) == path):
             return path if path.is_dir() else None
-        dest = Path(dest) if dest is not None else self.path(prefix)
+        dest = Path(dest) if dest is not None else path
         if dest.is_dir():
             return dest
         target = self._remote(prefix)

@@ -178,6 +178,24 @@ def test_local_default_keeps_files_under_home(home: Path):
     assert head_path(studio, version) == home / "models" / version.name / "head.json"
 
 
+def test_a_local_storage_url_is_used_in_place(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("MUMIC_STORAGE_URL", f"file://{shared}")
+    studio = open_studio(load_settings(), actor=SYSTEM)
+    import_files(studio, [("a.png", _png("red"))])
+    (stored,) = _files(shared / "images")
+    assert [p for _, p in image_items(studio)] == [stored] and _files(home / "images") == []
+    models = storage_for(studio.settings, "models")
+    assert not models.remote
+    (home / "models" / "v0007").mkdir(parents=True)
+    (home / "models" / "v0007" / "head.json").write_text("{}")
+    assert models.upload_dir(home / "models" / "v0007", "v0007") == 1
+    assert (shared / "models" / "v0007" / "head.json").read_text() == "{}"
+    assert models.local_dir("v0007") == shared / "models" / "v0007"
+    elsewhere = models.local_dir("v0007", dest=tmp_path / "copy" / "v0007")
+    assert elsewhere == tmp_path / "copy" / "v0007" and (elsewhere / "head.json").read_text() == "{}"
+
+
 def test_storage_settings_are_checked(home: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MUMIC_STORAGE_URL", "memory://bucket/x")
     monkeypatch.setenv("MUMIC_STORAGE_OPTIONS", "[1]")
