@@ -1,11 +1,14 @@
 """Settings, read from the environment once per process.
 
 All state lives under ``MUMIC_HOME`` (default ``./mumic_data``): the database, the image
-store, model versions, cached embeddings and the job queue.
+store, model versions, cached embeddings and the job queue. ``MUMIC_STORAGE_URL`` (an fsspec
+URL such as ``s3://bucket/prefix``) moves the images and published model versions to an object
+store; ``MUMIC_STORAGE_OPTIONS`` (a JSON object) is passed to fsspec for it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,8 @@ class Settings:
     import_root: Path | None = None  # server folders below it may be imported from the browser
     queue_url: str = ""  # redis://... for huey on Redis; empty: huey on SQLite in queue.db
     batch_stale_seconds: float = 120.0  # an encode batch without a heartbeat this long is claimed again
+    storage_url: str = ""  # "": images and models under home; else an fsspec URL (s3://bucket/prefix)
+    storage_options: dict = field(default_factory=dict)  # passed to fsspec with storage_url
     extra: dict = field(default_factory=dict)
 
     @property
@@ -50,6 +55,11 @@ class Settings:
         return self.home / "demo"
 
     @property
+    def storage_cache_dir(self) -> Path:
+        """Local read-through copies of files held by a remote ``storage_url``."""
+        return self.home / "cache" / "storage"
+
+    @property
     def queue_path(self) -> Path:
         return self.home / "queue.db"
 
@@ -59,7 +69,8 @@ class Settings:
         return self.queue_url or str(self.queue_path)
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.image_dir, self.model_dir, self.embedding_dir):
+        local_images = () if self.storage_url else (self.image_dir,)
+        for path in (self.home, *local_images, self.model_dir, self.embedding_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 
@@ -80,4 +91,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         import_root=Path(env.get("MUMIC_IMPORT_ROOT") or home / "incoming").expanduser().resolve(),
         queue_url=env.get("MUMIC_QUEUE_URL", ""),
         batch_stale_seconds=float(env.get("MUMIC_BATCH_STALE_SECONDS", "120")),
+        storage_url=env.get("MUMIC_STORAGE_URL", "").strip(),
+        storage_options=_json_object(env.get("MUMIC_STORAGE_OPTIONS", ""), "MUMIC_STORAGE_OPTIONS"),
     )
+
+
+def _json_object(text: str, name: str) -> dict:
+    """A JSON object from an environment variable ("" is {})."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object, e.g. {{\"client_kwargs\": {{\"endpoint_url\": ...}}}}")
+    return value

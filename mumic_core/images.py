@@ -12,15 +12,16 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .storage import Storage
 
 MAX_FILE_BYTES = 64 * 2**20
 MAX_PIXELS = 64_000_000
@@ -246,47 +247,56 @@ def load_rgb(source: bytes | str | Path) -> Image.Image:
 
 
 class ImageStore:
-    """Content-addressed image files: ``root/ab/abcd....ext``."""
+    """Content-addressed image files: ``ab/abcd....ext`` in a :class:`Storage` (a local folder,
+    or an object store read through a local cache)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | Storage) -> None:
+        self.storage = root if isinstance(root, Storage) else Storage(Path(root))
+        self.root = self.storage.local_root  # None for remote storage
 
-    def path_for(self, sha256: str, ext: str) -> Path:
-        """Where the image with this hash and extension lives."""
+    @staticmethod
+    def key_for(sha256: str, ext: str) -> str:
+        """The relative path of the image with this hash and extension."""
         if not _SHA_RE.fullmatch(sha256) or not _EXT_RE.fullmatch(ext):
             raise ValueError(f"invalid image key {sha256!r}.{ext!r}")
-        return self.root / sha256[:2] / f"{sha256}.{ext}"
+        return f"{sha256[:2]}/{sha256}.{ext}"
+
+    def path_for(self, sha256: str, ext: str) -> Path:
+        """Where the image with this hash and extension lives locally (for remote storage, where
+        its cached copy goes)."""
+        return self.storage.path(self.key_for(sha256, ext))
 
     def put(self, data: bytes, validated: ValidatedImage) -> str:
         """Store ``data`` atomically unless already present; return its relative path."""
         if hashlib.sha256(data).hexdigest() != validated.sha256:
             raise ValueError("data does not match validated sha256")
-        path = self.path_for(validated.sha256, validated.ext)
-        rel = path.relative_to(self.root).as_posix()
-        if path.exists():
-            return rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f".{validated.ext}")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        rel = self.key_for(validated.sha256, validated.ext)
+        if not self.storage.exists(rel):
+            self.storage.write_bytes(rel, data)
         return rel
 
-    def open(self, relpath: str) -> Path:
-        """Absolute path of a stored image given its relative path."""
+    @staticmethod
+    def check_relpath(relpath: str) -> str:
+        """``relpath`` as a storage key; ValueError when it is absolute, empty or climbs out."""
         rel = PurePosixPath(relpath)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"invalid store path {relpath!r}")
-        path = self.root.joinpath(*rel.parts)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not in store: {relpath}")
-        return path
+        return rel.as_posix()
+
+    def open(self, relpath: str) -> Path:
+        """Local path of a stored image given its relative path (fetched first when remote)."""
+        key = self.check_relpath(relpath)
+        try:
+            return self.storage.local_path(key)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image not in store: {relpath}") from None
+
+    def paths(self, relpaths: Sequence[str]) -> list[Path]:
+        """Local paths of many stored images, in order. Local storage: computed, not checked
+        (as fast as joining paths); remote: the ones not cached yet are fetched in one batch."""
+        if self.root is not None:
+            return [self.root / r for r in relpaths]
+        return self.storage.local_paths([self.check_relpath(r) for r in relpaths])
 
 
 def iter_image_files(folder: Path) -> Iterator[Path]:

@@ -94,9 +94,9 @@ def promote(studio: Studio, version: ModelVersion, report: Report | None = None,
 
 def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
-    from .scoring import image_items, score_collection
+    from .scoring import all_image_ids, score_collection
 
-    total = max(1, len(image_items(studio)))
+    total = max(1, len(all_image_ids(studio)))  # a count: nothing fetched from remote storage
     done = [0]
 
     def count(k: int) -> None:

@@ -17,6 +17,28 @@ if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is need
     from .model_factory import EncoderSpec
 
 _LOCAL = "local-dir:"
+_TRAINED = ("head", "full")  # kinds whose folder training publishes to storage
+
+
+def publish_version_folder(studio: Studio, name: str) -> int:
+    """Copy a finished version folder (``model_dir/name``) to remote storage (MUMIC_STORAGE_URL)
+    before the version is registered; returns the number of files (0 for local storage)."""
+    if not studio.settings.storage_url:
+        return 0
+    from .storage import storage_for
+
+    return storage_for(studio.settings, "models").upload_dir(studio.settings.model_dir / name, name)
+
+
+def _materialise(studio: Studio, version: ModelVersion) -> None:
+    """With remote storage, download a trained version's folder into ``model_dir/name`` when this
+    machine lacks it (the paths that versions record stay valid). Local storage: nothing to do."""
+    settings = studio.settings
+    if not settings.storage_url or version.kind not in _TRAINED or (settings.model_dir / version.name).is_dir():
+        return
+    from .storage import storage_for
+
+    storage_for(settings, "models").local_dir(version.name, dest=settings.model_dir / version.name)
 
 
 def _to_stored(studio: Studio, architecture: str) -> str:
@@ -41,12 +63,15 @@ def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
     """The encoder a version runs on."""
     from .model_factory import EncoderSpec
 
+    _materialise(studio, version)
     return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
                        version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
                        version.description)
 
 
 def head_path(studio: Studio, version: ModelVersion) -> Path:
+    """Where a version's head lives locally (fetched from remote storage first when needed)."""
+    _materialise(studio, version)
     return studio.settings.model_dir / version.name / "head.json"
 
 

@@ -195,14 +195,13 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
                 if rank or (image_id, class_id) in wanted:
                     t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
                     preds[image_id][class_id] = Suggestion(class_id, name, float(score), t)
-    root = studio.settings.image_dir
+    shown = [i for i in image_ids if i in images]
+    paths = dict(zip(shown, studio.store.paths([images[i].relpath for i in shown])))
     out = []
-    for i in image_ids:
-        im = images.get(i)
-        if im is None:
-            continue
+    for i in shown:
+        im = images[i]
         sug = sorted(preds[i].values(), key=lambda x: -x.probability)
-        out.append(ImageView(i, im.original_name, root / im.relpath, im.width, im.height, im.review_count, sug,
+        out.append(ImageView(i, im.original_name, paths[i], im.width, im.height, im.review_count, sug,
                              labels[i]))
     return out
 

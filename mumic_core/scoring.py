@@ -69,7 +69,8 @@ def all_image_ids(studio: Studio) -> np.ndarray:
 
 
 def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
-    """(id, file path) for all images, or for the given ids, in id order."""
+    """(id, file path) for all images, or for the given ids, in id order. With remote storage
+    (MUMIC_STORAGE_URL) the files not cached locally yet are fetched first, in one batch."""
     q = select(Image.id, Image.relpath).order_by(Image.id)
     with studio.read() as s:
         if image_ids is None:
@@ -78,8 +79,8 @@ def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[
             wanted = sorted({int(i) for i in image_ids})
             rows = [r for k in range(0, len(wanted), _ID_SLICE)
                     for r in s.execute(q.where(Image.id.in_(wanted[k:k + _ID_SLICE]))).all()]
-    root = studio.settings.image_dir
-    return [(i, root / rel) for i, rel in rows]
+    paths = studio.store.paths([rel for _, rel in rows])
+    return [(i, path) for (i, _), path in zip(rows, paths)]
 
 
 def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],

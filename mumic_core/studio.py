@@ -10,6 +10,7 @@ from db.session import read_session, write_session
 
 from .config import Settings, load_settings
 from .images import ImageStore
+from .storage import storage_for
 
 if TYPE_CHECKING:
     from .auth import Actor
@@ -30,7 +31,7 @@ class Studio:
 
     @property
     def store(self) -> ImageStore:
-        return ImageStore(self.settings.image_dir)
+        return ImageStore(storage_for(self.settings, "images"))
 
     def read(self):
         """Context manager: a read-only session."""

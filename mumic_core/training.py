@@ -30,7 +30,7 @@ from .images import load_rgb
 from .losses import LOSS_NAMES, init_temperature_offset, loss_fn
 from .metrics import evaluate, tune_thresholds
 from .model_factory import Encoder, load_encoder, save_local_dir
-from .registry import encoder_spec, head_path, next_version_name, register_version
+from .registry import encoder_spec, head_path, next_version_name, publish_version_folder, register_version
 from .scoring import Scorer, active_classes, image_embeddings, image_items, load_scorer, predict
 from .studio import Studio
 
@@ -207,6 +207,7 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
                             "classes": [c.name for c in labels.classes],
                             "val_is_train": bool(len(labels.subset("val")) == 0)}
     description = f"{config.mode} mode, {config.loss} loss, from {parent.name}"
+    publish_version_folder(studio, name)  # complete before it is registered
     version = register_version(studio, name, spec, config.mode, description, parent_id=parent.id,
                                training_config=cfg, metrics={"val": metrics, "parent_val": parent_metrics,
                                                              "history": history[-50:]})
