@@ -29,6 +29,7 @@ JOB_KINDS = ("score", "train", "label_errors")
 EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
 JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
 ACTIVE_STATES = ("queued", "running")
+_running_here: set[int] = set()  # jobs this process is running now
 Report = Callable[[str, float, dict], None]
 
 
@@ -185,6 +186,14 @@ def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -
     """Execute a queued job in this process and record its outcome."""
     if not _claim(studio, job_id):
         return get_job(studio, job_id)
+    _running_here.add(job_id)
+    try:
+        return _run_claimed(studio, job_id, extra_progress)
+    finally:
+        _running_here.discard(job_id)
+
+
+def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> Job:
     job = get_job(studio, job_id)
     db_report = progress_reporter(studio, job_id)
     log(studio, job_id, f"started by process {os.getpid()}")
@@ -229,10 +238,11 @@ def fail_orphaned_jobs(studio: Studio) -> list[Job]:
     A worker on this machine is looked up by pid; one on another machine by its heartbeat."""
     with studio.read() as s:
         running = list(s.scalars(select(Job).where(Job.status == "running")))
-    gone = [j.id for j in running if not is_alive(studio, j.worker_host, j.worker_pid)]
+    gone = [j.id for j in running if j.id not in _running_here and not is_alive(studio, j.worker_host, j.worker_pid)]
     failed = []
-    with studio.write() as s:
-        for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")):
+    with studio.write() as s:  # another worker checking at the same moment skips what this one takes
+        for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")
+                             .with_for_update(skip_locked=True)):
             job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
             when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
             job.error = (f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from huey import RedisHuey, SqliteHuey
+from huey import RedisHuey, SqliteHuey, crontab
 
 from .auth import SYSTEM
 from .config import load_settings
@@ -33,6 +33,19 @@ def _encode_batches(encoder_key: str) -> None:
     work_on_batches(Studio(_settings, SYSTEM), encoder_key)
 
 
+def _look_after_workers() -> None:
+    """Every minute, in every worker: fail the jobs of workers that stopped (on any machine) and
+    queue again the promotions they left undone."""
+    from .lifecycle import resume_interrupted
+    from .workers import forget_gone
+
+    studio = Studio(_settings, SYSTEM)
+    resumed = resume_interrupted(studio)
+    if resumed:
+        log.warning("queued job(s) %s to finish promotions a stopped worker left undone", resumed)
+    forget_gone(studio)
+
+
 @functools.cache
 def queue_for(queue: str):
     """(huey instance, run-job task, encode-batches task) for a Redis URL or a SQLite queue file."""
@@ -40,6 +53,7 @@ def queue_for(queue: str):
         instance = RedisHuey("mumic", url=queue)
     else:
         instance = SqliteHuey("mumic", filename=queue)
+    instance.periodic_task(crontab(minute="*"), name="look_after_workers")(_look_after_workers)
     return (instance, instance.task(name="run_job")(_run_job),
             instance.task(name="encode_batches")(_encode_batches))
 

@@ -80,3 +80,9 @@ def is_alive(studio: Studio, host: str | None, pid: int | None) -> bool:
     if host in (None, socket.gethostname()):
         return psutil.pid_exists(pid) and pid != os.getpid()
     return any(w.name == f"{host}:{pid}" for w in live_workers(studio))
+
+
+def forget_gone(studio: Studio, after: timedelta = timedelta(days=1)) -> int:
+    """Remove workers not heard from for ``after`` (killed ones never unregister); returns how many."""
+    with studio.write() as s:
+        return s.execute(delete(Worker).where(Worker.heartbeat_at < utcnow() - after)).rowcount

@@ -181,3 +181,22 @@ def test_batches_of_a_dead_worker_and_finished_batches_are_taken_up(studio, monk
     np.testing.assert_allclose(np.asarray(emb)[finished], 0.25)  # the helper's result, as handed back
     with studio.read() as s:
         assert s.scalar(select(func.count()).select_from(Prediction)) == 64 * len(ensure_classes(studio))
+
+
+def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studio):
+    from db.models import Job, Worker
+    from mumic_core.jobs import create_job, fail_orphaned_jobs
+
+    live_id, dead_id = create_job(studio, "score"), create_job(studio, "score")
+    with studio.write() as s:
+        for job_id, host in ((live_id, "gpu-box"), (dead_id, "cpu-box")):
+            job = s.get(Job, job_id)
+            job.status, job.worker_host, job.worker_pid = "running", host, 4242
+        s.add(Worker(name="gpu-box:4242", host="gpu-box", pid=4242, device="cuda: H100", queue="redis",
+                     started_at=utcnow(), heartbeat_at=utcnow()))
+        s.add(Worker(name="cpu-box:4242", host="cpu-box", pid=4242, device="cpu", queue="redis",
+                     started_at=utcnow(), heartbeat_at=utcnow() - timedelta(minutes=5)))
+    assert [j.id for j in fail_orphaned_jobs(studio)] == [dead_id]
+    assert get_job(studio, live_id).status == "running"
+    assert "ran on cpu-box" in get_job(studio, dead_id).error
+    assert fail_orphaned_jobs(studio) == []  # failed once, not again
