@@ -12,6 +12,7 @@ from mumic_core.workers import live_workers
 from mumic_core.registry import active_version, describe
 from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
 from mumic_core.auth import ensure_first_admin
+from mumic_core.errors import ServiceUnavailable
 from mumic_core.studio import open_studio
 
 
@@ -94,7 +95,11 @@ def home() -> None:
 
 
 st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
-studio()
+try:
+    studio()
+except ServiceUnavailable as exc:  # not cached: the next reload tries again
+    st.error(f"{exc}. Reload the page once it is back.")
+    st.stop()
 warm_up_model()
 me = signed_in_studio()  # the sign-in form, until someone signs in
 sign_out_button(me)

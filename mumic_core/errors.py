@@ -23,3 +23,7 @@ class ModelUnavailable(MumicError, RuntimeError):
 
 class TrainingError(MumicError, RuntimeError):
     """Training cannot run or did not produce a usable model."""
+
+
+class ServiceUnavailable(MumicError, RuntimeError):
+    """The database, job queue or object store cannot be reached."""

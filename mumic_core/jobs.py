@@ -113,6 +113,12 @@ def request_cancel(studio: Studio, job_id: int) -> str:
     return status
 
 
+def fail_unqueued(studio: Studio, job_id: int, reason: str) -> None:
+    """A job that could not be handed to the queue: failed at once, with the reason."""
+    _finish(studio, job_id, "failed", error=reason)
+    log(studio, job_id, f"failed: {reason}")
+
+
 def time_left(job: Job, now: datetime | None = None) -> float | None:
     """Seconds left in the job's current phase, from that phase's rate so far (None if unknown)."""
     started = job.details.get("phase_started") if job.details else None

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
 from db.migrate import upgrade
 from db.session import read_session, write_session
 
 from .config import Settings, load_settings
+from .errors import ServiceUnavailable
 from .images import ImageStore
 from .storage import storage_for
 
@@ -47,5 +51,11 @@ def open_studio(settings: Settings | None = None, migrate: bool = True, actor: A
     settings = settings or load_settings()
     settings.ensure_dirs()
     if migrate:
-        upgrade(settings.database_url)
+        try:
+            upgrade(settings.database_url)
+        except OperationalError as exc:
+            raise ServiceUnavailable(
+                f"cannot reach the database {make_url(settings.database_url).render_as_string(hide_password=True)}: "
+                f"{str(exc.orig or exc).strip().splitlines()[0]} (is the server running, and MUMIC_DATABASE_URL right?)"
+            ) from None
     return Studio(settings, actor)

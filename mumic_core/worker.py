@@ -89,8 +89,22 @@ def _shutdown() -> None:
 def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
     """Record a job and hand it to the workers of the studio's queue; returns the job id."""
     job_id = create_job(studio, kind, params)
-    queue_for(studio.settings.queue)[1](job_id)
+    try:
+        queue_for(studio.settings.queue)[1](job_id)
+    except Exception as exc:  # noqa: BLE001 - the queue server is down or unreachable
+        from .errors import ServiceUnavailable
+        from .jobs import fail_unqueued
+
+        reason = f"the job queue {_masked(studio.settings.queue)} cannot be reached ({type(exc).__name__}: {exc})"
+        fail_unqueued(studio, job_id, reason)
+        raise ServiceUnavailable(f"{reason}; job {job_id} was not queued") from None
     return job_id
+
+
+def _masked(queue: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(queue).render_as_string(hide_password=True) if queue.startswith(REDIS_SCHEMES) else queue
 
 
 def ask_for_help(studio: Studio, encoder_key: str, helpers: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from db.models import EncodeBatch, JobLog, Prediction, utcnow
+from db.models import EncodeBatch, Job, JobLog, Prediction, utcnow
 from mumic_core.embeddings import EmbeddingCache
 from mumic_core.encode_batches import plan_batches
 from mumic_core.jobs import get_job
@@ -200,3 +200,24 @@ def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studi
     assert get_job(studio, live_id).status == "running"
     assert "ran on cpu-box" in get_job(studio, dead_id).error
     assert fail_orphaned_jobs(studio) == []  # failed once, not again
+
+
+def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio, monkeypatch):
+    from mumic_core.config import load_settings
+    from mumic_core.errors import ServiceUnavailable
+    from mumic_core.studio import Studio, open_studio
+    from mumic_core.worker import enqueue
+
+    monkeypatch.setenv("MUMIC_DATABASE_URL", f"postgresql+psycopg://mumic:secret@127.0.0.1:{_free_port()}/mumic")
+    with pytest.raises(ServiceUnavailable, match=r"cannot reach the database .*mumic:\*\*\*@") as err:
+        open_studio(load_settings())
+    assert "secret" not in str(err.value)
+    monkeypatch.setenv("MUMIC_DATABASE_URL", studio.url)
+    monkeypatch.setenv("MUMIC_QUEUE_URL", f"redis://:secret@127.0.0.1:{_free_port()}/0")
+    down = Studio(load_settings(), studio.actor)
+    with pytest.raises(ServiceUnavailable, match="job queue .* cannot be reached") as err:
+        enqueue(down, "score")
+    assert "secret" not in str(err.value)
+    with down.read() as s:  # the job is recorded as failed with the reason, not left queued forever
+        job = s.scalar(select(Job))
+    assert job.status == "failed" and "cannot be reached" in job.error
