@@ -121,12 +121,16 @@ def record_labels(
     Returns (submission id, number of new annotation rows). A statement that differs from the
     current one supersedes it (the old row stays, marked not current); an identical one adds
     nothing. One short write transaction: on SQLite the write lock is taken before the first
-    read (BEGIN IMMEDIATE), on PostgreSQL the current rows are locked FOR UPDATE, so concurrent
+    read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so concurrent
     writers never lose an update.
     """
     require_self(studio, annotator)
     added = 0
     with studio.write() as s:
+        # PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
+        # run one after the other, as SQLite's write lock makes them (a no-op there)
+        s.execute(select(Image.id).where(Image.id.in_(sorted(int(i) for i in labels_by_image)))
+                  .order_by(Image.id).with_for_update())
         if seen is not None:
             _refuse_stale(s, annotator, {i: seen.get(i, {}) for i in labels_by_image})
         submission = Submission(annotator=annotator, image_ids=[int(i) for i in labels_by_image])
@@ -209,6 +213,8 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
                        .order_by(Submission.id.desc()).limit(1).with_for_update())
         if sub is None:
             return None
+        s.execute(select(Image.id).where(Image.id.in_(sorted(int(i) for i in sub.image_ids)))
+                  .order_by(Image.id).with_for_update())  # as record_labels does (PostgreSQL)
         rows = list(s.scalars(select(Annotation).where(Annotation.submission_id == sub.id)))
         for row in rows:
             if not row.is_current:

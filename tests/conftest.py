@@ -26,6 +26,16 @@ _TEMPLATE = f"mumic_template_{uuid.uuid4().hex[:8]}"
 _numbers = itertools.count()
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """On PostgreSQL, tests of SQLite's own machinery (its file, pragmas, query plans) are skipped."""
+    if not SERVER_URL:
+        return
+    skip = pytest.mark.skip(reason="tests SQLite itself; this run is on PostgreSQL")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
 def make_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a subprocess that works on ``home`` (and on the test's own database)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUMIC_")}

@@ -85,6 +85,7 @@ def test_kappa_is_cohens_from_scikit_learn(demo_studio):
     assert row["agreement"] == pytest.approx(6 / 8)
 
 
+@pytest.mark.sqlite_only
 def test_backup_and_restore_round_trip(demo_studio, tmp_path, monkeypatch):
     """A restored store equals the original: every table's rows and every image and model file."""
     import hashlib
@@ -126,3 +127,14 @@ def test_backup_and_restore_round_trip(demo_studio, tmp_path, monkeypatch):
         tar.add(archive, "../escape.tar")
     with pytest.raises(BackupError, match="not a MuMIC Studio backup"):
         restore(bogus, tmp_path / "empty")
+
+
+def test_backup_of_a_database_server_is_refused_with_what_to_use(studio, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from mumic_core.backup import BackupError, backup
+
+    server = replace(studio, settings=replace(studio.settings, database_url="postgresql+psycopg://u@db/mumic"))
+    with pytest.raises(BackupError, match="pg_dump"):
+        backup(server, tmp_path / "out.tar")
+    assert not (tmp_path / "out.tar").exists()
