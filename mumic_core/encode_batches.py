@@ -5,8 +5,9 @@ batches of ``MUMIC_EMBEDDING_CHUNK`` rows in ``encode_batches`` and asks the oth
 for help. Every process, the job's own included, then claims pending batches one at a time
 (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock serialises claims).
 A helper encodes its batch and returns the embeddings in the row; the job stores them in its
-embedding cache and marks the row stored (it names who encoded it until the next planning). A claim whose heartbeat stops (a worker killed mid-batch)
-is claimed again after ``MUMIC_BATCH_STALE_SECONDS``; batches left by a killed job are found
+embedding cache and marks the row stored (it names who encoded it until the next planning). A claim whose worker is gone (killed mid-batch) is put back at
+once when that shows (``release_dead_claims``: by pid on this machine, by the workers' heartbeats
+elsewhere), and any claim whose heartbeat stops (a hung worker) after ``MUMIC_BATCH_STALE_SECONDS``; batches left by a killed job are found
 and finished by the next one.
 """
 
@@ -29,6 +30,7 @@ from .workers import live_workers, this_process
 Progress = Callable[[int], None]
 _HEARTBEAT_EVERY = 5.0
 _MAX_HELPERS = 16
+_held_here: set[int] = set()  # batches this process is encoding now
 
 
 def plan_batches(studio: Studio, version_id: int, key: str, missing: list[int], size: int) -> int:
@@ -70,7 +72,27 @@ def claim_batch(studio: Studio, key: str | None = None) -> tuple[int, int, list[
             return None
         s.execute(update(EncodeBatch).where(EncodeBatch.id == row.id).values(
             status="running", holder=this_process(), heartbeat_at=utcnow(), attempts=EncodeBatch.attempts + 1))
+    _held_here.add(int(row.id))
     return int(row.id), int(row.version_id), [int(i) for i in row.image_ids]
+
+
+def release_dead_claims(studio: Studio) -> int:
+    """Put back the batches whose worker is gone (this machine: by pid; others: by heartbeat),
+    without waiting for their claims to go stale; returns how many."""
+    from .workers import is_alive
+
+    with studio.read() as s:
+        running = s.execute(select(EncodeBatch.id, EncodeBatch.holder).where(EncodeBatch.status == "running")).all()
+    dead = []
+    for batch_id, holder in running:
+        host, _, pid = (holder or "").rpartition(":")
+        if batch_id not in _held_here and not is_alive(studio, host or None, int(pid) if pid.isdigit() else None):
+            dead.append(batch_id)
+    if dead:
+        with studio.write() as s:
+            s.execute(update(EncodeBatch).where(EncodeBatch.id.in_(dead), EncodeBatch.status == "running")
+                      .values(status="pending", holder=None))
+    return len(dead)
 
 
 def _beat(studio: Studio, batch_id: int) -> Progress:
@@ -100,11 +122,20 @@ def _encode(studio: Studio, version_id: int, ids: list[int], progress: Progress)
 
 def work_on_batches(studio: Studio, key: str | None = None) -> int:
     """A helper's loop: encode pending batches (of one encoder, or any) until none is left and
-    hand each back in its row. Returns the number of batches done."""
+    hand each back in its row. Returns the number of batches done. A batch it cannot encode is
+    put back, for the job's own worker to meet the error and report it."""
     done = 0
     while (batch := claim_batch(studio, key)) is not None:
         batch_id, version_id, ids = batch
-        found, emb = _encode(studio, version_id, ids, _beat(studio, batch_id))
+        try:
+            found, emb = _encode(studio, version_id, ids, _beat(studio, batch_id))
+        except BaseException:
+            with studio.write() as s:
+                s.execute(update(EncodeBatch).where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
+                          .values(status="pending", holder=None))
+            raise
+        finally:
+            _held_here.discard(batch_id)
         buf = io.BytesIO()
         np.save(buf, emb.astype(np.float32))
         with studio.write() as s:  # unless it was taken over meanwhile, in which case both results agree
@@ -138,24 +169,34 @@ def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, k
     if others and n > 1:
         ask_for_help(studio, key, min(len(others), n - 1, _MAX_HELPERS))
     report = progress or (lambda _: None)
+    checked = time.monotonic()
     try:
         while True:
             report(_store_finished(studio, key, cache))
             batch = claim_batch(studio, key)
             if batch is not None:
                 batch_id, batch_version, ids = batch
-                beat = _beat(studio, batch_id)
-                found, emb = _encode(studio, batch_version, ids, lambda k: (beat(k), report(k)))
-                cache.add(found, emb)
-                with studio.write() as s:
-                    _stored(s, batch_id)
+                try:
+                    beat = _beat(studio, batch_id)
+                    found, emb = _encode(studio, batch_version, ids, lambda k: (beat(k), report(k)))
+                    cache.add(found, emb)
+                    with studio.write() as s:
+                        _stored(s, batch_id)
+                finally:
+                    _held_here.discard(batch_id)
                 continue
             with studio.read() as s:
                 left = s.scalar(select(func.count()).select_from(EncodeBatch).where(_unfinished(key)))
             if not left:
                 return
-            time.sleep(poll)  # helpers hold the rest
+            if time.monotonic() - checked > _HEARTBEAT_EVERY:  # helpers hold the rest: are they alive?
+                release_dead_claims(studio)
+                checked = time.monotonic()
+            time.sleep(poll)
     except BaseException:
         with studio.write() as s:  # a cancelled or failed job leaves no work for helpers to start
             s.execute(delete(EncodeBatch).where(EncodeBatch.encoder_key == key, EncodeBatch.status == "pending"))
+            s.execute(delete(EncodeBatch).where(EncodeBatch.encoder_key == key, EncodeBatch.status == "running",
+                                                EncodeBatch.holder == this_process(),
+                                                EncodeBatch.id.not_in(_held_here or {0})))
         raise

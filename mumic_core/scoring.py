@@ -141,6 +141,9 @@ def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, c
     table = Prediction.__table__
     with studio.write() as s:
         conn = s.connection()
+        # PostgreSQL: one writer of a version's predictions at a time (SQLite's write lock does this),
+        # else a second job's DELETE would not see the rows the first one just inserted
+        conn.execute(select(ModelVersion.id).where(ModelVersion.id == version_id).with_for_update())
         new_classes = not replace_all and conn.scalar(  # class_id, not image_id: SQLite then walks
             select(table.c.class_id).where(table.c.model_version_id == version_id,  # the class index
                                            table.c.class_id.in_(class_ids)).limit(1)) is None

@@ -34,12 +34,14 @@ def _encode_batches(encoder_key: str) -> None:
 
 
 def _look_after_workers() -> None:
-    """Every minute, in every worker: fail the jobs of workers that stopped (on any machine) and
-    queue again the promotions they left undone."""
+    """At start and every minute, in every worker: put back the encode batches of workers that
+    stopped (on any machine), fail their jobs and queue again the promotions they left undone."""
+    from .encode_batches import release_dead_claims
     from .lifecycle import resume_interrupted
     from .workers import forget_gone
 
     studio = Studio(_settings, SYSTEM)
+    release_dead_claims(studio)
     resumed = resume_interrupted(studio)
     if resumed:
         log.warning("queued job(s) %s to finish promotions a stopped worker left undone", resumed)
@@ -67,14 +69,11 @@ _heartbeat = None
 @huey.on_startup()
 def _startup() -> None:
     global _heartbeat
-    from .lifecycle import resume_interrupted
     from .workers import register
 
     studio = open_studio(_settings, actor=SYSTEM)
     _heartbeat = register(studio, "redis" if _settings.queue.startswith(REDIS_SCHEMES) else "sqlite")
-    resumed = resume_interrupted(studio)
-    if resumed:
-        log.warning("queued job(s) %s to finish promotions a stopped worker left undone", resumed)
+    _look_after_workers()
 
 
 @huey.on_shutdown()

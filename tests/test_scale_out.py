@@ -4,6 +4,7 @@ split into batches that every worker takes (resumable after a worker dies)."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 import subprocess
@@ -221,3 +222,28 @@ def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio
     with down.read() as s:  # the job is recorded as failed with the reason, not left queued forever
         job = s.scalar(select(Job))
     assert job.status == "failed" and "cannot be reached" in job.error
+
+
+def test_batches_of_workers_that_are_gone_are_put_back_at_once(studio):
+    from db.models import Worker
+    from mumic_core.encode_batches import release_dead_claims
+
+    version = ensure_base_version(studio)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = socket.gethostname()
+    holders = {f"{here}:{dead.pid}": "pending",  # this machine, process gone
+               f"{here}:{os.getppid()}": "running",  # this machine, process alive
+               "gpu-box:7": "running",  # another machine, heartbeat fresh
+               "cpu-box:7": "pending"}  # another machine, heartbeat stopped
+    with studio.write() as s:
+        s.add(Worker(name="gpu-box:7", host="gpu-box", pid=7, started_at=utcnow(), heartbeat_at=utcnow()))
+        s.add(Worker(name="cpu-box:7", host="cpu-box", pid=7, started_at=utcnow(),
+                     heartbeat_at=utcnow() - timedelta(minutes=3)))
+        for k, holder in enumerate(holders):
+            s.add(EncodeBatch(encoder_key="k", version_id=version.id, image_ids=[k], status="running",
+                              holder=holder, heartbeat_at=utcnow()))
+    assert release_dead_claims(studio) == 2
+    with studio.read() as s:
+        after = {b.image_ids[0]: b.status for b in s.scalars(select(EncodeBatch))}
+    assert after == {k: status for k, status in enumerate(holders.values())}
