@@ -8,7 +8,7 @@ worker writes the predictions. Each worker gets ``cores / N`` torch threads (``O
 so the runs use the same cores. Reported: wall time of the job, time until every batch was
 encoded, images/s, and the batches each worker encoded.
 
-    .venv/bin/python benchmarks/scale_out.py [--images 100000] [--workers 1,2]
+    .venv/bin/python benchmarks/scale_out.py [--images 100000] [--workers 1,2] [--pin]
 
 Writes benchmarks/results/scale_out.{json,md}.
 """
@@ -45,7 +45,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def run(studio, n_workers: int, env: dict, cores: int) -> dict:
+def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dict:
     from sqlalchemy import delete, func, select
 
     from db.models import EncodeBatch, ImageScore, Prediction
@@ -62,11 +62,12 @@ def run(studio, n_workers: int, env: dict, cores: int) -> dict:
         s.execute(delete(Prediction))
         s.execute(delete(ImageScore))
         s.execute(delete(EncodeBatch))
-    threads = max(1, cores // n_workers)
+    threads = 1 if pin else max(1, cores // n_workers)
     workers = [subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey",
                                  "--workers", "1", "--worker-type", "thread", "--max-delay", "0.5"],
                                 cwd=ROOT, env=env | {"OMP_NUM_THREADS": str(threads)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n_workers)]
+                                preexec_fn=(lambda k=k: os.sched_setaffinity(0, {k})) if pin else None,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(n_workers)]
     try:
         while len(live_workers(studio)) < n_workers:
             time.sleep(0.5)
@@ -93,7 +94,8 @@ def run(studio, n_workers: int, env: dict, cores: int) -> dict:
             w.wait(60)
     if job.status != "succeeded":
         sys.exit(f"the score job {job.status}: {job.error}")
-    result = {"workers": n_workers, "torch_threads_each": threads, "images": images,
+    result = {"workers": n_workers, "torch_threads_each": threads, "cores_each": "1 (pinned)" if pin else "shared",
+              "images": images,
               "seconds": round(seconds, 1), "encode_seconds": round(encoded or seconds, 1),
               "images_per_s": round(images / seconds, 1), "batches_by_worker": sorted(holders.values(), reverse=True)}
     print(result, flush=True)
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--starter", type=Path, default=ROOT / "mumic_data" / "models" / "starter")
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-speed"))
+    ap.add_argument("--pin", action="store_true",
+                    help="worker k runs on core k alone: N workers stand for N one-core machines")
     args = ap.parse_args()
     if not (args.starter / "open_clip_config.json").is_file():
         sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
@@ -128,30 +132,45 @@ def main() -> None:
     env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}",
            "MUMIC_QUEUE_URL": url}
     try:
-        runs = [run(studio, int(n), env, cores) for n in args.workers.split(",")]
+        runs = [run(studio, int(n), env, cores, args.pin) for n in args.workers.split(",")]
     finally:
         redis.terminate()
     import torch
 
-    out = {"machine": f"{platform.machine()}, {cores} CPU cores, "
-                      f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
-           "command": " ".join(["python benchmarks/scale_out.py", *sys.argv[1:]]),
-           "model": "starter model (mumic-small-rn96, 96 px)", "store": "SQLite; queue: Redis",
-           "images": len(rows), "classes": 20, "embedding_chunk": studio.settings.embedding_chunk, "runs": runs}
     base = runs[0]["seconds"]
     for r in runs:
         r["speed_up"] = round(base / r["seconds"], 2)
+    machine = (f"{platform.machine()}, {cores} CPU cores, "
+               f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
+    previous = json.loads((RESULTS / "scale_out.json").read_text()) if (RESULTS / "scale_out.json").exists() else {}
+    out = previous if previous.get("machine") == machine and previous.get("images") == len(rows) else {}
+    out.update(machine=machine, model="starter model (mumic-small-rn96, 96 px)", store="SQLite; queue: Redis",
+               images=len(rows), classes=20, embedding_chunk=studio.settings.embedding_chunk)
+    out["pinned" if args.pin else "shared"] = {
+        "command": " ".join(["python benchmarks/scale_out.py", *sys.argv[1:]]), "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scale_out.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / "scale_out.md").write_text(markdown(out))
+
+
+def markdown(out: dict) -> str:
     lines = [f"# Scoring {out['images']:,} images with 1 and with more workers", "",
-             f"Machine: {out['machine']}. Model: {out['model']}. {out['store']}. Batches of "
-             f"{out['embedding_chunk']} images. Command: `{out['command']}`.", "",
-             "| workers | torch threads each | job (s) | encoding done (s) | images/s | speed-up | batches per worker |",
-             "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        lines.append(f"| {r['workers']} | {r['torch_threads_each']} | {r['seconds']} | {r['encode_seconds']} | "
-                     f"{r['images_per_s']} | {r['speed_up']} | {', '.join(map(str, r['batches_by_worker']))} |")
-    (RESULTS / "scale_out.md").write_text("\n".join(lines) + "\n")
+             f"Machine: {out['machine']}. Model: {out['model']}. {out['store']}. {out['classes']} classes. "
+             f"Batches of {out['embedding_chunk']} images. From cold (no cached embeddings): the job splits "
+             "the images into batches that every worker encodes, then its own worker writes the predictions.", ""]
+    titles = {"shared": "Workers sharing the machine's cores (each gets cores / N torch threads)",
+              "pinned": "Each worker alone on one core (N workers stand for N one-core machines)"}
+    for part in ("shared", "pinned"):
+        if part not in out:
+            continue
+        lines += [f"## {titles[part]}", "", f"`{out[part]['command']}`", "",
+                  "| workers | torch threads each | job (s) | encoding done (s) | images/s | speed-up | batches per worker |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in out[part]["runs"]:
+            lines.append(f"| {r['workers']} | {r['torch_threads_each']} | {r['seconds']} | {r['encode_seconds']} | "
+                         f"{r['images_per_s']} | **{r['speed_up']}** | {', '.join(map(str, r['batches_by_worker']))} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
