@@ -82,7 +82,7 @@ def home() -> None:
         st.caption(f"Background workers: {len(workers)} running — "
                    + ", ".join(f"{w.name} ({w.device})" for w in workers) + ".")
     else:
-        st.caption("Background worker: not running — queued jobs wait until it starts (`make run` starts it).")
+        st.caption("Background workers: none running — queued jobs wait until one starts (`make run` starts one).")
     jobs = list_jobs(s, limit=5)
     if jobs:
         st.dataframe(

@@ -20,7 +20,7 @@ s = signed_in_studio("train")
 active = active_version(s)
 st.info(f"**Active model:** {describe(active)}" if active else "No model yet: run `make run` first.")
 if not live_workers(s):
-    st.warning("The background worker is not running: requested jobs wait until it starts "
+    st.warning("No background worker is running: requested jobs wait until one starts "
                "(`make run` starts it, or `python -m huey.bin.huey_consumer mumic_core.worker.huey`).")
 
 with st.form("train"):

@@ -241,6 +241,7 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
     from mumic_core.registry import active_version, ensure_base_version
     from mumic_core.scoring import score_collection
     from mumic_core.settings_store import set_setting
+    from mumic_core.workers import live_workers
 
     from test_worker import start_worker, stop, wait_for
 
@@ -255,6 +256,12 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             sign_in(page, server, studio.settings.home)
+            wait_for(lambda: len(live_workers(studio)) == 1, timeout=60)
+            page.goto(server)  # Home lists the live workers and what they compute on
+            page.wait_for_selector("text=Background workers: 1 running", timeout=30000)
+            page.wait_for_selector("text=No jobs yet", timeout=30000)
+            settle(page, 3000)
+            shot(page, "home_workers", out)
             page.goto(f"{server}/training")
             page.wait_for_selector("text=Train a new version")
             settle(page)
