@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from db.models import StudioSetting
 
 from .auth import audit, require
@@ -30,10 +32,16 @@ def set_setting(studio: Studio, key: str, value: Any) -> None:
         raise KeyError(f"unknown setting {key!r}")
     if type(value) is not type(DEFAULTS[key]):
         raise ValueError(f"setting {key} takes a {type(DEFAULTS[key]).__name__}, not {value!r}")
-    with studio.write() as s:
-        audit(s, studio, "set_setting", key=key, value=value)
-        row = s.get(StudioSetting, key)
-        if row is None:
-            s.add(StudioSetting(key=key, value={"v": value}))
-        else:
-            row.value = {"v": value}
+    for attempt in (1, 2):  # PostgreSQL: two first saves of a key at once; the later one updates
+        try:
+            with studio.write() as s:
+                audit(s, studio, "set_setting", key=key, value=value)
+                row = s.get(StudioSetting, key, with_for_update=True)
+                if row is None:
+                    s.add(StudioSetting(key=key, value={"v": value}))
+                else:
+                    row.value = {"v": value}
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise

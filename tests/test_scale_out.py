@@ -247,3 +247,29 @@ def test_batches_of_workers_that_are_gone_are_put_back_at_once(studio):
     with studio.read() as s:
         after = {b.image_ids[0]: b.status for b in s.scalars(select(EncodeBatch))}
     assert after == {k: status for k, status in enumerate(holders.values())}
+
+
+def test_concurrent_first_saves_of_a_setting_all_succeed(studio):
+    """On PostgreSQL two sessions may both find no row and insert; the later save becomes an update."""
+    import threading
+
+    from mumic_core.settings_store import get_setting, set_setting
+
+    for key, values in (("auto_retrain_labels", list(range(10, 18))),
+                        ("promotion_policy", ["always", "never"] * 4),
+                        ("auto_retrain_mode", ["head", "full"] * 4)):
+        barrier, errors = threading.Barrier(len(values)), []
+
+        def save(value) -> None:
+            barrier.wait()
+            try:
+                set_setting(studio, key, value)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=save, args=(v,)) for v in values]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and get_setting(studio, key) in values
