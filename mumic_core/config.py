@@ -74,6 +74,13 @@ class Settings:
             path.mkdir(parents=True, exist_ok=True)
 
 
+def without_password(url: str) -> str:
+    """A database or queue URL fit to show people: its password, if any, as ***."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if "://" in url else url
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build settings from ``MUMIC_*`` environment variables."""
     env = dict(os.environ if env is None else env)

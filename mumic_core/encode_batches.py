@@ -5,10 +5,11 @@ batches of ``MUMIC_EMBEDDING_CHUNK`` rows in ``encode_batches`` and asks the oth
 for help. Every process, the job's own included, then claims pending batches one at a time
 (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock serialises claims).
 A helper encodes its batch and returns the embeddings in the row; the job stores them in its
-embedding cache and marks the row stored (it names who encoded it until the next planning). A claim whose worker is gone (killed mid-batch) is put back at
-once when that shows (``release_dead_claims``: by pid on this machine, by the workers' heartbeats
-elsewhere), and any claim whose heartbeat stops (a hung worker) after ``MUMIC_BATCH_STALE_SECONDS``; batches left by a killed job are found
-and finished by the next one.
+embedding cache and marks the row stored (it names who encoded it until the next planning).
+A claim whose worker is gone (killed mid-batch) is put back as soon as that shows
+(``release_dead_claims``: by pid on this machine, by the workers' heartbeats elsewhere); a claim
+whose heartbeat stops (a hung worker) after ``MUMIC_BATCH_STALE_SECONDS``. Batches left by a
+killed job are found and finished by the next one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from db.models import EncodeBatch, utcnow
 
 from .embeddings import EmbeddingCache
 from .studio import Studio
-from .workers import live_workers, this_process
+from .workers import is_alive, live_workers, this_process
 
 Progress = Callable[[int], None]
 _HEARTBEAT_EVERY = 5.0
@@ -79,8 +80,6 @@ def claim_batch(studio: Studio, key: str | None = None) -> tuple[int, int, list[
 def release_dead_claims(studio: Studio) -> int:
     """Put back the batches whose worker is gone (this machine: by pid; others: by heartbeat),
     without waiting for their claims to go stale; returns how many."""
-    from .workers import is_alive
-
     with studio.read() as s:
         running = s.execute(select(EncodeBatch.id, EncodeBatch.holder).where(EncodeBatch.status == "running")).all()
     dead = []

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from db.migrate import upgrade
 from db.session import read_session, write_session
 
-from .config import Settings, load_settings
+from .config import Settings, load_settings, without_password
 from .errors import ServiceUnavailable
 from .images import ImageStore
 from .storage import storage_for
@@ -55,7 +54,7 @@ def open_studio(settings: Settings | None = None, migrate: bool = True, actor: A
             upgrade(settings.database_url)
         except OperationalError as exc:
             raise ServiceUnavailable(
-                f"cannot reach the database {make_url(settings.database_url).render_as_string(hide_password=True)}: "
+                f"cannot reach the database {without_password(settings.database_url)}: "
                 f"{str(exc.orig or exc).strip().splitlines()[0]} (is the server running, and MUMIC_DATABASE_URL right?)"
             ) from None
     return Studio(settings, actor)

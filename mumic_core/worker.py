@@ -15,7 +15,7 @@ import logging
 from huey import RedisHuey, SqliteHuey, crontab
 
 from .auth import SYSTEM
-from .config import load_settings
+from .config import load_settings, without_password
 from .jobs import create_job, run_job
 from .studio import Studio, open_studio
 
@@ -94,16 +94,11 @@ def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
         from .errors import ServiceUnavailable
         from .jobs import fail_unqueued
 
-        reason = f"the job queue {_masked(studio.settings.queue)} cannot be reached ({type(exc).__name__}: {exc})"
+        reason = f"the job queue {without_password(studio.settings.queue)} cannot be reached ({type(exc).__name__}: {exc})"
         fail_unqueued(studio, job_id, reason)
         raise ServiceUnavailable(f"{reason}; job {job_id} was not queued") from None
     return job_id
 
-
-def _masked(queue: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(queue).render_as_string(hide_password=True) if queue.startswith(REDIS_SCHEMES) else queue
 
 
 def ask_for_help(studio: Studio, encoder_key: str, helpers: int) -> None:
