@@ -284,8 +284,10 @@ def export(what: str, fmt: str, out: Path | None) -> None:
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--lr", default=5e-4, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps if the time budget "
+              "lasts longer (quick runs, comparisons at equal steps).")
 @click.option("--label", default="", help="How the model is named in the UI.")
-def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, label) -> None:
+def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, max_steps, label) -> None:
     """Contrastive (CLIP-style) pretraining on captioned images; saves an open_clip local-dir."""
     from .config import load_settings
     from .pretraining import PretrainConfig
@@ -294,7 +296,8 @@ def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, la
 
     out = out or load_settings().model_dir / "pretrained"
     config = PretrainConfig(model=model or STARTER_ARCH, pretrained=pretrained, minutes=minutes,
-                            batch_size=batch_size, lr=lr, seed=seed, label=label)
+                            batch_size=batch_size, lr=lr, seed=seed, label=label,
+                            max_steps=max_steps)
     bar, report = _progress_bar("pretraining")
     try:
         result = run_pretrain(captions, out, config, progress=lambda f, info: report("pretraining", f, info))

@@ -294,6 +294,15 @@ def _join_names(names: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def partial_captions(picks: Sequence[Drawing]) -> list[str]:
+    """True but incomplete captions of a composite: each drawing alone, by name and by class.
+    A class is then learnt as something a picture contains, which is how a multi-label prompt
+    ("a drawing of a bird") is scored against a picture of several things."""
+    caps = [f"a drawing of {article(d.name)} {d.name}" for d in picks]
+    caps += [f"a drawing of {article(d.category)} {d.category}" for d in picks if d.category]
+    return list(dict.fromkeys(caps))
+
+
 def all_drawings(root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) -> list[Drawing]:
     """Tux Paint stamps and emoji found on this machine; a clear error when there are none."""
     drawings = tuxpaint_drawings(root) if root.is_dir() else []
@@ -335,6 +344,7 @@ def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: in
         rows += [(f"images/{name}", f"a drawing of {_join_names(names)}"), (f"images/{name}", _join_names(names))]
         cats = list(dict.fromkeys(d.category or d.name for d in picks))
         rows.append((f"images/{name}", f"a drawing of {_join_names(cats)}"))
+        rows += [(f"images/{name}", c) for c in partial_captions(picks)]
     with open(out_dir / "captions.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["filename", "caption"])

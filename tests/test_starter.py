@@ -80,6 +80,16 @@ def test_corpus_captions_held_out_split_and_scenes(tmp_path: Path):
     assert "A thing number 0." in captions  # the English description line
     assert any(c.endswith("a kind of bird") for c in captions)
     assert any(" and " in c for c in captions)  # composites name all their drawings
+    # ... and also each drawing alone, by name and by class (true but incomplete captions)
+    multi = [r for r in rows if r["filename"].startswith("images/multi_")]
+    by_picture: dict[str, set[str]] = {}
+    for r in multi:
+        by_picture.setdefault(r["filename"], set()).add(r["caption"])
+    for caps in by_picture.values():
+        full = next(c for c in caps if c.startswith("a drawing of ") and " and " in c and "thing" in c)
+        names = full.removeprefix("a drawing of ").replace(" and ", ", ").split(", ")
+        assert {f"a drawing of {n}" for n in names} <= caps
+    assert any(c in ("a drawing of a bird", "a drawing of a hat") for caps in by_picture.values() for c in caps)
     held_keys = {d.key for d in held}
     assert not any(k.split("/")[-1].split(".")[0] in c for k in held_keys for c in captions if "thing" in k)
     assert len({r["filename"] for r in rows}) == summary["pictures"] == 21 * 2 + 10
