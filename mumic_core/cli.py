@@ -33,13 +33,17 @@ def _studio() -> Studio:
 
 
 def _progress_bar(desc: str):
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    """A tqdm bar and the progress callback that drives it: phase, %, time, then epoch/step/loss."""
+    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
 
     def report(phase: str, fraction: float, info: dict) -> None:
-        bar.set_description(phase)
+        bar.set_description_str(phase)  # set_description would append a second ': '
         bar.n = round(100 * fraction)
-        if "loss" in info:
-            bar.set_postfix_str(f"loss {info['loss']:.4f}")
+        parts = [f"epoch {info['epoch']}/{info['epochs']}" if "epochs" in info and "epoch" in info else "",
+                 f"step {info['step']}" if "step" in info else "",
+                 f"{info['img/s']:.0f} img/s" if "img/s" in info else "",
+                 f"loss {info['loss']:.4f}" if "loss" in info else ""]
+        bar.set_postfix_str(", ".join(p for p in parts if p))  # tqdm puts ", " before it
         bar.refresh()
 
     return bar, report
@@ -357,7 +361,10 @@ def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool)
     click.echo(f"{trained['n_images']} scenes of held-out drawings, {trained['n_classes']} classes; "
                f"chance (positive rate) {trained['chance_positive_rate']:.4f}")
     for name, m in rows.items():
-        click.echo(f"{name:30s} mAP {m['map']:.4f}  GAP@10 {m['gap_at_10']:.4f}  GAP {m['gap']:.4f}")
+        (m_lo, m_hi), (g_lo, g_hi) = m["map_ci95"], m["gap_at_10_ci95"]
+        click.echo(f"{name:30s} mAP {m['map']:.4f} ({m_lo:.3f}-{m_hi:.3f})  "
+                   f"GAP@10 {m['gap_at_10']:.4f} ({g_lo:.3f}-{g_hi:.3f})  GAP {m['gap']:.4f}")
+    click.echo("(in brackets: 95 % bootstrap intervals over the scenes)")
 
 
 @main.group()

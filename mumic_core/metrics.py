@@ -6,6 +6,7 @@ Inputs are ``scores`` (N, C) floats and ``truth`` (N, C) in {0, 1}.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,19 @@ def mean_average_precision(scores: Any, truth: Any, min_positives: int = 1) -> f
     if not selected.any():
         return float("nan")
     return float(np.mean(per_class_average_precision(s, t)[selected]))
+
+
+def bootstrap_interval(scores: Any, truth: Any, metric: Callable[[np.ndarray, np.ndarray], float],
+                       confidence: float = 0.95, n_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(scores, truth)`` over images resampled with
+    replacement (scipy.stats.bootstrap): how far a number measured on these images may move."""
+    from scipy.stats import bootstrap
+
+    s, t = _check(scores, truth)
+    res = bootstrap((np.arange(len(s)),), lambda idx: metric(s[idx], t[idx]), vectorized=False,
+                    confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def tune_thresholds(scores: Any, truth: Any) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mumic_core.metrics import (
+    bootstrap_interval,
     evaluate,
     expected_calibration_error,
     f1_at_thresholds,
@@ -107,3 +108,21 @@ def test_evaluate_returns_json_serialisable_keys():
     assert (out["n_images"], out["n_classes"], out["n_positives"]) == (4, 3, 3)
     json.dumps(out, allow_nan=False)
     assert "f1_macro" not in evaluate(SCORES, TRUTH)
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+
+    def noisy(n):
+        truth = rng.random((n, 5)) < 0.2
+        return truth + rng.normal(0, 0.8, size=truth.shape), truth
+
+    s, t = noisy(100)
+    lo, hi = bootstrap_interval(s, t, mean_average_precision)
+    assert lo < mean_average_precision(s, t) < hi
+    assert bootstrap_interval(s, t, mean_average_precision) == (lo, hi)  # seeded
+    s4, t4 = noisy(1600)
+    lo4, hi4 = bootstrap_interval(s4, t4, mean_average_precision)
+    assert hi4 - lo4 < 0.6 * (hi - lo)  # 16x the images: about a quarter of the width
+    perfect = t.astype(float)
+    assert bootstrap_interval(perfect, t, mean_average_precision) == (1.0, 1.0)
