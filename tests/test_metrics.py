@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from mumic_core.metrics import (
-    bootstrap_interval,
     evaluate,
     expected_calibration_error,
     f1_at_thresholds,
@@ -16,6 +15,7 @@ from mumic_core.metrics import (
     global_average_precision,
     mean_average_precision,
     per_class_average_precision,
+    shuffled_chance,
     tune_thresholds,
 )
 
@@ -110,19 +110,13 @@ def test_evaluate_returns_json_serialisable_keys():
     assert "f1_macro" not in evaluate(SCORES, TRUTH)
 
 
-def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_images():
+def test_shuffled_chance_matches_random_scores_and_is_beaten_by_a_good_ranking():
     rng = np.random.default_rng(0)
-
-    def noisy(n):
-        truth = rng.random((n, 5)) < 0.2
-        return truth + rng.normal(0, 0.8, size=truth.shape), truth
-
-    s, t = noisy(100)
-    lo, hi = bootstrap_interval(s, t, mean_average_precision)
-    assert lo < mean_average_precision(s, t) < hi
-    assert bootstrap_interval(s, t, mean_average_precision) == (lo, hi)  # seeded
-    s4, t4 = noisy(1600)
-    lo4, hi4 = bootstrap_interval(s4, t4, mean_average_precision)
-    assert hi4 - lo4 < 0.6 * (hi - lo)  # 16x the images: about a quarter of the width
-    perfect = t.astype(float)
-    assert bootstrap_interval(perfect, t, mean_average_precision) == (1.0, 1.0)
+    truth = rng.random((400, 6)) < 0.1
+    good = truth + rng.normal(0, 0.5, size=truth.shape)
+    chance = shuffled_chance(good, truth, mean_average_precision)
+    assert chance == shuffled_chance(good, truth, mean_average_precision)  # seeded
+    random_maps = [mean_average_precision(rng.random(truth.shape), truth) for _ in range(50)]
+    assert chance["mean"] == pytest.approx(np.mean(random_maps), abs=0.01)
+    assert truth.mean() < chance["mean"] < chance["p99"] < mean_average_precision(good, truth)
+    assert shuffled_chance(good, truth, gap_at_k)["p99"] < gap_at_k(good, truth)
