@@ -1,0 +1,71 @@
+"""What limits the starter model's zero-shot scores (issue 3): the text prompts or the image features?
+
+On the same 600 scenes of held-out drawings as `python -m mumic_core starter evaluate`, compares
+three ways of scoring a class: its text prompts (zero-shot), the mean image embedding of its
+training drawings (image prototypes), and a logistic regression trained on those embeddings with
+their classes (linear probe, a supervised ceiling for these features). Also zero-shot on the
+scenes of a single drawing only.
+
+    .venv/bin/python benchmarks/starter_diagnosis.py [--model mumic_data/models/starter]
+        [--corpus mumic_data/starter-corpus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mumic_core.classifier import encode_images, encode_prompts  # noqa: E402
+from mumic_core.metrics import gap_at_k, mean_average_precision  # noqa: E402
+from mumic_core.model_factory import EncoderSpec, load_encoder  # noqa: E402
+from mumic_core.starter import category_prompts  # noqa: E402
+from mumic_core.starter_corpus import (EVAL_CATEGORIES, all_drawings, held_out_scenes,  # noqa: E402
+                                       load_held_out, split_held_out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "mumic_data/models/starter")
+    ap.add_argument("--corpus", type=Path, default=ROOT / "mumic_data/starter-corpus")
+    args = ap.parse_args()
+    enc = load_encoder(EncoderSpec(f"local-dir:{args.model.resolve()}", "", "starter", ""))
+    held, root, font = load_held_out(args.corpus)
+    classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = held_out_scenes(held, 600, 11, Path(tmp), root=root, font=font)  # as `starter evaluate`
+        scenes = encode_images(enc, [Path(tmp) / name for name, _ in rows])
+    truth = np.array([[c in labels for c in classes] for _, labels in rows], dtype=np.float32)
+
+    # the corpus's first single picture of each training drawing (build_corpus names them by index)
+    train, _ = split_held_out(all_drawings(root, font), seed=0)
+    picked = [(k, d) for k, d in enumerate(train) if d.category in classes]
+    train_emb = encode_images(enc, [args.corpus / "images" / f"single_{k:05d}_0.png" for k, _ in picked])
+    train_cls = np.array([classes.index(d.category) for _, d in picked])
+
+    text = encode_prompts(enc, category_prompts(classes)).cpu().numpy()
+    protos = np.stack([train_emb[train_cls == i].mean(0) for i in range(len(classes))])
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    probe = LogisticRegression(max_iter=2000).fit(train_emb, train_cls)
+    single = truth.sum(1) == 1
+    scored = {"zero-shot (text prompts)": scenes @ text.T, "image prototypes": scenes @ protos.T,
+              "linear probe (supervised)": probe.decision_function(scenes)}
+    out = {name: {"map": round(mean_average_precision(s, truth), 4), "gap_at_10": round(gap_at_k(s, truth), 4)}
+           for name, s in scored.items()}
+    out["zero-shot, single-drawing scenes only"] = {
+        "map": round(mean_average_precision(scored["zero-shot (text prompts)"][single], truth[single]), 4),
+        "gap_at_10": round(gap_at_k(scored["zero-shot (text prompts)"][single], truth[single]), 4)}
+    out["training pictures per class"] = dict(zip(classes, np.bincount(train_cls, minlength=len(classes)).tolist()))
+    print(json.dumps({"model": str(args.model), "scenes": len(rows), "classes": len(classes), **out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
