@@ -34,7 +34,8 @@ def _studio() -> Studio:
 
 def _progress_bar(desc: str):
     """A tqdm bar and the progress callback that drives it: phase, %, time, then epoch/step/loss."""
-    bar = tqdm(total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+    bar = tqdm(total=100, desc=desc, unit="%",
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
 
     def report(phase: str, fraction: float, info: dict) -> None:
         bar.set_description_str(phase)  # set_description would append a second ': '

@@ -53,7 +53,7 @@ def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n
                        seed: int = 11, **scene_kw) -> dict:
     """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
     from .classifier import encode_images, encode_prompts
-    from .metrics import evaluate, shuffled_chance, gap_at_k, mean_average_precision
+    from .metrics import evaluate, gap_at_k, mean_average_precision, shuffled_chance
 
     classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
     rows = held_out_scenes(held, n_scenes, seed, work, **scene_kw)
