@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 from mumic_core.classifier import encode_images, encode_prompts  # noqa: E402
 from mumic_core.metrics import gap_at_k, mean_average_precision  # noqa: E402
 from mumic_core.model_factory import EncoderSpec, load_encoder  # noqa: E402
-from mumic_core.starter import category_prompts  # noqa: E402
-from mumic_core.starter_corpus import (EVAL_CATEGORIES, all_drawings, held_out_scenes,  # noqa: E402
-                                       load_held_out, split_held_out)
+from mumic_core.starter import category_prompts, embed_held_out_scenes  # noqa: E402
+from mumic_core.starter_corpus import all_drawings, load_held_out, split_held_out  # noqa: E402
 
 
 def main() -> None:
@@ -39,11 +38,8 @@ def main() -> None:
     args = ap.parse_args()
     enc = load_encoder(EncoderSpec(f"local-dir:{args.model.resolve()}", "", "starter", ""))
     held, root, font = load_held_out(args.corpus)
-    classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = held_out_scenes(held, 600, 11, Path(tmp), root=root, font=font)  # as `starter evaluate`
-        scenes = encode_images(enc, [Path(tmp) / name for name, _ in rows])
-    truth = np.array([[c in labels for c in classes] for _, labels in rows], dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:  # the scenes of `starter evaluate`
+        scenes, truth, classes = embed_held_out_scenes(enc, held, Path(tmp), root=root, font=font)
 
     # the corpus's first single picture of each training drawing (build_corpus names them by index)
     train, _ = split_held_out(all_drawings(root, font), seed=0)
@@ -64,7 +60,7 @@ def main() -> None:
         "map": round(mean_average_precision(scored["zero-shot (text prompts)"][single], truth[single]), 4),
         "gap_at_10": round(gap_at_k(scored["zero-shot (text prompts)"][single], truth[single]), 4)}
     out["training pictures per class"] = dict(zip(classes, np.bincount(train_cls, minlength=len(classes)).tolist()))
-    print(json.dumps({"model": str(args.model), "scenes": len(rows), "classes": len(classes), **out}, indent=1))
+    print(json.dumps({"model": str(args.model), "scenes": len(scenes), "classes": len(classes), **out}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
-from .model_factory import CONFIG_NAME, EncoderSpec, load_encoder
+from .model_factory import CONFIG_NAME, Encoder, EncoderSpec, load_encoder
 from .starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, Drawing, article, held_out_scenes, load_held_out
 
 STARTER_ARCH = "mumic-small-rn96"
@@ -49,18 +49,28 @@ def zero_shot_scenes(spec: EncoderSpec, corpus: Path, n_scenes: int = 600, seed:
         return zero_shot_held_out(spec, held, Path(tmp), n_scenes, seed, root=root, font=font)
 
 
-def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600,
-                       seed: int = 11, **scene_kw) -> dict:
-    """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
-    from .classifier import encode_images, encode_prompts
-    from .metrics import evaluate, gap_at_k, mean_average_precision, shuffled_chance
+def embed_held_out_scenes(enc: Encoder, held: Sequence[Drawing], work: Path, n_scenes: int = 600, seed: int = 11,
+                          **scene_kw) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(image embeddings, truth, classes) of multi-label scenes of held-out drawings, written to
+    ``work``; classes are the evaluation categories present among the drawings."""
+    from .classifier import encode_images
 
     classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
     rows = held_out_scenes(held, n_scenes, seed, work, **scene_kw)
-    enc = load_encoder(spec)
     emb = encode_images(enc, [work / name for name, _ in rows])
-    text = encode_prompts(enc, category_prompts(classes)).cpu().numpy()
     truth = np.array([[c in labels for c in classes] for _, labels in rows], dtype=np.float32)
+    return emb, truth, classes
+
+
+def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600,
+                       seed: int = 11, **scene_kw) -> dict:
+    """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
+    from .classifier import encode_prompts
+    from .metrics import evaluate, gap_at_k, mean_average_precision, shuffled_chance
+
+    enc = load_encoder(spec)
+    emb, truth, classes = embed_held_out_scenes(enc, held, work, n_scenes, seed, **scene_kw)
+    text = encode_prompts(enc, category_prompts(classes)).cpu().numpy()
     scores = emb @ text.T
     metrics = evaluate(scores, truth, classes)
     metrics["chance_positive_rate"] = float(truth.mean())

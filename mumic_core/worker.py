@@ -100,7 +100,6 @@ def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
     return job_id
 
 
-
 def ask_for_help(studio: Studio, encoder_key: str, helpers: int) -> None:
     """Ask up to ``helpers`` other workers to take encode batches of ``encoder_key``."""
     task = queue_for(studio.settings.queue)[2]
