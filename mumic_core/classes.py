@@ -92,8 +92,9 @@ def read_class_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     grouped: dict[str, list[str]] = {}
     errors = list(parsed.errors)
     for line, row in parsed.rows:
-        if row["name"]:
-            grouped.setdefault(row["name"], []).append(row.get("prompt", ""))
+        name = row["name"].strip()
+        if name:
+            grouped.setdefault(name, []).append(row.get("prompt", ""))
         else:
             errors.append(f"line {line}: no class name")
     return grouped, sorted(errors, key=lambda e: int(e.split()[1].rstrip(":")))

@@ -1,18 +1,28 @@
-"""Reading people's CSV files: a bad row is reported by line number and skipped, never fatal.
+"""Reading and writing people's CSV files.
 
-Only a missing header refuses a whole file (without it no row can be understood).
+Reading: a bad row is reported by line number and skipped, never fatal; only a missing header
+refuses a whole file (without it no row can be understood). Commas are the separator, and
+semicolons or tabs are recognised from the header (spreadsheets in many locales save those).
+Values are kept as written (a file name may start with a space); callers strip what they compare.
+
+Writing: a value that a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or a
+carriage return) is written with a leading apostrophe, as OWASP recommends against CSV injection;
+:func:`from_cell` undoes exactly that, so the product's own exports read back unchanged.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_FIELD = 10_000  # characters; names, labels and prompts are far shorter
 MAX_FILE_BYTES = 64 * 2**20
+DELIMITERS = (",", ";", "\t")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 
 
 @dataclass
@@ -21,29 +31,23 @@ class CsvRows:
 
     rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    delimiter: str = ","
+    columns: list[str] = field(default_factory=list)
 
 
 def read_csv_rows(source: Path | bytes, required: Sequence[str], optional: Sequence[str] = ()) -> CsvRows:
     """Parse a UTF-8 CSV whose header names the ``required`` columns (others allowed in
     ``optional``). Rows that are not UTF-8, hold NUL bytes, have the wrong number of fields or a
-    field over MAX_FIELD characters are reported with their line number."""
+    field over MAX_FIELD characters are reported with their line number. Values are returned as
+    written, after undoing the exporter's formula guard (:func:`from_cell`)."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"the CSV file is larger than {MAX_FILE_BYTES // 2**20} MiB")
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except (StopIteration, csv.Error):
-        header = []
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"expected a header naming the columns {', '.join(required)} "
-                         f"(missing {', '.join(missing)})")
-    unknown = [h for h in header if h and h not in (*required, *optional)]
-    if unknown:
-        raise ValueError(f"unknown column {unknown[0]!r}; the columns are {', '.join((*required, *optional))}")
-    out = CsvRows()
+    delimiter, header = _header(text, required, optional)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    next(reader, None)
+    out = CsvRows(delimiter=delimiter, columns=[h for h in header if h])
     while True:
         line = reader.line_num + 1
         try:
@@ -59,7 +63,32 @@ def read_csv_rows(source: Path | bytes, required: Sequence[str], optional: Seque
         if reason:
             out.errors.append(f"line {line}: {reason}")
         else:
-            out.rows.append((line, {h: v.strip() for h, v in zip(header, values) if h}))
+            out.rows.append((line, {h: from_cell(v) for h, v in zip(header, values) if h}))
+
+
+def _header(text: str, required: Sequence[str], optional: Sequence[str]) -> tuple[str, list[str]]:
+    """The separator and the (lower-cased) column names; ValueError naming what is wrong."""
+    first = text.split("\n", 1)[0]
+    candidates = []
+    for delimiter in DELIMITERS:
+        try:
+            header = [h.strip().lower() for h in next(csv.reader(io.StringIO(first), delimiter=delimiter))]
+        except (StopIteration, csv.Error):
+            header = []
+        missing = [c for c in required if c not in header]
+        candidates.append((len(missing), delimiter, header, missing))
+        if not missing:
+            break
+    _, delimiter, header, missing = min(candidates, key=lambda c: c[0])
+    if missing:
+        other = next((d for d in DELIMITERS[1:] if d in first and "," not in first), None)
+        hint = f"; it seems to use {_DELIMITER_NAMES[other]} between columns" if other else ""
+        raise ValueError(f"expected a header naming the columns {', '.join(required)} "
+                         f"(missing {', '.join(missing)}{hint})")
+    unknown = [h for h in header if h and h not in (*required, *optional)]
+    if unknown:
+        raise ValueError(f"unknown column {unknown[0]!r}; the columns are {', '.join((*required, *optional))}")
+    return delimiter, header
 
 
 def _bad_row(values: list[str], header: list[str]) -> str | None:
@@ -73,3 +102,29 @@ def _bad_row(values: list[str], header: list[str]) -> str | None:
         if len(v) > MAX_FIELD:
             return f"a field of {len(v):,} characters (the limit is {MAX_FIELD:,})"
     return None
+
+
+def to_cell(value: object) -> str:
+    """A value as a CSV cell a spreadsheet will not run as a formula (OWASP: prefix ``'``).
+    A value that already starts with ``'`` before such a character (or another ``'``) gets one
+    more, so :func:`from_cell` is its exact inverse."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START) or (text.startswith("'") and text[1:2] in (*_FORMULA_START, "'")):
+        return "'" + text
+    return text
+
+
+def from_cell(text: str) -> str:
+    """Undo :func:`to_cell`: one leading ``'`` before a formula character or another ``'`` goes."""
+    if text.startswith("'") and text[1:2] in (*_FORMULA_START, "'"):
+        return text[1:]
+    return text
+
+
+def write_csv(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text with formula-safe cells (:func:`to_cell`)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows([to_cell(v) for v in row] for row in rows)
+    return buf.getvalue()
