@@ -2,37 +2,45 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import streamlit as st
 
 from mumic_core.auth import PermissionDenied
-from mumic_core.collection import export_labels, import_files, import_folder, import_labels_csv
+from mumic_core.collection import import_files, import_folder
+from mumic_core.errors import MumicError
+from mumic_core.images import ImportReport
+from mumic_core.label_io import export_labels, import_labels
+from mumic_core.lifecycle import request_scoring_of_new_images
 from mumic_core.registry import active_version, export_model_zip
-from mumic_core.scoring import score_collection
 from app_pages.signin import signed_in_studio
+from app_pages.ui import md
 
 s = signed_in_studio("import")
 st.title("Import and export")
 
 
-def report_import(report) -> None:
+def report_import(report: ImportReport) -> None:
+    """The outcome, file by file, and the scoring job that brings new images to Review."""
     (st.success if report.added else st.warning)(report.summary())
     for line in report.lines():
-        st.write(f"- {line}")
+        st.write(f"- {md(line)}")
+    if report.added:
+        try:
+            job_id = request_scoring_of_new_images(s)
+        except MumicError as exc:
+            st.error(f"The new images were stored but not queued for scoring: {exc}")
+        else:
+            if job_id is not None:
+                st.info(f"Scoring job {job_id} queued: the new images reach the Review queue once the "
+                        "worker has scored them (see the Jobs page).")
 
 
 st.subheader("Upload images")
 uploads = st.file_uploader("Drop images here (many at once)", accept_multiple_files=True, key="uploads")
 if uploads and st.button("Import the uploaded files", type="primary"):
     with st.spinner("Checking and storing images…"):
-        report = import_files(s, [(f.name, f.getvalue()) for f in uploads])
-    report_import(report)
-    version = active_version(s)
-    if report.added and version:
-        with st.spinner("Scoring the new images…"):
-            score_collection(s, version)
+        report_import(import_files(s, [(f.name, f.getvalue()) for f in uploads]))
 
 st.subheader("Import a folder on the server")
 root = s.settings.import_root
@@ -43,36 +51,35 @@ if st.button("Import folder", disabled=not folder):
     try:
         with st.spinner("Importing…"):
             report = import_folder(s, Path(folder).expanduser())
-        report_import(report)
-        version = active_version(s)
-        if report.added and version:
-            score_collection(s, version)
     except (FileNotFoundError, NotADirectoryError, PermissionDenied) as exc:
         st.error(str(exc))
+    else:
+        report_import(report)
 
 st.subheader("Import labels")
-labels = st.file_uploader("Labels CSV: filename,labels (labels joined by |)", type=["csv"], key="labels_csv")
-complete = st.checkbox("Listed labels are complete (other classes are absent)")
-if labels and st.button("Import labels"):
-    with tempfile.NamedTemporaryFile(suffix=".csv") as tmp:
-        tmp.write(labels.getvalue())
-        tmp.flush()
-        try:
-            result = import_labels_csv(s, Path(tmp.name), st.session_s.actor.username,
-                                       complete=complete)
-        except ValueError as exc:
-            st.error(str(exc))
-        else:
-            st.success(f"{result.images_labelled} images labelled; {len(result.errors)} rows rejected")
-            for err in result.errors:
-                st.write(f"- {err}")
+labels = st.file_uploader("Labels: CSV (filename,labels with labels joined by |; or a CSV or JSON export of "
+                          "this product)", type=["csv", "json"], key="labels_file")
+complete = st.checkbox("Listed labels are complete (other classes are absent)", key="labels_complete")
+if labels and st.button("Import labels", key="import_labels"):
+    try:
+        result = import_labels(s, labels.getvalue(), s.actor.username, complete=complete)
+    except ValueError as exc:
+        st.error(f"{md(labels.name)}: {exc}")
+    else:
+        (st.success if not result.errors else st.warning)(result.summary())
+        for err in result.errors[:200]:
+            st.write(f"- {md(err)}")
+        if len(result.errors) > 200:
+            st.write(f"- … and {len(result.errors) - 200} more")
 
 st.subheader("Export")
 c1, c2, c3, c4 = st.columns(4)
-c1.download_button("Labels CSV", export_labels(s, "csv"), "labels.csv", "text/csv")
-c2.download_button("Labels JSON", export_labels(s, "json"), "labels.json", "application/json")
-c3.download_button("COCO-style JSON", export_labels(s, "coco"), "labels_coco.json", "application/json")
+c1.download_button("Labels CSV", lambda: export_labels(s, "csv"), "labels.csv", "text/csv")
+c2.download_button("Labels JSON", lambda: export_labels(s, "json"), "labels.json", "application/json")
+c3.download_button("COCO-style JSON", lambda: export_labels(s, "coco"), "labels_coco.json", "application/json")
 version = active_version(s)
 if version:
     c4.download_button(f"Model {version.name} (.zip)", lambda: export_model_zip(s, version),
                        f"mumic-{version.name}.zip", "application/zip")
+st.caption("CSV and JSON exports hold every current label of the active classes (present or absent, who said "
+           "it, how and when) and read back exactly; the COCO-style file holds the present ones only.")

@@ -28,8 +28,9 @@ from mumic_core.review import (
 from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
 from mumic_core.errors import StaleView
-from mumic_core.jobs import JobConflict, get_job, list_jobs
+from mumic_core.jobs import JobConflict, active_job, get_job, list_jobs
 from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
+from mumic_core.scoring import unscored_count
 from mumic_core.leases import browser_seat, claim, leased_to_others, release
 from app_pages.signin import signed_in_studio
 from app_pages.ui import md
@@ -165,6 +166,12 @@ if version.kind == "builtin-random":
     st.warning(f"Suggestions by {describe(version)}", icon=":material/warning:")
 else:
     st.caption(f"Suggestions by {describe(version)}")
+if waiting := unscored_count(s, version.id):
+    scoring = active_job(s, "score")
+    st.info(f"{waiting} image{'s wait' if waiting > 1 else ' waits'} for scores by {version.name} and "
+            f"{'are' if waiting > 1 else 'is'} not in this queue yet: "
+            + (f"scoring job {scoring.id} is {scoring.status}." if scoring else
+               "no scoring job is queued; an admin can start one on the Jobs page."), icon=":material/hourglass:")
 if state.flash:
     st.toast(state.flash)
     state.flash = None

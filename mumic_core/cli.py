@@ -110,28 +110,58 @@ def demo(n_images: int, seed: int) -> None:
 
 
 @main.command("import")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="filename,labels CSV (labels joined by '|').")
+              help="A labels file: filename,labels CSV (labels joined by '|'), or a CSV/JSON export.")
 @click.option("--complete", is_flag=True, help="Listed labels are complete: other classes are negatives.")
 @click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
-def import_(folder: Path, labels: Path | None, complete: bool, annotator: str | None) -> None:
-    """Import every image below FOLDER; bad files are named with their reason."""
-    from .collection import default_annotator, import_folder, import_labels_csv
+@click.option("--score/--no-score", default=True, show_default=True,
+              help="Score the new images with the active model (by a running worker, else here).")
+def import_(folder: Path | None, labels: Path | None, complete: bool, annotator: str | None, score: bool) -> None:
+    """Import every image below FOLDER (bad files are named with their reason) and/or a labels file."""
+    from .collection import default_annotator, import_folder
+    from .label_io import import_labels
 
+    if folder is None and labels is None:
+        raise click.UsageError("give a FOLDER of images, --labels FILE, or both")
     studio = _studio()
-    with tqdm(desc="importing", unit="file") as bar:
-        report = import_folder(studio, folder, progress=bar.update)
-    click.echo(report.summary())
-    for line in report.lines():
-        click.echo(f"  {line}")
+    report = None
+    if folder is not None:
+        with tqdm(desc="importing", unit="file") as bar:
+            report = import_folder(studio, folder, progress=bar.update)
+        click.echo(report.summary())
+        for line in report.lines():
+            click.echo(f"  {line}")
+        if report.added and score:
+            _score_new_images(studio)
     if labels:
-        lr = import_labels_csv(studio, labels, annotator or default_annotator(), complete=complete)
-        click.echo(f"labels: {lr.images_labelled} images labelled; {len(lr.errors)} rows rejected")
+        lr = import_labels(studio, labels, annotator or default_annotator(), complete=complete)
+        click.echo(f"labels: {lr.summary()}")
         for err in lr.errors:
             click.echo(f"  {err}")
-    if report.rejected and not (report.added or report.duplicates):
+    if report is not None and report.rejected and not (report.added or report.duplicates):
         sys.exit(2)  # nothing in the folder was an image
+
+
+def _score_new_images(studio: Studio) -> None:
+    """Queue the new images' scoring for a running worker, or score them here when none runs."""
+    from .jobs import run_job
+    from .lifecycle import request_scoring_of_new_images
+    from .workers import live_workers
+
+    if live_workers(studio):
+        click.echo(f"queued scoring job {request_scoring_of_new_images(studio)} for the running worker")
+        return
+    job_id = request_scoring_of_new_images(studio, run_here=True)
+    if job_id is None:
+        return
+    bar, report = _progress_bar("scoring new images")
+    try:
+        job = run_job(studio, job_id, extra_progress=report)
+    finally:
+        bar.close()
+    click.echo(f"scored the new images with {job.result.get('version')}: {job.result.get('predictions', 0)} "
+               "predictions")
 
 
 @main.group()
@@ -267,7 +297,7 @@ def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export(what: str, fmt: str, out: Path | None) -> None:
     """Export the current human labels."""
-    from .collection import export_labels
+    from .label_io import export_labels
 
     text = export_labels(_studio(), fmt)
     if out:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import getpass
-import io
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -15,8 +13,6 @@ from sqlalchemy import func, select, update
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
 
 from .auth import PermissionDenied, audit, require, require_self
-from .classes import normalize_name
-from .csv_rows import read_csv_rows
 from .errors import StaleView
 from .images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
 from .studio import Studio
@@ -105,6 +101,19 @@ def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] 
     return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One person's word on one image-class pair: present or absent, who said it, how and when."""
+
+    positive: bool
+    annotator: str
+    source: str = "review"
+    at: datetime | None = None  # None: now
+
+
+_REVIEWS = ("review", "second_review")  # sources that are a person looking at the image now
+
+
 def record_labels(
     studio: Studio,
     labels_by_image: Mapping[int, Mapping[int, bool]],
@@ -120,52 +129,96 @@ def record_labels(
 
     Returns (submission id, number of new annotation rows). A statement that differs from the
     current one supersedes it (the old row stays, marked not current); an identical one adds
-    nothing. One short write transaction: on SQLite the write lock is taken before the first
-    read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so concurrent
-    writers never lose an update.
+    nothing. A review counts the image as reviewed; other sources (imports, merges) only when
+    they changed a label. One short write transaction: on SQLite the write lock is taken before
+    the first read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so
+    concurrent writers never lose an update.
     """
     require_self(studio, annotator)
-    added = 0
+    statements = {int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
+                  for i, labels in labels_by_image.items()}
     with studio.write() as s:
-        # PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
-        # run one after the other, as SQLite's write lock makes them (a no-op there)
-        s.execute(select(Image.id).where(Image.id.in_(sorted(int(i) for i in labels_by_image)))
-                  .order_by(Image.id).with_for_update())
+        _lock_images(s, statements)
         if seen is not None:
             _refuse_stale(s, annotator, {i: seen.get(i, {}) for i in labels_by_image})
-        submission = Submission(annotator=annotator, image_ids=[int(i) for i in labels_by_image])
+        submission = Submission(annotator=annotator, image_ids=[])
         s.add(submission)
         s.flush()
-        for image_id, labels in labels_by_image.items():
-            if s.get(Image, image_id) is None:
-                raise KeyError(f"no image with id {image_id}")
-            current = {
-                a.class_id: a
-                for a in s.scalars(
-                    select(Annotation)
-                    .where(Annotation.image_id == image_id, Annotation.is_current.is_(True),
-                           Annotation.class_id.in_(list(labels)))
-                    .with_for_update()
-                )
-            }
-            shown = (suggested or {}).get(image_id, {})
-            for class_id, positive in labels.items():
-                old = current.get(class_id)
-                confirms = source == "second_review" and old is not None and old.annotator != annotator
-                if old is not None and old.positive == bool(positive) and not confirms:
-                    continue
-                if old is not None:
-                    old.is_current = False
-                    s.flush()
-                s.add(Annotation(image_id=image_id, class_id=class_id, positive=bool(positive),
-                                 annotator=annotator, source=source, supersedes_id=old.id if old else None,
-                                 submission_id=submission.id, suggested_score=shown.get(class_id)))
-                added += 1
-            s.execute(
-                update(Image).where(Image.id == image_id)
-                .values(review_count=Image.review_count + 1, reviewed_at=utcnow())
-            )
+        changed, added = _write_statements(s, submission.id, statements, suggested or {},
+                                           count_all=source in _REVIEWS)
+        submission.image_ids = sorted(statements) if source in _REVIEWS else changed
         return submission.id, added
+
+
+def import_statements(studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str,
+                      batch: int = 500) -> tuple[int, int, int]:
+    """Record statements that carry their own authors, sources and times (a labels file) as one
+    submission of ``importer`` (one undo step), in short transactions of ``batch`` images.
+    Statements equal to the current ones change nothing, so importing a file twice adds nothing.
+    Returns (submission id, images changed, annotation rows added)."""
+    require(studio, "import")
+    ids = sorted(int(i) for i in statements)
+    with studio.write() as s:
+        submission = Submission(annotator=importer, image_ids=[])
+        s.add(submission)
+        s.flush()
+        submission_id = submission.id
+        audit(s, studio, "import_labels", images=len(ids), submission=submission_id)
+    changed_total, added_total = 0, 0
+    for start in range(0, len(ids), batch):
+        part = {i: statements[i] for i in ids[start:start + batch]}
+        with studio.write() as s:
+            _lock_images(s, part)
+            changed, added = _write_statements(s, submission_id, part, {}, count_all=False)
+            sub = s.get(Submission, submission_id)
+            sub.image_ids = [*sub.image_ids, *changed]
+        changed_total, added_total = changed_total + len(changed), added_total + added
+    return submission_id, changed_total, added_total
+
+
+def _lock_images(s, statements: Mapping[int, object]) -> None:
+    """PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
+    run one after the other, as SQLite's write lock makes them (a no-op there)."""
+    s.execute(select(Image.id).where(Image.id.in_(sorted(statements))).order_by(Image.id).with_for_update())
+
+
+def _write_statements(s, submission_id: int, statements: Mapping[int, Mapping[int, Statement]],
+                      suggested: Mapping[int, Mapping[int, float]], count_all: bool) -> tuple[list[int], int]:
+    """Add the rows that change current labels; count images as reviewed (all of them, or those
+    that changed). Returns (changed image ids, rows added)."""
+    known = set(s.scalars(select(Image.id).where(Image.id.in_(list(statements)))))
+    missing = sorted(set(statements) - known)
+    if missing:
+        raise KeyError(f"no image with id {missing[0]}")
+    current: dict[tuple[int, int], Annotation] = {
+        (a.image_id, a.class_id): a for a in s.scalars(
+            select(Annotation).where(Annotation.image_id.in_(list(statements)), Annotation.is_current.is_(True))
+            .with_for_update())}
+    changed: list[int] = []
+    added = 0
+    for image_id, labels in statements.items():
+        shown = suggested.get(image_id, {})
+        rows = 0
+        for class_id, st in labels.items():
+            old = current.get((image_id, class_id))
+            confirms = st.source == "second_review" and old is not None and old.annotator != st.annotator
+            if old is not None and old.positive == st.positive and not confirms:
+                continue
+            if old is not None:
+                old.is_current = False
+                s.flush()
+            s.add(Annotation(image_id=image_id, class_id=class_id, positive=st.positive, annotator=st.annotator,
+                             source=st.source, supersedes_id=old.id if old else None, submission_id=submission_id,
+                             suggested_score=shown.get(class_id), created_at=st.at or utcnow()))
+            rows += 1
+        added += rows
+        if rows:
+            changed.append(image_id)
+    counted = sorted(statements) if count_all else changed
+    if counted:
+        s.execute(update(Image).where(Image.id.in_(counted))
+                  .values(review_count=Image.review_count + 1, reviewed_at=utcnow()))
+    return changed, added
 
 
 def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> None:
@@ -231,54 +284,6 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
         return sub.id
 
 
-@dataclass
-class LabelImportReport:
-    images_labelled: int
-    errors: list[str]
-
-
-def import_labels_csv(
-    studio: Studio, path: Path, annotator: str, complete: bool = False, source: str = "import"
-) -> LabelImportReport:
-    """``filename,labels`` (labels joined by '|') -> positive annotations.
-
-    With ``complete``, every other active class becomes a negative for that image. Rows with
-    unknown files or classes are reported by line number; the others are imported.
-    """
-    require(studio, "import")
-    with studio.read() as s:
-        images = s.execute(select(Image.id, Image.original_name)).all()
-        classes = {c.normalized_name: c.id for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)))}
-    by_name: dict[str, int] = {}
-    for image_id, name in images:
-        by_name[name] = image_id
-        by_name.setdefault(Path(name).name, image_id)
-    try:
-        parsed = read_csv_rows(path, ["filename", "labels"])
-    except ValueError as exc:
-        raise ValueError(f"{Path(path).name}: {exc}") from None
-    errors = list(parsed.errors)
-    done = 0
-    for line, row in parsed.rows:
-        image_id = by_name.get(row["filename"])
-        if image_id is None:
-            errors.append(f"line {line}: unknown image {row['filename'][:200]!r}")
-            continue
-        names = [n for n in row["labels"].split("|") if n.strip()]
-        unknown = [n for n in names if normalize_name(n) not in classes]
-        if unknown:
-            errors.append(f"line {line}: unknown class {', '.join(repr(n[:100]) for n in unknown[:5])}")
-            continue
-        positives = {classes[normalize_name(n)] for n in names}
-        labels = {cid: True for cid in positives}
-        if complete:
-            labels.update({cid: False for cid in classes.values() if cid not in positives})
-        annotate(studio, image_id, labels, annotator, source=source)
-        done += 1
-    errors.sort(key=lambda e: int(e.split()[1].rstrip(":")))
-    return LabelImportReport(done, errors)
-
-
 def current_labels(studio: Studio) -> list[tuple[int, int, bool]]:
     """(image_id, class_id, positive) for every current annotation."""
     with studio.read() as s:
@@ -297,46 +302,6 @@ def collection_counts(studio: Studio) -> dict[str, int]:
             "classes": s.scalar(select(func.count(LabelClass.id)).where(LabelClass.active.is_(True))) or 0,
             "annotations": s.scalar(select(func.count(Annotation.id)).where(Annotation.is_current.is_(True))) or 0,
         }
-
-
-def export_labels(studio: Studio, fmt: str) -> str:
-    """Current human labels as CSV, JSON or COCO-style JSON (image-level categories)."""
-    require(studio, "export")
-    with studio.read() as s:
-        images = list(s.scalars(select(Image).order_by(Image.id)))
-        classes = {c.id: c.name for c in s.scalars(select(LabelClass).order_by(LabelClass.id))}
-    pos: dict[int, list[int]] = {}
-    neg: dict[int, list[int]] = {}
-    for image_id, class_id, positive in current_labels(studio):
-        (pos if positive else neg).setdefault(image_id, []).append(class_id)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["filename", "labels"])
-        for im in images:
-            writer.writerow([im.original_name, "|".join(sorted(classes[c] for c in pos.get(im.id, [])))])
-        return buf.getvalue()
-    if fmt == "json":
-        return json.dumps([
-            {"filename": im.original_name, "sha256": im.sha256,
-             "positives": sorted(classes[c] for c in pos.get(im.id, [])),
-             "negatives": sorted(classes[c] for c in neg.get(im.id, []))}
-            for im in images
-        ], indent=1)
-    if fmt == "coco":
-        anns = [
-            {"id": i, "image_id": image_id, "category_id": class_id}
-            for i, (image_id, class_id) in enumerate(
-                ((im.id, c) for im in images for c in sorted(pos.get(im.id, []))), start=1)
-        ]
-        return json.dumps({
-            "info": {"description": "MuMIC Studio image-level labels"},
-            "images": [{"id": im.id, "file_name": im.original_name, "width": im.width, "height": im.height}
-                       for im in images],
-            "categories": [{"id": cid, "name": name} for cid, name in classes.items()],
-            "annotations": anns,
-        }, indent=1)
-    raise ValueError(f"unknown export format {fmt!r}; use csv, json or coco")
 
 
 def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:

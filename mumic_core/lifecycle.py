@@ -96,28 +96,53 @@ def score_all(studio: Studio, version: ModelVersion, report: Report | None = Non
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
     from .scoring import all_image_ids, score_collection
 
-    total = max(1, len(all_image_ids(studio)))  # a count: nothing fetched from remote storage
-    done = [0]
-
-    def count(k: int) -> None:
-        done[0] += k
-        if report:
-            report("re-scoring", min(1.0, done[0] / total), {"images": done[0], "of": total})
-
-    if report:
-        report("re-scoring", 0.0, {"images": 0, "of": total})
-    return score_collection(studio, version, progress=count)
+    total = len(all_image_ids(studio))  # a count: nothing fetched from remote storage
+    return score_collection(studio, version, progress=_counter(report, "re-scoring", total))
 
 
 def rescore(studio: Studio, params: dict, report: Report, note: Note = _quiet) -> dict:
     """Score job: one version (default the active one); with ``activate``, promote it after."""
     version = get_version(studio, params["version"]) if params.get("version") else ensure_base_version(studio)
+    if params.get("new_images"):
+        from .scoring import score_new_images, unscored_count
+
+        waiting = unscored_count(studio, version.id)
+        note(f"scoring the {waiting} images {version.name} has not scored yet")
+        n = score_new_images(studio, version, _counter(report, "scoring new images", waiting))
+        return {"version": version.name, "predictions": n}
     note(f"scoring the collection with {version.name}")
     if params.get("activate"):
         n = promote(studio, version, report, note)
     else:
         n = score_all(studio, version, report)
     return {"version": version.name, "predictions": n}
+
+
+def _counter(report: Report | None, phase: str, total: int) -> Callable[[int], None]:
+    """A per-image progress callback that reports ``phase`` with a running count of ``total``."""
+    done = [0]
+
+    def count(k: int) -> None:
+        done[0] += k
+        if report:
+            report(phase, min(1.0, done[0] / max(1, total)), {"images": done[0], "of": total})
+
+    count(0)
+    return count
+
+
+def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int | None:
+    """A job that scores newly imported images with the active version (only the images it has
+    not scored yet), handed to the worker, or only recorded when the caller runs it here
+    (``jobs.run_job``). Returns the job id, or None without an active version."""
+    from .jobs import create_job
+    from .worker import enqueue
+
+    version = active_version(studio)
+    if version is None:
+        return None
+    params = {"version": version.name, "new_images": True}
+    return create_job(studio, "score", params) if run_here else enqueue(studio, "score", params)
 
 
 def resume_interrupted(studio: Studio) -> list[int]:

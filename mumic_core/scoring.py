@@ -232,6 +232,63 @@ def score_collection(studio: Studio, version: ModelVersion, progress: Progress |
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
 
 
+def unscored_image_ids(studio: Studio, version_id: int) -> np.ndarray:
+    """Images the version has not scored yet (imported since it scored the collection), ascending."""
+    with studio.read() as s:
+        ids = s.scalars(select(Image.id).where(Image.id.not_in(
+            select(ImageScore.image_id).where(ImageScore.model_version_id == version_id))).order_by(Image.id)).all()
+    return np.array(ids, dtype=np.int64)
+
+
+def unscored_count(studio: Studio, version_id: int) -> int:
+    """How many images wait for this version's scores (they are not in its review queue yet)."""
+    with studio.read() as s:
+        images = s.scalar(select(func.count(Image.id))) or 0
+        scored = s.scalar(select(func.count()).select_from(ImageScore)
+                          .where(ImageScore.model_version_id == version_id)) or 0
+    return max(0, images - scored)
+
+
+def score_new_images(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
+    """Score only the images ``version`` has not scored yet (new imports) and add their
+    predictions and queue summaries; what was scored before stays as it is. Returns the rows added."""
+    ids = unscored_image_ids(studio, version.id)
+    scorer = load_scorer(studio, version)
+    if not len(ids):
+        return 0
+    if scorer.head is None:  # never scored at all: calibrate on the whole collection
+        return score_collection(studio, version, progress)
+    classes = active_classes(studio)
+    sim, prob = predict(studio, scorer, ids, classes, progress)
+    table, summaries = Prediction.__table__, ImageScore.__table__
+    with studio.write() as s:
+        conn = s.connection()
+        conn.execute(select(ModelVersion.id).where(ModelVersion.id == version.id).with_for_update())
+        still = set(unscored_image_ids_in(conn, version.id, ids))  # another job may have scored some since
+        keep = np.array([i in still for i in ids.tolist()], dtype=bool)
+        ids, sim, prob = ids[keep], sim[keep], prob[keep]
+        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
+        for b, cls in enumerate(classes):
+            insert_many(conn, table, columns, zip([version.id] * len(ids), ids.tolist(), [cls.id] * len(ids),
+                                                  sim[:, b].tolist(), prob[:, b].tolist()))
+        top = prob.max(axis=1) if prob.shape[1] else np.zeros(len(ids))
+        unsure = np.abs(prob - 0.5).min(axis=1) if prob.shape[1] else np.full(len(ids), 0.5)
+        insert_many(conn, summaries, ("model_version_id", "image_id", "max_score", "uncertainty"),
+                    zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()))
+        refresh_statistics(conn)
+    return len(ids) * len(classes)
+
+
+def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[int]:
+    """Which of ``image_ids`` still have no summary row for the version (inside a transaction)."""
+    scored: set[int] = set()
+    for k in range(0, len(image_ids), _ID_SLICE):
+        part = image_ids[k:k + _ID_SLICE].tolist()
+        scored |= set(conn.scalars(select(ImageScore.image_id).where(ImageScore.model_version_id == version_id,
+                                                                     ImageScore.image_id.in_(part))))
+    return [i for i in image_ids.tolist() if i not in scored]
+
+
 def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int]) -> int:
     """Zero-shot (or learned) scores of some classes for every stored image: one matrix product
     against the cached embeddings."""

@@ -139,7 +139,8 @@ def test_role_checks_live_in_the_service_layer(demo_studio):
     """An annotator's studio (as any page would build it) is refused every admin action,
     whatever the UI shows; an anonymous studio may change nothing at all."""
     from mumic_core.classes import add_class, list_classes, rename_class
-    from mumic_core.collection import annotate, export_labels, import_files, undo_last_submission
+    from mumic_core.collection import annotate, import_files, undo_last_submission
+    from mumic_core.label_io import export_labels
     from mumic_core.jobs import create_job
     from mumic_core.registry import activate, active_version
     from mumic_core.settings_store import set_setting

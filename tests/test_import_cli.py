@@ -67,11 +67,11 @@ def test_labels_csv_rows_with_errors_are_reported_by_line(home: Path, tmp_path: 
     labels = tmp_path / "labels.csv"
     labels.write_text("filename,labels\nimg0.png,red thing\nimg1.png,green thing|blue thing\nmissing.png,red thing\n")
     proc = cli(home, "import", str(src), "--labels", str(labels), "--complete")
-    assert "labels: 1 images labelled; 2 rows rejected" in proc.stdout
+    assert "labels: 1 images labelled (1 changed, 2 labels added); 2 rows refused" in proc.stdout
     assert "line 3: unknown class 'blue thing'" in proc.stdout
     assert "line 4: unknown image 'missing.png'" in proc.stdout
     exported = cli(home, "export", "labels", "--format", "csv").stdout
-    assert "img0.png,red thing" in exported
+    assert "img0.png,red thing,positive," in exported and "img0.png,green thing,negative," in exported
 
 
 def test_cli_errors_are_one_clear_line(home: Path):

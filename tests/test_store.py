@@ -12,7 +12,8 @@ from db.models import Annotation, Image
 from db.session import get_engine
 from mumic_core.classes import add_class, list_classes, normalize_name
 from mumic_core.errors import ClassError
-from mumic_core.collection import annotate, export_labels, import_files
+from mumic_core.collection import annotate, import_files
+from mumic_core.label_io import export_labels
 from mumic_core.scenes import generate_collection
 
 
@@ -94,13 +95,14 @@ def test_export_formats(studio, tmp_path):
     cat, dog = add_class(studio, "cat").id, add_class(studio, "dog").id
     annotate(studio, images[0].id, {cat: True, dog: False}, "ann")
     rows = list(csv.DictReader(io.StringIO(export_labels(studio, "csv"))))
-    assert rows == [{"filename": images[0].original_name, "labels": "cat"},
-                    {"filename": images[1].original_name, "labels": ""}]
+    assert [(r["filename"], r["class"], r["state"], r["annotator"]) for r in rows] == [
+        (images[0].original_name, "cat", "positive", "ann"), (images[0].original_name, "dog", "negative", "ann"),
+        (images[1].original_name, "", "", "")]  # an image without labels has one empty row
     js = json.loads(export_labels(studio, "json"))
-    assert js[0]["positives"] == ["cat"] and js[0]["negatives"] == ["dog"]
+    assert [(x["class"], x["state"]) for x in js["images"][0]["labels"]] == [("cat", "positive"), ("dog", "negative")]
     coco = json.loads(export_labels(studio, "coco"))
     assert {c["name"] for c in coco["categories"]} == {"cat", "dog"}
-    assert coco["annotations"] == [{"id": 1, "image_id": images[0].id, "category_id": cat}]
+    assert coco["annotations"] == [{"id": 1, "image_id": images[0].id, "category_id": 1}]
     assert coco["images"][0]["width"] == 64
     with pytest.raises(ValueError, match="unknown export format"):
         export_labels(studio, "xml")
