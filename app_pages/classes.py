@@ -10,10 +10,11 @@ from mumic_core.classes import add_class, list_classes, merge_classes, rename_cl
 from mumic_core.collection import class_counts
 from mumic_core.errors import MumicError
 from mumic_core.registry import active_version
+from mumic_core.renditions import TILE
 from mumic_core.review import image_views, top_images_for_class
 from mumic_core.scoring import rank_images_for_prompts, score_classes
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md
+from app_pages.ui import md, show_image
 
 s = signed_in_studio("classes")
 st.title("Classes")
@@ -23,10 +24,10 @@ state = st.session_state
 
 def show_preview(ranked: list[tuple[int, float]], caption: str) -> None:
     st.caption(caption)
-    views = {v.image_id: v for v in image_views(s, [i for i, _ in ranked], None)}
+    views = {v.image_id: v for v in image_views(s, [i for i, _ in ranked], None, display=TILE)}
     cols = st.columns(6)
     for k, (image_id, p) in enumerate(ranked):
-        cols[k % 6].image(str(views[image_id].path), caption=f"{p:.0%}", width="stretch")
+        show_image(cols[k % 6], views[image_id].display, caption=f"{p:.0%}")
 
 
 def prompts_from(text: str) -> list[str]:

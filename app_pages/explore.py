@@ -9,9 +9,11 @@ import streamlit as st
 from mumic_core.classes import list_classes
 from mumic_core.collection import current_labels
 from mumic_core.registry import active_version, describe
+from mumic_core.renditions import TILE
 from mumic_core.review import image_views
 from mumic_core.search import embedding_map, near_duplicate_groups, search_text, similar_images
 from app_pages.signin import signed_in_studio
+from app_pages.ui import show_image
 
 st.title("Explore")
 s = signed_in_studio("review")
@@ -39,10 +41,10 @@ def gallery(hits: list[tuple[int, float]], key: str) -> None:
     if not hits:
         st.caption("Nothing found.")
         return
-    views = {v.image_id: v for v in image_views(s, [i for i, _ in hits], None)}
+    views = {v.image_id: v for v in image_views(s, [i for i, _ in hits], None, display=TILE)}
     cols = st.columns(6)
     for k, (image_id, sim) in enumerate(hits):
-        cols[k % 6].image(str(views[image_id].path), caption=f"#{image_id} · {sim:.3f}", width="stretch")
+        show_image(cols[k % 6], views[image_id].display, caption=f"#{image_id} · {sim:.3f}")
     if st.button(f"Review these {len(hits)} images", key=f"send-{key}"):
         send_to_review([i for i, _ in hits])
 

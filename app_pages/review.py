@@ -32,8 +32,9 @@ from mumic_core.jobs import JobConflict, active_job, get_job, list_jobs
 from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
 from mumic_core.scoring import unscored_count
 from mumic_core.leases import browser_seat, claim, leased_to_others, release
+from mumic_core.renditions import TILE, VIEW
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md
+from app_pages.ui import md, show_image
 from mumic_core.worker import enqueue
 
 s = signed_in_studio("review")
@@ -249,7 +250,8 @@ if mode == "One image":
                 unreviewed_only=status == "unreviewed" and not selection)
     if not ids:  # another session took these images a moment ago
         st.rerun()
-    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"))
+    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"),
+                         display=VIEW)
     shown_name = view.name.replace("`", "'")  # a file name is shown as code: literal
     st.markdown(f"**Image {state.offset + 1} of {total}** · `{shown_name}` · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
@@ -258,7 +260,7 @@ if mode == "One image":
                    + ("this label: " if len(lines) == 1 else "these labels: ") + "; ".join(lines) + ".",
                    icon=":material/report:")
     left, right = st.columns([3, 2], gap="large")
-    left.image(str(view.path), width="stretch")
+    show_image(left, view.display)
     key = f"dec_{view.image_id}"
     if key not in state:
         state[key] = {sg.class_id: view.labels.get(sg.class_id, sg.proposed) for sg in view.suggestions}
@@ -339,12 +341,12 @@ else:
     state.offset = (page - 1) * per_page
     views = image_views(s, claim(s, state.holder, s.actor.username, page_ids(state.offset, per_page),
                                  unreviewed_only=status == "unreviewed" and not selection), version.id,
-                        top_k=3, thresholds=thresholds)
+                        top_k=3, thresholds=thresholds, display=TILE)
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)
     for k, view in enumerate(views):
         with cols[k % 4]:
-            st.image(str(view.path), width="stretch")
+            show_image(st, view.display)
             if blind:
                 options = [c.id for c in classes]
                 default = [c for c, p in view.labels.items() if p and c in class_by_id]

@@ -60,6 +60,11 @@ class Settings:
         return self.home / "cache" / "storage"
 
     @property
+    def rendition_cache_dir(self) -> Path:
+        """Display renditions of the images (see renditions.py): made on first view, kept."""
+        return self.home / "cache" / "renditions"
+
+    @property
     def queue_path(self) -> Path:
         return self.home / "queue.db"
 

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, literal, select
 from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, ReviewLease, utcnow
 
 from .collection import record_labels, undo_last_submission
+from .renditions import Rendition, renditions
 from .studio import Studio
 
 STATUSES = ("all", "unreviewed", "reviewed", "disputed", "second review")
@@ -63,6 +64,7 @@ class ImageView:
     review_count: int
     suggestions: list[Suggestion]
     labels: dict[int, bool] = field(default_factory=dict)  # current human labels
+    display: Rendition | None = None  # what a page shows (image_views(..., display=max side))
 
 
 def _disputed_images():
@@ -155,10 +157,12 @@ def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str
 
 def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None, top_k: int = 9,
                 thresholds: dict[str, float] | None = None,
-                also: Mapping[int, Iterable[int]] | None = None) -> list[ImageView]:
+                also: Mapping[int, Iterable[int]] | None = None, display: int | None = None) -> list[ImageView]:
     """Images with their current labels and suggestions (active classes, best first): the top
     k, every class a person has marked present, and the classes in ``also[image_id]`` (e.g.
-    the suspected labels), so every label a person must see is a suggestion to toggle."""
+    the suspected labels), so every label a person must see is a suggestion to toggle. With
+    ``display`` (a max side, e.g. renditions.VIEW or TILE), each view carries the display
+    rendition that pages show (never the stored file)."""
     if not image_ids:
         return []
     ids = list(image_ids)
@@ -197,12 +201,13 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
                     preds[image_id][class_id] = Suggestion(class_id, name, float(score), t)
     shown = [i for i in image_ids if i in images]
     paths = dict(zip(shown, studio.store.paths([images[i].relpath for i in shown])))
+    shows = renditions(studio, [images[i] for i in shown], display) if display else [None] * len(shown)
     out = []
-    for i in shown:
+    for i, rendition in zip(shown, shows):
         im = images[i]
         sug = sorted(preds[i].values(), key=lambda x: -x.probability)
         out.append(ImageView(i, im.original_name, paths[i], im.width, im.height, im.review_count, sug,
-                             labels[i]))
+                             labels[i], rendition))
     return out
 
 
