@@ -14,7 +14,7 @@ from mumic_core.renditions import TILE
 from mumic_core.review import image_views, top_images_for_class
 from mumic_core.scoring import rank_images_for_prompts, score_classes
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md, show_image
+from app_pages.ui import isolate, md, show_image
 
 s = signed_in_studio("classes")
 st.title("Classes")
@@ -69,7 +69,7 @@ if not classes:
 by_id = {c.id: c for c in classes}
 st.subheader("Edit a class")
 cid = st.selectbox("Class", [c.id for c in classes], key="edit_class",
-                   format_func=lambda i: by_id[i].name + ("" if by_id[i].active else " (inactive)"))
+                   format_func=lambda i: isolate(by_id[i].name) + ("" if by_id[i].active else " (inactive)"))
 cls = by_id[cid]
 tab_prompts, tab_rename, tab_merge = st.tabs(["Prompts", "Rename / deactivate", "Merge"])
 with tab_prompts:

@@ -23,8 +23,8 @@ st.title("Import and export")
 def report_import(report: ImportReport) -> None:
     """The outcome, file by file, and the scoring job that brings new images to Review."""
     (st.success if report.added else st.warning)(report.summary())
-    for line in report.lines():
-        st.write(f"- {md(line)}")
+    for name, reason in report.rejected + report.duplicates:  # as report.lines(), each part isolated
+        st.write(f"- {md(name)}: {md(reason)}")
     if report.added:
         try:
             job_id = request_scoring_of_new_images(s)

@@ -65,7 +65,8 @@ def open_suspects(found: list, source: str) -> None:
     for x in found:
         state.suspect_classes.setdefault(x.image_id, []).append(x.class_id)
         state.suspects.setdefault(x.image_id, []).append(
-            f"**{x.class_name}** is labelled {'present' if x.given else 'absent'}, the model gives {x.probability:.0%}")
+            f"**{md(x.class_name)}** is labelled {'present' if x.given else 'absent'}, "
+            f"the model gives {x.probability:.0%}")
     state.review_selection = tuple(state.suspects)
     state.selection_source = source
 
@@ -252,8 +253,7 @@ if mode == "One image":
         st.rerun()
     [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"),
                          display=VIEW)
-    shown_name = view.name.replace("`", "'")  # a file name is shown as code: literal
-    st.markdown(f"**Image {state.offset + 1} of {total}** · `{shown_name}` · {view.width}×{view.height}"
+    st.markdown(f"**Image {state.offset + 1} of {total}** · {md(view.name)} · {view.width}×{view.height}"
                 + (f" · reviewed {view.review_count}×" if view.review_count else ""))
     if lines := state.get("suspects", {}).get(view.image_id):
         st.warning("Suspicious: a model that never saw this image disagrees with "

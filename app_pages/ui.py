@@ -1,4 +1,4 @@
-"""Small rendering helpers shared by the pages."""
+"""Small rendering helpers shared by the pages: user text and images."""
 
 from __future__ import annotations
 
@@ -9,12 +9,25 @@ from streamlit.delta_generator import DeltaGenerator
 from mumic_core.renditions import Rendition
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop directional isolate
+# Inside an isolate: isolate controls are dropped (a PDI would end it early) and paragraph
+# separators become spaces (a new paragraph would start outside it).
+_UNISOLATING = {ord(c): None for c in "\u2066\u2067\u2068\u2069"} | {
+    ord(c): " " for c in "\n\r\x1c\x1d\x1e\x85\u2029"}
+
+
+def isolate(text: object) -> str:
+    """User text as a bidirectional isolate (FSI … PDI): a right-to-left override or embedding
+    inside it ends with it and cannot reorder the caption around it. For plain-text labels
+    (options, widget labels); in markdown use :func:`md`."""
+    return f"{FSI}{str(text).translate(_UNISOLATING)}{PDI}"
 
 
 def md(text: object) -> str:
-    """User text (class names, prompts, file names) made literal inside Streamlit markdown:
-    no links, images, emphasis or LaTeX can be smuggled in. Streamlit already refuses raw HTML."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+    """User text (class names, prompts, file names) made literal inside Streamlit markdown: no
+    links, images, emphasis or LaTeX can be smuggled in (Streamlit already refuses raw HTML),
+    and isolated (:func:`isolate`) so that bidi controls in it cannot reverse the text around it."""
+    return isolate(_MARKDOWN.sub(r"\\\1", str(text)))
 
 
 def show_image(where: DeltaGenerator, rendition: Rendition | None, caption: str | None = None) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from db.models import Annotation, LabelClass, Prediction, ReviewLease
 from mumic_core.registry import active_version
 from mumic_core.review import QueueFilter, queue_count
+from app_pages.ui import md
 from conftest import signed_in_app
 from streamlit.testing.v1 import AppTest
 
@@ -118,7 +119,7 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     next(b for b in at.button if b.label == "Import folder").click().run()
     assert not at.exception
     assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
-    assert any("broken" in m.value and "not an image" in m.value for m in at.markdown)
+    assert any(md("broken.jpg") in m.value and "not an image" in m.value for m in at.markdown)
     assert len(at.get("download_button")) == 4
 
 
@@ -177,12 +178,12 @@ def test_two_annotators_at_once_are_shown_different_images(demo_studio):
     shown = []
     for at in (ann, bob):
         assert not at.exception
-        shown.append(at.markdown[0].value.split("`")[1])
+        shown.append(at.markdown[0].value.split(" · ")[1])
     assert shown[0] != shown[1]
     assert any("open in other browsers" in c.value for c in bob.caption)
     for at in (ann, bob):  # each accepts its image and gets a new one, still not the other's
         at.button(key="accept").click().run()
-    again = [at.run().markdown[0].value.split("`")[1] for at in (ann, bob)]
+    again = [at.run().markdown[0].value.split(" · ")[1] for at in (ann, bob)]
     assert again[0] != again[1] and not set(again) & set(shown)
     for at in (ann, bob):  # a grid page is leased whole: the two pages share no image
         at.radio(key="mode").set_value("Grid").run()
