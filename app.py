@@ -11,8 +11,8 @@ from mumic_core.jobs import list_jobs
 from mumic_core.workers import live_workers
 from mumic_core.registry import active_version, describe
 from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
+from app_pages.ui import show_error
 from mumic_core.auth import ensure_first_admin
-from mumic_core.errors import ServiceUnavailable
 from mumic_core.studio import open_studio
 
 
@@ -95,14 +95,6 @@ def home() -> None:
 
 
 st.set_page_config(page_title="MuMIC Studio", page_icon=":material/label:", layout="wide")
-try:
-    studio()
-except ServiceUnavailable as exc:  # not cached: the next reload tries again
-    st.error(f"{exc}. Reload the page once it is back.")
-    st.stop()
-warm_up_model()
-me = signed_in_studio()  # the sign-in form, until someone signs in
-sign_out_button(me)
 PAGES = [
     ("review", "Review", ":material/fact_check:"),
     ("classes", "Classes", ":material/label:"),
@@ -112,7 +104,16 @@ PAGES = [
     ("training", "Training", ":material/model_training:"),
     ("jobs", "Jobs", ":material/settings:"),
 ]
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [
-    st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
-    for name, title, icon in PAGES if me.actor.may(PAGE_PERMISSIONS[name])
-]).run()
+# The error boundary of every page: an error no page handled is logged with its traceback on the
+# server and shown as one line (st.stop and st.rerun are BaseExceptions: they pass through).
+try:
+    studio()
+    warm_up_model()
+    me = signed_in_studio()  # the sign-in form, until someone signs in
+    sign_out_button(me)
+    st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [
+        st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
+        for name, title, icon in PAGES if me.actor.may(PAGE_PERMISSIONS[name])
+    ]).run()
+except Exception as exc:  # noqa: BLE001 - see above
+    show_error(exc)

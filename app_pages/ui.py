@@ -1,11 +1,14 @@
-"""Small rendering helpers shared by the pages: user text and images."""
+"""Small rendering helpers shared by the pages: user text, images, and the error boundary."""
 
 from __future__ import annotations
 
+import logging
 import re
 
+import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from mumic_core.errors import one_line
 from mumic_core.renditions import Rendition
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -14,6 +17,7 @@ FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop directional isolat
 # separators become spaces (a new paragraph would start outside it).
 _UNISOLATING = {ord(c): None for c in "\u2066\u2067\u2068\u2069"} | {
     ord(c): " " for c in "\n\r\x1c\x1d\x1e\x85\u2029"}
+_log = logging.getLogger("mumic_core.app")
 
 
 def isolate(text: object) -> str:
@@ -39,3 +43,9 @@ def show_image(where: DeltaGenerator, rendition: Rendition | None, caption: str 
     why = rendition.problem if rendition is not None else "no display rendition was made"
     where.warning(f"Cannot show this image: {why}." + (f" ({caption})" if caption else ""),
                   icon=":material/broken_image:")
+
+
+def show_error(exc: Exception) -> None:
+    """The error boundary of every page: the full traceback to the server log, one line to the browser."""
+    _log.error("a page failed: %s", type(exc).__name__, exc_info=exc)
+    st.error(md(one_line(exc)), icon=":material/error:")

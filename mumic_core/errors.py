@@ -5,6 +5,16 @@ class MumicError(Exception):
     """Base class of the product's user-facing errors."""
 
 
+def one_line(exc: BaseException) -> str:
+    """What people are shown for an error nobody handled: a product error's own message (its first
+    line), else only the error's type, whose text may name server paths (the log keeps it all)."""
+    if isinstance(exc, MumicError):
+        lines = str(exc).strip().splitlines()
+        if lines:
+            return lines[0]
+    return f"Unexpected error ({type(exc).__name__}); details are in the server log."
+
+
 class StaleView(MumicError, RuntimeError):
     """Someone else changed an image's labels after this person's view of it was made."""
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from db.models import Job, JobLog, utcnow
 
 from .auth import audit, require
-from .errors import MumicError
+from .errors import MumicError, one_line
 from .studio import Studio
 from .workers import is_alive
 
@@ -216,8 +216,9 @@ def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> 
         _finish(studio, job_id, "cancelled", error=str(exc))
         return get_job(studio, job_id)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-        log(studio, job_id, f"failed: {type(exc).__name__}: {exc}")
-        _finish(studio, job_id, "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        # Pages show the first line and the log: one line without server paths; the rest is for the CLI.
+        log(studio, job_id, f"failed: {one_line(exc)}")
+        _finish(studio, job_id, "failed", error=f"{one_line(exc)}\n{traceback.format_exc(limit=5)}")
         raise
     log(studio, job_id, "finished")
     _finish(studio, job_id, "succeeded", result=result)

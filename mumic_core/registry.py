@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from db.models import ModelVersion
 
 from .auth import audit, require
+from .errors import ModelUnavailable
 from .studio import Studio
 
 if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
@@ -76,10 +77,20 @@ def head_path(studio: Studio, version: ModelVersion) -> Path:
 
 
 def load_head(studio: Studio, version: ModelVersion) -> Head | None:
+    """A version's head (None before it has one); ModelUnavailable, naming the version and what
+    to do, when its file cannot be read as a head (truncated, edited, not a head)."""
     from .classifier import Head
 
     path = head_path(studio, version)
-    return Head.load(path) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        return Head.load(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelUnavailable(
+            f"model version {version.name} is damaged: its head cannot be read ({type(exc).__name__}); retrain, "
+            "or activate another version (on the Training page, or: python -m mumic_core models activate NAME)"
+        ) from exc
 
 
 def active_version(studio: Studio) -> ModelVersion | None:
