@@ -1,0 +1,32 @@
+"""The command line as people use it: bad input and failing disks give one line `error: ...`, exit 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from mumic_core.cli import main
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def assert_one_line_error(result: Result, *needles: str) -> str:
+    """Exit 1 and a single `error: ...` line on stderr, holding every needle; no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def test_adding_a_class_to_a_store_without_images_scores_nothing_and_works(home: Path):
+    assert run("init", "--no-demo").exit_code == 0
+    result = run("classes", "add", "cat", "--prompt", "a photo of a cat")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "added class 'cat'" in result.stdout and "zero-shot scores for 0 images" in result.stdout
+    listed = run("classes", "list")
+    assert "cat" in listed.stdout
