@@ -209,16 +209,15 @@ def score(model_name: str | None) -> None:
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
     from .jobs import create_job, run_job
+    from .lifecycle import request_training, training_params
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
     studio = _studio()
     if queue:
-        from .lifecycle import request_training
-
         click.echo(f"queued job {request_training(studio, params)}; follow it on the Training page")
         return
-    job_id = create_job(studio, "train", params)
+    job_id = create_job(studio, "train", training_params(studio, params))
     bar, report = _progress_bar("training")
     try:
         job = run_job(studio, job_id, extra_progress=report)

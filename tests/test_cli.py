@@ -30,3 +30,15 @@ def test_adding_a_class_to_a_store_without_images_scores_nothing_and_works(home:
     assert "added class 'cat'" in result.stdout and "zero-shot scores for 0 images" in result.stdout
     listed = run("classes", "list")
     assert "cat" in listed.stdout
+
+
+def test_bad_training_settings_are_refused_before_any_job_is_made(demo_studio):
+    from sqlalchemy import func, select
+
+    from db.models import Job
+
+    assert_one_line_error(run("train", "--lr", "-1"), "learning rate")
+    assert_one_line_error(run("train", "--epochs", "0"), "epochs")
+    assert_one_line_error(run("train", "--epochs", "-5", "--queue"), "epochs")
+    with demo_studio.read() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0
