@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from .auth import SYSTEM
+from .model_report import format_metric
 from .studio import Studio, open_studio
 
 
@@ -226,7 +227,7 @@ def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, s
     if job.status != "succeeded":
         raise click.ClickException(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result
-    fmt = lambda m: " ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)  # noqa: E731
+    fmt = lambda m: " ".join(f"{k}={format_metric(v)}" for k, v in m.items())  # noqa: E731
     click.echo(f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
                f"{'activated and re-scored' if r['activated'] else 'kept as candidate'}")
 
@@ -257,7 +258,8 @@ def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None
     click.echo(f"truth: {truth} ({next(iter(results.values()))['n_images']} images)")
     click.echo(f"{'version':8s} {'kind':15s} {'status':9s} {'GAP@10':>7s} {'GAP':>7s} {'mAP':>7s}")
     for name, m in results.items():
-        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} {m['gap_at_10']:7.4f} {m['gap']:7.4f} {m['map']:7.4f}")
+        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} "
+                   + " ".join(f"{format_metric(m[k]):>7s}" for k in ("gap_at_10", "gap", "map")))
 
 
 @main.command()
@@ -361,10 +363,12 @@ def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool)
     chance = trained["shuffled_chance"]
     click.echo(f"{trained['n_images']} scenes of held-out drawings, {trained['n_classes']} classes; "
                f"chance (positive rate) {trained['chance_positive_rate']:.4f}")
-    click.echo(f"{'chance (scores shuffled)':30s} mAP {chance['map']['mean']:.4f} (99th pct {chance['map']['p99']:.4f})"
-               f"  GAP@10 {chance['gap_at_10']['mean']:.4f} (99th pct {chance['gap_at_10']['p99']:.4f})")
+    click.echo(f"{'chance (scores shuffled)':30s} mAP {format_metric(chance['map']['mean'])} "
+               f"(99th pct {format_metric(chance['map']['p99'])})  GAP@10 {format_metric(chance['gap_at_10']['mean'])} "
+               f"(99th pct {format_metric(chance['gap_at_10']['p99'])})")
     for name, m in rows.items():
-        click.echo(f"{name:30s} mAP {m['map']:.4f}  GAP@10 {m['gap_at_10']:.4f}  GAP {m['gap']:.4f}")
+        click.echo(f"{name:30s} mAP {format_metric(m['map'])}  GAP@10 {format_metric(m['gap_at_10'])}  "
+                   f"GAP {format_metric(m['gap'])}")
 
 
 @main.group()
@@ -378,7 +382,7 @@ def models_list() -> None:
 
     for v in list_versions(_studio()):
         m = v.metrics.get("val", {})
-        extra = f"  val mAP {m['map']:.4f} GAP@10 {m['gap_at_10']:.4f}" if m.get("map") is not None else ""
+        extra = f"  val mAP {format_metric(m.get('map'))} GAP@10 {format_metric(m.get('gap_at_10'))}" if m else ""
         click.echo(f"{v.status:9s} {describe(v)}{extra}")
 
 

@@ -19,6 +19,7 @@ from db.models import Annotation, Job, ModelVersion, Submission
 from .auth import SYSTEM, require
 from .errors import MumicError
 from .jobs import Report, active_job, fail_orphaned_jobs
+from .model_report import format_metric
 from .registry import activate, active_version, ensure_base_version, get_version
 from .settings_store import get_setting
 from .studio import Studio
@@ -78,7 +79,7 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
     name = result.version.name
     if remember:
         remember(candidate=name, promote=result.promote)
-    fmt = lambda m: f"mAP {m.get('map', float('nan')):.4f}, GAP@10 {m.get('gap_at_10', float('nan')):.4f}"  # noqa: E731
+    fmt = lambda m: f"mAP {format_metric(m.get('map'))}, GAP@10 {format_metric(m.get('gap_at_10'))}"  # noqa: E731
     note(f"candidate {name}: {fmt(result.metrics)} on {result.metrics.get('n_images', '?')} held-out images; "
          f"{parent.name}: {fmt(result.parent_metrics)}")
     if result.promote:

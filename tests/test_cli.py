@@ -42,3 +42,17 @@ def test_bad_training_settings_are_refused_before_any_job_is_made(demo_studio):
     assert_one_line_error(run("train", "--epochs", "-5", "--queue"), "epochs")
     with demo_studio.read() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_evaluating_on_truth_without_positives_prints_n_a(demo_studio, tmp_path: Path):
+    from sqlalchemy import select
+
+    from db.models import Image
+
+    with demo_studio.read() as s:
+        names = s.scalars(select(Image.original_name).limit(3)).all()
+    truth = tmp_path / "truth.csv"
+    truth.write_text("filename,labels\n" + "".join(f"{n},\n" for n in names))
+    result = run("evaluate", "--truth", str(truth), "--model", "v0001")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.stdout.splitlines()[-1].split()[-3:] == ["0.0000", "0.0000", "n/a"]

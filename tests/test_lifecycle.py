@@ -19,7 +19,8 @@ from mumic_core import lifecycle, training
 from mumic_core.auth import Actor
 from mumic_core.embeddings import EmbeddingCache
 from mumic_core.errors import TrainingError
-from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, progress_reporter, request_cancel, run_job)
+from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
+                             run_job)
 from mumic_core.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
 from mumic_core.model_factory import EncoderSpec, create_random_local_dir
 from mumic_core.registry import active_version, encoder_spec, list_versions, register_version
@@ -317,3 +318,28 @@ def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
     result = CliRunner().invoke(main, ["train", "--epochs", "5", "--activate", "never"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert new_human_labels(demo_studio) == 0
+
+
+def test_retraining_when_validation_has_no_positives(demo_studio):
+    """mAP is undefined without positives: the training finishes, says 'n/a', and leaves no
+    half-state (a registered version with a failed job)."""
+    from click.testing import CliRunner
+    from sqlalchemy import update
+
+    from db.models import Image
+    from mumic_core.cli import main
+
+    with demo_studio.write() as s:
+        val = s.scalars(select(Image.id).where(Image.split == "val")).all()
+        labelled = s.execute(update(Annotation).where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
+                             .values(positive=False)).rowcount
+    assert labelled > 0
+    result = CliRunner().invoke(main, ["train", "--epochs", "20", "--activate", "always"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "map=n/a" in result.stdout and "activated" in result.stdout
+    [job] = list_jobs(demo_studio, kind="train")
+    assert job.status == "succeeded" and job.exclusive_key is None and job.result["val"]["map"] is None
+    assert active_version(demo_studio).name == job.result["version"] == "v0002"
+    assert any("mAP n/a" in r.message for r in job_log(demo_studio, job.id))
+    listed = CliRunner().invoke(main, ["models", "list"])
+    assert listed.exit_code == 0 and "val mAP n/a" in listed.stdout, listed.output
