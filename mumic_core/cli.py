@@ -10,7 +10,9 @@ import click
 from tqdm import tqdm
 
 from .auth import SYSTEM
+from .errors import MumicError
 from .model_report import format_metric
+from .storage import write_file_atomically
 from .studio import Studio, open_studio
 
 
@@ -18,14 +20,21 @@ class _Errors(click.Group):
     """Known failures become one clear line and exit status 1."""
 
     def invoke(self, ctx: click.Context):
-        from .errors import MumicError
-
         try:
             return super().invoke(ctx)
-        except (MumicError, FileNotFoundError, KeyError, ValueError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            click.echo(f"error: {msg}", err=True)
+        except (MumicError, OSError, KeyError, ValueError) as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(1)
+
+
+def _one_line(exc: Exception) -> str:
+    """The failure as one line; an OSError (a full disk, a denied permission, a missing file)
+    names the file and the reason."""
+    if isinstance(exc, OSError) and exc.strerror:
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{files}: {exc.strerror}" if files else exc.strerror
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 def _studio() -> Studio:
@@ -272,7 +281,7 @@ def export(what: str, fmt: str, out: Path | None) -> None:
 
     text = export_labels(_studio(), fmt)
     if out:
-        out.write_text(text)
+        write_file_atomically(out, text.encode("utf-8"))
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)

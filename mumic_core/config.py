@@ -8,6 +8,7 @@ store; ``MUMIC_STORAGE_OPTIONS`` (a JSON object) is passed to fsspec for it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,7 +72,10 @@ class Settings:
     def ensure_dirs(self) -> None:
         local_images = () if self.storage_url else (self.image_dir,)
         for path in (self.home, *local_images, self.model_dir, self.embedding_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file where a folder should be
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
 
 
 def without_password(url: str) -> str:

@@ -56,3 +56,58 @@ def test_evaluating_on_truth_without_positives_prints_n_a(demo_studio, tmp_path:
     result = run("evaluate", "--truth", str(truth), "--model", "v0001")
     assert result.exit_code == 0, (result.output, result.exception)
     assert result.stdout.splitlines()[-1].split()[-3:] == ["0.0000", "0.0000", "n/a"]
+
+
+def test_truncated_weights_are_one_line(home: Path, tmp_path: Path, monkeypatch):
+    import shutil
+
+    from mumic_core import model_factory as mf
+    from mumic_core.config import load_settings
+
+    mf.resolve_base_spec(load_settings())  # makes the built-in model's local-dir
+    folder = tmp_path / "model"
+    shutil.copytree(mf.builtin_dir(load_settings()), folder)
+    weights = folder / mf.WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.setenv("MUMIC_PRETRAINED", f"local-dir:{folder}")
+    assert_one_line_error(run("init", "--no-demo"), "weights file is truncated or corrupt", str(folder))
+
+
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_file(demo_studio, tmp_path: Path, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    out = tmp_path / "exports" / "labels.csv"
+    out.parent.mkdir()
+    out.write_text("yesterday's export\n")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert_one_line_error(run("export", "labels", "--out", str(out)), f"error: {out}: No space left on device")
+    assert out.read_text() == "yesterday's export\n" and [p.name for p in out.parent.iterdir()] == ["labels.csv"]
+    monkeypatch.undo()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out.parent))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    assert_one_line_error(run("export", "labels", "--out", str(out)), f"error: {out}: Permission denied")
+    monkeypatch.undo()
+    assert run("export", "labels", "--out", str(out)).exit_code == 0 and out.read_text().startswith("filename")
+    assert_one_line_error(run("export", "labels", "--out", str(tmp_path / "nowhere" / "x.csv")),
+                          f"{tmp_path / 'nowhere' / 'x.csv'}: No such file or directory")
+
+
+def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path, monkeypatch, home: Path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("MUMIC_HOME", str(not_a_folder))
+    assert_one_line_error(run("classes", "list"), f"{not_a_folder}: Not a directory")
+    monkeypatch.setenv("MUMIC_HOME", str(tmp_path / "home2"))
+    (tmp_path / "home2").mkdir()
+    (tmp_path / "home2" / "mumic.db").write_bytes(b"not a database " * 100)
+    monkeypatch.setenv("MUMIC_DATABASE_URL", f"sqlite:///{tmp_path / 'home2' / 'mumic.db'}")
+    assert_one_line_error(run("classes", "list"), "cannot open the database", "not a database")
