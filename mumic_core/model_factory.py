@@ -203,6 +203,7 @@ def create_random_local_dir(architecture: str, dest: Path, seed: int = 0) -> Non
     """Instantiate ``architecture`` (a name or ``local-dir:``) with seeded random weights and
     save it as a local-dir."""
     open_clip = _import_open_clip()
+    _check_architecture(open_clip, architecture)
     torch.manual_seed(seed)
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": here that is the point
@@ -270,6 +271,7 @@ def _load_encoder(arch: str, weights: str, device: str) -> Encoder:
             raise ModelUnavailable(f"{arch}/{weights}: weights not cached and {_hub_host()} unreachable")
     if arch.startswith("local-dir:") and not Path(arch.removeprefix("local-dir:")).is_dir():
         raise ModelUnavailable(f"model folder missing: {arch.removeprefix('local-dir:')}")
+    _check_architecture(open_clip, arch)
     named = f"{arch} with weights {weights}" if weights else arch
     try:
         model, train_pp, val_pp = open_clip.create_model_and_transforms(
@@ -297,6 +299,14 @@ def _load_encoder(arch: str, weights: str, device: str) -> Encoder:
         model_cfg=cfg,
         image_size=size if isinstance(size, int) else size[0],
     )
+
+
+def _check_architecture(open_clip, architecture: str) -> None:
+    """ModelUnavailable for an architecture name open_clip does not know (its own error lists
+    every known name on one very long line)."""
+    if not architecture.startswith(("local-dir:", "hf-hub:")) and open_clip.get_model_config(architecture) is None:
+        raise ModelUnavailable(f"unknown architecture {architecture!r}: not an open_clip model name "
+                               "(open_clip.list_models() lists them) nor local-dir:FOLDER")
 
 
 def _is_corrupt_weights(exc: Exception) -> bool:

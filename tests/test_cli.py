@@ -111,3 +111,32 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path, monkeypatch, 
     (tmp_path / "home2" / "mumic.db").write_bytes(b"not a database " * 100)
     monkeypatch.setenv("MUMIC_DATABASE_URL", f"sqlite:///{tmp_path / 'home2' / 'mumic.db'}")
     assert_one_line_error(run("classes", "list"), "cannot open the database", "not a database")
+
+
+def test_a_bad_truth_file_for_evaluate_names_the_file_and_the_problem(demo_studio, tmp_path: Path):
+    wrong_header = tmp_path / "wrong.csv"
+    wrong_header.write_text("a,b\nx,y\n")
+    assert_one_line_error(run("evaluate", "--truth", str(wrong_header)), "wrong.csv", "filename, labels")
+    bad_row = tmp_path / "bad.csv"
+    bad_row.write_bytes(b"filename,labels\n\xff\xfe.png,circle\n")
+    assert_one_line_error(run("evaluate", "--truth", str(bad_row)), "bad.csv", "line 2", "not UTF-8")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("filename,labels\n")
+    assert_one_line_error(run("evaluate", "--truth", str(empty)), "empty.csv", "no images")
+
+
+def test_bad_pretraining_settings_are_one_line_and_save_nothing(home: Path, tmp_path: Path):
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    captions = tmp_path / "captions.csv"
+    captions.write_text("filename,caption\n" + "".join(f"{i}.png,a red thing {i}\n" for i in range(4)))
+    out = tmp_path / "out"
+    for args, needle in ((["--batch-size", "0"], "batch size"), (["--minutes", "-1"], "minutes"),
+                         (["--lr", "-1"], "learning rate"), (["--max-steps", "0"], "steps"),
+                         (["--model", "no-such-architecture"], "unknown architecture 'no-such-architecture'")):
+        result = run("pretrain", "--captions", str(captions), "--out", str(out), "--max-steps", "1", *args)
+        line = assert_one_line_error(result, needle)
+        assert len(line) < 300, line
+        assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
