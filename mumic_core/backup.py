@@ -52,7 +52,8 @@ def backup(studio: Studio, out: Path) -> dict:
     try:
         return _write_backup(studio, db, out, partial)
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
+        with suppress(OSError):  # e.g. out's folder is a file
+            partial.unlink(missing_ok=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise BackupError(f"cannot write the backup {out}: {reason}") from None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import json
+import os
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -145,5 +145,8 @@ def test_a_backup_onto_a_full_disk_says_so_in_one_line_and_leaves_nothing(studio
     assert result.exit_code == 1 and "Traceback" not in result.output, (result.output, result.exception)
     assert errors == [f"error: cannot write the backup {out}: No space left on device"]
     assert list(out.parent.iterdir()) == []  # no partial archive, no temporary copy of the database
-    result = CliRunner().invoke(main, ["backup", str(tmp_path / "missing" / "store.tar")])
-    assert result.exit_code == 1 and "cannot write the backup" in result.stderr and ".partial" not in result.stderr
+    (tmp_path / "a-file").write_text("x")
+    for folder in ("missing", "a-file"):  # no such folder; a file where the folder should be
+        result = CliRunner().invoke(main, ["backup", str(tmp_path / folder / "store.tar")])
+        assert result.exit_code == 1 and "Traceback" not in result.output, (result.output, result.exception)
+        assert "cannot write the backup" in result.stderr and ".partial" not in result.stderr

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner, Result
+from PIL import Image as PILImage
+from sqlalchemy import func, select
 
+from db.models import Image, Job
+from mumic_core import model_factory as mf
 from mumic_core.cli import main
+from mumic_core.config import load_settings
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -33,10 +42,6 @@ def test_adding_a_class_to_a_store_without_images_scores_nothing_and_works(home:
 
 
 def test_bad_training_settings_are_refused_before_any_job_is_made(demo_studio):
-    from sqlalchemy import func, select
-
-    from db.models import Job
-
     assert_one_line_error(run("train", "--lr", "-1"), "learning rate")
     assert_one_line_error(run("train", "--epochs", "0"), "epochs")
     assert_one_line_error(run("train", "--epochs", "-5", "--queue"), "epochs")
@@ -45,10 +50,6 @@ def test_bad_training_settings_are_refused_before_any_job_is_made(demo_studio):
 
 
 def test_evaluating_on_truth_without_positives_prints_n_a(demo_studio, tmp_path: Path):
-    from sqlalchemy import select
-
-    from db.models import Image
-
     with demo_studio.read() as s:
         names = s.scalars(select(Image.original_name).limit(3)).all()
     truth = tmp_path / "truth.csv"
@@ -59,11 +60,6 @@ def test_evaluating_on_truth_without_positives_prints_n_a(demo_studio, tmp_path:
 
 
 def test_truncated_weights_are_one_line(home: Path, tmp_path: Path, monkeypatch):
-    import shutil
-
-    from mumic_core import model_factory as mf
-    from mumic_core.config import load_settings
-
     mf.resolve_base_spec(load_settings())  # makes the built-in model's local-dir
     folder = tmp_path / "model"
     shutil.copytree(mf.builtin_dir(load_settings()), folder)
@@ -74,10 +70,6 @@ def test_truncated_weights_are_one_line(home: Path, tmp_path: Path, monkeypatch)
 
 
 def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_file(demo_studio, tmp_path: Path, monkeypatch):
-    import errno
-    import os
-    import tempfile
-
     out = tmp_path / "exports" / "labels.csv"
     out.parent.mkdir()
     out.write_text("yesterday's export\n")
@@ -126,10 +118,8 @@ def test_a_bad_truth_file_for_evaluate_names_the_file_and_the_problem(demo_studi
 
 
 def test_bad_pretraining_settings_are_one_line_and_save_nothing(home: Path, tmp_path: Path):
-    from PIL import Image
-
     for i in range(4):
-        Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+        PILImage.new("RGB", (32, 32), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
     captions = tmp_path / "captions.csv"
     captions.write_text("filename,caption\n" + "".join(f"{i}.png,a red thing {i}\n" for i in range(4)))
     out = tmp_path / "out"
@@ -140,3 +130,11 @@ def test_bad_pretraining_settings_are_one_line_and_save_nothing(home: Path, tmp_
         line = assert_one_line_error(result, needle)
         assert len(line) < 300, line
         assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_setting_that_is_not_a_number_is_named(home: Path, monkeypatch):
+    monkeypatch.setenv("MUMIC_EMBEDDING_CHUNK", "lots")
+    assert_one_line_error(run("classes", "list"), "MUMIC_EMBEDDING_CHUNK", "'lots'")
+    monkeypatch.setenv("MUMIC_EMBEDDING_CHUNK", "64")
+    monkeypatch.setenv("MUMIC_OFFLINE_PROBE_SECONDS", "nan")
+    assert_one_line_error(run("classes", "list"), "MUMIC_OFFLINE_PROBE_SECONDS")

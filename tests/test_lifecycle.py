@@ -7,16 +7,19 @@ import os
 import signal
 import subprocess
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
 
-from db.models import Annotation, AuditEvent, Job, ModelVersion, Prediction
+from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
 from mumic_core import lifecycle, training
 from mumic_core.auth import Actor
+from mumic_core.cli import main
 from mumic_core.embeddings import EmbeddingCache
 from mumic_core.errors import TrainingError
 from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
@@ -286,8 +289,6 @@ def test_an_annotators_submit_past_the_threshold_queues_training_as_the_system(d
 
 
 def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo_studio, caplog, monkeypatch):
-    from dataclasses import replace
-
     set_setting(demo_studio, "auto_retrain_labels", 2)
     queue_down = replace(demo_studio.settings, queue_url="redis://127.0.0.1:9/0")  # nothing listens there
     ann = replace(demo_studio, settings=queue_down).as_actor(Actor("ann", "annotator"))
@@ -309,10 +310,6 @@ def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo
 
 def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
     """The command line's inline training records the labels it trained on, like a queued one."""
-    from click.testing import CliRunner
-
-    from mumic_core.cli import main
-
     _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 2)
     assert new_human_labels(demo_studio) == 4
     result = CliRunner().invoke(main, ["train", "--epochs", "5", "--activate", "never"])
@@ -323,12 +320,6 @@ def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
 def test_retraining_when_validation_has_no_positives(demo_studio):
     """mAP is undefined without positives: the training finishes, says 'n/a', and leaves no
     half-state (a registered version with a failed job)."""
-    from click.testing import CliRunner
-    from sqlalchemy import update
-
-    from db.models import Image
-    from mumic_core.cli import main
-
     with demo_studio.write() as s:
         val = s.scalars(select(Image.id).where(Image.split == "val")).all()
         labelled = s.execute(update(Annotation).where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
