@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from db.models import ClassPrompt, LabelClass
+from db.models import Annotation, ClassPrompt, LabelClass
 
 from .auth import audit, require
 from .csv_rows import read_csv_rows
@@ -161,21 +161,27 @@ def set_active(studio: Studio, class_id: int, active: bool) -> None:
 def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str) -> int:
     """Fold ``source`` into ``target``: each image's current label of the source is recorded on the
     target (a positive wins over a negative), then the source is deactivated. Nothing is deleted:
-    the source's history stays, and the new rows say they come from a merge. Returns rows added."""
+    the source's history stays, and the new rows say they come from a merge. The target must be
+    active (labels merged into a hidden class would leave review and training); the source may
+    already be inactive (folding a retired class into another). Returns rows added."""
     require(studio, "classes")
-    from db.models import Annotation
-
     from .collection import record_labels
 
     if source_id == target_id:
         raise ClassError("cannot merge a class into itself")
     with studio.read() as s:
-        _get(s, source_id), _get(s, target_id)
+        source, target = _get(s, source_id), _get(s, target_id)
+        if not target.active:
+            raise ClassError(f"cannot merge into '{target.name}': '{target.name}' is inactive; reactivate it first")
         rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive)
                          .where(Annotation.class_id.in_([source_id, target_id]), Annotation.is_current.is_(True))).all()
-    source = {i: p for i, c, p in rows if c == source_id}
-    target = {i: p for i, c, p in rows if c == target_id}
-    labels = {i: {target_id: p or target.get(i, False)} for i, p in source.items() if target.get(i) is not True}
+    source_labels = {i: p for i, c, p in rows if c == source_id}
+    target_labels = {i: p for i, c, p in rows if c == target_id}
+    labels = {i: {target_id: p or target_labels.get(i, False)}
+              for i, p in source_labels.items() if target_labels.get(i) is not True}
     added = record_labels(studio, labels, annotator, source="merge")[1] if labels else 0
-    set_active(studio, source_id, False)
+    with studio.write() as s:
+        _get(s, source_id).active = False
+        audit(s, studio, "merge_classes", source=source.name, target=target.name, source_id=source_id,
+              target_id=target_id, labels_added=added)
     return added

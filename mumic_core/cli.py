@@ -10,6 +10,9 @@ import click
 from tqdm import tqdm
 
 from .auth import SYSTEM
+from .errors import MumicError
+from .model_report import format_metric
+from .storage import write_file_atomically
 from .studio import Studio, open_studio
 
 
@@ -17,14 +20,21 @@ class _Errors(click.Group):
     """Known failures become one clear line and exit status 1."""
 
     def invoke(self, ctx: click.Context):
-        from .errors import MumicError
-
         try:
             return super().invoke(ctx)
-        except (MumicError, FileNotFoundError, KeyError, ValueError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            click.echo(f"error: {msg}", err=True)
+        except (MumicError, OSError, KeyError, ValueError) as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(1)
+
+
+def _one_line(exc: Exception) -> str:
+    """The failure as one line; an OSError (a full disk, a denied permission, a missing file)
+    names the file and the reason."""
+    if isinstance(exc, OSError) and exc.strerror:
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{files}: {exc.strerror}" if files else exc.strerror
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
 def _studio() -> Studio:
@@ -239,16 +249,15 @@ def score(model_name: str | None) -> None:
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
     from .jobs import create_job, run_job
+    from .lifecycle import request_training, training_params
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
     studio = _studio()
     if queue:
-        from .lifecycle import request_training
-
         click.echo(f"queued job {request_training(studio, params)}; follow it on the Training page")
         return
-    job_id = create_job(studio, "train", params)
+    job_id = create_job(studio, "train", training_params(studio, params))
     bar, report = _progress_bar("training")
     try:
         job = run_job(studio, job_id, extra_progress=report)
@@ -257,7 +266,7 @@ def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, s
     if job.status != "succeeded":
         raise click.ClickException(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result
-    fmt = lambda m: " ".join(f"{k}={v:.4f}" for k, v in m.items() if v is not None)  # noqa: E731
+    fmt = lambda m: " ".join(f"{k}={format_metric(v)}" for k, v in m.items())  # noqa: E731
     click.echo(f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
                f"{'activated and re-scored' if r['activated'] else 'kept as candidate'}")
 
@@ -288,7 +297,8 @@ def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None
     click.echo(f"truth: {truth} ({next(iter(results.values()))['n_images']} images)")
     click.echo(f"{'version':8s} {'kind':15s} {'status':9s} {'GAP@10':>7s} {'GAP':>7s} {'mAP':>7s}")
     for name, m in results.items():
-        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} {m['gap_at_10']:7.4f} {m['gap']:7.4f} {m['map']:7.4f}")
+        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} "
+                   + " ".join(f"{format_metric(m[k]):>7s}" for k in ("gap_at_10", "gap", "map")))
 
 
 @main.command()
@@ -301,7 +311,7 @@ def export(what: str, fmt: str, out: Path | None) -> None:
 
     text = export_labels(_studio(), fmt)
     if out:
-        out.write_text(text)
+        write_file_atomically(out, text.encode("utf-8"))
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
@@ -392,10 +402,12 @@ def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool)
     chance = trained["shuffled_chance"]
     click.echo(f"{trained['n_images']} scenes of held-out drawings, {trained['n_classes']} classes; "
                f"chance (positive rate) {trained['chance_positive_rate']:.4f}")
-    click.echo(f"{'chance (scores shuffled)':30s} mAP {chance['map']['mean']:.4f} (99th pct {chance['map']['p99']:.4f})"
-               f"  GAP@10 {chance['gap_at_10']['mean']:.4f} (99th pct {chance['gap_at_10']['p99']:.4f})")
+    click.echo(f"{'chance (scores shuffled)':30s} mAP {format_metric(chance['map']['mean'])} "
+               f"(99th pct {format_metric(chance['map']['p99'])})  GAP@10 {format_metric(chance['gap_at_10']['mean'])} "
+               f"(99th pct {format_metric(chance['gap_at_10']['p99'])})")
     for name, m in rows.items():
-        click.echo(f"{name:30s} mAP {m['map']:.4f}  GAP@10 {m['gap_at_10']:.4f}  GAP {m['gap']:.4f}")
+        click.echo(f"{name:30s} mAP {format_metric(m['map'])}  GAP@10 {format_metric(m['gap_at_10'])}  "
+                   f"GAP {format_metric(m['gap'])}")
 
 
 @main.group()
@@ -409,7 +421,7 @@ def models_list() -> None:
 
     for v in list_versions(_studio()):
         m = v.metrics.get("val", {})
-        extra = f"  val mAP {m['map']:.4f} GAP@10 {m['gap_at_10']:.4f}" if m.get("map") is not None else ""
+        extra = f"  val mAP {format_metric(m.get('map'))} GAP@10 {format_metric(m.get('gap_at_10'))}" if m else ""
         click.echo(f"{v.status:9s} {describe(v)}{extra}")
 
 

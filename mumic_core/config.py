@@ -8,7 +8,9 @@ store; ``MUMIC_STORAGE_OPTIONS`` (a JSON object) is passed to fsspec for it.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +78,10 @@ class Settings:
     def ensure_dirs(self) -> None:
         local_images = () if self.storage_url else (self.image_dir,)
         for path in (self.home, *local_images, self.model_dir, self.embedding_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file where a folder should be
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
 
 
 def without_password(url: str) -> str:
@@ -98,14 +103,26 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         model=env.get("MUMIC_MODEL", DEFAULT_MODEL),
         pretrained=env.get("MUMIC_PRETRAINED", DEFAULT_PRETRAINED),
         model_explicit=explicit,
-        offline_probe_seconds=float(env.get("MUMIC_OFFLINE_PROBE_SECONDS", "4")),
-        embedding_chunk=max(1, int(env.get("MUMIC_EMBEDDING_CHUNK", "1024"))),
+        offline_probe_seconds=_number(env, "MUMIC_OFFLINE_PROBE_SECONDS", "4", float),
+        embedding_chunk=max(1, _number(env, "MUMIC_EMBEDDING_CHUNK", "1024", int)),
         import_root=Path(env.get("MUMIC_IMPORT_ROOT") or home / "incoming").expanduser().resolve(),
         queue_url=env.get("MUMIC_QUEUE_URL", ""),
-        batch_stale_seconds=float(env.get("MUMIC_BATCH_STALE_SECONDS", "120")),
+        batch_stale_seconds=_number(env, "MUMIC_BATCH_STALE_SECONDS", "120", float),
         storage_url=env.get("MUMIC_STORAGE_URL", "").strip(),
         storage_options=_json_object(env.get("MUMIC_STORAGE_OPTIONS", ""), "MUMIC_STORAGE_OPTIONS"),
     )
+
+
+def _number(env: dict[str, str], name: str, default: str, kind: type[int] | type[float]) -> int | float:
+    """A finite number from an environment variable; ValueError naming the variable otherwise."""
+    text = env.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{name} must be a {'whole number' if kind is int else 'number'}, not {text!r}")
+    return value
 
 
 def _json_object(text: str, name: str) -> dict:

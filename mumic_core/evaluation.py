@@ -11,11 +11,26 @@ from db.models import Image, ModelVersion
 
 from .classes import normalize_name
 from .classifier import encode_images
+from .csv_rows import read_csv_rows
 from .images import iter_image_files
 from .metrics import evaluate
-from .scenes import read_labels_csv
 from .scoring import active_classes, load_scorer, predict
 from .studio import Studio
+
+
+def read_truth_csv(path: Path) -> list[tuple[str, frozenset[str]]]:
+    """``filename,labels`` rows (labels joined by '|'); a file with any bad row, or none, is
+    refused whole: metrics over part of the truth would mislead."""
+    try:
+        parsed = read_csv_rows(path, ["filename", "labels"])
+    except ValueError as exc:
+        raise ValueError(f"{Path(path).name}: {exc}") from None
+    if parsed.errors:
+        raise ValueError(f"{Path(path).name}: {parsed.errors[0]}")
+    if not parsed.rows:
+        raise ValueError(f"{Path(path).name}: no images listed")
+    return [(row["filename"], frozenset(n for n in row["labels"].split("|") if n.strip()))
+            for _, row in parsed.rows]
 
 
 def _truth_matrix(rows: list[tuple[str, frozenset[str]]], class_names: list[str]) -> np.ndarray:
@@ -32,7 +47,7 @@ def _truth_matrix(rows: list[tuple[str, frozenset[str]]], class_names: list[str]
 
 def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> dict:
     """Metrics of ``version`` on collection images listed in a ``filename,labels`` truth file."""
-    rows = read_labels_csv(truth_csv)
+    rows = read_truth_csv(truth_csv)
     with studio.read() as s:
         ids = dict(s.execute(select(Image.original_name, Image.id)).all())
     missing = [name for name, _ in rows if name not in ids]
@@ -46,7 +61,7 @@ def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> d
 
 def evaluate_folder(studio: Studio, version: ModelVersion, folder: Path, truth_csv: Path) -> dict:
     """Metrics on images outside the collection (nothing is stored)."""
-    rows = read_labels_csv(truth_csv)
+    rows = read_truth_csv(truth_csv)
     files = {p.relative_to(folder).as_posix(): p for p in iter_image_files(folder)}
     missing = [name for name, _ in rows if name not in files]
     if missing:

@@ -8,6 +8,7 @@ part by part), and a killed job leaves the active version as it was.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import fields
 
@@ -15,24 +16,28 @@ from sqlalchemy import func, select
 
 from db.models import Annotation, Job, ModelVersion, Submission
 
+from .auth import SYSTEM, require
 from .errors import MumicError
-from .jobs import JobConflict, Report, active_job, fail_orphaned_jobs
+from .jobs import Report, active_job, fail_orphaned_jobs
+from .model_report import format_metric
 from .registry import activate, active_version, ensure_base_version, get_version
 from .settings_store import get_setting
 from .studio import Studio
 
 Note = Callable[[str], None]
+log = logging.getLogger("mumic.lifecycle")
 
 
 def _quiet(_: str) -> None:
     return None
 
 
-def request_training(studio: Studio, params: dict | None = None) -> int:
-    """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
-    already queued or running. Returns the job id."""
+def training_params(studio: Studio, params: dict | None = None) -> dict:
+    """The one way to make a training job's params, queued or run inline: unknown settings and
+    bad values are refused (TrainingError, MumicError), the activation policy defaults to the
+    store's, and ``labels_upto_submission`` records the last submission the training sees (new
+    human labels are counted from it)."""
     from .training import TrainConfig
-    from .worker import enqueue
 
     params = dict(params or {})
     known = {f.name for f in fields(TrainConfig)}
@@ -43,7 +48,15 @@ def request_training(studio: Studio, params: dict | None = None) -> int:
     TrainConfig(**{k: v for k, v in params.items() if k in known}).validate()
     with studio.read() as s:
         params["labels_upto_submission"] = s.scalar(select(func.max(Submission.id))) or 0
-    return enqueue(studio, "train", params)
+    return params
+
+
+def request_training(studio: Studio, params: dict | None = None) -> int:
+    """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
+    already queued or running. Returns the job id."""
+    from .worker import enqueue
+
+    return enqueue(studio, "train", training_params(studio, params))
 
 
 def request_activation(studio: Studio, name: str) -> int:
@@ -66,7 +79,7 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
     name = result.version.name
     if remember:
         remember(candidate=name, promote=result.promote)
-    fmt = lambda m: f"mAP {m.get('map', float('nan')):.4f}, GAP@10 {m.get('gap_at_10', float('nan')):.4f}"  # noqa: E731
+    fmt = lambda m: f"mAP {format_metric(m.get('map'))}, GAP@10 {format_metric(m.get('gap_at_10'))}"  # noqa: E731
     note(f"candidate {name}: {fmt(result.metrics)} on {result.metrics.get('n_images', '?')} held-out images; "
          f"{parent.name}: {fmt(result.parent_metrics)}")
     if result.promote:
@@ -177,13 +190,20 @@ def new_human_labels(studio: Studio) -> int:
 
 
 def maybe_auto_retrain(studio: Studio) -> int | None:
-    """Queue a retraining when automatic retraining is on and enough new human labels exist
-    (and none is queued or running). Returns the job id, if one was queued."""
+    """After a submit: queue a retraining when automatic retraining is on, enough new human labels
+    exist and none is queued or running. The system queues it (an admin's setting asks for it;
+    the annotator whose submit crossed the threshold may not train), and a failure to queue is
+    logged, never raised: the submitted labels are saved. Returns the job id, if one was queued."""
+    reviewer = require(studio, "review")
     threshold = get_setting(studio, "auto_retrain_labels")
     if threshold <= 0 or active_job(studio, "train") is not None or new_human_labels(studio) < threshold:
         return None
+    reason = f"automatic: {threshold}+ new human labels, after a submit by {reviewer.username}"
     try:
-        return request_training(studio, {"mode": get_setting(studio, "auto_retrain_mode"),
-                                         "reason": f"automatic: {threshold}+ new human labels"})
-    except JobConflict:
-        return None
+        return request_training(studio.as_actor(SYSTEM),
+                                {"mode": get_setting(studio, "auto_retrain_mode"), "reason": reason})
+    except MumicError as exc:  # one was queued meanwhile, the queue is down, a bad setting
+        log.warning("automatic retraining was not queued: %s", exc)
+    except Exception:  # noqa: BLE001 - the labels are saved: nothing after that may fail the submit
+        log.exception("automatic retraining was not queued")
+    return None

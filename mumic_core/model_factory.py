@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import socket
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 
 from .config import BUILTIN_MODEL, Settings
 from .errors import ModelUnavailable
@@ -201,6 +203,7 @@ def create_random_local_dir(architecture: str, dest: Path, seed: int = 0) -> Non
     """Instantiate ``architecture`` (a name or ``local-dir:``) with seeded random weights and
     save it as a local-dir."""
     open_clip = _import_open_clip()
+    _check_architecture(open_clip, architecture)
     torch.manual_seed(seed)
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns "initialized randomly": here that is the point
@@ -268,17 +271,24 @@ def _load_encoder(arch: str, weights: str, device: str) -> Encoder:
             raise ModelUnavailable(f"{arch}/{weights}: weights not cached and {_hub_host()} unreachable")
     if arch.startswith("local-dir:") and not Path(arch.removeprefix("local-dir:")).is_dir():
         raise ModelUnavailable(f"model folder missing: {arch.removeprefix('local-dir:')}")
+    _check_architecture(open_clip, arch)
+    named = f"{arch} with weights {weights}" if weights else arch
     try:
         model, train_pp, val_pp = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, device=device
         )
-    except (RuntimeError, FileNotFoundError, ValueError) as exc:
-        raise ModelUnavailable(f"cannot load {arch} {weights}: {exc}") from exc
+        if arch.startswith("local-dir:"):
+            cfg = json.loads((Path(arch.removeprefix("local-dir:")) / CONFIG_NAME).read_text())["model_cfg"]
+        else:
+            cfg = open_clip.get_model_config(arch)
+    except Exception as exc:  # noqa: BLE001 - open_clip, torch and safetensors raise many kinds
+        if _is_corrupt_weights(exc):
+            raise ModelUnavailable(f"cannot load {named}: its weights file is truncated or corrupt "
+                                   f"({_first_line(exc)}); copy or download it again") from exc
+        if isinstance(exc, (RuntimeError, OSError, ValueError, KeyError)):
+            raise ModelUnavailable(f"cannot load {named}: {_first_line(exc)}") from exc
+        raise
     model.eval()
-    if arch.startswith("local-dir:"):
-        cfg = json.loads((Path(arch.removeprefix("local-dir:")) / CONFIG_NAME).read_text())["model_cfg"]
-    else:
-        cfg = open_clip.get_model_config(arch)
     size = cfg["vision_cfg"].get("image_size", 224)
     return Encoder(
         model=model,
@@ -289,3 +299,23 @@ def _load_encoder(arch: str, weights: str, device: str) -> Encoder:
         model_cfg=cfg,
         image_size=size if isinstance(size, int) else size[0],
     )
+
+
+def _check_architecture(open_clip, architecture: str) -> None:
+    """ModelUnavailable for an architecture name open_clip does not know (its own error lists
+    every known name on one very long line)."""
+    if not architecture.startswith(("local-dir:", "hf-hub:")) and open_clip.get_model_config(architecture) is None:
+        raise ModelUnavailable(f"unknown architecture {architecture!r}: not an open_clip model name "
+                               "(open_clip.list_models() lists them) nor local-dir:FOLDER")
+
+
+def _is_corrupt_weights(exc: Exception) -> bool:
+    """A weights file that cannot be decoded: cut short, or not weights at all. Torch names a
+    broken checkpoint archive only in its RuntimeError's message."""
+    return isinstance(exc, (SafetensorError, pickle.UnpicklingError, EOFError)) or (
+        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

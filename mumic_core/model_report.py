@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 from db.models import Job, ModelVersion
@@ -10,6 +11,14 @@ from .jobs import time_left
 from .registry import describe
 
 METRICS = {"GAP@10": "gap_at_10", "GAP": "gap", "mAP": "map"}
+
+
+def format_metric(value: float | None, digits: int = 4) -> str:
+    """A metric as people read it: ``0.4312``, or ``n/a`` when it is undefined (None or NaN, e.g.
+    the mAP of a validation set without positives)."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
 
 
 def validation_metrics(versions: list[ModelVersion]) -> dict[str, dict]:

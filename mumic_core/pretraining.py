@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +42,19 @@ class PretrainConfig:
     label: str = ""
     max_steps: int | None = None  # stop earlier than the time budget (tests, quick runs)
     unique_captions: bool = True  # no caption twice in a batch (ClipLoss would call one a negative)
+
+    def validate(self) -> None:
+        """MumicError naming the first setting that cannot work."""
+        if not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise MumicError(f"the batch size must be at least 2 (contrastive pairs), not {self.batch_size!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise MumicError(f"max steps must be at least 1, not {self.max_steps!r}")
+        for name, label in (("minutes", "the time budget in minutes"), ("lr", "the learning rate")):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise MumicError(f"{label} must be a positive number, not {value!r}")
+        if not 0 <= self.warmup_fraction < 1 or self.weight_decay < 0:
+            raise MumicError("the warm-up fraction must be in [0, 1) and the weight decay at least 0")
 
 
 @dataclass
@@ -132,8 +146,7 @@ def _spec_for(config: PretrainConfig, out_dir: Path) -> EncoderSpec:
 def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
              progress: ProgressFn | None = None) -> PretrainResult:
     """Contrastive pretraining within ``config.minutes``; writes the model to ``out_dir``."""
-    from open_clip.loss import ClipLoss
-
+    config.validate()
     random.seed(config.seed)
     rng = random.Random(config.seed)
     np.random.seed(config.seed)
@@ -141,6 +154,17 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
     out_dir = Path(out_dir).resolve()
     paths, captions = read_captions(captions_csv)
     spec = _spec_for(config, out_dir)
+    try:
+        return _pretrain_from(spec, paths, captions, out_dir, config, progress, rng)
+    finally:
+        if spec.kind == "builtin-random":  # the random initialisation made for this run
+            shutil.rmtree(spec.architecture.removeprefix("local-dir:"), ignore_errors=True)
+
+
+def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str]], out_dir: Path,
+                   config: PretrainConfig, progress: ProgressFn | None, rng: random.Random) -> PretrainResult:
+    from open_clip.loss import ClipLoss
+
     base = load_encoder(spec)
     model = copy.deepcopy(base.model).train()
     device = next(model.parameters()).device
@@ -197,8 +221,4 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
     result = PretrainResult(str(out_dir), step, seen, round(seconds, 1), round(seen / max(seconds, 1e-6), 1),
                             round(last_loss, 4), len(paths), losses)
     (out_dir / "pretrain_info.json").write_text(json.dumps({"config": asdict(config), **asdict(result)}, indent=1))
-    if spec.kind == "builtin-random":
-        import shutil
-
-        shutil.rmtree(spec.architecture.removeprefix("local-dir:"), ignore_errors=True)
     return result

@@ -87,6 +87,8 @@ def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
                      progress: Progress | None = None) -> np.ndarray:
     """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded,
     by every live worker when they are more than one batch."""
+    if not len(image_ids):  # an empty collection: (0, D), so products with class embeddings keep their shape
+        return np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), dtype=np.float32)
     chunk, key = studio.settings.embedding_chunk, scorer.encoder.spec.key
     cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
     missing = cache.missing(image_ids)

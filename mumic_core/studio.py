@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from db.migrate import upgrade
 from db.session import read_session, write_session
@@ -52,9 +52,11 @@ def open_studio(settings: Settings | None = None, migrate: bool = True, actor: A
     if migrate:
         try:
             upgrade(settings.database_url)
-        except OperationalError as exc:
+        except DatabaseError as exc:  # a server that cannot be reached, or a file that is not a database
+            unreachable = isinstance(exc, OperationalError)
             raise ServiceUnavailable(
-                f"cannot reach the database {without_password(settings.database_url)}: "
-                f"{str(exc.orig or exc).strip().splitlines()[0]} (is the server running, and MUMIC_DATABASE_URL right?)"
+                f"cannot {'reach' if unreachable else 'open'} the database {without_password(settings.database_url)}: "
+                f"{str(exc.orig or exc).strip().splitlines()[0]} "
+                f"({'is the server running, and ' if unreachable else 'is '}MUMIC_DATABASE_URL right?)"
             ) from None
     return Studio(settings, actor)

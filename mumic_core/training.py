@@ -66,6 +66,14 @@ class TrainConfig:
             raise TrainingError("unfreeze must be 'all' or 'last'")
         if self.activate not in ("if-better", "always", "never"):
             raise TrainingError(f"unknown activation policy {self.activate!r}; use if-better, always or never")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise TrainingError(f"{name} must be a whole number of at least 1, not {value!r}")
+        for name, label in (("lr", "the learning rate"), ("max_minutes", "the time limit in minutes")):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise TrainingError(f"{label} must be a positive number, not {value!r}")
 
     def loss_params(self) -> dict:
         if self.loss == "mumic":

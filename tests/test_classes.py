@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Annotation, LabelClass
+from db.models import Annotation, AuditEvent, LabelClass
 from mumic_core.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
 from mumic_core.collection import annotate, current_labels
 from mumic_core.errors import ClassError
@@ -68,3 +68,27 @@ def test_edited_prompts_preview_and_rescore(demo_studio):
     assert [i for i, _ in top] == [i for i, _ in preview]
     assert [c.prompt_texts for c in list_classes(studio) if c.id == heart] == [["a red heart", "a love symbol"]]
     annotate(studio, top[0][0], {heart: True}, "ann")
+
+
+def test_merge_into_an_inactive_class_is_refused_and_an_inactive_source_can_be_folded_in(demo_studio):
+    studio = demo_studio
+    ring, circle, star = _id(studio, "ring"), _id(studio, "circle"), _id(studio, "star")
+    set_active(studio, circle, False)
+    with studio.read() as s:
+        rows_before = s.scalar(select(func.count(Annotation.id)))
+    with pytest.raises(ClassError, match="'circle' is inactive"):
+        merge_classes(studio, ring, circle, "lead")
+    with studio.read() as s:
+        assert s.scalar(select(func.count(Annotation.id))) == rows_before  # nothing was recorded
+        assert s.get(LabelClass, ring).active  # and the source is still active
+    # An inactive source (a retired class) may be folded into an active one: it stays inactive.
+    star_pos = {i for i, c, p in current_labels(studio) if c == star and p}
+    set_active(studio, star, False)
+    added = merge_classes(studio, star, ring, "lead")
+    ring_now = {i: p for i, c, p in current_labels(studio) if c == ring}
+    assert added > 0 and all(ring_now[i] for i in star_pos)
+    with studio.read() as s:
+        assert not s.get(LabelClass, star).active and s.get(LabelClass, ring).active
+        merges = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "merge_classes")))
+    assert [(e.details["source"], e.details["target"], e.details["labels_added"]) for e in merges] == [
+        ("star", "ring", added)]

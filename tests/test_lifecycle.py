@@ -7,18 +7,23 @@ import os
 import signal
 import subprocess
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
 
-from db.models import Job, ModelVersion, Prediction
-from mumic_core import training
+from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
+from mumic_core import lifecycle, training
+from mumic_core.auth import Actor
+from mumic_core.cli import main
 from mumic_core.embeddings import EmbeddingCache
 from mumic_core.errors import TrainingError
-from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, progress_reporter, request_cancel, run_job)
+from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
+                             run_job)
 from mumic_core.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
 from mumic_core.model_factory import EncoderSpec, create_random_local_dir
 from mumic_core.registry import active_version, encoder_spec, list_versions, register_version
@@ -255,3 +260,77 @@ def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):
     cache = EmbeddingCache(tmp_path / "cache", "k")
     with pytest.raises(KeyError, match="999"):
         cache.ensure(load_encoder(resolve_base_spec(studio.settings)), [999], lambda missing: [])
+
+
+def _review_as(studio, annotator: str, n_images: int) -> None:
+    """``annotator`` (signed in, an annotator) reviews ``n_images`` images: 2 labels each."""
+    version = active_version(studio)
+    views = image_views(studio, queue_page(studio, QueueFilter(version.id, status="unreviewed"), 0, n_images),
+                        version.id)
+    for view in views:
+        submit(studio, view, [view.suggestions[0].class_id], [view.suggestions[1].class_id], annotator)
+
+
+def test_an_annotators_submit_past_the_threshold_queues_training_as_the_system(demo_studio):
+    """Automatic retraining is the system's doing: the annotator whose submit crossed the
+    threshold may not train, and must not get an error for labels that were saved."""
+    set_setting(demo_studio, "auto_retrain_labels", 4)
+    ann = demo_studio.as_actor(Actor("ann", "annotator"))
+    _review_as(ann, "ann", 1)
+    assert new_human_labels(demo_studio) == 2
+    _review_as(ann, "ann", 1)  # the 4th label: a training is queued, and the submit succeeds
+    with demo_studio.read() as s:
+        [job] = s.scalars(select(Job).where(Job.kind == "train"))
+        [event] = s.scalars(select(AuditEvent).where(AuditEvent.action == "queue_job"))
+    assert job.status == "queued" and job.params["reason"].startswith("automatic")
+    assert event.actor == "system" and event.details["params"]["reason"].startswith("automatic")
+    assert "ann" in event.details["params"]["reason"]  # whose submit crossed the threshold
+    assert new_human_labels(demo_studio) == 0
+
+
+def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo_studio, caplog, monkeypatch):
+    set_setting(demo_studio, "auto_retrain_labels", 2)
+    queue_down = replace(demo_studio.settings, queue_url="redis://127.0.0.1:9/0")  # nothing listens there
+    ann = replace(demo_studio, settings=queue_down).as_actor(Actor("ann", "annotator"))
+    _review_as(ann, "ann", 1)  # labels saved; the queue cannot be reached: logged, not raised
+    assert any("automatic retraining was not queued" in r.message and "cannot be reached" in r.message
+               for r in caplog.records)
+    with demo_studio.read() as s:
+        assert s.scalar(select(func.count()).select_from(Annotation).where(Annotation.annotator == "ann")) == 2
+        [job] = s.scalars(select(Job).where(Job.kind == "train"))
+    assert job.status == "failed"  # recorded as not queued, so it is not retried at every submit
+    set_setting(demo_studio, "auto_retrain_labels", 1)
+    running = create_job(demo_studio, "train", {"mode": "head"})
+    monkeypatch.setattr(lifecycle, "active_job", lambda studio, kind: None)  # another submit queued one just now
+    _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 1)  # JobConflict: logged, no error
+    assert any("already queued or running" in r.message for r in caplog.records)
+    with demo_studio.read() as s:
+        assert s.scalars(select(Job.id).where(Job.kind == "train", Job.status == "queued")).all() == [running]
+
+
+def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
+    """The command line's inline training records the labels it trained on, like a queued one."""
+    _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 2)
+    assert new_human_labels(demo_studio) == 4
+    result = CliRunner().invoke(main, ["train", "--epochs", "5", "--activate", "never"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert new_human_labels(demo_studio) == 0
+
+
+def test_retraining_when_validation_has_no_positives(demo_studio):
+    """mAP is undefined without positives: the training finishes, says 'n/a', and leaves no
+    half-state (a registered version with a failed job)."""
+    with demo_studio.write() as s:
+        val = s.scalars(select(Image.id).where(Image.split == "val")).all()
+        labelled = s.execute(update(Annotation).where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
+                             .values(positive=False)).rowcount
+    assert labelled > 0
+    result = CliRunner().invoke(main, ["train", "--epochs", "20", "--activate", "always"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "map=n/a" in result.stdout and "activated" in result.stdout
+    [job] = list_jobs(demo_studio, kind="train")
+    assert job.status == "succeeded" and job.exclusive_key is None and job.result["val"]["map"] is None
+    assert active_version(demo_studio).name == job.result["version"] == "v0002"
+    assert any("mAP n/a" in r.message for r in job_log(demo_studio, job.id))
+    listed = CliRunner().invoke(main, ["models", "list"])
+    assert listed.exit_code == 0 and "val mAP n/a" in listed.stdout, listed.output

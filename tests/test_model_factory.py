@@ -82,3 +82,32 @@ def test_missing_local_dir_is_a_clear_error(home: Path, monkeypatch, tmp_path):
     monkeypatch.setenv("MUMIC_MODEL", f"local-dir:{tmp_path / 'nothing'}")
     with pytest.raises(ModelUnavailable, match="no open_clip_config.json"):
         mf.resolve_base_spec(load_settings())
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_weights_are_a_clear_model_unavailable(home: Path, tmp_path: Path, monkeypatch):
+    """A half-copied local-dir model or checkpoint file: one clear reason, not a SafetensorError."""
+    import shutil
+
+    import torch
+
+    mf.resolve_base_spec(load_settings())  # makes the built-in model's local-dir
+    folder = tmp_path / "model"
+    shutil.copytree(mf.builtin_dir(load_settings()), folder)
+    _truncate(folder / mf.WEIGHTS_NAME)
+    monkeypatch.setenv("MUMIC_PRETRAINED", f"local-dir:{folder}")
+    spec = mf.resolve_base_spec(load_settings())
+    with pytest.raises(ModelUnavailable, match="weights file is truncated or corrupt"):
+        mf.load_encoder(spec)
+
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"a": torch.zeros(1000)}, checkpoint)
+    _truncate(checkpoint)
+    monkeypatch.setenv("MUMIC_MODEL", "mumic-tiny-rn")
+    monkeypatch.setenv("MUMIC_PRETRAINED", str(checkpoint))
+    with pytest.raises(ModelUnavailable, match="weights file is truncated or corrupt"):
+        mf.load_encoder(mf.resolve_base_spec(load_settings()))
