@@ -54,8 +54,10 @@ def _sign_in_form(studio: Studio) -> None:
         password = st.text_input("Password", type="password", key="sign_in_password",
                                  autocomplete="current-password")
         if st.form_submit_button("Sign in", type="primary"):
+            address = st.context.ip_address  # None from this machine (and not a str in AppTest)
             try:
-                st.session_state["auth_token"] = sign_in(studio, username, password)
+                st.session_state["auth_token"] = sign_in(studio, username, password,
+                                                         address if isinstance(address, str) else None)
             except PermissionDenied as exc:
                 st.error(str(exc).capitalize() + ".")
             else:

@@ -268,6 +268,20 @@ class UserSession(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class SignInAttempt(Base):
+    """One password check for a name from a client address: recorded as pending before the
+    check runs (so parallel guesses count), then marked failed or succeeded."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index("ix_sign_in_attempts_username_at", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    outcome: Mapped[str] = mapped_column(String(10))  # pending | failed | succeeded | disabled
+
+
 class AuditEvent(Base):
     """Who changed what and when, for changes other than labels (those keep it on each row)."""
 

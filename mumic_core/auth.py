@@ -19,9 +19,9 @@ from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
-from db.models import AuditEvent, User, UserSession
+from db.models import AuditEvent, SignInAttempt, User, UserSession
 
 from .errors import MumicError
 
@@ -36,8 +36,10 @@ SESSION_IDLE = timedelta(hours=8)
 SESSION_MAX = timedelta(hours=24)
 _SLIDE_EVERY = timedelta(minutes=5)  # how stale last_seen may get before a request writes it
 MIN_PASSWORD = 10
-MAX_FAILURES = 5  # wrong passwords for one name within LOCKOUT, before it is refused for a while
+MAX_FAILURES = 5  # wrong passwords for one name from one address within LOCKOUT, before it waits
+MAX_FAILURES_PER_NAME = 10 * MAX_FAILURES  # ... from all addresses together (guessing from many)
 LOCKOUT = timedelta(minutes=15)
+ATTEMPTS_KEPT = timedelta(days=30)  # sign-in attempts (name, address, outcome) are kept this long
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
 _hasher = PasswordHasher()
 
@@ -184,45 +186,69 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def sign_in(studio, username: str, password: str) -> str:
+def sign_in(studio, username: str, password: str, address: str | None = None) -> str:
     """A new session token for correct credentials of an active account; one vague error
-    otherwise (it does not say whether the name exists)."""
+    otherwise (it does not say whether the name exists).
+
+    Guessing is throttled per name and client ``address`` (MAX_FAILURES within LOCKOUT), so a
+    stranger's guesses lock out only the stranger's address, and per name across all addresses
+    (MAX_FAILURES_PER_NAME) against guessing from many. Each attempt is counted and recorded in
+    one transaction before Argon2 runs, so parallel guesses cannot outrun the limits."""
     refused = PermissionDenied("wrong username or password, or the account is disabled")
     try:
         name = normalize_username(username)
     except AccountError:
         raise refused from None
-    now = _now()
-    with studio.read() as s:
-        user = s.scalar(select(User).where(User.username == name))
-        failures = s.scalar(select(func.count(AuditEvent.id)).where(
-            AuditEvent.actor == name, AuditEvent.action == "sign_in_failed", AuditEvent.at > now - LOCKOUT))
-    if failures >= MAX_FAILURES:
-        raise PermissionDenied(f"too many failed sign-ins for this name; try again in {LOCKOUT.seconds // 60} "
-                               "minutes")
+    attempt_id, user = _begin_attempt(studio, name, (address or "local")[:64])
     if user is None:
         _hasher.hash(password or "x")  # same work either way: no timing hint that the name is free
-        _failed(studio, name)
+        _end_attempt(studio, attempt_id, "failed")
         raise refused
     try:
         _hasher.verify(user.password_hash, password or "")
     except (VerificationError, InvalidHashError):
-        _failed(studio, name)
+        _end_attempt(studio, attempt_id, "failed")
         raise refused from None
     if not user.active:
+        _end_attempt(studio, attempt_id, "disabled")
         raise refused
-    token = secrets.token_urlsafe(32)
+    token, now = secrets.token_urlsafe(32), _now()
     with studio.write() as s:
         s.add(UserSession(token_hash=_token_hash(token), user_id=user.id, created_at=now, last_seen_at=now,
                           expires_at=now + SESSION_IDLE))
+        s.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(outcome="succeeded"))
         if _hasher.check_needs_rehash(user.password_hash):
             s.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
     return token
 
 
-def _failed(studio, name: str) -> None:
+def _begin_attempt(studio, name: str, address: str) -> tuple[int, User | None]:
+    """Count the name's recent failures (in-flight attempts count as failures) and record this
+    attempt as pending, atomically: SQLite's BEGIN IMMEDIATE serialises it, PostgreSQL an
+    advisory lock on the name. Raises PermissionDenied when a limit is reached."""
+    now = _now()
     with studio.write() as s:
-        s.add(AuditEvent(actor=name, action="sign_in_failed", details={}, at=_now()))
+        if s.bind.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            s.execute(select(func.pg_advisory_xact_lock(key)))
+        s.execute(delete(SignInAttempt).where(SignInAttempt.at < now - ATTEMPTS_KEPT))
+        counted = (SignInAttempt.username == name, SignInAttempt.at > now - LOCKOUT,
+                   SignInAttempt.outcome.in_(("pending", "failed")))
+        total, here = s.execute(select(func.count(), func.count().filter(SignInAttempt.address == address))
+                                .where(*counted)).one()
+        if here >= MAX_FAILURES or total >= MAX_FAILURES_PER_NAME:
+            raise PermissionDenied(f"too many failed sign-ins for this name; try again in "
+                                   f"{LOCKOUT.seconds // 60} minutes")
+        attempt = SignInAttempt(username=name, address=address, at=now, outcome="pending")
+        s.add(attempt)
+        user = s.scalar(select(User).where(User.username == name))
+        s.flush()
+        return attempt.id, user
+
+
+def _end_attempt(studio, attempt_id: int, outcome: str) -> None:
+    with studio.write() as s:
+        s.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(outcome=outcome))
 
 
 def actor_for_token(studio, token: str | None) -> Actor | None:
