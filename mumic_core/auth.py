@@ -3,19 +3,24 @@
 Passwords are hashed with Argon2id (argon2-cffi). A session is a random token held by the
 browser tab; the store keeps only its SHA-256, with an idle and an absolute expiry.
 
-Every service function that changes something calls :func:`require` with the studio's
-actor, so a missing check in the UI cannot open a hole: the command line and the worker act
-as :data:`SYSTEM` (whoever runs them can read the database file anyway), a browser as the
+Every service function that changes something is marked with :func:`requires`, which checks
+the studio's actor before the function runs, so a missing check in the UI cannot open a hole
+(``tests/test_role_checks.py`` walks every service function): the command line and the worker
+act as :data:`SYSTEM` (whoever runs them can read the database file anyway), a browser as the
 signed-in user, and a studio opened without an actor may change nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -42,6 +47,8 @@ LOCKOUT = timedelta(minutes=15)
 ATTEMPTS_KEPT = timedelta(days=30)  # sign-in attempts (name, address, outcome) are kept this long
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{1,39}")
 _hasher = PasswordHasher()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class PermissionDenied(MumicError, PermissionError):
@@ -77,12 +84,44 @@ def require(studio, permission: str) -> Actor:
     return actor
 
 
-def require_self(studio, annotator: str) -> Actor:
-    """Review permission, and a signed-in user may only label (or undo) as themself."""
-    actor = require(studio, "review")
+def require_self(studio, annotator: str, permission: str = "review") -> Actor:
+    """``permission`` (review by default), and a signed-in user may only act as themself (only
+    the system acts for others)."""
+    actor = require(studio, permission)
     if not actor.system and annotator != actor.username:
         raise PermissionDenied(f"signed in as {actor.username}: cannot act as {annotator!r}")
     return actor
+
+
+def requires(permission: str, *, acting_as: str | None = None, unless_own: str | None = None
+             ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a service function that changes something (or reads what only some may read): the
+    studio's actor must hold ``permission``, checked before the function runs.
+
+    ``acting_as`` names the argument that says for whom the call acts (an annotator's name):
+    it must be the signed-in user. ``unless_own`` names an argument that, when it is the
+    signed-in user, makes ``permission`` unnecessary (one's own password). The marks
+    (``fn.requires``, ``fn.acting_as``) let tests find every checked function."""
+
+    def mark(fn: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+            studio = args[0] if args else kwargs["studio"]
+            named = signature.bind_partial(*args, **kwargs).arguments if acting_as or unless_own else {}
+            actor = studio.actor
+            own = bool(unless_own) and actor is not None and named.get(unless_own) == actor.username
+            if acting_as:
+                require_self(studio, named.get(acting_as), permission)
+            elif not own:
+                require(studio, permission)
+            return fn(*args, **kwargs)
+
+        checked.requires, checked.acting_as = permission, acting_as
+        return checked
+
+    return mark
 
 
 def audit(session, studio, action: str, **details) -> None:
@@ -114,9 +153,9 @@ def _check_password(password: str) -> None:
         raise AccountError("a password may have at most 1024 characters")
 
 
+@requires("users")
 def add_user(studio, username: str, password: str, role: str = "annotator") -> User:
     """Create an account (admin only)."""
-    require(studio, "users")
     name = normalize_username(username)
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
@@ -132,15 +171,15 @@ def add_user(studio, username: str, password: str, role: str = "annotator") -> U
     return user
 
 
+@requires("users")
 def list_users(studio) -> list[User]:
-    require(studio, "users")
     with studio.read() as s:
         return list(s.scalars(select(User).order_by(User.username)))
 
 
+@requires("users")
 def set_active(studio, username: str, active: bool) -> None:
     """Disable (signing out every session) or re-enable an account."""
-    require(studio, "users")
     name = normalize_username(username)
     with studio.write() as s:
         user = s.scalar(select(User).where(User.username == name))
@@ -155,11 +194,10 @@ def set_active(studio, username: str, active: bool) -> None:
         audit(s, studio, "enable_user" if active else "disable_user", username=name)
 
 
+@requires("users", unless_own="username")
 def set_password(studio, username: str, password: str) -> None:
     """A new password (admins for anyone; a user for themself); signs out the other sessions."""
     name = normalize_username(username)
-    if not (studio.actor and studio.actor.username == name and not studio.actor.system):
-        require(studio, "users")
     _check_password(password)
     with studio.write() as s:
         user = s.scalar(select(User).where(User.username == name))

@@ -15,7 +15,7 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .auth import require
+from .auth import requires
 from .errors import MumicError
 from .studio import Studio
 
@@ -35,9 +35,9 @@ def _sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+@requires("export")
 def backup(studio: Studio, out: Path) -> dict:
     """Write ``out`` (a tar file); returns its manifest (file and row counts)."""
-    require(studio, "export")
     db = _sqlite_path(studio.url)
     out = Path(out)
     if out.exists():

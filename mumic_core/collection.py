@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
 
-from .auth import PermissionDenied, audit, require, require_self
+from .auth import PermissionDenied, audit, requires
 from .classes import normalize_name
 from .csv_rows import read_csv_rows
 from .errors import StaleView
@@ -37,10 +37,10 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
     return "val" if int(sha256[:8], 16) / 2**32 < val_fraction else "train"
 
 
+@requires("import")
 def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Validate, store and register images; bad files are reported one by one, never fatal."""
-    require(studio, "import")
     report = ImportReport()
     settings = studio.settings
     pending: list[Image] = []
@@ -88,10 +88,10 @@ def _register(studio: Studio, images: list[Image], report: ImportReport) -> None
         audit(s, studio, "import_images", added=sum(im.sha256 not in known for im in images))
 
 
+@requires("import")
 def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every file below ``folder``; names are kept relative to it. A signed-in person
     may import only below the import root (MUMIC_IMPORT_ROOT); the command line anywhere."""
-    require(studio, "import")
     folder = Path(folder)
     if not studio.actor.system:
         root = studio.settings.import_root
@@ -105,6 +105,7 @@ def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] 
     return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
 
 
+@requires("review", acting_as="annotator")
 def record_labels(
     studio: Studio,
     labels_by_image: Mapping[int, Mapping[int, bool]],
@@ -124,7 +125,6 @@ def record_labels(
     read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so concurrent
     writers never lose an update.
     """
-    require_self(studio, annotator)
     added = 0
     with studio.write() as s:
         # PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
@@ -195,19 +195,20 @@ def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> 
                         + ". Their labels are shown now; check and submit again.", sorted(stale))
 
 
+@requires("review", acting_as="annotator")
 def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
              source: str = "review") -> int:
     """Record labels for one image; returns the number of new annotation rows."""
     return record_labels(studio, {image_id: labels}, annotator, source)[1]
 
 
+@requires("review", acting_as="annotator")
 def undo_last_submission(studio: Studio, annotator: str) -> int | None:
     """Undo this person's most recent submission that is not undone yet; returns its id.
 
     Its rows stop being current and the rows they superseded become current again, unless
     someone changed that label since (their later statement stands). Nothing is deleted.
     """
-    require_self(studio, annotator)
     with studio.write() as s:
         sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
                        .order_by(Submission.id.desc()).limit(1).with_for_update())
@@ -237,6 +238,7 @@ class LabelImportReport:
     errors: list[str]
 
 
+@requires("import")
 def import_labels_csv(
     studio: Studio, path: Path, annotator: str, complete: bool = False, source: str = "import"
 ) -> LabelImportReport:
@@ -245,7 +247,6 @@ def import_labels_csv(
     With ``complete``, every other active class becomes a negative for that image. Rows with
     unknown files or classes are reported by line number; the others are imported.
     """
-    require(studio, "import")
     with studio.read() as s:
         images = s.execute(select(Image.id, Image.original_name)).all()
         classes = {c.normalized_name: c.id for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)))}
@@ -299,9 +300,9 @@ def collection_counts(studio: Studio) -> dict[str, int]:
         }
 
 
+@requires("export")
 def export_labels(studio: Studio, fmt: str) -> str:
     """Current human labels as CSV, JSON or COCO-style JSON (image-level categories)."""
-    require(studio, "export")
     with studio.read() as s:
         images = list(s.scalars(select(Image).order_by(Image.id)))
         classes = {c.id: c.name for c in s.scalars(select(LabelClass).order_by(LabelClass.id))}

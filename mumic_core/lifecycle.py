@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from db.models import Annotation, Job, ModelVersion, Submission
 
+from .auth import requires
 from .errors import MumicError
 from .jobs import JobConflict, Report, active_job, fail_orphaned_jobs
 from .registry import activate, active_version, ensure_base_version, get_version
@@ -28,6 +29,7 @@ def _quiet(_: str) -> None:
     return None
 
 
+@requires("train")
 def request_training(studio: Studio, params: dict | None = None) -> int:
     """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
     already queued or running. Returns the job id."""
@@ -46,6 +48,7 @@ def request_training(studio: Studio, params: dict | None = None) -> int:
     return enqueue(studio, "train", params)
 
 
+@requires("models")
 def request_activation(studio: Studio, name: str) -> int:
     """Queue the activation (or roll-back) of a version: the worker re-scores, then switches."""
     from .worker import enqueue
@@ -54,6 +57,7 @@ def request_activation(studio: Studio, name: str) -> int:
     return enqueue(studio, "score", {"version": version.name, "activate": True})
 
 
+@requires("train")
 def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
             remember: Callable[..., None] | None = None) -> dict:
     """Train a candidate on top of the active version; promote it if the policy says so."""
@@ -79,6 +83,7 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
             "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")}}
 
 
+@requires("models")
 def promote(studio: Studio, version: ModelVersion, report: Report | None = None, note: Note = _quiet) -> int:
     """Score every image with ``version``, then make it the active version. Returns predictions."""
     from .search import build_index
@@ -92,6 +97,7 @@ def promote(studio: Studio, version: ModelVersion, report: Report | None = None,
     return n
 
 
+@requires("train")
 def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
     from .scoring import all_image_ids, score_collection
@@ -109,6 +115,7 @@ def score_all(studio: Studio, version: ModelVersion, report: Report | None = Non
     return score_collection(studio, version, progress=count)
 
 
+@requires("train")
 def rescore(studio: Studio, params: dict, report: Report, note: Note = _quiet) -> dict:
     """Score job: one version (default the active one); with ``activate``, promote it after."""
     version = get_version(studio, params["version"]) if params.get("version") else ensure_base_version(studio)
@@ -120,6 +127,7 @@ def rescore(studio: Studio, params: dict, report: Report, note: Note = _quiet) -
     return {"version": version.name, "predictions": n}
 
 
+@requires("train")
 def resume_interrupted(studio: Studio) -> list[int]:
     """At worker start: fail the jobs of a dead worker, and queue again the promotions they
     left undone (a training's candidate that was to become active, or an activation); their
@@ -151,6 +159,7 @@ def new_human_labels(studio: Studio) -> int:
             Annotation.submission_id > upto, Annotation.source == "review")) or 0
 
 
+@requires("review")
 def maybe_auto_retrain(studio: Studio) -> int | None:
     """Queue a retraining when automatic retraining is on and enough new human labels exist
     (and none is queued or running). Returns the job id, if one was queued."""
