@@ -256,7 +256,8 @@ class User(Base):
 
 
 class UserSession(Base):
-    """A signed-in browser session; only the token's hash is stored."""
+    """A signed-in browser session; only the hashes of its tokens are stored: the tab's token,
+    the token of the browser's HttpOnly cookie, and a one-time code that obtains the cookie."""
 
     __tablename__ = "user_sessions"
 
@@ -266,6 +267,9 @@ class UserSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cookie_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cookie_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cookie_code_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SignInAttempt(Base):

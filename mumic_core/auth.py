@@ -24,7 +24,7 @@ from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from db.models import AuditEvent, SignInAttempt, User, UserSession
 
@@ -39,6 +39,7 @@ _DOING = {"classes": "change classes", "import": "import", "export": "export", "
           "models": "activate models", "users": "manage accounts", "settings": "change settings", "review": "review"}
 SESSION_IDLE = timedelta(hours=8)
 SESSION_MAX = timedelta(hours=24)
+COOKIE_CODE_TTL = timedelta(seconds=60)  # how long a browser has to exchange its one-time cookie code
 _SLIDE_EVERY = timedelta(minutes=5)  # how stale last_seen may get before a request writes it
 MIN_PASSWORD = 10
 MAX_FAILURES = 5  # wrong passwords for one name from one address within LOCKOUT, before it waits
@@ -289,16 +290,21 @@ def _end_attempt(studio, attempt_id: int, outcome: str) -> None:
         s.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(outcome=outcome))
 
 
+def _of_token(key: str):
+    """The session a token's hash names: the tab's own token or the browser cookie's."""
+    return or_(UserSession.token_hash == key, UserSession.cookie_hash == key)
+
+
 def actor_for_token(studio, token: str | None) -> Actor | None:
-    """The signed-in user of a session token, sliding its idle expiry; None when the token is
-    unknown, expired, revoked, or its account is disabled."""
+    """The signed-in user of a session token (a tab's or a cookie's), sliding its idle expiry;
+    None when the token is unknown, expired, revoked, or its account is disabled."""
     if not token or not isinstance(token, str):
         return None
     key = _token_hash(token)
     now = _now()
     with studio.read() as s:
         row = s.execute(select(UserSession, User).join(User, User.id == UserSession.user_id)
-                        .where(UserSession.token_hash == key)).first()
+                        .where(_of_token(key))).first()
     if row is None:
         return None
     sess, user = row
@@ -306,13 +312,42 @@ def actor_for_token(studio, token: str | None) -> Actor | None:
         return None
     if now - _aware(sess.last_seen_at) > _SLIDE_EVERY:
         with studio.write() as s:
-            s.execute(update(UserSession).where(UserSession.token_hash == key).values(
+            s.execute(update(UserSession).where(UserSession.token_hash == sess.token_hash).values(
                 last_seen_at=now, expires_at=min(now + SESSION_IDLE, _aware(sess.created_at) + SESSION_MAX)))
     return Actor(user.username, user.role)
 
 
 def sign_out(studio, token: str | None) -> None:
-    """End a session (nothing happens for an unknown token)."""
+    """End a session, for the tab and the browser's cookie alike (nothing happens for an
+    unknown token)."""
     if token:
         with studio.write() as s:
-            s.execute(update(UserSession).where(UserSession.token_hash == _token_hash(token)).values(revoked=True))
+            s.execute(update(UserSession).where(_of_token(_token_hash(token))).values(revoked=True))
+
+
+def cookie_code(studio, token: str) -> str | None:
+    """A one-time code, valid for COOKIE_CODE_TTL, with which the browser obtains the session's
+    cookie from the web server (``serve.py``): the server sets it HttpOnly, so page scripts never
+    see a token that signs in. None when ``token`` signs nobody in."""
+    if actor_for_token(studio, token) is None:
+        return None
+    code = secrets.token_urlsafe(32)
+    with studio.write() as s:
+        s.execute(update(UserSession).where(_of_token(_token_hash(token))).values(
+            cookie_code_hash=_token_hash(code), cookie_code_until=_now() + COOKIE_CODE_TTL))
+    return code
+
+
+def redeem_cookie_code(studio, code: str | None) -> str | None:
+    """A new cookie token for the session a one-time code was made for (any earlier cookie
+    token of it stops working); None when the code is unknown, used, expired, or its session
+    has ended."""
+    if not code or not isinstance(code, str) or len(code) > 100:
+        return None
+    token = secrets.token_urlsafe(32)
+    with studio.write() as s:
+        redeemed = s.execute(
+            update(UserSession)
+            .where(UserSession.cookie_code_hash == _token_hash(code), UserSession.cookie_code_until > _now())
+            .values(cookie_hash=_token_hash(token), cookie_code_hash=None, cookie_code_until=None)).rowcount
+    return token if redeemed and actor_for_token(studio, token) else None

@@ -57,8 +57,8 @@ READ_ONLY = {
 }
 # Signing in and out establish who acts, and the first admin is made on a store without
 # accounts; the checks themselves take the studio too.
-WITHOUT_ACCOUNT = {"auth.actor_for_token", "auth.ensure_first_admin", "auth.sign_in", "auth.sign_out",
-                   "auth.require", "auth.require_self"}
+WITHOUT_ACCOUNT = {"auth.actor_for_token", "auth.cookie_code", "auth.ensure_first_admin",
+                   "auth.redeem_cookie_code", "auth.sign_in", "auth.sign_out", "auth.require", "auth.require_self"}
 
 
 def service_functions() -> dict[str, Callable]:
