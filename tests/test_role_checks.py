@@ -77,7 +77,7 @@ def service_functions() -> dict[str, Callable]:
     return found
 
 
-def test_every_service_function_is_marked_or_reads_only():
+def test_every_service_function_is_marked_or_reads_only(home):  # importing mumic_core.worker makes folders there
     functions = service_functions()
     unmarked = sorted(n for n, fn in functions.items()
                       if not hasattr(fn, "requires") and n not in READ_ONLY | WITHOUT_ACCOUNT)
