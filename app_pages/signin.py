@@ -2,17 +2,22 @@
 
 Pages call :func:`signed_in_studio` first, so a page opened directly (or in a test) is as
 closed as one reached through the navigation. The session token lives in the tab's session
-state; the store keeps its hash and expiry (``mumic_core.auth``).
+state; the store keeps its hash and expiry (``mumic_core.auth``). The browser keeps the session
+across page loads in an HttpOnly cookie that the web server sets (``serve.py``): this page only
+hands the browser a one-time code for it, so page scripts never see a token that signs in.
 """
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
-from mumic_core.auth import SESSION_MAX, PermissionDenied, actor_for_token, sign_in, sign_out
+from mumic_core.auth import PermissionDenied, actor_for_token, cookie_code, sign_in, sign_out
 from mumic_core.studio import Studio, open_studio
 
-COOKIE = "mumic_session"  # the token, so that a reload or a typed URL stays signed in
+COOKIE = "mumic_session"  # the cookie's token, so that a reload or a typed URL stays signed in
+COOKIE_ROUTE = "/auth/session-cookie"  # serve.py: POST a one-time code to get the cookie, DELETE to drop it
 PAGE_PERMISSIONS = {"review": "review", "dashboard": "review", "explore": "review", "classes": "classes",
                     "import_export": "import", "training": "train", "jobs": "train"}
 
@@ -28,12 +33,12 @@ def signed_in_studio(permission: str | None = None) -> Studio:
     if actor is None:
         st.session_state.pop("auth_token", None)
         if cookie:
-            _write_cookie(None)  # expired or revoked: forget it
+            _ask_browser_for_cookie(None)  # expired or revoked: forget it
         _sign_in_form(studio)
         st.stop()
     st.session_state["auth_token"] = token
     if st.session_state.pop("remember_token", False):
-        _write_cookie(token)
+        _ask_browser_for_cookie(cookie_code(studio, token))
     if permission and not actor.may(permission):
         st.error(f"Signed in as **{actor.username}** ({actor.role}): this page needs the *{permission}* "
                  "permission. Ask an admin.")
@@ -43,7 +48,7 @@ def signed_in_studio(permission: str | None = None) -> Studio:
 
 def _sign_in_form(studio: Studio) -> None:
     if st.session_state.pop("forget_cookie", False):
-        _write_cookie(None)
+        _ask_browser_for_cookie(None)
     st.title("MuMIC Studio")
     expired = st.session_state.pop("signed_out_reason", None)
     if expired:
@@ -54,8 +59,10 @@ def _sign_in_form(studio: Studio) -> None:
         password = st.text_input("Password", type="password", key="sign_in_password",
                                  autocomplete="current-password")
         if st.form_submit_button("Sign in", type="primary"):
+            address = st.context.ip_address  # None from this machine (and not a str in AppTest)
             try:
-                st.session_state["auth_token"] = sign_in(studio, username, password)
+                st.session_state["auth_token"] = sign_in(studio, username, password,
+                                                         address if isinstance(address, str) else None)
             except PermissionDenied as exc:
                 st.error(str(exc).capitalize() + ".")
             else:
@@ -77,11 +84,11 @@ def sign_out_button(studio: Studio) -> None:
             st.rerun()
 
 
-def _write_cookie(token: str | None) -> None:
-    """Set (or clear) the session cookie in the browser; the store still decides whether the
-    token is valid (expiry, revocation), so a stolen or stale cookie is worth nothing after that."""
-    import streamlit.components.v1 as components
-
-    value = f"{token}; max-age={int(SESSION_MAX.total_seconds())}" if token else "; max-age=0"
-    components.html(f"<script>window.parent.document.cookie = '{COOKIE}={value}; path=/; SameSite=Strict';"
-                    "</script>", height=0)
+def _ask_browser_for_cookie(code: str | None) -> None:
+    """Have the browser fetch its session cookie from the web server with a one-time ``code``
+    (or, with None, drop it). The server sets the cookie HttpOnly; the code is useless once used
+    or a minute old, and the store still decides whether the cookie's token is valid (expiry,
+    revocation)."""
+    method, body = ("POST", json.dumps(code)) if code else ("DELETE", "null")
+    st.html(f"<script>fetch({json.dumps(COOKIE_ROUTE)}, {{method: '{method}', body: {body}, "
+            "credentials: 'same-origin'});</script>", unsafe_allow_javascript=True)

@@ -256,7 +256,8 @@ class User(Base):
 
 
 class UserSession(Base):
-    """A signed-in browser session; only the token's hash is stored."""
+    """A signed-in browser session; only the hashes of its tokens are stored: the tab's token,
+    the token of the browser's HttpOnly cookie, and a one-time code that obtains the cookie."""
 
     __tablename__ = "user_sessions"
 
@@ -266,6 +267,23 @@ class UserSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cookie_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cookie_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cookie_code_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SignInAttempt(Base):
+    """One password check for a name from a client address: recorded as pending before the
+    check runs (so parallel guesses count), then marked failed or succeeded."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index("ix_sign_in_attempts_username_at", "username", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    outcome: Mapped[str] = mapped_column(String(10))  # pending | failed | succeeded | disabled
 
 
 class AuditEvent(Base):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from db.migrate import known_revisions
 
-from .auth import require
+from .auth import requires
 from .errors import MumicError
 from .studio import Studio
 
@@ -40,10 +40,10 @@ def _sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
+@requires("export")
 def backup(studio: Studio, out: Path) -> dict:
     """Write ``out`` (a tar file); returns its manifest (file and row counts). A backup that cannot
     be written (a full disk, a missing folder) leaves nothing behind and says why."""
-    require(studio, "export")
     db = _sqlite_path(studio.url)
     out = Path(out)
     if out.exists():

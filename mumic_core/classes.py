@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from db.models import Annotation, ClassPrompt, LabelClass
 
-from .auth import audit, require
+from .auth import audit, requires
 from .csv_rows import read_csv_rows
 from .errors import ClassError
 from .studio import Studio
@@ -55,9 +55,9 @@ def clean_prompts(name: str, prompts: Iterable[str]) -> list[str]:
     return out or [f"a photo of a {name}"]
 
 
+@requires("classes")
 def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), description: str = "") -> LabelClass:
     """Create a class; refuses empty, over-long and duplicate (up to case and spaces) names."""
-    require(studio, "classes")
     shown = clean_name(name)
     key = normalize_name(shown)
     texts = clean_prompts(shown, prompts)
@@ -100,9 +100,9 @@ def read_class_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
     return grouped, sorted(errors, key=lambda e: int(e.split()[1].rstrip(":")))
 
 
+@requires("classes")
 def import_class_csv(studio: Studio, path: Path) -> tuple[list[str], list[str]]:
     """Add every class in a CSV; returns (added names, reasons for refused rows and classes)."""
-    require(studio, "classes")
     grouped, refused = read_class_csv(path)
     added = []
     for name, prompts in grouped.items():
@@ -120,9 +120,9 @@ def _get(s, class_id: int) -> LabelClass:
     return cls
 
 
+@requires("classes")
 def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
     """Rename; refused when another class has the same name up to case and spaces."""
-    require(studio, "classes")
     shown = clean_name(new_name)
     key = normalize_name(shown)
     with studio.write() as s:
@@ -135,9 +135,9 @@ def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
         return cls
 
 
+@requires("classes")
 def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], description: str | None = None) -> LabelClass:
     """Replace a class's prompts (and optionally its description)."""
-    require(studio, "classes")
     with studio.write() as s:
         cls = _get(s, class_id)
         texts = clean_prompts(cls.name, prompts)
@@ -150,21 +150,21 @@ def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], descripti
         return cls
 
 
+@requires("classes")
 def set_active(studio: Studio, class_id: int, active: bool) -> None:
     """Deactivate (hide from suggestions and training) or reactivate; labels are kept."""
-    require(studio, "classes")
     with studio.write() as s:
         _get(s, class_id).active = active
         audit(s, studio, "activate_class" if active else "deactivate_class", class_id=class_id)
 
 
+@requires("classes")
 def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str) -> int:
     """Fold ``source`` into ``target``: each image's current label of the source is recorded on the
     target (a positive wins over a negative), then the source is deactivated. Nothing is deleted:
     the source's history stays, and the new rows say they come from a merge. The target must be
     active (labels merged into a hidden class would leave review and training); the source may
     already be inactive (folding a retired class into another). Returns rows added."""
-    require(studio, "classes")
     from .collection import record_labels
 
     if source_id == target_id:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
 
-from .auth import PermissionDenied, audit, require, require_self
+from .auth import PermissionDenied, audit, requires
 from .errors import StaleView
 from .images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
 from .studio import Studio
@@ -33,10 +33,10 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
     return "val" if int(sha256[:8], 16) / 2**32 < val_fraction else "train"
 
 
+@requires("import")
 def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
                  progress: Callable[[int], None] | None = None) -> ImportReport:
     """Validate, store and register images; bad files are reported one by one, never fatal."""
-    require(studio, "import")
     report = ImportReport()
     settings = studio.settings
     pending: list[Image] = []
@@ -84,10 +84,10 @@ def _register(studio: Studio, images: list[Image], report: ImportReport) -> None
         audit(s, studio, "import_images", added=sum(im.sha256 not in known for im in images))
 
 
+@requires("import")
 def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every file below ``folder``; names are kept relative to it. A signed-in person
     may import only below the import root (MUMIC_IMPORT_ROOT); the command line anywhere."""
-    require(studio, "import")
     folder = Path(folder)
     if not studio.actor.system:
         root = studio.settings.import_root
@@ -114,6 +114,7 @@ class Statement:
 _REVIEWS = ("review", "second_review")  # sources that are a person looking at the image now
 
 
+@requires("review", acting_as="annotator")
 def record_labels(
     studio: Studio,
     labels_by_image: Mapping[int, Mapping[int, bool]],
@@ -134,7 +135,6 @@ def record_labels(
     the first read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so
     concurrent writers never lose an update.
     """
-    require_self(studio, annotator)
     statements = {int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
                   for i, labels in labels_by_image.items()}
     with studio.write() as s:
@@ -150,13 +150,13 @@ def record_labels(
         return submission.id, added
 
 
+@requires("import")
 def import_statements(studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str,
                       batch: int = 500) -> tuple[int, int, int]:
     """Record statements that carry their own authors, sources and times (a labels file) as one
     submission of ``importer`` (one undo step), in short transactions of ``batch`` images.
     Statements equal to the current ones change nothing, so importing a file twice adds nothing.
     Returns (submission id, images changed, annotation rows added)."""
-    require(studio, "import")
     ids = sorted(int(i) for i in statements)
     with studio.write() as s:
         submission = Submission(annotator=importer, image_ids=[])
@@ -248,19 +248,20 @@ def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> 
                         + ". Their labels are shown now; check and submit again.", sorted(stale))
 
 
+@requires("review", acting_as="annotator")
 def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
              source: str = "review") -> int:
     """Record labels for one image; returns the number of new annotation rows."""
     return record_labels(studio, {image_id: labels}, annotator, source)[1]
 
 
+@requires("review", acting_as="annotator")
 def undo_last_submission(studio: Studio, annotator: str) -> int | None:
     """Undo this person's most recent submission that is not undone yet; returns its id.
 
     Its rows stop being current and the rows they superseded become current again, unless
     someone changed that label since (their later statement stands). Nothing is deleted.
     """
-    require_self(studio, annotator)
     with studio.write() as s:
         sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
                        .order_by(Submission.id.desc()).limit(1).with_for_update())

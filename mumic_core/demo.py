@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from db.models import Image
 
+from .auth import requires
 from .classes import add_class
 from .errors import ClassError
 from .collection import annotate, import_folder
@@ -29,6 +30,7 @@ class DemoSummary:
     holdout_csv: Path
 
 
+@requires("import")
 def seed_demo(studio: Studio, n_images: int = 400, seed: int = 7, labelled_fraction: float = 0.5,
               miss_rate: float = 0.25) -> DemoSummary:
     """Generate the demo: classes, images, truth files, and noisy labels on a part of it.

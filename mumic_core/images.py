@@ -88,38 +88,33 @@ def _sniff_unsupported(data: bytes) -> str | None:
     return None
 
 
-_ACTIVE_CONTENT = (b"<html", b"<script", b"<svg", b"<?php", b"<!doctype", b"<iframe", b"<body", b"pk\x03\x04",
-                   b"%pdf-", b"#!/")
+# Content that a browser or PHP would run, looked for anywhere in the file, in any case: a script
+# or embedded-content tag, an HTML doctype, PHP code, and in any tag an event-handler attribute
+# (``<svg onload=``, ``<img/onerror=``), a ``javascript:`` URL or the SVG namespace (an SVG
+# document). Each is long enough that compressed pixel data practically never holds one by chance
+# (README, "Bad inputs"); all start with "<", which the search skips to quickly.
+_MARKUP = re.compile(
+    rb"<(?:script|iframe|object|embed)[\s/>]|<!doctype\s+html|<\?php\s"
+    rb"|<[a-z][a-z0-9-]{0,20}(?=[\s/])[^<>]*?"
+    rb"(?:[\s/\"']on[a-z]{3,30}\s*=|javascript:|http://www\.w3\.org/2000/svg)",
+    re.IGNORECASE,
+)
+# Archives and documents by the records their readers need: a ZIP's local-file header and its
+# end-of-central-directory record (single-disk: disk numbers 0), a PDF's header and trailer.
+_RECORDS = {"ZIP": (b"PK\x03\x04", b"PK\x05\x06\x00\x00\x00\x00"), "PDF": (b"%PDF-", b"%%EOF")}
 
 
-def _image_end(data: bytes, fmt: str) -> int | None:
-    """Where the image's own bytes end, for formats that say so; None when unknown."""
-    if fmt == "PNG":
-        end = data.rfind(b"IEND")
-        return end + 8 if end >= 0 else None
-    if fmt in ("JPEG", "MPO"):
-        end = data.rfind(b"\xff\xd9")
-        return end + 2 if end >= 0 else None
-    if fmt == "WEBP":
-        return int.from_bytes(data[4:8], "little") + 8
-    if fmt == "BMP":
-        return int.from_bytes(data[2:6], "little")
-    if fmt == "GIF":
-        end = data.rfind(b"\x3b")
-        return end + 1 if end >= 0 else None
-    return None
-
-
-def _active_payload(data: bytes, fmt: str) -> str | None:
-    """A polyglot: HTML, script, archive or PDF bytes before the image or appended after it (a
-    browser or unzip could read the file as something else). Plain trailers that cameras
-    write after the image are allowed."""
-    head = data[:512].lower()
-    end = _image_end(data, fmt)
-    tail = data[end:].lower() if end is not None else b""
-    for marker in _ACTIVE_CONTENT:
-        if marker in head or marker in tail:
-            return marker.decode("latin-1").strip("<").rstrip("\x03\x04").upper() or "PK"
+def _active_payload(data: bytes) -> str | None:
+    """A polyglot: the file also holds HTML, script, PHP, SVG, a ZIP archive or a PDF, anywhere in
+    it (a browser, PHP, unzip or a PDF reader could read it as that). Camera trailers and
+    metadata (XMP, a second image, a motion photo's video) hold none of these."""
+    found = _MARKUP.search(data)
+    if found:
+        text = found.group().lower()
+        return "PHP" if text.startswith(b"<?php") else "SVG" if text.endswith(b"/svg") else "HTML"
+    for kind, records in _RECORDS.items():
+        if all(record in data for record in records):
+            return kind
     return None
 
 
@@ -172,7 +167,7 @@ def validate_image(
                     raise ImageRejected("too large: not enough memory to decode") from exc
                 except Exception as exc:
                     raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
-                payload = _active_payload(data, img.format)
+                payload = _active_payload(data)
                 if payload:
                     raise ImageRejected(f"refused: the file also holds {payload} content (a polyglot file)")
                 try:

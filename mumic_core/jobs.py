@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, JobLog, utcnow
 
-from .auth import audit, require
+from .auth import audit, require, requires
 from .errors import MumicError, one_line
 from .studio import Studio
 from .workers import is_alive
@@ -41,8 +41,10 @@ class JobCancelled(MumicError):
     """Someone asked the job to stop; it stopped at a safe point."""
 
 
+@requires("review")
 def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
-    """Record a queued job; raises JobConflict when an exclusive job of this kind is active."""
+    """Record a queued job; raises JobConflict when an exclusive job of this kind is active.
+    Each kind needs its own permission (JOB_PERMISSIONS), at least review."""
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     require(studio, JOB_PERMISSIONS[kind])
@@ -53,13 +55,14 @@ def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
             s.add(job)
             audit(s, studio, "queue_job", kind=kind, params=params or {})
             s.flush()
+            s.add(JobLog(job_id=job.id, message=f"queued {kind} job" + (f" with {_fmt_params(params)}" if params
+                                                                       else "")))
             job_id = job.id
     except IntegrityError:
         other = active_job(studio, kind)
         since = f", {other.status} since {_hhmm(other.started_at or other.created_at)}" if other else ""
         raise JobConflict(f"a {kind} job is already queued or running (job {other.id if other else '?'}{since}); "
                           "wait for it to finish or cancel it first") from None
-    log(studio, job_id, f"queued {kind} job" + (f" with {_fmt_params(params)}" if params else ""))
     return job_id
 
 
@@ -83,6 +86,7 @@ def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[
         return list(s.scalars(q.where(Job.kind == kind) if kind else q))
 
 
+@requires("train")
 def log(studio: Studio, job_id: int, message: str) -> None:
     """Append a line to the job's log."""
     with studio.write() as s:
@@ -96,10 +100,10 @@ def job_log(studio: Studio, job_id: int, limit: int = 100) -> list[JobLog]:
     return rows[::-1]
 
 
+@requires("train")
 def request_cancel(studio: Studio, job_id: int) -> str:
     """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next
     progress report (within seconds) and keeps nothing half-made. Returns the new status."""
-    require(studio, "train")
     with studio.write() as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -113,6 +117,7 @@ def request_cancel(studio: Studio, job_id: int) -> str:
     return status
 
 
+@requires("train")
 def fail_unqueued(studio: Studio, job_id: int, reason: str) -> None:
     """A job that could not be handed to the queue: failed at once, with the reason."""
     _finish(studio, job_id, "failed", error=reason)
@@ -129,6 +134,7 @@ def time_left(job: Job, now: datetime | None = None) -> float | None:
     return max(0.0, elapsed * (1 - frac) / frac) if elapsed >= 2.0 else None
 
 
+@requires("train")
 def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) -> Report:
     """A callback that writes phase, progress and live numbers to the job row (at most once per
     interval), logs phase changes and epochs, and raises JobCancelled when a stop was asked."""
@@ -172,6 +178,7 @@ def _claim(studio: Studio, job_id: int) -> bool:
         return True
 
 
+@requires("train")
 def set_result(studio: Studio, job_id: int, **values) -> None:
     """Merge values into the job's result while it runs (e.g. the candidate it made)."""
     with studio.write() as s:
@@ -188,6 +195,7 @@ def _finish(studio: Studio, job_id: int, status: str, result: dict | None = None
             job.progress = 1.0
 
 
+@requires("train")
 def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -> Job:
     """Execute a queued job in this process and record its outcome."""
     if not _claim(studio, job_id):
@@ -240,6 +248,7 @@ def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Repo
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+@requires("train")
 def fail_orphaned_jobs(studio: Studio) -> list[Job]:
     """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them.
     A worker on this machine is looked up by pid; one on another machine by its heartbeat."""

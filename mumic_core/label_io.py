@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from db.models import Annotation, Image, LabelClass
 
-from .auth import require
+from .auth import requires
 from .classes import normalize_name
 from .collection import Statement, import_statements
 from .csv_rows import read_csv_rows, write_csv
@@ -92,11 +92,11 @@ def _when(at: datetime | None) -> str:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).isoformat()
 
 
+@requires("export")
 def export_labels(studio: Studio, fmt: str) -> str:
     """Current human labels of the active classes as CSV (one row per statement; an image without
     labels gets one row with empty class and state), JSON (the same, per image), or COCO-style JSON
     (image-level categories, positives only)."""
-    require(studio, "export")
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use {', '.join(FORMATS)}")
     classes, images = _export_rows(studio)
@@ -325,11 +325,11 @@ def _read_json(reader: _Reader, data: bytes) -> None:
                                              for key in ("class", "state", "annotator", "source", "labelled_at")})
 
 
+@requires("import")
 def import_labels(studio: Studio, source: Path | bytes, annotator: str, complete: bool = False) -> LabelImportReport:
     """Read a labels file (CSV or JSON, told apart by content) and record its statements as one
     submission of ``annotator`` (one undo step). Refused rows are reported by line (CSV) or item
     (JSON); the others are imported. Importing the same file again changes nothing."""
-    require(studio, "import")
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     reader = _reader(studio, annotator)
     if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Image, ReviewLease, utcnow
 
-from .auth import require_self
+from .auth import requires
 from .studio import Studio
 
 LEASE_SECONDS = 600
@@ -43,13 +43,13 @@ def browser_seat(xsrf_cookie: str | None) -> str | None:
     return "browser-" + hashlib.sha256(token).hexdigest()[:24]
 
 
+@requires("review", acting_as="annotator")
 def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int], want: int | None = None,
           seconds: int = LEASE_SECONDS, unreviewed_only: bool = False) -> list[int]:
     """Lease up to ``want`` (default: all) of ``image_ids`` to ``holder``, in the given order,
     skipping images another holder has; the holder's other leases are released. Returns the
     images now leased to the holder. With ``unreviewed_only``, images someone reviewed since the
     caller read its queue are skipped too (checked in the same transaction as the lease)."""
-    require_self(studio, annotator)
     want = len(image_ids) if want is None else want
     for attempt in range(3):
         try:
@@ -91,9 +91,13 @@ def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: in
     return mine
 
 
+@requires("review")
 def release(studio: Studio, holder: str, image_ids: Iterable[int] | None = None) -> None:
-    """End the holder's leases (all of them, or those of ``image_ids``)."""
+    """End the holder's leases (all of them, or those of ``image_ids``) that are the signed-in
+    person's own (the system's: anyone's)."""
     q = delete(ReviewLease).where(ReviewLease.holder == holder)
+    if not studio.actor.system:
+        q = q.where(ReviewLease.annotator == studio.actor.username)
     if image_ids is not None:
         q = q.where(ReviewLease.image_id.in_(list(image_ids)))
     with studio.write() as s:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from db.models import Annotation, Job, ModelVersion, Submission
 
-from .auth import SYSTEM, require
+from .auth import SYSTEM, requires
 from .errors import MumicError
 from .jobs import Report, active_job, fail_orphaned_jobs
 from .model_report import format_metric
@@ -51,6 +51,7 @@ def training_params(studio: Studio, params: dict | None = None) -> dict:
     return params
 
 
+@requires("train")
 def request_training(studio: Studio, params: dict | None = None) -> int:
     """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
     already queued or running. Returns the job id."""
@@ -59,6 +60,7 @@ def request_training(studio: Studio, params: dict | None = None) -> int:
     return enqueue(studio, "train", training_params(studio, params))
 
 
+@requires("models")
 def request_activation(studio: Studio, name: str) -> int:
     """Queue the activation (or roll-back) of a version: the worker re-scores, then switches."""
     from .worker import enqueue
@@ -67,6 +69,7 @@ def request_activation(studio: Studio, name: str) -> int:
     return enqueue(studio, "score", {"version": version.name, "activate": True})
 
 
+@requires("train")
 def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
             remember: Callable[..., None] | None = None) -> dict:
     """Train a candidate on top of the active version; promote it if the policy says so."""
@@ -92,6 +95,7 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
             "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")}}
 
 
+@requires("models")
 def promote(studio: Studio, version: ModelVersion, report: Report | None = None, note: Note = _quiet) -> int:
     """Score every image with ``version``, then make it the active version. Returns predictions."""
     from .search import build_index
@@ -105,6 +109,7 @@ def promote(studio: Studio, version: ModelVersion, report: Report | None = None,
     return n
 
 
+@requires("train")
 def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
     from .scoring import all_image_ids, score_collection
@@ -113,6 +118,7 @@ def score_all(studio: Studio, version: ModelVersion, report: Report | None = Non
     return score_collection(studio, version, progress=_counter(report, "re-scoring", total))
 
 
+@requires("train")
 def rescore(studio: Studio, params: dict, report: Report, note: Note = _quiet) -> dict:
     """Score job: one version (default the active one); with ``activate``, promote it after."""
     version = get_version(studio, params["version"]) if params.get("version") else ensure_base_version(studio)
@@ -144,6 +150,7 @@ def _counter(report: Report | None, phase: str, total: int) -> Callable[[int], N
     return count
 
 
+@requires("import")
 def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int | None:
     """A job that scores newly imported images with the active version (only the images it has
     not scored yet), handed to the worker, or only recorded when the caller runs it here
@@ -158,6 +165,7 @@ def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int
     return create_job(studio, "score", params) if run_here else enqueue(studio, "score", params)
 
 
+@requires("train")
 def resume_interrupted(studio: Studio) -> list[int]:
     """At worker start: fail the jobs of a dead worker, and queue again the promotions they
     left undone (a training's candidate that was to become active, or an activation); their
@@ -189,12 +197,13 @@ def new_human_labels(studio: Studio) -> int:
             Annotation.submission_id > upto, Annotation.source == "review")) or 0
 
 
+@requires("review")
 def maybe_auto_retrain(studio: Studio) -> int | None:
     """After a submit: queue a retraining when automatic retraining is on, enough new human labels
     exist and none is queued or running. The system queues it (an admin's setting asks for it;
     the annotator whose submit crossed the threshold may not train), and a failure to queue is
     logged, never raised: the submitted labels are saved. Returns the job id, if one was queued."""
-    reviewer = require(studio, "review")
+    reviewer = studio.actor
     threshold = get_setting(studio, "auto_retrain_labels")
     if threshold <= 0 or active_job(studio, "train") is not None or new_human_labels(studio) < threshold:
         return None

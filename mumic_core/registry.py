@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from db.models import ModelVersion
 
-from .auth import audit, require
+from .auth import audit, requires
 from .errors import ModelUnavailable
 from .studio import Studio
 
@@ -21,6 +21,7 @@ _LOCAL = "local-dir:"
 _TRAINED = ("head", "full")  # kinds whose folder training publishes to storage
 
 
+@requires("train")
 def publish_version_folder(studio: Studio, name: str) -> int:
     """Copy a finished version folder (``model_dir/name``) to remote storage (MUMIC_STORAGE_URL)
     before the version is registered; returns the number of files (0 for local storage)."""
@@ -120,6 +121,7 @@ def next_version_name(studio: Studio) -> str:
     return f"v{n:04d}"
 
 
+@requires("train")
 def register_version(
     studio: Studio,
     name: str,
@@ -147,9 +149,9 @@ def register_version(
     return get_version(studio, version_id)
 
 
+@requires("models")
 def activate(studio: Studio, version_id: int) -> None:
     """Make one version active and retire the previously active one, atomically."""
-    require(studio, "models")
     with studio.write() as s:
         if s.get(ModelVersion, version_id) is None:
             raise KeyError(f"no model version {version_id}")
@@ -159,6 +161,7 @@ def activate(studio: Studio, version_id: int) -> None:
         audit(s, studio, "activate_model", version_id=version_id)
 
 
+@requires("models")
 def ensure_base_version(studio: Studio) -> ModelVersion:
     """The active version; on a new store, register the base model (pretrained or built-in)."""
     version = active_version(studio)
@@ -171,6 +174,7 @@ def ensure_base_version(studio: Studio) -> ModelVersion:
                             spec, spec.kind, spec.description, status="active")
 
 
+@requires("models")
 def adopt_starter_model(studio: Studio) -> ModelVersion | None:
     """If the untrained built-in model is active and a starter model has been built, register the
     starter model and make it active (the caller re-scores). Returns the new version or None."""
@@ -196,10 +200,10 @@ def describe(version: ModelVersion) -> str:
     return f"{version.name}: {version.description}"
 
 
+@requires("export")
 def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
     """A zip of everything a version needs: its encoder (when it is a local folder), its head,
     and a manifest naming the architecture and weights."""
-    require(studio, "export")
     import io
     import json
     import zipfile

@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, literal, select
 
 from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, ReviewLease, utcnow
 
+from .auth import requires
 from .collection import record_labels, undo_last_submission
 from .renditions import Rendition, renditions
 from .studio import Studio
@@ -211,6 +212,7 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
     return out
 
 
+@requires("review", acting_as="annotator")
 def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives: Iterable[int],
            annotator: str, second_review: bool = False) -> int:
     """Record one image's review: explicit positives and negatives; returns the submission id."""
@@ -218,6 +220,7 @@ def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives:
                        second_review)
 
 
+@requires("review", acting_as="annotator")
 def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]], views: Sequence[ImageView],
                 annotator: str, second_review: bool = False) -> int:
     """Record reviews of several images as one submission (one undo step). A second review
@@ -240,6 +243,7 @@ def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]],
     return submission_id
 
 
+@requires("review", acting_as="annotator")
 def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str,
                  second_review: bool = False) -> int:
     """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
@@ -265,6 +269,7 @@ def newest_image_id(studio: Studio) -> int:
         return int(s.scalar(select(func.max(Image.id))) or 0)
 
 
+@requires("review", acting_as="annotator")
 def undo(studio: Studio, annotator: str) -> int | None:
     """Undo this person's last submission; returns its id or None if there is nothing to undo."""
     return undo_last_submission(studio, annotator)

@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
 
+from .auth import requires
 from .classifier import Head, encode_prompts
 from .embeddings import EmbeddingCache
 from .errors import MumicError
@@ -110,6 +111,7 @@ def observed_positive_rate(studio: Studio) -> float:
     return float(np.clip(np.mean(rows), 0.02, 0.5)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
 
 
+@requires("train")
 def calibrate_base_head(studio: Studio, scorer: Scorer, similarity: np.ndarray) -> Head:
     """For a version without a trained head: tau and b from its own score distribution."""
     temperature, offset = init_temperature_offset(
@@ -225,6 +227,7 @@ def refresh_statistics(conn) -> None:
         conn.execute(text("ANALYZE"))
 
 
+@requires("train")
 def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
     """Score every image against every active class; replaces the version's predictions at once."""
     scorer = load_scorer(studio, version)
@@ -251,6 +254,7 @@ def unscored_count(studio: Studio, version_id: int) -> int:
     return max(0, images - scored)
 
 
+@requires("train")
 def score_new_images(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
     """Score only the images ``version`` has not scored yet (new imports) and add their
     predictions and queue summaries; what was scored before stays as it is. Returns the rows added."""
@@ -291,6 +295,7 @@ def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[
     return [i for i in image_ids.tolist() if i not in scored]
 
 
+@requires("classes")
 def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int]) -> int:
     """Zero-shot (or learned) scores of some classes for every stored image: one matrix product
     against the cached embeddings."""

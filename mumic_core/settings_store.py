@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import StudioSetting
 
-from .auth import audit, require
+from .auth import audit, requires
 from .studio import Studio
 
 DEFAULTS: dict[str, Any] = {
@@ -26,8 +26,8 @@ def get_setting(studio: Studio, key: str) -> Any:
     return row.value.get("v", DEFAULTS[key]) if row else DEFAULTS[key]
 
 
+@requires("settings")
 def set_setting(studio: Studio, key: str, value: Any) -> None:
-    require(studio, "settings")
     if key not in DEFAULTS:
         raise KeyError(f"unknown setting {key!r}")
     if type(value) is not type(DEFAULTS[key]):

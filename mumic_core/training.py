@@ -23,6 +23,7 @@ from torch import nn
 
 from db.models import LabelClass, ModelVersion
 
+from .auth import requires
 from .classifier import Head, encode_prompts
 from .collection import current_labels
 from .errors import TrainingError
@@ -159,6 +160,7 @@ def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: n
     return evaluate(prob, truth, [c.name for c in labels.classes], thresholds=thresholds)
 
 
+@requires("train")
 def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
           progress: ProgressFn | None = None) -> TrainResult:
     """Train a candidate version on top of ``parent`` and decide, by the activation policy,

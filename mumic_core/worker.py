@@ -14,7 +14,7 @@ import logging
 
 from huey import RedisHuey, SqliteHuey, crontab
 
-from .auth import SYSTEM
+from .auth import SYSTEM, requires
 from .config import load_settings, without_password
 from .jobs import create_job, run_job
 from .studio import Studio, open_studio
@@ -85,6 +85,7 @@ def _shutdown() -> None:
         unregister(Studio(_settings, SYSTEM))
 
 
+@requires("review")
 def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
     """Record a job and hand it to the workers of the studio's queue; returns the job id."""
     job_id = create_job(studio, kind, params)
@@ -95,7 +96,7 @@ def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
         from .jobs import fail_unqueued
 
         reason = f"the job queue {without_password(studio.settings.queue)} cannot be reached ({type(exc).__name__}: {exc})"
-        fail_unqueued(studio, job_id, reason)
+        fail_unqueued(studio.as_actor(SYSTEM), job_id, reason)  # the caller was allowed to queue it
         raise ServiceUnavailable(f"{reason}; job {job_id} was not queued") from None
     return job_id
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 
 from db.models import Worker, utcnow
 
+from .auth import requires
 from .studio import Studio
 
 HEARTBEAT_SECONDS = 15.0
@@ -33,6 +34,7 @@ def torch_device() -> str:
     return f"cuda: {torch.cuda.get_device_name(0)}"[:60] if torch.cuda.is_available() else "cpu"
 
 
+@requires("train")
 def register(studio: Studio, queue: str) -> threading.Event:
     """Record this process as a worker and keep its heartbeat; returns an event that stops it."""
     name, now = this_process(), utcnow()
@@ -58,6 +60,7 @@ def register(studio: Studio, queue: str) -> threading.Event:
     return stop
 
 
+@requires("train")
 def unregister(studio: Studio) -> None:
     """Remove this process from the workers (at a clean shutdown)."""
     with studio.write() as s:
@@ -82,6 +85,7 @@ def is_alive(studio: Studio, host: str | None, pid: int | None) -> bool:
     return any(w.name == f"{host}:{pid}" for w in live_workers(studio))
 
 
+@requires("train")
 def forget_gone(studio: Studio, after: timedelta = timedelta(days=1)) -> int:
     """Remove workers not heard from for ``after`` (killed ones never unregister); returns how many."""
     with studio.write() as s:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -267,3 +270,78 @@ def test_init_prints_the_first_admin_password_once(home):
     assert actor_for_token(studio, sign_in(studio, "admin", password)).role == "admin"
     again = runner.invoke(main, ["init", "--no-demo"])
     assert again.exit_code == 0 and "password:" not in again.output
+
+
+class CountingHasher:
+    """A cheap Argon2id hasher that counts verifications and takes a while for each, as the
+    real one does (64 MiB each: 30 real ones at once would need 2 GB)."""
+
+    def __init__(self) -> None:
+        from argon2 import PasswordHasher
+
+        self.inner = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        self.verified = 0
+        self.lock = threading.Lock()
+
+    def hash(self, password: str) -> str:
+        return self.inner.hash(password)
+
+    def verify(self, hashed: str, password: str) -> bool:
+        with self.lock:
+            self.verified += 1
+        time.sleep(0.05)
+        return self.inner.verify(hashed, password)
+
+    def check_needs_rehash(self, hashed: str) -> bool:
+        return self.inner.check_needs_rehash(hashed)
+
+
+def guess_at_once(studio, name: str, n: int, **where) -> list[Exception | str]:
+    """``n`` threads sign in as ``name`` with wrong passwords at the same moment."""
+    start = threading.Barrier(n)
+
+    def guess(k: int) -> Exception | str:
+        start.wait()
+        try:
+            return sign_in(studio, name, f"guess number {k}", **where)
+        except Exception as exc:  # noqa: BLE001 - the test looks at every outcome
+            return exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(guess, range(n)))
+
+
+def test_parallel_guesses_cannot_outrun_the_lockout(studio, monkeypatch):
+    """Failures are counted and the attempt recorded in one transaction before Argon2 runs, so
+    30 guesses at once check at most MAX_FAILURES passwords."""
+    hasher = CountingHasher()
+    monkeypatch.setattr(auth, "_hasher", hasher)
+    add_user(studio, "admin2", PASSWORD, "admin")
+    outcomes = guess_at_once(studio, "admin2", 30)
+    assert all(isinstance(o, PermissionDenied) for o in outcomes), outcomes
+    assert hasher.verified <= auth.MAX_FAILURES
+    assert sum("too many failed sign-ins" in str(o) for o in outcomes) >= 30 - auth.MAX_FAILURES
+
+
+def test_a_stranger_cannot_lock_the_admin_out_of_their_own_address(studio, monkeypatch):
+    """Throttled per name and address: a stranger's failures lock out only the stranger's
+    address, while a higher ceiling per name across all addresses stops distributed guessing."""
+    hasher = CountingHasher()
+    monkeypatch.setattr(auth, "_hasher", hasher)
+    add_user(studio, "boss", PASSWORD, "admin")
+    outcomes = guess_at_once(studio, "boss", 30, address="203.0.113.7")
+    assert all(isinstance(o, PermissionDenied) for o in outcomes)
+    with pytest.raises(PermissionDenied, match="too many failed sign-ins"):
+        sign_in(studio, "boss", PASSWORD, address="203.0.113.7")  # the stranger's address stays locked
+    assert actor_for_token(studio, sign_in(studio, "boss", PASSWORD, address="198.51.100.2")).username == "boss"
+    hasher.verified = 0
+    addresses = [f"192.0.2.{k}" for k in range(auth.MAX_FAILURES_PER_NAME)]  # a botnet, under each address's limit
+    for k in range(auth.MAX_FAILURES_PER_NAME):
+        with pytest.raises(PermissionDenied):
+            sign_in(studio, "boss", "still guessing", address=addresses[k % len(addresses)])
+    assert hasher.verified <= auth.MAX_FAILURES_PER_NAME - auth.MAX_FAILURES  # the first 30 counted too
+    with pytest.raises(PermissionDenied, match="too many failed sign-ins"):
+        sign_in(studio, "boss", PASSWORD, address="198.51.100.2")  # now every address waits
+    later = auth._now() + auth.LOCKOUT + timedelta(seconds=1)
+    monkeypatch.setattr(auth, "_now", lambda: later)
+    assert actor_for_token(studio, sign_in(studio, "boss", PASSWORD, address="203.0.113.7")).username == "boss"

@@ -36,10 +36,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 @contextlib.contextmanager
 def serve(home: Path):
-    """`streamlit run app.py` on a free port for the store at ``home``; yields its URL."""
+    """`streamlit run serve.py` (the app and its cookie route) on a free port for the store at
+    ``home``; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+        [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true"],
         cwd=ROOT, env=make_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
@@ -333,4 +334,34 @@ def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_p
         page.wait_for_selector("text=Sign in")
         settle(page)
         assert page.locator("text=Signed in as").count() == 0
+        browser.close()
+
+
+def test_the_session_cookie_is_out_of_reach_of_page_scripts(server, demo_studio):
+    """Signing in gives the browser an HttpOnly, SameSite=Strict cookie that the server sets: page
+    scripts cannot read the token, yet a new page load stays signed in; signing out drops it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context()
+        page = context.new_page()
+        sign_in(page, server, demo_studio.settings.home, "ann", "annotator")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(c["name"] == "mumic_session" for c in context.cookies()):
+            time.sleep(0.2)
+        cookie = next(c for c in context.cookies() if c["name"] == "mumic_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+        assert "mumic_session" not in page.evaluate("document.cookie")
+        page.goto(f"{server}/review")  # a new page load: signed in by the cookie alone
+        page.wait_for_selector("text=Signed in as ann", timeout=30000)
+        settle(page)
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_selector("text=You are signed out")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(c["name"] == "mumic_session" for c in context.cookies()):
+            time.sleep(0.2)
+        assert not any(c["name"] == "mumic_session" for c in context.cookies())
+        page.goto(server)
+        page.wait_for_selector("text=Sign in")
         browser.close()

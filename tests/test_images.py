@@ -7,6 +7,7 @@ import io
 import random
 import resource
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -181,6 +182,99 @@ def test_bad_files_never_stop_a_batch(tmp_path: Path) -> None:
             report.added.append(path.name)
     assert report.added == ["good.png"]
     assert [name for name, _ in report.rejected] == ["bad.jpg", "empty.gif", "notes.txt"]
+
+
+# --- polyglots: a file that is an image and also something a browser, PHP, unzip or a PDF reader acts on
+
+
+def zip_archive() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("payload.html", "<p>hello</p>")
+    return buf.getvalue()
+
+
+def jpeg_segment(marker: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
+
+def insert_after_soi(jpeg: bytes, segment: bytes) -> bytes:
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def png_with_chunk(kind: bytes, body: bytes) -> bytes:
+    """A valid PNG with one more chunk just before IEND (CRC right, so Pillow reads it)."""
+    data = encode(noise(), "PNG")
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + png_chunk(kind, body) + data[end:]
+
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
+
+
+@pytest.mark.parametrize(("name", "data", "kind"), [
+    ("TIFF with an HTML page appended", encode(noise(), "TIFF") + HTML, "HTML"),
+    ("PNG with a ZIP inside a private chunk", png_with_chunk(b"zIPp", zip_archive()), "ZIP"),
+    ("PNG with PHP in a text chunk", png_with_chunk(b"tEXt", b"Comment\0<?php system($_GET['c']); ?>"), "PHP"),
+    ("JPEG with a script in a comment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
+        0xFE, b"<SCRIPT SRC=//evil.example/x.js></SCRIPT>")), "HTML"),
+    ("JPEG with an SVG document in an APP segment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
+        0xE9, b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>')), "SVG"),
+    ("GIF with an event handler in its comment", encode(noise(), "GIF", comment=b"<img src=x onerror=alert(1)>"),
+     "HTML"),
+    ("WEBP with a PDF appended", encode(noise(), "WEBP") + PDF, "PDF"),
+    ("BMP with a ZIP appended", encode(noise(), "BMP") + zip_archive(), "ZIP"),
+    ("TIFF with a ZIP in the middle", encode(noise(), "TIFF", description=zip_archive().decode("latin-1")), "ZIP"),
+    ("PNG with a custom element's handler after long padding", png_with_chunk(
+        b"tEXt", b"c\0<x-y " + b"data-a=b " * 100 + b"onpointerenter=alert(1)>"), "HTML"),
+    ("GIF with <svg/onload=...>", encode(noise(), "GIF", comment=b"<svg/onload=alert(1)>"), "HTML"),
+    ("PNG with a handler right after a quoted value", png_with_chunk(b"tEXt", b'c\0<img src="x"OnError=alert(1)>'),
+     "HTML"),
+    ("JPEG with a javascript: link in a comment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
+        0xFE, b"<a href='JavaScript:alert(1)'>x</a>")), "HTML"),
+])
+def test_polyglots_are_refused_wherever_the_payload_is(name: str, data: bytes, kind: str) -> None:
+    with Image.open(io.BytesIO(data)) as img:  # Pillow reads them as images
+        img.load()
+    assert rejected(data) == f"refused: the file also holds {kind} content (a polyglot file)", name
+
+
+def test_camera_trailers_and_metadata_are_allowed() -> None:
+    """What cameras and editors put around and inside photos: XMP, a second image (MPO),
+    Samsung's trailer, a motion photo's video, a lone local-file header or PDF signature."""
+    photo = encode(noise((96, 64), seed=5), "JPEG")
+    xmp = (b'http://ns.adobe.com/xap/1.0/\0<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+           b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description dc:description="a &lt;b&gt;bold&lt;/b&gt; cat on the onion field"/></rdf:RDF>'
+           b'</x:xmpmeta><?xpacket end="w"?>')
+    samsung = b"\x00\x00\x23\x00\x00\x00Image_UTC_Data1700000000000SEFH\x20\x00\x00\x00\x01\x00\x00\x00SEFT"
+    motion = struct.pack(">I", 24) + b"ftypmp42\0\0\0\0isommp42" + struct.pack(">I", 4104) + b"mdat" + random.Random(
+        3).randbytes(4096)
+    mpo = encode(noise((96, 64)), "MPO", save_all=True, append_images=[noise((96, 64), seed=9)])
+    allowed = {
+        "JPEG with XMP": insert_after_soi(photo, jpeg_segment(0xE1, xmp)),
+        "JPEG with Samsung's trailer": photo + samsung,
+        "motion photo (JPEG + MP4)": photo + motion,
+        "MPO (two JPEGs)": mpo,
+        "PNG with iTXt XMP": png_with_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp[29:]),
+        "JPEG with a lone local-file header": photo + b"PK\x03\x04 and nothing more",
+        "JPEG with a PDF signature, no trailer": photo + b"%PDF-1.7 header only",
+        "PNG with an <html> that is no tag": png_with_chunk(b"tEXt", b"Comment\0<htmlish> and <scripted"),
+    }
+    for name, data in allowed.items():
+        assert validate_image(data).format in ("JPEG", "MPO", "PNG"), name
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_random_content_never_looks_like_a_polyglot(fmt: str) -> None:
+    """Noise pictures of varied sizes (their compressed bytes are close to random): none is
+    refused. ``benchmarks``-style count over thousands is in the commit and README."""
+    rng = random.Random(fmt)
+    for k in range(40):
+        size = (rng.randrange(16, 400), rng.randrange(16, 400))
+        data = encode(noise(size, seed=k), fmt, **({"quality": rng.randrange(30, 100)} if fmt != "TIFF" else {}))
+        assert validate_image(data).format == fmt
 
 
 # --- colour conversion ----------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""Every public service function that changes something checks the role first.
+
+The walk below finds every public function of ``mumic_core`` whose first parameter is the
+studio. Each must either carry the mark of ``auth.requires`` (which checks the role before
+the body runs) or be named here as reading only; a new changing function without a mark
+fails this test. Each marked function is then called with an annotator's studio and with an
+anonymous one, and must refuse with PermissionDenied and leave the store as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select, text
+
+import mumic_core
+from db.models import Base, ModelVersion, Prediction, ReviewLease
+from mumic_core.auth import PERMISSIONS, PermissionDenied, Actor
+
+ANNOTATOR = Actor("ann", "annotator")
+
+# Reads, and caches derived from stored data (embeddings, search indexes, encode batches, local
+# copies of remote files): whoever may read may cause those to be filled.
+READ_ONLY = {
+    "active_learning.order_queue",
+    "classes.list_classes",
+    "collection.class_counts", "collection.collection_counts", "collection.current_labels",
+    "dashboard.annotator_agreement", "dashboard.correction_rates", "dashboard.model_history",
+    "dashboard.per_class_ap",
+    "demo.is_empty",
+    "encode_batches.claim_batch", "encode_batches.encode_in_parallel", "encode_batches.plan_batches",
+    "encode_batches.release_dead_claims", "encode_batches.work_on_batches",
+    "evaluation.evaluate_folder", "evaluation.evaluate_stored",
+    "jobs.active_job", "jobs.get_job", "jobs.job_log", "jobs.list_jobs",
+    "label_errors.labelled_image_count", "label_errors.out_of_sample_probabilities",
+    "label_errors.run_label_errors_job", "label_errors.suspicious_labels",
+    "leases.leased_to_others",
+    "lifecycle.new_human_labels",
+    "registry.active_version", "registry.encoder_spec", "registry.get_version", "registry.head_path",
+    "registry.list_versions", "registry.load_head", "registry.next_version_name",
+    "review.image_views", "review.newest_image_id", "review.queue_count", "review.queue_page",
+    "review.submission_image_ids", "review.top_images_for_class",
+    "scoring.active_classes", "scoring.all_image_ids", "scoring.image_embeddings", "scoring.image_items",
+    "scoring.load_scorer", "scoring.observed_positive_rate", "scoring.predict",
+    "scoring.rank_images_for_prompts", "scoring.top_predictions",
+    "search.build_index", "search.embedding_map", "search.index_dir", "search.load_index",
+    "search.near_duplicate_groups", "search.search_text", "search.similar_images",
+    "settings_store.get_setting",
+    "training.gather_labels",
+    "worker.ask_for_help",
+    "workers.is_alive", "workers.live_workers",
+}
+# Signing in and out establish who acts, and the first admin is made on a store without
+# accounts; the checks themselves take the studio too.
+WITHOUT_ACCOUNT = {"auth.actor_for_token", "auth.cookie_code", "auth.ensure_first_admin",
+                   "auth.redeem_cookie_code", "auth.sign_in", "auth.sign_out", "auth.require", "auth.require_self"}
+
+
+def service_functions() -> dict[str, Callable]:
+    """``module.function`` -> function, for every public function of mumic_core whose first
+    parameter is ``studio``."""
+    found = {}
+    for info in pkgutil.iter_modules(mumic_core.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"mumic_core.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn.__module__ == module.__name__ and not name.startswith("_"):
+                params = list(inspect.signature(fn).parameters)
+                if params[:1] == ["studio"]:
+                    found[f"{info.name}.{name}"] = fn
+    return found
+
+
+def test_every_service_function_is_marked_or_reads_only(home):  # importing mumic_core.worker makes folders there
+    functions = service_functions()
+    unmarked = sorted(n for n, fn in functions.items()
+                      if not hasattr(fn, "requires") and n not in READ_ONLY | WITHOUT_ACCOUNT)
+    assert not unmarked, f"mark these with @auth.requires(...) or list them as reading only: {unmarked}"
+    marked_yet_listed = sorted(n for n, fn in functions.items() if hasattr(fn, "requires") and n in READ_ONLY)
+    assert not marked_yet_listed
+    stale = sorted((READ_ONLY | WITHOUT_ACCOUNT) - set(functions))
+    assert not stale, f"listed here but gone: {stale}"
+    assert {fn.requires for fn in functions.values() if hasattr(fn, "requires")} <= set(PERMISSIONS["admin"])
+
+
+def store_fingerprint(studio) -> str:
+    """A digest of every row of every table and of every file under MUMIC_HOME (the SQLite
+    database itself aside)."""
+    digest = hashlib.sha256()
+    with studio.read() as s:
+        for table in Base.metadata.sorted_tables:
+            for row in s.execute(text(f"SELECT * FROM {table.name} ORDER BY 1")):
+                digest.update(repr(tuple(row)).encode())
+    home = studio.settings.home
+    for path in sorted(home.rglob("*")):
+        if path.is_file() and not path.name.startswith("mumic.db"):
+            digest.update(f"{path.relative_to(home)}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def call_with_placeholders(fn: Callable, studio, acting_as: str | None) -> None:
+    """Call ``fn`` with ``studio`` and a placeholder for every other argument (the check comes
+    first, so the placeholders are never used); the person acted for is someone else."""
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    args = {p.name: ("someone-else" if p.name == acting_as else None)
+            for p in params if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
+    if acting_as:
+        args[acting_as] = "someone-else"
+    fn(studio, **args)
+
+
+def test_every_changing_function_refuses_annotators_and_strangers_before_changing_anything(demo_studio):
+    annotator = demo_studio.as_actor(ANNOTATOR)
+    anonymous = demo_studio.as_actor(None)
+    before = store_fingerprint(demo_studio)
+    checked = []
+    for name, fn in sorted(service_functions().items()):
+        if not hasattr(fn, "requires"):
+            continue
+        with pytest.raises(PermissionDenied, match="sign in first"):
+            call_with_placeholders(fn, anonymous, fn.acting_as)
+        if not ANNOTATOR.may(fn.requires) or fn.acting_as:
+            with pytest.raises(PermissionDenied, match=r"annotator and may not|cannot act as"):
+                call_with_placeholders(fn, annotator, fn.acting_as)
+        checked.append(name)
+    assert store_fingerprint(demo_studio) == before
+    assert {"registry.register_version", "scoring.score_classes", "leases.release", "leases.claim",
+            "collection.record_labels", "jobs.create_job"} <= set(checked)
+
+
+def test_an_annotator_cannot_create_model_versions_or_write_scores(demo_studio):
+    """The three functions the review found unchecked: an annotator's studio created a model
+    version, and could overwrite the stored scores."""
+    from mumic_core.registry import active_version, register_version
+    from mumic_core.scoring import score_classes
+
+    ann = demo_studio.as_actor(ANNOTATOR)
+    version = active_version(demo_studio)
+    with demo_studio.read() as s:
+        versions = s.scalar(select(ModelVersion.id).order_by(ModelVersion.id.desc()).limit(1))
+        scores = sorted(s.execute(select(Prediction.image_id, Prediction.class_id, Prediction.score)).all())
+    with pytest.raises(PermissionDenied, match="annotator and may not"):
+        register_version(ann, "v9999", None, "head", "planted by an annotator")
+    with pytest.raises(PermissionDenied, match="annotator and may not"):
+        score_classes(ann, version, [1])
+    with demo_studio.read() as s:
+        assert s.scalar(select(ModelVersion.id).order_by(ModelVersion.id.desc()).limit(1)) == versions
+        assert sorted(s.execute(select(Prediction.image_id, Prediction.class_id, Prediction.score)).all()) == scores
+
+
+def test_annotators_claim_and_release_only_their_own_leases(demo_studio):
+    from mumic_core.leases import claim, leased_to_others, release
+
+    ann, bob = demo_studio.as_actor(ANNOTATOR), demo_studio.as_actor(Actor("bob", "annotator"))
+    assert claim(bob, "tab-b", "bob", [1, 2]) == [1, 2]
+    with pytest.raises(PermissionDenied, match="cannot act as 'bob'"):
+        claim(ann, "tab-b", "bob", [3])
+    release(ann, "tab-b")  # bob's tab: nothing of ann's to end there
+    assert leased_to_others(ann, "tab-a") == {1: "bob", 2: "bob"}
+    assert claim(ann, "tab-a", "ann", [2, 3]) == [3]
+    release(ann, "tab-a")
+    release(bob, "tab-b", [1])
+    with demo_studio.read() as s:
+        assert s.execute(select(ReviewLease.image_id, ReviewLease.annotator)).all() == [(2, "bob")]
+    with pytest.raises(PermissionDenied, match="sign in first"):
+        release(demo_studio.as_actor(None), "tab-b")
