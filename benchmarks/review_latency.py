@@ -78,10 +78,11 @@ from mumic_core.review import (  # noqa: E402
     undo,
 )
 from mumic_core.scoring import _refresh_image_scores  # noqa: E402
-from mumic_core.auth import SYSTEM  # noqa: E402
+from mumic_core.auth import SYSTEM, add_user, sign_in  # noqa: E402
 from mumic_core.studio import Studio, open_studio  # noqa: E402
 
 N_FILES = 20
+UI_USER, UI_PASSWORD = "bench-ui", "correct horse battery"  # the AppTest's signed-in annotator
 PRED_CHUNK = 50_000
 IMAGE_CHUNK = 20_000
 
@@ -387,7 +388,11 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     # (streamlit resets logger levels, so filter instead).
     logging.getLogger("streamlit.deprecation_util").addFilter(lambda r: "st.components.v1.html" not in r.getMessage())
     print("AppTest round trips (server time of AppTest.run())", flush=True)
+    # Signed in as an annotator, as tests/conftest.py's signed_in_app does (the token in the tab's
+    # session state): without it the page shows the sign-in form and nothing else.
+    add_user(studio, UI_USER, UI_PASSWORD, "annotator")
     at = AppTest.from_file(str(ROOT / "app_pages/review.py"), default_timeout=120)
+    at.session_state["auth_token"] = sign_in(studio, UI_USER, UI_PASSWORD)
 
     def run(action) -> float:
         t0 = time.perf_counter()
@@ -399,6 +404,8 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
 
     record("apptest", "first run (cold: imports, first queries)", [run(at.run)],
            note="once per server process / browser session, not an interaction")
+    if not any(b.key == "accept" for b in at.button):
+        raise RuntimeError("the Review page did not show an image to review (signed out, or an empty queue?)")
     record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
     record("apptest", "click Next",
            [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
@@ -417,14 +424,13 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     with studio.read() as s:
         first_new = (s.scalar(select(func.max(Submission.id))) or 0) + 1
     for _ in range(repeats):
-        at.text_input(key="annotator").set_value("bench-ui")
         acc.append(run(lambda: at.button(key="accept").click().run()))
         und.append(run(lambda: at.button(key="undo").click().run()))
     with studio.read() as s:  # every Accept was a submission, every Undo undid it
-        subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui",
+        subs = list(s.scalars(select(Submission).where(Submission.annotator == UI_USER,
                                                        Submission.id >= first_new)))
     assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
-    record("apptest", "set annotator + click Accept (submit)", acc)
+    record("apptest", "click Accept (submit)", acc)
     record("apptest", "click Undo", und)
 
     by_status: dict[str, list[float]] = {}
