@@ -7,6 +7,7 @@ them disputed), then times the review service calls and AppTest round trips of t
 
     .venv/bin/python benchmarks/review_latency.py [--images 100000] [--classes 20]
         [--home /tmp/mumic-bench-latency] [--repeats 30] [--out benchmarks/results/review_latency]
+        [--smoke [DIR]]
 
 Writes ``<out>.json`` (machine, sizes, seeding seconds, every row, query plans, command line)
 and ``<out>.md`` (the table). Each operation gets one untimed warm-up call first; the AppTest
@@ -28,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _smoke import add_smoke_option, check_written, require, smoke_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MS = 300.0
+# --smoke: 2,000 images (40,000 predictions), 3 repeats; the same operations and round trips.
+SMOKE = {"images": 2_000, "repeats": 3, "deep_offset": 1_000}
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +49,12 @@ def parse_args() -> argparse.Namespace:
                     help="result path without suffix (.json and .md are written)")
     ap.add_argument("--skip-apptest", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args()
+    add_smoke_option(ap)
+    args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "review_latency")
+        vars(args).update(SMOKE, home=folder / "home", out=folder / "review_latency")
+    return args
 
 
 ARGS = parse_args()
@@ -524,6 +534,12 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+    check_written(args.out.with_suffix(".json"), args.out.with_suffix(".md"))
+    require({r["group"] for r in ROWS}, ["service"] + ([] if args.skip_apptest else ["apptest"]), "the rows' groups")
+    require({r["operation"] for r in ROWS},
+            ["image_views 1 image, top 9", "submit 1 image (9 decisions)", "undo that submission"]
+            + ([] if args.skip_apptest else ["click Next", "click Accept (submit)", "click Undo",
+                                             "Grid: next page (number input +1)"]), "the rows")
     if result["over_budget"]:
         print("over budget (p95 > 300 ms):\n  " + "\n  ".join(result["over_budget"]))
 
