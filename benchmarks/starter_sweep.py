@@ -112,10 +112,12 @@ def run_variant(args: tuple) -> dict:
     return row
 
 
-def run(pack_dir: Path, out: Path, variants: list[dict], processes: int) -> list[dict]:
+def run(pack_dir: Path, out: Path, variants: list[dict], processes: int, work: Path | None = None) -> list[dict]:
+    """Pretrain and score each variant; corpora and models go to ``work`` (default: a new temporary folder)."""
     variants = [{**DEFAULTS, "pack": str(pack_dir), **v} for v in variants]
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="sweep-"))
+    work = work or Path(tempfile.mkdtemp(prefix="sweep-"))
+    work.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     corpora = {corpus_key(v): v for v in variants}
     with ctx.Pool(min(processes, len(corpora))) as pool:
@@ -148,7 +150,7 @@ def main() -> None:
     if args.smoke is not None:
         folder = smoke_folder(args.smoke, "starter_sweep")
         pack(folder / "pack", root=stand_in_stamps(folder / "stamps"), font=folder / "no-emoji-font.ttf")
-        run(folder / "pack", folder / "out", [SMOKE_VARIANT], processes=1)
+        run(folder / "pack", folder / "out", [SMOKE_VARIANT], processes=1, work=folder / "work")
     elif args.cmd == "pack":
         pack(args.out)
     elif args.cmd == "run":
