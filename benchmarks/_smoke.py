@@ -8,6 +8,8 @@ uses the stand-ins below, made on the fly and labelled as such. ``_run_smoke.py`
 
 The stand-ins import ``mumic_core`` (and so torch) when called, not when this module is
 imported: the scripts parse their options first, and some set ``MUMIC_*`` before importing it.
+Scripts import it as ``benchmarks._smoke`` (the repository root on ``sys.path``), as the tests
+import ``benchmarks.bad_inputs``.
 """
 
 from __future__ import annotations

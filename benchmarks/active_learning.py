@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from mumic_core.active_learning import POOL, select  # noqa: E402
 from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
 from mumic_core.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402

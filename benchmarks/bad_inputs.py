@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image as PILImage  # noqa: E402
 
-from _smoke import add_smoke_option, check_written, smoke_folder  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, smoke_folder  # noqa: E402
 
 
 def png(size=(32, 32), colour=(200, 30, 30)) -> bytes:

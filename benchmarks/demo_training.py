@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
 
 
 def cli(home: Path, *args: str) -> str:

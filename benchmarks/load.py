@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PASSWORD = "correct horse battery"

@@ -45,7 +45,14 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_corpus, stand_in_model  # noqa: E402
+from benchmarks._smoke import (  # noqa: E402
+    add_smoke_option,
+    check_written,
+    require,
+    smoke_folder,
+    stand_in_corpus,
+    stand_in_model,
+)
 from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
 from mumic_core.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
 from mumic_core.losses import init_temperature_offset  # noqa: E402

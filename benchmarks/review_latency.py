@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
+
 BUDGET_MS = 300.0
 # --smoke: 2,000 images (40,000 predictions), 3 repeats; the same operations and round trips.
 SMOKE = {"images": 2_000, "repeats": 3, "deep_offset": 1_000}
@@ -64,7 +66,6 @@ for _k in [k for k in os.environ if k.startswith("MUMIC_")]:
 os.environ["MUMIC_HOME"] = str(ARGS.home)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
-sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
 from PIL import Image as PILImage, ImageDraw  # noqa: E402

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results"
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from speed import demo_classes, fresh_studio, scenes  # noqa: E402
 
 SMOKE_EMBEDDING_CHUNK = "16"  # so that the smoke run's 48 images make batches for both workers

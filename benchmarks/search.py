@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from mumic_core.vector_index import VectorIndex, recall_at_k  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"

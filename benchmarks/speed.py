@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 
 # What each part adds to the results.
 PART_KEYS = {"throughput": "throughput", "worker": "worker_rescoring", "new_class": "new_class", "head": "head_mode",

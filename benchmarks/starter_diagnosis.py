@@ -27,7 +27,14 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_corpus, stand_in_model  # noqa: E402
+from benchmarks._smoke import (  # noqa: E402
+    add_smoke_option,
+    check_written,
+    require,
+    smoke_folder,
+    stand_in_corpus,
+    stand_in_model,
+)
 from mumic_core.classifier import encode_images, encode_prompts  # noqa: E402
 from mumic_core.metrics import gap_at_k, mean_average_precision  # noqa: E402
 from mumic_core.model_factory import EncoderSpec, load_encoder  # noqa: E402

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_stamps  # noqa: E402
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_stamps  # noqa: E402
 from mumic_core.starter_corpus import (  # noqa: E402
     EMOJI_FONT,
     TUXPAINT_DIR,

@@ -29,7 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_corpus, stand_in_model  # noqa: E402
+from benchmarks._smoke import (  # noqa: E402
+    add_smoke_option,
+    check_written,
+    require,
+    smoke_folder,
+    stand_in_corpus,
+    stand_in_model,
+)
 from mumic_core.scenes import write_labels_csv  # noqa: E402
 from mumic_core.starter import category_prompts  # noqa: E402
 from mumic_core.starter_corpus import held_out_scenes, load_held_out  # noqa: E402
