@@ -42,6 +42,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 PASSWORD = "correct horse battery"
 OFFLINE = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
 SMOKE = {"annotators": 2, "minutes": 0.25, "images": 60, "browsers": 1, "browser_seconds": 10.0}
+# The Review page's line "Image N of M · name · W×H": it changes when the next image is shown.
+IMAGE_HEADER = ("() => [...document.querySelectorAll(\"[data-testid='stMarkdownContainer']\")]"
+                ".map(e => e.innerText).find(t => t.startsWith('Image ')) || ''")
 
 
 def make_store(home: Path, n_images: int, n_users: int) -> None:
@@ -197,13 +200,12 @@ def browser_load(args, home: Path, out: dict) -> None:
         deadline = time.monotonic() + args.browser_seconds
         while time.monotonic() < deadline:  # round robin: three people clicking in turn
             for k, page in enumerate(pages):
-                before = page.locator("[data-testid='stMarkdownContainer'] code").first.inner_text()
+                before = page.evaluate(IMAGE_HEADER)
                 t = time.perf_counter()
                 page.locator("[data-testid='stImage']").first.click()
                 page.keyboard.press("Control+Enter")
-                page.wait_for_function(
-                    "b => { const c = document.querySelector(\"[data-testid='stMarkdownContainer'] code\");"
-                    " return c && c.innerText !== b; }", arg=before, timeout=30000)
+                page.wait_for_function(f"b => {{ const h = ({IMAGE_HEADER})(); return h && h !== b; }}", arg=before,
+                                       timeout=30000)
                 waits.append(time.perf_counter() - t)
                 counts[k] += 1
                 settle(page, 100)
