@@ -130,11 +130,11 @@ def _class(name: str, prompts=()):
 
 def _labels_csv(content: bytes):
     def run(studio, ann, tmp):
-        from mumic_core.collection import import_labels_csv
+        from mumic_core.label_io import import_labels
 
         path = tmp / "labels.csv"
         path.write_bytes(content)
-        report = import_labels_csv(studio, path, "system")
+        report = import_labels(studio, path, "system")
         return f"{report.images_labelled} rows imported; " + "; ".join(report.errors)
     return run
 

@@ -219,7 +219,7 @@ def new_class(studio, out: dict) -> None:
 
 
 def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
-    from mumic_core.collection import import_labels_csv
+    from mumic_core.label_io import import_labels
     from mumic_core.lifecycle import promote
     from mumic_core.registry import active_version
     from mumic_core.scenes import DEMO_CLASSES, write_labels_csv
@@ -229,7 +229,7 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "labels.csv"
         write_labels_csv([(f, labels & names) for f, labels in rows[:n_labelled]], csv)
-        import_labels_csv(studio, csv, annotator="bench", complete=True)
+        import_labels(studio, csv, annotator="bench", complete=True)
     t = time.monotonic()
     result = train(studio, TrainConfig(mode="head", activate="always"), active_version(studio))
     t_train = time.monotonic() - t
