@@ -10,7 +10,7 @@ STARTER_MINUTES ?= 35
 STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-postgres test-all init clean starter-model screenshots
+.PHONY: install run test test-postgres test-all bench-smoke init clean starter-model screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-postgres: install
 
 test-all: install
 	python -m pytest -m "slow or not slow"
+
+# Every script under benchmarks/ at its smoke size (tiny inputs, results in a scratch folder):
+# a benchmark that stops working fails here instead of going stale. CI runs it after the tests.
+bench-smoke: install
+	python benchmarks/_run_smoke.py
 
 # The starter model: contrastive pretraining on drawings Debian ships with descriptions.
 starter-model: install

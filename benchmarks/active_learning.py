@@ -15,9 +15,10 @@ set, and the product's detector (``label_errors.cross_validated_probabilities`` 
 ranking, ``rank_suspects``) is scored by precision and recall of its top-k suspicious labels.
 
     .venv/bin/python benchmarks/active_learning.py [--starter mumic_data/models/starter]
-        [--pool 6000] [--test 3000] [--rounds 16] [--batch 50] [--seeds 3]
+        [--pool 6000] [--test 3000] [--rounds 16] [--batch 50] [--seeds 3] [--smoke [DIR]]
 
-Writes benchmarks/results/active_learning.{json,md,png}.
+Writes benchmarks/results/active_learning.{json,md,png}. ``--smoke``: pool 200, test 100, 2 rounds
+of 20 images, 1 seed, heads of 30 steps, and a stand-in for the starter model (random weights).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from mumic_core.active_learning import POOL, select  # noqa: E402
 from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
 from mumic_core.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402
@@ -87,8 +89,9 @@ def metrics(prob: np.ndarray, truth: np.ndarray) -> dict:
 
 
 def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.ndarray, pool: np.ndarray,
-        test: np.ndarray, rounds: int, batch: int) -> list[dict]:
-    """One simulated labelling campaign: the test metrics after each round."""
+        test: np.ndarray, rounds: int, batch: int, head_steps: int | None = None) -> list[dict]:
+    """One simulated labelling campaign: the test metrics after each round (``head_steps``: the
+    head's training steps, None for the product's default)."""
     names = [c.name for c in LONG_TAIL_CLASSES]
     sim = emb @ text.T
     tau, b = init_temperature_offset(torch.from_numpy(sim[pool]))
@@ -110,7 +113,8 @@ def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.n
             picked = near[order]
         labelled += [int(left[k]) for k in picked]
         y = truth[labelled]
-        head, _ = fit_head(emb[labelled], text, y, np.ones_like(y), names, TrainConfig(mode="head", seed=seed))
+        head, _ = fit_head(emb[labelled], text, y, np.ones_like(y), names, TrainConfig(mode="head", seed=seed,
+                                                                                epochs=head_steps))
         cls = head.class_matrix(names, text)
         thresholds = tune_thresholds(head.probabilities(emb[labelled] @ cls.T, names), y)
         curve.append({"labels": len(labelled), **metrics(head.probabilities(emb[test] @ cls.T, names), truth[test])})
@@ -187,9 +191,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--error-rate", type=float, default=0.2)
+    ap.add_argument("--head-steps", type=int, default=None, help="head training steps (default: the product's)")
     ap.add_argument("--out", type=Path, default=RESULTS / "active_learning")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from <out>.json")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "active_learning")
+        args.pool, args.test, args.rounds, args.batch, args.seeds, args.head_steps = 200, 100, 2, 20, 1, 30
+        args.starter, args.home = stand_in_model(folder / "starter"), folder / "home"
+        args.out = folder / "active_learning"
     if args.plot_only:
         saved = json.loads(args.out.with_suffix(".json").read_text())
         plot(saved["curves"], args.out.with_suffix(".png"), saved["random_final_map"])
@@ -207,7 +218,7 @@ def main() -> None:
     curves: dict[str, list[list[dict]]] = {}
     for name in STRATEGIES:
         t = time.monotonic()
-        curves[name] = [run(name, seed, emb, text, truth, pool, test, args.rounds, args.batch)
+        curves[name] = [run(name, seed, emb, text, truth, pool, test, args.rounds, args.batch, args.head_steps)
                         for seed, (pool, test) in enumerate(splits)]
         final = np.mean([c[-1]["map"] for c in curves[name]])
         print(f"{name:18s} final mAP {final:.4f}  ({time.monotonic() - t:.0f} s)", flush=True)
@@ -244,6 +255,10 @@ def main() -> None:
     plot(curves, args.out.with_suffix(".png"), target)
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+    check_written(*(args.out.with_suffix(s) for s in (".json", ".md", ".png")))
+    require(result["strategies"], STRATEGIES, "the strategies table")
+    for errors in result["label_errors"]:
+        require(errors, ["injected_errors", "top_k"], "the label-error rows")
 
 
 def markdown(r: dict) -> str:

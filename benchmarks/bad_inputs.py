@@ -1,12 +1,15 @@
 """Bad inputs against a real store: each is refused with a clear message and loses nothing.
 
-    .venv/bin/python benchmarks/bad_inputs.py      # writes benchmarks/results/bad_inputs.md
+    .venv/bin/python benchmarks/bad_inputs.py [--out FILE.md] [--smoke [DIR]]
 
-tests/test_bad_inputs.py runs the same cases and checks every expected outcome.
+Writes benchmarks/results/bad_inputs.md. tests/test_bad_inputs.py runs the same cases and checks
+every expected outcome. ``--smoke``: every case (they are small already), the table written
+under DIR, and checked to have one row per case.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import sys
@@ -21,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from PIL import Image as PILImage  # noqa: E402
+
+from benchmarks._smoke import add_smoke_option, check_written, smoke_folder  # noqa: E402
 
 
 def png(size=(32, 32), colour=(200, 30, 30)) -> bytes:
@@ -125,11 +130,11 @@ def _class(name: str, prompts=()):
 
 def _labels_csv(content: bytes):
     def run(studio, ann, tmp):
-        from mumic_core.collection import import_labels_csv
+        from mumic_core.label_io import import_labels
 
         path = tmp / "labels.csv"
         path.write_bytes(content)
-        report = import_labels_csv(studio, path, "system")
+        report = import_labels(studio, path, "system")
         return f"{report.images_labelled} rows imported; " + "; ".join(report.errors)
     return run
 
@@ -304,6 +309,12 @@ def demo_store(home: Path):
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bad_inputs.md")
+    add_smoke_option(ap)
+    args = ap.parse_args()
+    if args.smoke is not None:
+        args.out = smoke_folder(args.smoke, "bad_inputs") / "bad_inputs.md"
     with tempfile.TemporaryDirectory() as tmp:
         studio, ann = demo_store(Path(tmp) / "home")
         lines = ["# Bad inputs", "", "Each case runs against a demo store through the service layer "
@@ -313,9 +324,13 @@ def main() -> None:
             outcome, ok = run_case(case, studio, ann, Path(tmp))
             lines.append(f"| {k} | {case.area} | {case.what} | {outcome.replace('|', '¦')[:300]} | "
                          f"{'yes' if ok else '**NO**'} |")
-        out = ROOT / "benchmarks" / "results" / "bad_inputs.md"
-        out.write_text("\n".join(lines) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
+    check_written(args.out)
+    rows = [line for line in args.out.read_text().splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    if len(rows) != len(CASES):
+        raise SystemExit(f"malformed result: {args.out} has {len(rows)} rows for {len(CASES)} cases")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ Builds the demo collection in a fresh MUMIC_HOME, trains one version, evaluates 
 the demo's held-out truth and writes the table to benchmarks/results/demo_training.json.
 
     .venv/bin/python benchmarks/demo_training.py [--mode full] [--epochs 30] [--home /tmp/bench]
+        [--results benchmarks/results] [--smoke [DIR]]
+
+``--smoke``: the same commands with one epoch of training.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
 
 
 def cli(home: Path, *args: str) -> str:
@@ -32,7 +38,12 @@ def main() -> None:
     ap.add_argument("--mode", default="full", choices=["head", "full"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-demo"))
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the results file")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "demo_training")
+        args.epochs, args.home, args.results = 1, folder / "home", folder
     shutil.rmtree(args.home, ignore_errors=True)
     timings = {}
     t = time.monotonic()
@@ -52,8 +63,11 @@ def main() -> None:
     out = {"command": " ".join(["benchmarks/demo_training.py", *sys.argv[1:]]),
            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
            "mode": args.mode, "timings": timings, "holdout_metrics": table}
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / f"demo_training_{args.mode}.json").write_text(json.dumps(out, indent=1))
+    path = args.results / f"demo_training_{args.mode}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    check_written(path)
+    require(table, ["v0001", "v0002"], "the held-out metrics (the base version and the trained one)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ labels sent (none lost), no image was reviewed by two people (leases), and no (i
 has two current labels (none duplicated). Writes benchmarks/results/load.{json,md}.
 
     .venv/bin/python benchmarks/load.py [--annotators 20] [--minutes 10] [--images 3000] [--browsers 3]
+        [--results benchmarks/results] [--smoke [DIR]]
+
+``--smoke``: 2 annotators for 15 s on 60 images, then 1 browser for 10 s.
 """
 
 from __future__ import annotations
@@ -32,9 +35,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 PASSWORD = "correct horse battery"
 OFFLINE = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
+SMOKE = {"annotators": 2, "minutes": 0.25, "images": 60, "browsers": 1, "browser_seconds": 10.0}
+# The Review page's line "Image N of M · name · W×H": it changes when the next image is shown.
+IMAGE_HEADER = ("() => [...document.querySelectorAll(\"[data-testid='stMarkdownContainer']\")]"
+                ".map(e => e.innerText).find(t => t.startsWith('Image ')) || ''")
 
 
 def make_store(home: Path, n_images: int, n_users: int) -> None:
@@ -190,13 +200,12 @@ def browser_load(args, home: Path, out: dict) -> None:
         deadline = time.monotonic() + args.browser_seconds
         while time.monotonic() < deadline:  # round robin: three people clicking in turn
             for k, page in enumerate(pages):
-                before = page.locator("[data-testid='stMarkdownContainer'] code").first.inner_text()
+                before = page.evaluate(IMAGE_HEADER)
                 t = time.perf_counter()
                 page.locator("[data-testid='stImage']").first.click()
                 page.keyboard.press("Control+Enter")
-                page.wait_for_function(
-                    "b => { const c = document.querySelector(\"[data-testid='stMarkdownContainer'] code\");"
-                    " return c && c.innerText !== b; }", arg=before, timeout=30000)
+                page.wait_for_function(f"b => {{ const h = ({IMAGE_HEADER})(); return h && h !== b; }}", arg=before,
+                                       timeout=30000)
                 waits.append(time.perf_counter() - t)
                 counts[k] += 1
                 settle(page, 100)
@@ -242,7 +251,12 @@ def main() -> None:
     ap.add_argument("--browsers", type=int, default=3)
     ap.add_argument("--browser-seconds", type=float, default=60.0)
     ap.add_argument("--home", type=Path, default=None, help="default: a temporary folder")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of load.{json,md}")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "load")
+        vars(args).update(SMOKE, home=folder / "home", results=folder)
     home = args.home or Path(tempfile.mkdtemp(prefix="mumic-load-"))
     shutil.rmtree(home, ignore_errors=True)
     t = time.time()
@@ -254,9 +268,15 @@ def main() -> None:
         service_load(args, home, out)
     if args.browsers:
         browser_load(args, home, out)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "load.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "load.md").write_text(markdown(out))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "load.json").write_text(json.dumps(out, indent=1))
+    (args.results / "load.md").write_text(markdown(out))
+    check_written(args.results / "load.json", args.results / "load.md")
+    require(out, (["service"] if args.annotators else []) + (["browsers"] if args.browsers else []), "the load results")
+    if args.annotators:
+        require(out["service"], ["lost", "duplicated_current_labels", "images_reviewed_by_two"], "the service row")
+        if out["service"]["crashed_processes"] or not out["service"]["acknowledged_submissions"]:
+            raise SystemExit(f"the annotator processes did not work: {out['service']}")
     if args.home is None:
         shutil.rmtree(home, ignore_errors=True)
 

@@ -20,8 +20,12 @@ and the same budget; metrics are on the 30 trained classes of the test set.
 
     .venv/bin/python benchmarks/quality.py [--starter mumic_data/models/starter] [--seeds 3]
         [--train 3000] [--test 1500] [--full-train 400] [--full-epochs 3] [--plot-only]
+        [--results benchmarks/results] [--smoke [DIR]]
 
-Writes benchmarks/results/quality.{json,md} and quality_*.png.
+Writes benchmarks/results/quality.{json,md} and quality_*.png. ``--smoke``: 40 training and 24
+test scenes, one seed, heads of 30 steps, full mode (mumic and bce at 20 % only) on 16 scenes for
+one epoch at one learning rate, and stand-ins for the starter model (random weights) and its
+corpus (a few shapes in the drawings' folders).
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ from sklearn.metrics import average_precision_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._smoke import (  # noqa: E402
+    add_smoke_option,
+    check_written,
+    require,
+    smoke_folder,
+    stand_in_corpus,
+    stand_in_model,
+)
 from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
 from mumic_core.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
 from mumic_core.losses import init_temperature_offset  # noqa: E402
@@ -178,13 +190,13 @@ class Setup:
         mask[:, self.zs] = 0  # the zero-shot classes get no labels
         return y, mask
 
-    def head_run(self, variant: dict, missed: float, seed: int) -> dict:
+    def head_run(self, variant: dict, missed: float, seed: int, steps: int | None = None) -> dict:
         n = len(self.data["train_paths"])
         y, mask = self.labels(n, missed, seed)
         torch.manual_seed(seed)
         t = time.monotonic()
-        head, _ = fit_head(self.emb["train"], self.text, y, mask, self.names, TrainConfig(mode="head", seed=seed,
-                                                                                          **variant))
+        config = TrainConfig(mode="head", seed=seed, epochs=steps, **variant)
+        head, _ = fit_head(self.emb["train"], self.text, y, mask, self.names, config)
         seconds = time.monotonic() - t
         sim = self.emb["test"] @ head.class_matrix(self.names, self.text).T
         prob = head.probabilities(sim, self.names)
@@ -289,16 +301,25 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train", type=int, default=3000)
     ap.add_argument("--test", type=int, default=1500)
+    ap.add_argument("--head-steps", type=int, default=None, help="head mode's training steps (default: the product's)")
     ap.add_argument("--full-train", type=int, default=400, help="training pictures in full mode")
     ap.add_argument("--full-epochs", type=int, default=3)
     ap.add_argument("--full-lrs", type=float, nargs="+", default=[1e-5, 1e-4, 3e-4, 1e-3],
                     help="full-mode learning rates to choose from (on validation scenes)")
     ap.add_argument("--skip-random", action="store_true", help="no random-initialisation contrast")
     ap.add_argument("--plot-only", action="store_true", help="redraw the charts from quality.json")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of quality.{json,md} and the charts")
+    add_smoke_option(ap)
     args = ap.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "quality")
+        args.train, args.test, args.seeds, args.full_train, args.full_epochs, args.full_lrs = 40, 24, 1, 16, 1, [3e-4]
+        args.head_steps = 30
+        args.starter, args.corpus = stand_in_model(folder / "starter"), stand_in_corpus(folder / "corpus")
+        args.work, args.results = folder / "work", folder
+    args.results.mkdir(parents=True, exist_ok=True)
     if args.plot_only:
-        plot(json.loads((RESULTS / "quality.json").read_text()), RESULTS)
+        plot(json.loads((args.results / "quality.json").read_text()), args.results)
         return
     if not (args.starter / "open_clip_config.json").exists():
         sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
@@ -326,7 +347,7 @@ def main() -> None:
         modes: dict[str, dict] = {"head mode": {}, "full mode": {}}
         for variant, cfg in VARIANTS.items():
             for missed in NOISE:
-                runs = [setup.head_run(cfg, missed, s) for s in range(args.seeds)]
+                runs = [setup.head_run(cfg, missed, s, args.head_steps) for s in range(args.seeds)]
                 modes["head mode"][f"{variant} @ {missed:.0%}"] = summarise(runs)
         print(f"{model}: head mode done ({time.monotonic() - started:.0f} s)", flush=True)
         # Full mode: the learning rate is chosen first, by the mumic loss at 20 % missed labels on
@@ -336,8 +357,9 @@ def main() -> None:
             lrs[lr] = setup.full_run(VARIANTS["mumic"], 0.2, 0, args.full_train, args.full_epochs, lr, "val")["map"]
             print(f"{model} full lr {lr:g}: validation mAP {lrs[lr]:.3f}", flush=True)
         best_lr = max(lrs, key=lrs.get)
-        # From the starter as planned above; the random-init contrast only mumic and bce at 20 %.
-        if model == "starter model":
+        # From the starter as planned above; the random-init contrast (and a smoke run) only mumic
+        # and bce at 20 %.
+        if model == "starter model" and args.smoke is None:
             plan = [(v, m) for v in FULL_EVERY_NOISE for m in NOISE] + [(v, 0.2) for v in FULL_AT_20]
         else:
             plan = [("mumic", 0.2), ("bce", 0.2)]
@@ -351,10 +373,15 @@ def main() -> None:
                                    "full_mode_lr": {"validation_map": {f"{k:g}": v for k, v in lrs.items()},
                                                     "chosen": best_lr}}
         result["seconds"] = time.monotonic() - started
-        (RESULTS / "quality.json").write_text(json.dumps(result, indent=1))
-    (RESULTS / "quality.md").write_text(markdown(result))
-    for path in plot(result, RESULTS):
-        print("wrote", path.relative_to(ROOT))
+        (args.results / "quality.json").write_text(json.dumps(result, indent=1))
+    (args.results / "quality.md").write_text(markdown(result))
+    charts = plot(result, args.results)
+    for path in charts:
+        print("wrote", path)
+    check_written(args.results / "quality.json", args.results / "quality.md", *charts)
+    for model, setup in result["models"].items():
+        require(setup["modes"]["head mode"], [f"{v} @ {m:.0%}" for v in VARIANTS for m in NOISE], f"{model}, head mode")
+        require(setup["modes"]["full mode"], ["mumic @ 20%", "bce @ 20%"], f"{model}, full mode")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ them disputed), then times the review service calls and AppTest round trips of t
 
     .venv/bin/python benchmarks/review_latency.py [--images 100000] [--classes 20]
         [--home /tmp/mumic-bench-latency] [--repeats 30] [--out benchmarks/results/review_latency]
+        [--smoke [DIR]]
 
 Writes ``<out>.json`` (machine, sizes, seeding seconds, every row, query plans, command line)
 and ``<out>.md`` (the table). Each operation gets one untimed warm-up call first; the AppTest
@@ -29,7 +30,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder  # noqa: E402
+
 BUDGET_MS = 300.0
+# --smoke: 2,000 images (40,000 predictions), 3 repeats; the same operations and round trips.
+SMOKE = {"images": 2_000, "repeats": 3, "deep_offset": 1_000}
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +51,12 @@ def parse_args() -> argparse.Namespace:
                     help="result path without suffix (.json and .md are written)")
     ap.add_argument("--skip-apptest", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args()
+    add_smoke_option(ap)
+    args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "review_latency")
+        vars(args).update(SMOKE, home=folder / "home", out=folder / "review_latency")
+    return args
 
 
 ARGS = parse_args()
@@ -54,7 +66,6 @@ for _k in [k for k in os.environ if k.startswith("MUMIC_")]:
 os.environ["MUMIC_HOME"] = str(ARGS.home)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
-sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 
 from PIL import Image as PILImage, ImageDraw  # noqa: E402
@@ -78,10 +89,11 @@ from mumic_core.review import (  # noqa: E402
     undo,
 )
 from mumic_core.scoring import _refresh_image_scores  # noqa: E402
-from mumic_core.auth import SYSTEM  # noqa: E402
+from mumic_core.auth import SYSTEM, add_user, sign_in  # noqa: E402
 from mumic_core.studio import Studio, open_studio  # noqa: E402
 
 N_FILES = 20
+UI_USER, UI_PASSWORD = "bench-ui", "correct horse battery"  # the AppTest's signed-in annotator
 PRED_CHUNK = 50_000
 IMAGE_CHUNK = 20_000
 
@@ -387,7 +399,11 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     # (streamlit resets logger levels, so filter instead).
     logging.getLogger("streamlit.deprecation_util").addFilter(lambda r: "st.components.v1.html" not in r.getMessage())
     print("AppTest round trips (server time of AppTest.run())", flush=True)
+    # Signed in as an annotator, as tests/conftest.py's signed_in_app does (the token in the tab's
+    # session state): without it the page shows the sign-in form and nothing else.
+    add_user(studio, UI_USER, UI_PASSWORD, "annotator")
     at = AppTest.from_file(str(ROOT / "app_pages/review.py"), default_timeout=120)
+    at.session_state["auth_token"] = sign_in(studio, UI_USER, UI_PASSWORD)
 
     def run(action) -> float:
         t0 = time.perf_counter()
@@ -399,6 +415,8 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
 
     record("apptest", "first run (cold: imports, first queries)", [run(at.run)],
            note="once per server process / browser session, not an interaction")
+    if not any(b.key == "accept" for b in at.button):
+        raise RuntimeError("the Review page did not show an image to review (signed out, or an empty queue?)")
     record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
     record("apptest", "click Next",
            [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
@@ -417,14 +435,13 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     with studio.read() as s:
         first_new = (s.scalar(select(func.max(Submission.id))) or 0) + 1
     for _ in range(repeats):
-        at.text_input(key="annotator").set_value("bench-ui")
         acc.append(run(lambda: at.button(key="accept").click().run()))
         und.append(run(lambda: at.button(key="undo").click().run()))
     with studio.read() as s:  # every Accept was a submission, every Undo undid it
-        subs = list(s.scalars(select(Submission).where(Submission.annotator == "bench-ui",
+        subs = list(s.scalars(select(Submission).where(Submission.annotator == UI_USER,
                                                        Submission.id >= first_new)))
     assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
-    record("apptest", "set annotator + click Accept (submit)", acc)
+    record("apptest", "click Accept (submit)", acc)
     record("apptest", "click Undo", und)
 
     by_status: dict[str, list[float]] = {}
@@ -518,6 +535,12 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+    check_written(args.out.with_suffix(".json"), args.out.with_suffix(".md"))
+    require({r["group"] for r in ROWS}, ["service"] + ([] if args.skip_apptest else ["apptest"]), "the rows' groups")
+    require({r["operation"] for r in ROWS},
+            ["image_views 1 image, top 9", "submit 1 image (9 decisions)", "undo that submission"]
+            + ([] if args.skip_apptest else ["click Next", "click Accept (submit)", "click Undo",
+                                             "Grid: next page (number input +1)"]), "the rows")
     if result["over_budget"]:
         print("over budget (p95 > 300 ms):\n  " + "\n  ".join(result["over_budget"]))
 

@@ -9,8 +9,10 @@ so the runs use the same cores. Reported: wall time of the job, time until every
 encoded, images/s, and the batches each worker encoded.
 
     .venv/bin/python benchmarks/scale_out.py [--images 100000] [--workers 1,2] [--pin]
+        [--results benchmarks/results] [--smoke [DIR]]
 
-Writes benchmarks/results/scale_out.{json,md}.
+Writes benchmarks/results/scale_out.{json,md}. ``--smoke``: 48 scenes in batches of 16, 1 and 2
+workers, with a stand-in for the starter model (random weights).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results"
 
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from speed import demo_classes, fresh_studio, scenes  # noqa: E402
+
+SMOKE_EMBEDDING_CHUNK = "16"  # so that the smoke run's 48 images make batches for both workers
 
 
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -110,7 +115,13 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-speed"))
     ap.add_argument("--pin", action="store_true",
                     help="worker k runs on core k alone: N workers stand for N one-core machines")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of scale_out.{json,md}")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "scale_out")
+        args.images, args.home, args.results = 48, folder / "home", folder
+        args.starter = stand_in_model(folder / "starter")
     if not (args.starter / "open_clip_config.json").is_file():
         sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
     from mumic_core.collection import import_folder
@@ -124,6 +135,8 @@ def main() -> None:
         import_folder(studio, args.home / "scenes")
     redis, url = start_redis(home)
     os.environ["MUMIC_QUEUE_URL"] = url
+    if args.smoke is not None:
+        os.environ["MUMIC_EMBEDDING_CHUNK"] = SMOKE_EMBEDDING_CHUNK
     from mumic_core.config import load_settings
     from mumic_core.studio import Studio
 
@@ -142,15 +155,21 @@ def main() -> None:
         r["speed_up"] = round(base / r["seconds"], 2)
     machine = (f"{platform.machine()}, {cores} CPU cores, "
                f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
-    previous = json.loads((RESULTS / "scale_out.json").read_text()) if (RESULTS / "scale_out.json").exists() else {}
+    saved = args.results / "scale_out.json"
+    previous = json.loads(saved.read_text()) if saved.exists() else {}
     out = previous if previous.get("machine") == machine and previous.get("images") == len(rows) else {}
     out.update(machine=machine, model="starter model (mumic-small-rn96, 96 px)", store="SQLite; queue: Redis",
                images=len(rows), classes=20, embedding_chunk=studio.settings.embedding_chunk)
     out["pinned" if args.pin else "shared"] = {
         "command": " ".join(["python benchmarks/scale_out.py", *sys.argv[1:]]), "runs": runs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale_out.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "scale_out.md").write_text(markdown(out))
+    args.results.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(out, indent=1))
+    (args.results / "scale_out.md").write_text(markdown(out))
+    check_written(saved, args.results / "scale_out.md")
+    for r in runs:
+        require(r, ["workers", "seconds", "images_per_s", "speed_up", "batches_by_worker"], "a run's row")
+        if r["images"] != len(rows):
+            raise SystemExit(f"malformed result: {r['workers']} worker(s) scored {r['images']} of {len(rows)} images")
 
 
 def markdown(out: dict) -> str:

@@ -9,9 +9,10 @@
   held-out image queries and for the 80 classes' text queries, at several efSearch values.
 
     .venv/bin/python benchmarks/search.py [--sizes 100000 1000000] [--real 100000]
-        [--starter mumic_data/models/starter]
+        [--starter mumic_data/models/starter] [--smoke [DIR]]
 
-Writes benchmarks/results/search.{json,md}.
+Writes benchmarks/results/search.{json,md}. ``--smoke``: 2,000 synthetic vectors, 300 real
+embeddings (50 of them queries) by a stand-in for the starter model (random weights).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from mumic_core.vector_index import VectorIndex, recall_at_k  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
+EF_SEARCH = (32, 64, 128, 256)
 
 
 def synthetic(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
@@ -109,7 +112,7 @@ def real_recall(emb: np.ndarray, text: np.ndarray, held_out: int = 1000) -> dict
     out: dict = {"vectors": len(base), "dim": int(base.shape[1]), "hnsw_build_s": round(time.monotonic() - t, 1),
                  "image_queries": held_out, "text_queries": len(text), "by_ef_search": {}}
     inner = __import__("faiss").downcast_index(hnsw.index.index)
-    for ef in (32, 64, 128, 256):
+    for ef in EF_SEARCH:
         inner.hnsw.efSearch = ef
         row = {f"{kind}_recall_at_{k}": round(recall_at_k(hnsw, exact, q, k), 4)
                for kind, q in (("image", queries), ("text", text)) for k in (10, 24)}
@@ -155,8 +158,14 @@ def main() -> None:
     ap.add_argument("--real", type=int, default=100_000, help="real embeddings to index (0: skip)")
     ap.add_argument("--starter", type=Path, default=ROOT / "mumic_data/models/starter")
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-search"))
+    ap.add_argument("--queries", type=int, default=1000, help="real embeddings held out as image queries")
     ap.add_argument("--out", type=Path, default=RESULTS / "search")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "search")
+        args.sizes, args.real, args.queries = [2_000], 300, 50
+        args.starter, args.home, args.out = stand_in_model(folder / "starter"), folder / "home", folder / "search"
     args.home.mkdir(parents=True, exist_ok=True)
     result: dict = {"command": "python benchmarks/search.py " + " ".join(sys.argv[1:]),
                     "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
@@ -164,12 +173,18 @@ def main() -> None:
     if args.real:
         if not (args.starter / "open_clip_config.json").is_file():
             sys.exit(f"no starter model in {args.starter}: build it with `make starter-model`, or pass --real 0")
-        result["real"] = real_recall(*real_embeddings(args.home, args.starter, args.real))
+        result["real"] = real_recall(*real_embeddings(args.home, args.starter, args.real), held_out=args.queries)
     result["synthetic"] = [at_size(n, args.dim) for n in args.sizes]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+    check_written(args.out.with_suffix(".json"), args.out.with_suffix(".md"))
+    for row in result["synthetic"]:
+        require(row, ["exact", "hnsw"], f"the synthetic row of {row['vectors']:,} vectors")
+        require(row["hnsw"], ["build_s", "p50_ms", "p95_ms", "recall_at_10"], "its HNSW cell")
+    if args.real:
+        require(result["real"]["by_ef_search"], map(str, EF_SEARCH), "the real-embedding rows")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ All through the product's own code, with the machine stated in the results:
 
     .venv/bin/python benchmarks/speed.py [--images 100000] [--labelled 10000]
         [--starter mumic_data/models/starter] [--parts throughput,worker,new_class,head,full]
+        [--results benchmarks/results] [--smoke [DIR]]
 
 On a machine with a GPU it runs unchanged (the product puts the model on cuda when torch sees
-one). Writes benchmarks/results/speed.{json,md}.
+one). Writes benchmarks/results/speed.{json,md}. ``--smoke``: every part on 48 scenes (24
+labelled; throughput on 16, ViT-B-32 on 4, one repeat), full mode on a 40-image demo for one
+epoch, with a stand-in for the starter model (random weights).
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
+
+from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
+
+# What each part adds to the results.
+PART_KEYS = {"throughput": "throughput", "worker": "worker_rescoring", "new_class": "new_class", "head": "head_mode",
+             "full": "full_mode_demo"}
+SMOKE = {"images": 48, "labelled": 24, "throughput_images": 16, "vit_images": 4, "repeats": 1, "full_epochs": 1,
+         "demo_images": 40}
 
 
 def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
@@ -208,7 +219,7 @@ def new_class(studio, out: dict) -> None:
 
 
 def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
-    from mumic_core.collection import import_labels_csv
+    from mumic_core.label_io import import_labels
     from mumic_core.lifecycle import promote
     from mumic_core.registry import active_version
     from mumic_core.scenes import DEMO_CLASSES, write_labels_csv
@@ -218,7 +229,7 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "labels.csv"
         write_labels_csv([(f, labels & names) for f, labels in rows[:n_labelled]], csv)
-        import_labels_csv(studio, csv, annotator="bench", complete=True)
+        import_labels(studio, csv, annotator="bench", complete=True)
     t = time.monotonic()
     result = train(studio, TrainConfig(mode="head", activate="always"), active_version(studio))
     t_train = time.monotonic() - t
@@ -233,7 +244,7 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
 
 
 def full_mode(args, out: dict) -> None:
-    """Full mode on the demo collection (400 images, 200 labelled)."""
+    """Full mode on the demo collection (``--demo-images``, half of them labelled)."""
     from mumic_core.demo import seed_demo
     from mumic_core.lifecycle import promote
     from mumic_core.registry import ensure_base_version
@@ -242,7 +253,7 @@ def full_mode(args, out: dict) -> None:
 
     studio = fresh_studio(args.home / "demo", args.starter)
     base = ensure_base_version(studio)
-    seed_demo(studio)
+    seed_demo(studio, n_images=args.demo_images)
     score_collection(studio, base)
     t = time.monotonic()
     result = train(studio, TrainConfig(mode="full", epochs=args.full_epochs, activate="always"), base)
@@ -309,8 +320,14 @@ def main() -> None:
     ap.add_argument("--vit-images", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3, help="throughput: pipeline/raw pairs, median ratio")
     ap.add_argument("--full-epochs", type=int, default=None)
-    ap.add_argument("--parts", default="throughput,worker,new_class,head,full")
+    ap.add_argument("--demo-images", type=int, default=400, help="full mode: the demo's size")
+    ap.add_argument("--parts", default=",".join(PART_KEYS))
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of speed.{json,md}")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "speed")
+        vars(args).update(SMOKE, starter=stand_in_model(folder / "starter"), home=folder / "home", results=folder)
     if not (args.starter / "open_clip_config.json").is_file():
         sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
     args.home.mkdir(parents=True, exist_ok=True)
@@ -319,7 +336,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, {gpu}"
     command = " ".join(["python benchmarks/speed.py", *sys.argv[1:]])
-    previous = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").exists() else {}
+    previous = json.loads((args.results / "speed.json").read_text()) if (args.results / "speed.json").exists() else {}
     out: dict = previous if previous.get("machine") == machine and "commands" in previous else {}
     out.update(machine=machine, commands=[c for c in out.get("commands", []) if c != command] + [command])
     parts = set(args.parts.split(","))
@@ -333,9 +350,11 @@ def main() -> None:
             head_retrain(studio, rows, args.labelled, out)
     if "full" in parts:
         full_mode(args, out)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "speed.md").write_text(markdown(out))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "speed.json").write_text(json.dumps(out, indent=1))
+    (args.results / "speed.md").write_text(markdown(out))
+    check_written(args.results / "speed.json", args.results / "speed.md")
+    require(out, [PART_KEYS[p] for p in parts], "the speed results")
 
 
 if __name__ == "__main__":

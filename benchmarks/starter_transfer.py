@@ -7,6 +7,10 @@ the other half: zero-shot, head mode, full mode; plus the untrained model and ch
 
     .venv/bin/python benchmarks/starter_transfer.py [--starter mumic_data/models/starter]
         [--corpus mumic_data/starter-corpus] [--scenes 600] [--home /tmp/mumic-bench-starter]
+        [--results benchmarks/results] [--smoke [DIR]]
+
+``--smoke``: 24 scenes, one full-mode epoch, and stand-ins for the starter model (random weights)
+and its corpus (a few shapes in the drawings' folders), so it runs without ``make starter-model``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._smoke import (  # noqa: E402
+    add_smoke_option,
+    check_written,
+    require,
+    smoke_folder,
+    stand_in_corpus,
+    stand_in_model,
+)
 from mumic_core.scenes import write_labels_csv  # noqa: E402
 from mumic_core.starter import category_prompts  # noqa: E402
 from mumic_core.starter_corpus import held_out_scenes, load_held_out  # noqa: E402
@@ -43,7 +55,13 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=600)
     ap.add_argument("--full-epochs", type=int, default=15)
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-starter"))
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the results file")
+    add_smoke_option(ap)
     args = ap.parse_args()
+    if args.smoke is not None:
+        folder = smoke_folder(args.smoke, "starter_transfer")
+        args.scenes, args.full_epochs, args.home, args.results = 24, 1, folder / "home", folder
+        args.starter, args.corpus = stand_in_model(folder / "starter"), stand_in_corpus(folder / "corpus")
     shutil.rmtree(args.home, ignore_errors=True)
     work = args.home / "source"
     held, root, font = load_held_out(args.corpus)
@@ -84,8 +102,12 @@ def main() -> None:
            "scenes": args.scenes, "classes": len(classes), "labelled": half, "evaluated": len(rows) - half,
            "chance_positive_rate": round(float(truth.mean()), 4), "results": results}
     print(json.dumps(out, indent=1))
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "starter_transfer.json").write_text(json.dumps(out, indent=1))
+    path = args.results / "starter_transfer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    check_written(path)
+    for label in ("untrained", "starter"):
+        require(results.get(label, {}), ["zero-shot", "head mode", "full mode", "train_seconds"], f"results[{label!r}]")
 
 
 if __name__ == "__main__":
