@@ -14,7 +14,7 @@ from mumic_core.renditions import TILE
 from mumic_core.review import image_views, top_images_for_class
 from mumic_core.scoring import rank_images_for_prompts, score_classes
 from app_pages.signin import signed_in_studio
-from app_pages.ui import isolate, md, show_image
+from app_pages.ui import isolate, md, refuse, show_image
 
 s = signed_in_studio("classes")
 st.title("Classes")
@@ -44,7 +44,7 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
         try:
             cls = add_class(s, name, prompts_from(prompts), description)
         except MumicError as exc:
-            st.error(str(exc))
+            refuse(exc)
         else:
             if version is not None:
                 t0 = time.monotonic()
@@ -85,7 +85,7 @@ with tab_prompts:
             n = score_classes(s, version, [cid]) if version else 0
             st.success(f"Saved; {n} images re-scored for “{md(cls.name)}”.")
         except MumicError as exc:
-            st.error(str(exc))
+            refuse(exc)
 with tab_rename:
     new_name = st.text_input("New name", cls.name, key=f"rename_{cid}", max_chars=80)
     c1, c2 = st.columns(2)
@@ -94,7 +94,7 @@ with tab_rename:
             rename_class(s, cid, new_name)
             st.rerun()
         except MumicError as exc:
-            st.error(str(exc))
+            refuse(exc)
     if cls.active and c2.button("Deactivate", help="Hidden from suggestions and training; its labels are kept."):
         set_active(s, cid, False)
         st.rerun()
@@ -113,4 +113,4 @@ with tab_merge:
             n = merge_classes(s, cid, target, s.actor.username)
             st.success(f"Merged: {n} labels recorded on “{md(by_id[target].name)}”.")
         except MumicError as exc:
-            st.error(str(exc))
+            refuse(exc)

@@ -13,7 +13,7 @@ from mumic_core.renditions import TILE
 from mumic_core.review import image_views
 from mumic_core.search import embedding_map, near_duplicate_groups, search_text, similar_images
 from app_pages.signin import signed_in_studio
-from app_pages.ui import show_image
+from app_pages.ui import refuse, show_image
 
 st.title("Explore")
 s = signed_in_studio("review")
@@ -60,7 +60,7 @@ with similar_tab:
         try:
             gallery([(int(image_id), 1.0)] + similar_images(s, version, int(image_id), k=17), "similar")
         except KeyError as exc:
-            st.error(exc.args[0])
+            refuse(exc)
 with dup_tab:
     if st.button("Find near-duplicates"):
         st.session_state["dup_groups"] = near_duplicate_groups(s, version)

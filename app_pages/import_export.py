@@ -7,14 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from mumic_core.auth import PermissionDenied
-from mumic_core.collection import import_files, import_folder
+from mumic_core.collection import import_files, import_folder, importable_folders
 from mumic_core.errors import MumicError
 from mumic_core.images import ImportReport
 from mumic_core.label_io import export_labels, import_labels
 from mumic_core.lifecycle import request_scoring_of_new_images
 from mumic_core.registry import active_version, export_model_zip
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md
+from app_pages.ui import isolate, md, refuse
 
 s = signed_in_studio("import")
 st.title("Import and export")
@@ -29,7 +29,7 @@ def report_import(report: ImportReport) -> None:
         try:
             job_id = request_scoring_of_new_images(s)
         except MumicError as exc:
-            st.error(f"The new images were stored but not queued for scoring: {exc}")
+            refuse(exc, "The new images were stored but not queued for scoring: ")
         else:
             if job_id is not None:
                 st.info(f"Scoring job {job_id} queued: the new images reach the Review queue once the "
@@ -43,16 +43,18 @@ if uploads and st.button("Import the uploaded files", type="primary"):
         report_import(import_files(s, [(f.name, f.getvalue()) for f in uploads]))
 
 st.subheader("Import a folder on the server")
-root = s.settings.import_root
-st.caption(f"Folders below `{root}` (MUMIC_IMPORT_ROOT). The command line imports any folder: "
+folders = importable_folders(s)
+folder = st.selectbox("Folder in the import folder", folders, index=None, key="import_folder",
+                      format_func=isolate, placeholder="choose a folder" if folders else "no folders yet")
+st.caption("Put folders of images in the server's import folder (`incoming/` in the data folder, or "
+           "MUMIC_IMPORT_ROOT) to import them here. The command line imports any folder: "
            "`python -m mumic_core import FOLDER`.")
-folder = st.text_input("Folder path", placeholder=str(root / "photos"))
 if st.button("Import folder", disabled=not folder):
     try:
         with st.spinner("Importing…"):
-            report = import_folder(s, Path(folder).expanduser())
+            report = import_folder(s, Path(folder))
     except (FileNotFoundError, NotADirectoryError, PermissionDenied) as exc:
-        st.error(str(exc))
+        refuse(exc)
     else:
         report_import(report)
 
@@ -64,7 +66,7 @@ if labels and st.button("Import labels", key="import_labels"):
     try:
         result = import_labels(s, labels.getvalue(), s.actor.username, complete=complete)
     except ValueError as exc:
-        st.error(f"{md(labels.name)}: {exc}")
+        refuse(exc, f"{labels.name}: ")
     else:
         (st.success if not result.errors else st.warning)(result.summary())
         for err in result.errors[:200]:

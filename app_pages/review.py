@@ -27,14 +27,14 @@ from mumic_core.review import (
 )
 from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
 from mumic_core.classes import list_classes
-from mumic_core.errors import StaleView
+from mumic_core.errors import REFUSALS, StaleView, one_line
 from mumic_core.jobs import JobConflict, active_job, get_job, list_jobs
 from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
 from mumic_core.scoring import unscored_count
 from mumic_core.leases import browser_seat, claim, leased_to_others, release
 from mumic_core.renditions import TILE, VIEW
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md, show_image
+from app_pages.ui import md, refuse, show_image
 from mumic_core.worker import enqueue
 
 s = signed_in_studio("review")
@@ -93,12 +93,12 @@ def suspicious_labels_panel() -> None:
                 with st.spinner("Cross-validating on the human labels…"):
                     open_suspects(suspicious_labels(s, version, limit=100), "suspicious labels")
             except ValueError as exc:
-                st.error(str(exc))
+                refuse(exc)
             return
         try:
             job_id = enqueue(s, "label_errors", {"version_id": version.id, "limit": 200})
         except JobConflict as exc:
-            st.error(str(exc))
+            refuse(exc)
             return
         state.flash = f"Looking for likely wrong labels in the background (job {job_id})."
         st.rerun()
@@ -294,7 +294,7 @@ if mode == "One image":
             state.pop(f"add_{view.image_id}", None)
             return
         except ValueError as exc:
-            state.error = str(exc)
+            state.error = md(one_line(exc, REFUSALS))
             return
         state.flash = f"Saved {len(pos)} present, {len(neg)} absent (submission {sid})."
         advance_after_submit()

@@ -14,6 +14,7 @@ from mumic_core.registry import active_version, describe, list_versions
 from mumic_core.settings_store import get_setting, set_setting
 from mumic_core.workers import live_workers
 from app_pages.signin import signed_in_studio
+from app_pages.ui import refuse
 
 st.title("Training")
 s = signed_in_studio("train")
@@ -47,7 +48,7 @@ with st.form("train"):
                                           "epochs": int(epochs) or None})
             st.success(f"Training job {job_id} queued.")
         except MumicError as exc:
-            st.error(str(exc))
+            refuse(exc)
 
 
 @st.fragment(run_every=1.0)
@@ -120,7 +121,7 @@ with st.container(border=True):
                 st.success(f"Job {request_activation(s, target)} queued: {target} becomes active once "
                            "it has scored every image.")
             except MumicError as exc:
-                st.error(str(exc))
+                refuse(exc)
     else:
         st.caption("Only one version so far.")
 

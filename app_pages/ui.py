@@ -8,7 +8,7 @@ import re
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from mumic_core.errors import one_line
+from mumic_core.errors import REFUSALS, one_line
 from mumic_core.renditions import Rendition
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
@@ -43,6 +43,11 @@ def show_image(where: DeltaGenerator, rendition: Rendition | None, caption: str 
     why = rendition.problem if rendition is not None else "no display rendition was made"
     where.warning(f"Cannot show this image: {why}." + (f" ({caption})" if caption else ""),
                   icon=":material/broken_image:")
+
+
+def refuse(exc: Exception, context: str = "") -> None:
+    """A refused action, in the page: ``context`` and the error's one line (server paths shortened)."""
+    st.error(md(f"{context}{one_line(exc, REFUSALS)}"), icon=":material/block:")
 
 
 def show_error(exc: Exception) -> None:

@@ -87,18 +87,35 @@ def _register(studio: Studio, images: list[Image], report: ImportReport) -> None
 @requires("import")
 def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
     """Import every file below ``folder``; names are kept relative to it. A signed-in person
-    may import only below the import root (MUMIC_IMPORT_ROOT); the command line anywhere."""
+    may import only below the import root (MUMIC_IMPORT_ROOT; a relative ``folder`` is taken
+    from there); the command line anywhere."""
     folder = Path(folder)
     if not studio.actor.system:
         root = studio.settings.import_root
-        real = folder.expanduser().resolve()
+        real = (folder if folder.is_absolute() or root is None else root / folder).expanduser().resolve()
         if root is None or not real.is_relative_to(root):
-            raise PermissionDenied(f"only folders below {root} can be imported from the browser "
-                                   "(set MUMIC_IMPORT_ROOT, or use `python -m mumic_core import FOLDER`)")
+            raise PermissionDenied("only folders in the import folder (MUMIC_IMPORT_ROOT) can be imported from the "
+                                   "browser; the command line imports any folder: `python -m mumic_core import FOLDER`")
         folder = real
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
     return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
+
+
+def importable_folders(studio: Studio, depth: int = 2) -> list[str]:
+    """Folders a signed-in person may import: those below the import root (MUMIC_IMPORT_ROOT), up
+    to ``depth`` levels, as paths relative to it (no server path is shown to a browser)."""
+    root = studio.settings.import_root
+    if root is None or not root.is_dir():
+        return []
+    found: list[str] = []
+    level = [root]
+    for _ in range(depth):
+        below = sorted(p for d in level for p in d.iterdir()
+                       if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+        found += [p.relative_to(root).as_posix() for p in below]
+        level = below
+    return sorted(found)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import signed_in_app
-from mumic_core.errors import ClassError, MumicError, one_line
+from mumic_core.errors import REFUSALS, ClassError, MumicError, ServiceUnavailable, one_line
 from mumic_core.jobs import create_job, get_job, job_log, run_job
 from mumic_core.model_report import job_summary
 from mumic_core.registry import active_version, head_path, load_head
@@ -99,3 +99,11 @@ def test_a_failed_job_shows_one_line_without_server_paths(demo_studio, monkeypat
     assert shown[0] == "Unexpected error (FileNotFoundError); details are in the server log."
     assert not any(secret in line for line in shown)
     assert secret in job.error  # below the first line, for the command line and the logs
+
+
+def test_refusals_show_their_reason_without_server_paths():
+    assert one_line(KeyError("no image with id 7"), REFUSALS) == "no image with id 7"
+    assert one_line(FileNotFoundError("not a folder: /srv/data/incoming/x"), REFUSALS) == "not a folder: …/x"
+    assert (one_line(ServiceUnavailable("cannot reach the database sqlite:////srv/m/mumic.db: locked"))
+            == "cannot reach the database sqlite:///…/mumic.db: locked")
+    assert one_line(ValueError("see http://127.0.0.1:9000/bucket/a"), REFUSALS) == "see http://127.0.0.1:9000/bucket/a"

@@ -105,17 +105,18 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     assert len(at.get("plotly_chart")) >= 1
     outside = tmp_path / "outside"
     outside.mkdir()
-    PILImage.new("RGB", (50, 50), "purple").save(outside / "new.png")
+    (demo_studio.settings.import_root / "more").mkdir(parents=True)
+    (demo_studio.settings.import_root / "more" / "inner").mkdir()
+    (demo_studio.settings.import_root / "link").symlink_to(outside)
     at = page("import_export.py").run()
     assert not at.exception
-    at.text_input[0].set_value(str(outside)).run()
-    next(b for b in at.button if b.label == "Import folder").click().run()
-    assert any("only folders below" in e.value for e in at.error)  # the browser stays below the import root
+    # only folders below the import root are offered, by relative name: no server path in the page
+    assert at.selectbox(key="import_folder").options == ["\u2068more\u2069", "\u2068more/inner\u2069"]
+    assert not any(str(demo_studio.settings.home) in m.value for m in [*at.markdown, *at.caption])
     folder = demo_studio.settings.import_root / "more"
-    folder.mkdir(parents=True)
     PILImage.new("RGB", (50, 50), "purple").save(folder / "new.png")
     (folder / "broken.jpg").write_bytes(b"not really")
-    at.text_input[0].set_value(str(folder)).run()
+    at.selectbox(key="import_folder").set_value("more").run()
     next(b for b in at.button if b.label == "Import folder").click().run()
     assert not at.exception
     assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
