@@ -167,9 +167,10 @@ def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int
 
 @requires("train")
 def resume_interrupted(studio: Studio) -> list[int]:
-    """At worker start: fail the jobs of a dead worker, and queue again the promotions they
-    left undone (a training's candidate that was to become active, or an activation); their
-    image embeddings resume from the cache. Returns the ids of the jobs queued."""
+    """At worker start: fail the jobs of a dead worker, and queue again the scorings they left
+    undone: a training's candidate that was to become active, an activation, and any other
+    scoring (of newly imported images: else they would never reach Review); their image
+    embeddings resume from the cache. Returns the ids of the jobs queued."""
     from .jobs import log
     from .worker import enqueue
 
@@ -178,12 +179,13 @@ def resume_interrupted(studio: Studio) -> list[int]:
         result, params = job.result or {}, job.params or {}
         if job.kind == "train" and result.get("promote") and result.get("candidate"):
             again = {"version": result["candidate"], "activate": True}
-        elif job.kind == "score" and params.get("activate"):
-            again = {"version": params["version"], "activate": True}
+        elif job.kind == "score":
+            again = {k: v for k, v in params.items() if k != "resumes_job"}
         else:
             continue
         new_id = enqueue(studio, "score", again | {"resumes_job": job.id})
-        log(studio, job.id, f"its promotion of {again['version']} resumes as job {new_id}")
+        what = f"promotion of {again['version']}" if again.get("activate") else "scoring"
+        log(studio, job.id, f"its {what} resumes as job {new_id}")
         queued.append(new_id)
     return queued
 

@@ -334,3 +334,22 @@ def test_retraining_when_validation_has_no_positives(demo_studio):
     assert any("mAP n/a" in r.message for r in job_log(demo_studio, job.id))
     listed = CliRunner().invoke(main, ["models", "list"])
     assert listed.exit_code == 0 and "val mAP n/a" in listed.stdout, listed.output
+
+
+def test_a_scoring_of_new_images_cut_off_by_a_dead_worker_is_queued_again(demo_studio):
+    """kill -9 of the worker while it scores newly imported images: at the next start the job is
+    failed and the scoring queued again, so the new images still reach Review."""
+    studio = demo_studio
+    version = active_version(studio)
+    job_id = create_job(studio, "score", {"version": version.name, "new_images": True})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with studio.write() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(status="running", phase="scoring",
+                                                              worker_pid=dead.pid, worker_host=os.uname().nodename))
+    queued = lifecycle.resume_interrupted(studio)
+    assert get_job(studio, job_id).status == "failed"
+    assert len(queued) == 1
+    again = get_job(studio, queued[0])
+    assert again.kind == "score" and again.params == {"version": version.name, "new_images": True,
+                                                      "resumes_job": job_id}
