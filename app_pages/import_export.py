@@ -23,6 +23,9 @@ st.title("Import and export")
 def report_import(report: ImportReport) -> None:
     """The outcome, file by file, and the scoring job that brings new images to Review."""
     (st.success if report.added else st.warning)(report.summary())
+    if report.stopped:
+        st.error(f"Stopped: {md(report.stopped)}. Free space and import again: the images already "
+                 "imported are skipped.", icon=":material/block:")
     for name, reason in report.rejected + report.duplicates:  # as report.lines(), each part isolated
         st.write(f"- {md(name)}: {md(reason)}")
     if report.added:

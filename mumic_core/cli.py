@@ -144,6 +144,10 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
             click.echo(f"  {line}")
         if report.added and score:
             _score_new_images(studio)
+        if report.stopped:
+            click.echo(f"error: import stopped: {report.stopped}; free space and import again (what was "
+                       "imported is skipped)", err=True)
+            sys.exit(1)
     if labels:
         lr = import_labels(studio, labels, annotator or default_annotator(), complete=complete)
         click.echo(f"labels: {lr.summary()}")

@@ -19,6 +19,7 @@ from .studio import Studio
 
 VAL_FRACTION = 0.2
 _BATCH = 64
+MAX_NAME = Image.original_name.type.length  # characters of a file name (a folder import's relative path)
 
 
 def default_annotator() -> str:
@@ -36,7 +37,9 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
 @requires("import")
 def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
                  progress: Callable[[int], None] | None = None) -> ImportReport:
-    """Validate, store and register images; bad files are reported one by one, never fatal."""
+    """Validate, store and register images; bad files are reported one by one, never fatal. When
+    the image store cannot be written (a full disk), the import stops there: the images stored
+    before are registered, the report says why it stopped, and importing again adds the rest."""
     report = ImportReport()
     settings = studio.settings
     pending: list[Image] = []
@@ -46,6 +49,8 @@ def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
             progress(1)
         limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}
         try:
+            if len(name) > MAX_NAME:
+                raise ImageRejected(f"a name of {len(name):,} characters (the limit is {MAX_NAME}); rename it")
             if isinstance(source, Path):
                 data, info = validate_file(source, **limits)
             else:
@@ -57,7 +62,12 @@ def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
             report.duplicates.append((name, f"same content as {seen[info.sha256]}"))
             continue
         seen[info.sha256] = name
-        relpath = studio.store.put(data, info)
+        try:
+            relpath = studio.store.put(data, info)
+        except OSError as exc:
+            report.stopped = (f"the image store could not be written ({exc.strerror or type(exc).__name__}) at "
+                              f"{name!r}; it and the files after it were not imported")
+            break
         pending.append(
             Image(sha256=info.sha256, original_name=name, relpath=relpath, width=info.width,
                   height=info.height, format=info.format, split=split_for(info.sha256))

@@ -72,6 +72,22 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} bytes"
 
 
+# Signatures of the accepted formats: a file that starts with one but that Pillow cannot open is a
+# damaged image of that format (a bad checksum, a zero size), not "not an image".
+_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _sniff_damaged(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with (a WEBP's is in its RIFF header; a
+    BMP's "BM" counts with the four zero bytes that follow its size field, as text rarely has)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM" and data[6:10] == b"\x00" * 4:
+        return "BMP"
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
 def _sniff_unsupported(data: bytes) -> str | None:
     """Name common non-raster or unsupported formats Pillow cannot identify."""
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
@@ -144,9 +160,10 @@ def validate_image(
             try:
                 img = Image.open(io.BytesIO(data))
             except UnidentifiedImageError:
-                kind = _sniff_unsupported(data)
+                damaged, kind = _sniff_damaged(data), _sniff_unsupported(data)
                 raise ImageRejected(
-                    f"unsupported format {kind}" if kind else "not an image (unrecognised format)"
+                    f"a damaged {damaged} file (its header cannot be read: a bad checksum, size or field)"
+                    if damaged else f"unsupported format {kind}" if kind else "not an image (unrecognised format)"
                 ) from None
             except Exception as exc:
                 raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
@@ -338,6 +355,7 @@ class ImportReport:
     added: list[str] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str = ""  # why the import stopped before the end (the store could not be written); shown apart
 
     def summary(self) -> str:
         """One line, e.g. "Added 3 images; 1 duplicate skipped; 2 files rejected"."""
