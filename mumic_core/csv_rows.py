@@ -3,6 +3,8 @@
 Reading: a bad row is reported by line number and skipped, never fatal; only a missing header
 refuses a whole file (without it no row can be understood). Commas are the separator, and
 semicolons or tabs are recognised from the header (spreadsheets in many locales save those).
+Text is UTF-8 (a byte-order mark is dropped), or UTF-16 with its byte-order mark (a spreadsheet's
+"Unicode text"); lines may end in LF, CRLF or a lone CR (old Mac spreadsheets).
 Values are kept as written (a file name may start with a space); callers strip what they compare.
 
 Writing: a value that a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or a
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +46,7 @@ def read_csv_rows(source: Path | bytes, required: Sequence[str], optional: Seque
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if len(data) > MAX_FILE_BYTES:
         raise ValueError(f"the CSV file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    text = _decode(data)
     delimiter, header = _header(text, required, optional)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     next(reader, None)
@@ -66,9 +69,22 @@ def read_csv_rows(source: Path | bytes, required: Sequence[str], optional: Seque
             out.rows.append((line, {h: from_cell(v) for h, v in zip(header, values) if h}))
 
 
+def _decode(data: bytes) -> str:
+    """UTF-16 with a byte-order mark as such; anything else as UTF-8, bytes that are not kept as
+    surrogates so that the rows holding them are refused by line number."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise ValueError("the file starts as UTF-16 text but is not valid UTF-16; save it as CSV UTF-8") from None
+    if b"\x00" in data[:200].split(b"\n", 1)[0]:
+        raise ValueError("the header holds NUL bytes: UTF-16 text without a byte-order mark? Save it as CSV UTF-8")
+    return data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+
+
 def _header(text: str, required: Sequence[str], optional: Sequence[str]) -> tuple[str, list[str]]:
     """The separator and the (lower-cased) column names; ValueError naming what is wrong."""
-    first = text.split("\n", 1)[0]
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     candidates = []
     for delimiter in DELIMITERS:
         try:
@@ -88,6 +104,9 @@ def _header(text: str, required: Sequence[str], optional: Sequence[str]) -> tupl
     unknown = [h for h in header if h and h not in (*required, *optional)]
     if unknown:
         raise ValueError(f"unknown column {unknown[0]!r}; the columns are {', '.join((*required, *optional))}")
+    twice = next((h for k, h in enumerate(header) if h and h in header[:k]), None)
+    if twice:
+        raise ValueError(f"the column {twice!r} appears twice in the header; which one holds the values is unclear")
     return delimiter, header
 
 
