@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ from db.models import Annotation, Image, LabelClass
 from .auth import requires
 from .classes import normalize_name
 from .collection import Statement, import_statements
-from .csv_rows import read_csv_rows, write_csv
+from .csv_rows import MAX_FILE_BYTES, read_csv_rows, write_csv
 from .studio import Studio
 
 FORMATS = ("csv", "json", "coco")
@@ -127,8 +128,14 @@ def export_labels(studio: Studio, fmt: str) -> str:
 
 # --- import -----------------------------------------------------------------------------------
 
+def _nfc(name: str) -> str:
+    """A file name in Unicode's composed form: macOS file systems give names decomposed (NFD, an
+    "é" as "e" and an accent), most other places composed; both name the same file."""
+    return unicodedata.normalize("NFC", name)
+
+
 class _ImageIndex:
-    """Finds the one image a row names, or says why it cannot."""
+    """Finds the one image a row names (names compared in composed form), or says why it cannot."""
 
     def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
         self.by_id: dict[int, str] = {}
@@ -138,14 +145,14 @@ class _ImageIndex:
         for image_id, sha, name in rows:
             self.by_id[image_id] = name
             self.by_sha[sha] = image_id
-            self.by_name.setdefault(name, []).append(image_id)
-            self.by_base.setdefault(PurePosixPath(name).name, []).append(image_id)
+            self.by_name.setdefault(_nfc(name), []).append(image_id)
+            self.by_base.setdefault(_nfc(PurePosixPath(name).name), []).append(image_id)
 
     def find(self, row: Mapping[str, str]) -> int:
         """The image id a row names; ValueError with the reason."""
         sha = (row.get("sha256") or "").strip().lower()
         raw_id = (row.get("image_id") or "").strip()
-        name = row.get("filename") or ""
+        name = _nfc(row.get("filename") or "")
         if sha:
             if not _SHA.fullmatch(sha):
                 raise ValueError(f"{sha[:80]!r} is not a SHA-256 (64 hexadecimal digits)")
@@ -156,7 +163,7 @@ class _ImageIndex:
             if not raw_id.isdigit() or int(raw_id) not in self.by_id:
                 raise ValueError(f"no image with id {raw_id[:20]!r}")
             image_id = int(raw_id)
-            if name.strip() and name not in (self.by_id[image_id], PurePosixPath(self.by_id[image_id]).name):
+            if name.strip() and name not in (_nfc(self.by_id[image_id]), _nfc(PurePosixPath(self.by_id[image_id]).name)):
                 raise ValueError(f"image {image_id} is named {self.by_id[image_id][:100]!r}, not {name[:100]!r}")
             return image_id
         if not name.strip():
@@ -295,13 +302,35 @@ def _read_csv(reader: _Reader, data: bytes, complete: bool) -> None:
             reader.statement_row(line, row)
 
 
-def _read_json(reader: _Reader, data: bytes) -> None:
+def _read_limited(source: Path | bytes) -> bytes:
+    """A labels file's bytes; ValueError for one over MAX_FILE_BYTES (checked before reading)."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"the labels file is {size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+
+def _json_document(data: bytes) -> object | None:
+    """The parsed document when ``data`` is JSON (an object or a list, or any other JSON value,
+    which is then refused as not a labels file), None when it is a CSV; ValueError for a file that
+    starts as JSON but is not valid, or nests too deeply to read."""
+    text = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    looks_like_json = text[:1] in (b"{", b"[")
+    if not (looks_like_json or text[:1] in b'"-0123456789' or text.startswith((b"true", b"false", b"null"))):
+        return None
+    try:
+        return json.loads(text.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply to be a labels file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if looks_like_json:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        return None  # a CSV whose header is quoted, or whose first cell is a number
+
+
+def _read_json(reader: _Reader, doc: object) -> None:
     """The product's JSON export; also its earlier shape, a list of {filename, sha256, positives,
     negatives}."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
     items = doc.get("images") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise ValueError(f"expected a JSON object with an 'images' list (format {JSON_FORMAT!r}), or a list of images")
@@ -330,10 +359,11 @@ def import_labels(studio: Studio, source: Path | bytes, annotator: str, complete
     """Read a labels file (CSV or JSON, told apart by content) and record its statements as one
     submission of ``annotator`` (one undo step). Refused rows are reported by line (CSV) or item
     (JSON); the others are imported. Importing the same file again changes nothing."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    data = _read_limited(source)
     reader = _reader(studio, annotator)
-    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"["):
-        _read_json(reader, data)
+    document = _json_document(data)
+    if document is not None:
+        _read_json(reader, document)
     else:
         _read_csv(reader, data, complete)
     errors = [e for _, e in sorted(reader.errors, key=lambda x: x[0])]
