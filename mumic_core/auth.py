@@ -24,7 +24,7 @@ from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from db.models import AuditEvent, SignInAttempt, User, UserSession
 
@@ -273,11 +273,16 @@ def _begin_attempt(studio, name: str, address: str) -> tuple[int, User | None]:
         s.execute(delete(SignInAttempt).where(SignInAttempt.at < now - ATTEMPTS_KEPT))
         counted = (SignInAttempt.username == name, SignInAttempt.at > now - LOCKOUT,
                    SignInAttempt.outcome.in_(("pending", "failed")))
-        total, here = s.execute(select(func.count(), func.count().filter(SignInAttempt.address == address))
-                                .where(*counted)).one()
-        if here >= MAX_FAILURES or total >= MAX_FAILURES_PER_NAME:
-            raise PermissionDenied(f"too many failed sign-ins for this name; try again in "
-                                   f"{LOCKOUT.seconds // 60} minutes")
+        here, failed = SignInAttempt.address == address, SignInAttempt.outcome == "failed"
+        total, at_address, failed_total, failed_here = s.execute(select(
+            func.count(), func.count().filter(here), func.count().filter(failed),
+            func.count().filter(and_(here, failed))).where(*counted)).one()
+        if at_address >= MAX_FAILURES or total >= MAX_FAILURES_PER_NAME:
+            if failed_here >= MAX_FAILURES or failed_total >= MAX_FAILURES_PER_NAME:
+                raise PermissionDenied(f"too many failed sign-ins for this name; try again in "
+                                       f"{LOCKOUT.seconds // 60} minutes")
+            raise PermissionDenied("too many sign-ins for this name at once (still being checked); try again in "
+                                   "a moment")
         attempt = SignInAttempt(username=name, address=address, at=now, outcome="pending")
         s.add(attempt)
         user = s.scalar(select(User).where(User.username == name))

@@ -320,7 +320,7 @@ def test_parallel_guesses_cannot_outrun_the_lockout(studio, monkeypatch):
     outcomes = guess_at_once(studio, "admin2", 30)
     assert all(isinstance(o, PermissionDenied) for o in outcomes), outcomes
     assert hasher.verified <= auth.MAX_FAILURES
-    assert sum("too many failed sign-ins" in str(o) for o in outcomes) >= 30 - auth.MAX_FAILURES
+    assert sum("too many" in str(o) for o in outcomes) >= 30 - auth.MAX_FAILURES
 
 
 def test_a_stranger_cannot_lock_the_admin_out_of_their_own_address(studio, monkeypatch):
