@@ -27,7 +27,18 @@ def test_there_are_at_least_25_distinct_bad_inputs():
     assert len(CASES) >= 25 and len({c.what for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_every_area_the_issue_asks_for_is_covered():
+    areas = {c.area for c in CASES}
+    assert {"format", "label file", "names", "concurrency", "disk full", "interrupted"} <= areas
+
+
+# Slow cases start and kill real worker processes (about 45 s): `make test-all` runs them; the
+# resume they prove is also covered fast by test_lifecycle's dead-worker test.
+SLOW = pytest.mark.slow(reason="starts and kills real worker processes")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=SLOW) if c.slow else c for c in CASES],
+                         ids=[c.what for c in CASES])
 def test_bad_input(store, case):
     studio, ann, tmp = store
     before = counts(studio)
