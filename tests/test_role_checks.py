@@ -30,6 +30,7 @@ READ_ONLY = {
     "active_learning.order_queue",
     "classes.list_classes",
     "collection.class_counts", "collection.collection_counts", "collection.current_labels",
+    "collection.importable_folders",
     "dashboard.annotator_agreement", "dashboard.correction_rates", "dashboard.model_history",
     "dashboard.per_class_ap",
     "demo.is_empty",
