@@ -3,7 +3,7 @@ ASGI application) and one route of its own, which gives the browser its session 
 
 The cookie is set here, by the server, HttpOnly and SameSite=Strict, so no page script ever
 sees a token that signs in: after a sign-in the page posts a one-time code (valid 60 s, usable
-once) to COOKIE_ROUTE and gets the cookie in the answer (``mumic_core.auth.redeem_cookie_code``).
+once) to COOKIE_ROUTE and gets the cookie in the answer (``mumic_core.store.auth.redeem_cookie_code``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app_pages.signin import COOKIE, COOKIE_ROUTE
-from mumic_core.auth import SESSION_MAX, redeem_cookie_code
-from mumic_core.studio import open_studio
+from mumic_core.store.auth import SESSION_MAX, redeem_cookie_code
+from mumic_core.store.studio import open_studio
 
 
 def _from_this_site(request: Request) -> bool:

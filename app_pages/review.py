@@ -8,8 +8,8 @@ from uuid import uuid4
 import streamlit as st
 from streamlit_shortcuts import add_shortcuts
 
-from mumic_core.registry import describe, list_versions, load_head
-from mumic_core.review import (
+from mumic_core.store.registry import describe, list_versions, load_head
+from mumic_core.store.queue import (
     SORTS,
     PLAN_WINDOW,
     STATUSES,
@@ -25,17 +25,17 @@ from mumic_core.review import (
     thresholds_for,
     undo,
 )
-from mumic_core.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
-from mumic_core.classes import list_classes
+from mumic_core.model.active_learning import DEFAULT_WEIGHTS, STRATEGIES, order_queue
+from mumic_core.store.classes import list_classes
 from mumic_core.errors import REFUSALS, StaleView, one_line
-from mumic_core.jobs import JobConflict, active_job, get_job, list_jobs
-from mumic_core.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
-from mumic_core.scoring import unscored_count
-from mumic_core.leases import browser_seat, claim, leased_to_others, release
-from mumic_core.renditions import TILE, VIEW
+from mumic_core.store.jobs import JobConflict, active_job, get_job, list_jobs
+from mumic_core.pipeline.label_errors import INLINE_LABELLED_IMAGES, labelled_image_count, suspects_of_job, suspicious_labels
+from mumic_core.pipeline.scoring import unscored_count
+from mumic_core.store.leases import browser_seat, claim, leased_to_others, release
+from mumic_core.store.renditions import TILE, VIEW
 from app_pages.signin import signed_in_studio
 from app_pages.ui import md, refuse, show_image
-from mumic_core.worker import enqueue
+from mumic_core.pipeline.worker import enqueue
 
 s = signed_in_studio("review")
 state = st.session_state
@@ -182,7 +182,7 @@ if state.get("error"):
     state.error = None
 
 planned = sort == "active learning" and bool(weights)
-# Images open in other review sessions are skipped (see mumic_core/leases.py).
+# Images open in other review sessions are skipped (see mumic_core/store/leases.py).
 busy = leased_to_others(s, state.holder)
 if planned:
     # Plan once per filter and weights (and again when images are imported); then each run

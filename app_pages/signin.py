@@ -2,7 +2,7 @@
 
 Pages call :func:`signed_in_studio` first, so a page opened directly (or in a test) is as
 closed as one reached through the navigation. The session token lives in the tab's session
-state; the store keeps its hash and expiry (``mumic_core.auth``). The browser keeps the session
+state; the store keeps its hash and expiry (``mumic_core.store.auth``). The browser keeps the session
 across page loads in an HttpOnly cookie that the web server sets (``serve.py``): this page only
 hands the browser a one-time code for it, so page scripts never see a token that signs in.
 """
@@ -13,8 +13,8 @@ import json
 
 import streamlit as st
 
-from mumic_core.auth import PermissionDenied, actor_for_token, cookie_code, sign_in, sign_out
-from mumic_core.studio import Studio, open_studio
+from mumic_core.store.auth import PermissionDenied, actor_for_token, cookie_code, sign_in, sign_out
+from mumic_core.store.studio import Studio, open_studio
 
 COOKIE = "mumic_session"  # the cookie's token, so that a reload or a typed URL stays signed in
 COOKIE_ROUTE = "/auth/session-cookie"  # serve.py: POST a one-time code to get the cookie, DELETE to drop it

@@ -6,13 +6,13 @@ import plotly.express as px
 import streamlit as st
 
 from mumic_core.errors import MumicError
-from mumic_core.jobs import job_log, list_jobs, request_cancel
-from mumic_core.lifecycle import new_human_labels, request_activation, request_training
-from mumic_core.model_report import (METRICS, job_summary, metric_bars, per_class_ap, validation_metrics,
+from mumic_core.store.jobs import job_log, list_jobs, request_cancel
+from mumic_core.pipeline.lifecycle import new_human_labels, request_activation, request_training
+from mumic_core.store.reports import (METRICS, job_summary, metric_bars, per_class_ap, validation_metrics,
                                      version_rows)
-from mumic_core.registry import active_version, describe, list_versions
-from mumic_core.settings_store import get_setting, set_setting
-from mumic_core.workers import live_workers
+from mumic_core.store.registry import active_version, describe, list_versions
+from mumic_core.store.settings import get_setting, set_setting
+from mumic_core.store.workers import live_workers
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse
 
@@ -22,7 +22,7 @@ active = active_version(s)
 st.info(f"**Active model:** {describe(active)}" if active else "No model yet: run `make run` first.")
 if not live_workers(s):
     st.warning("No background worker is running: requested jobs wait until one starts "
-               "(`make run` starts it, or `python -m huey.bin.huey_consumer mumic_core.worker.huey`).")
+               "(`make run` starts it, or `python -m huey.bin.huey_consumer mumic_core.pipeline.worker.huey`).")
 
 with st.form("train"):
     st.subheader("Train a new version")

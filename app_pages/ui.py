@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from mumic_core.errors import REFUSALS, one_line
-from mumic_core.renditions import Rendition
+from mumic_core.store.renditions import Rendition
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop directional isolate
@@ -35,7 +35,7 @@ def md(text: object) -> str:
 
 
 def show_image(where: DeltaGenerator, rendition: Rendition | None, caption: str | None = None) -> None:
-    """A display rendition (see mumic_core.renditions), or one warning saying why this image
+    """A display rendition (see mumic_core.store.renditions), or one warning saying why this image
     cannot be shown; never the stored file."""
     if rendition is not None and rendition.data is not None:
         where.image(rendition.data, caption=caption, output_format=rendition.format, width="stretch")

@@ -48,8 +48,8 @@ def smoke_folder(smoke: str, name: str) -> Path:
 def stand_in_model(folder: Path) -> Path:
     """A random-weight model of the starter's architecture in ``folder`` (made once), standing
     in for ``make starter-model``; its label says so."""
-    from mumic_core.model_factory import CONFIG_NAME, create_random_local_dir
-    from mumic_core.starter import STARTER_ARCH
+    from mumic_core.encoders.factory import CONFIG_NAME, create_random_local_dir
+    from mumic_core.encoders.starter import STARTER_ARCH
 
     if not (folder / CONFIG_NAME).is_file():
         create_random_local_dir(STARTER_ARCH, folder, seed=0)
@@ -63,8 +63,8 @@ def stand_in_stamps(folder: Path, per_category: int = STAMPS_PER_CATEGORY) -> Pa
     """A tiny stand-in for Debian's Tux Paint stamps folder: ``per_category`` coloured shapes
     (PNG with a one-line .txt description, as Tux Paint has them) in the folder of every
     evaluation category, so ``starter_corpus`` reads it like the real one."""
-    from mumic_core.scenes import COLOUR_CLASSES, SHAPE_CLASSES, shape_sprite
-    from mumic_core.starter_corpus import EVAL_CATEGORIES, SPRITE_SIZE
+    from mumic_core.synthetic.scenes import COLOUR_CLASSES, SHAPE_CLASSES, shape_sprite
+    from mumic_core.synthetic.starter_corpus import EVAL_CATEGORIES, SPRITE_SIZE
 
     rng = np.random.default_rng(0)
     shapes = [c.name for c in SHAPE_CLASSES]
@@ -83,7 +83,7 @@ def stand_in_stamps(folder: Path, per_category: int = STAMPS_PER_CATEGORY) -> Pa
 def stand_in_corpus(folder: Path, composites: int = 8) -> Path:
     """A starter corpus (captions, pictures, held-out drawings list) built by the product's
     ``build_corpus`` from the stand-in stamps (no emoji: the font path does not exist)."""
-    from mumic_core.starter_corpus import build_corpus
+    from mumic_core.synthetic.starter_corpus import build_corpus
 
     if not (folder / "held_out.json").is_file():
         stamps = stand_in_stamps(folder / "stamps")

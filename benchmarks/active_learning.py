@@ -4,9 +4,9 @@ A long-tailed collection (80 classes: the demo's 20 plus the 60 colour-shape pai
 colours drawn with Zipf weights) is split into an unlabelled pool and a test set with complete
 ground truth. Starting from the starter model's zero-shot suggestions, each strategy picks B
 images per round as the Review page does (the 2,000 unlabelled images with a probability
-closest to 0.5, re-ordered by ``mumic_core.active_learning.select``); the baseline, "random",
+closest to 0.5, re-ordered by ``mumic_core.model.active_learning.select``); the baseline, "random",
 picks uniformly from the whole unlabelled pool. The oracle labels every class of the picked
-images, a head is trained on all labels so far (``mumic_core.training.fit_head``, the product's
+images, a head is trained on all labels so far (``mumic_core.pipeline.training.fit_head``, the product's
 head mode) and scored on the test set.
 
 Then 20 % label errors (as many flipped labelled pairs as 20 % of the positive labels: half
@@ -37,14 +37,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
-from mumic_core.active_learning import POOL, select  # noqa: E402
-from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
-from mumic_core.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402
-from mumic_core.losses import init_temperature_offset  # noqa: E402
-from mumic_core.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
-from mumic_core.model_factory import EncoderSpec, load_encoder  # noqa: E402
-from mumic_core.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
-from mumic_core.training import TrainConfig, fit_head  # noqa: E402
+from mumic_core.model.active_learning import POOL, select  # noqa: E402
+from mumic_core.encoders.encoding import Head, encode_images, encode_prompts  # noqa: E402
+from mumic_core.pipeline.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402
+from mumic_core.model.losses import init_temperature_offset  # noqa: E402
+from mumic_core.model.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
+from mumic_core.encoders.factory import EncoderSpec, load_encoder  # noqa: E402
+from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
+from mumic_core.pipeline.training import TrainConfig, fit_head  # noqa: E402
 
 STRATEGIES = {
     "random": {},  # the baseline: uniform over the whole unlabelled pool

@@ -131,8 +131,8 @@ def _upload_shown(name: str, data: bytes | Callable[[], bytes]):
         from sqlalchemy import select
 
         from db.models import Image
-        from mumic_core.collection import import_files
-        from mumic_core.renditions import TILE, renditions
+        from mumic_core.store.collection import import_files
+        from mumic_core.store.renditions import TILE, renditions
 
         report = import_files(studio, [(name, data() if callable(data) else data)])
         if not report.added:
@@ -150,7 +150,7 @@ def _upload_shown(name: str, data: bytes | Callable[[], bytes]):
 
 def _timed_labels_csv(make: Callable[[], bytes], within_s: float):
     def run(studio, ann, tmp):
-        from mumic_core.label_io import import_labels
+        from mumic_core.store.label_io import import_labels
 
         data = make()
         start = time.perf_counter()
@@ -165,8 +165,8 @@ def _timed_labels_csv(make: Callable[[], bytes], within_s: float):
 def _named_then_labelled(stored: str, written: str):
     """Import an image named ``stored``, then a labels CSV row naming it ``written``."""
     def run(studio, ann, tmp):
-        from mumic_core.collection import import_files
-        from mumic_core.label_io import import_labels
+        from mumic_core.store.collection import import_files
+        from mumic_core.store.label_io import import_labels
 
         colour = tuple(hashlib.sha256(stored.encode()).digest()[:3])
         report = import_files(studio, [(stored, png(colour=colour))])
@@ -187,8 +187,8 @@ def csv_text(rows: list[list[str]]) -> str:
 def _round_trip_name(name: str):
     """Import an image named ``name`` with a label, export CSV, import the export: nothing changes."""
     def run(studio, ann, tmp):
-        from mumic_core.collection import annotate, import_files
-        from mumic_core.label_io import export_labels, import_labels
+        from mumic_core.store.collection import annotate, import_files
+        from mumic_core.store.label_io import export_labels, import_labels
 
         colour = tuple(hashlib.sha256(name.encode()).digest()[:3])
         import_files(studio, [(name, png(colour=colour))])
@@ -205,9 +205,9 @@ def _round_trip_name(name: str):
 def _class_round_trip(name: str):
     """Add a class named ``name``, label an image with it, export CSV and re-import the export."""
     def run(studio, ann, tmp):
-        from mumic_core.classes import add_class
-        from mumic_core.collection import annotate
-        from mumic_core.label_io import export_labels, import_labels
+        from mumic_core.store.classes import add_class
+        from mumic_core.store.collection import annotate
+        from mumic_core.store.label_io import export_labels, import_labels
 
         cls = add_class(studio, name)
         annotate(studio, 7, {cls.id: True}, "system")
@@ -235,7 +235,7 @@ def _at_once(n: int, work: Callable[[int], str]) -> list[str]:
 
 
 def _same_folder_at_once(studio, ann, tmp):
-    from mumic_core.collection import import_folder
+    from mumic_core.store.collection import import_folder
 
     folder = tmp / "same-folder"
     folder.mkdir(exist_ok=True)
@@ -248,7 +248,7 @@ def _same_folder_at_once(studio, ann, tmp):
 
 
 def _same_class_at_once(studio, ann, tmp):
-    from mumic_core.classes import add_class
+    from mumic_core.store.classes import add_class
 
     outcomes = _at_once(4, lambda k: f"added {add_class(studio, 'zebra crossing').name!r}")
     won = sum(o.startswith("added") for o in outcomes)
@@ -259,7 +259,7 @@ def _same_class_at_once(studio, ann, tmp):
 def _undo_races_submit(studio, ann, tmp):
     from sqlalchemy import func
 
-    from mumic_core.collection import annotate, undo_last_submission
+    from mumic_core.store.collection import annotate, undo_last_submission
 
     def work(k: int) -> str:
         if k % 2:
@@ -276,7 +276,7 @@ def _undo_races_submit(studio, ann, tmp):
 
 
 def _sign_ins_at_once(studio, ann, tmp):
-    from mumic_core.auth import sign_in
+    from mumic_core.store.auth import sign_in
 
     outcomes = _at_once(8, lambda k: sign_in(studio, "ann", "correct horse battery") and "signed in")
     others = sorted({o for o in outcomes if o != "signed in"})
@@ -332,7 +332,7 @@ def _import_into_full_store(studio, ann, tmp):
     """Images imported until the image store's disk is full (about 120 kB each, 2 MiB disk)."""
     from dataclasses import replace
 
-    from mumic_core.collection import import_files
+    from mumic_core.store.collection import import_files
 
     disk = tmp / "small-store"
     with _small_disk(disk) as how:
@@ -366,7 +366,7 @@ def _export_into_full_disk(studio, ann, tmp):
 
 
 def _backup_into_full_disk(studio, ann, tmp):
-    from mumic_core.backup import backup
+    from mumic_core.store.backup import backup
 
     disk = tmp / "small-backup"
     with _small_disk(disk) as how:
@@ -414,9 +414,9 @@ def _cli_import_killed(studio, ann, tmp):
 def _label_import_interrupted(studio, ann, tmp):
     """Ctrl-C (KeyboardInterrupt) inside a labels import's write transaction, after its rows were
     added; then the same file imported again."""
-    from mumic_core import collection
-    from mumic_core.collection import undo_last_submission
-    from mumic_core.label_io import import_labels
+    from mumic_core.store import collection
+    from mumic_core.store.collection import undo_last_submission
+    from mumic_core.store.label_io import import_labels
 
     rows = "filename,labels\n" + "".join(f"scene_{k:05d}.png,triangle|red object\n" for k in range(30, 50))
     real = collection._write_statements
@@ -445,16 +445,16 @@ def _label_import_interrupted(studio, ann, tmp):
 def _worker_killed_while_scoring(studio, ann, tmp):
     """The worker (a real huey consumer) killed with SIGKILL while it scores newly imported
     images, then started again: the new images are all scored and reach Review."""
-    from mumic_core.collection import import_files
-    from mumic_core.lifecycle import request_scoring_of_new_images
-    from mumic_core.registry import active_version
-    from mumic_core.scoring import unscored_count
+    from mumic_core.store.collection import import_files
+    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.store.registry import active_version
+    from mumic_core.pipeline.scoring import unscored_count
 
     import_files(studio, [(f"w{k:03d}.png", _noise_png(9000 + k, side=96)) for k in range(400)])
     version = active_version(studio)
     waiting = unscored_count(studio, version.id)
     env = {**os.environ, "MUMIC_EMBEDDING_CHUNK": "32", "PYTHONPATH": str(ROOT)}
-    worker = [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey", "--workers", "1",
+    worker = [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey", "--workers", "1",
               "--max-delay", "0.5"]
     proc = subprocess.Popen(worker, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -490,7 +490,7 @@ class Case:
 
 def _upload(name: str, data: bytes):
     def run(studio, ann, tmp):
-        from mumic_core.collection import import_files
+        from mumic_core.store.collection import import_files
 
         report = import_files(studio, [(name, data)])
         if report.added:
@@ -500,7 +500,7 @@ def _upload(name: str, data: bytes):
 
 
 def _traversal_name(studio, ann, tmp):
-    from mumic_core.collection import import_files
+    from mumic_core.store.collection import import_files
 
     import_files(studio, [("../../outside.png", png(colour=(1, 2, 3)))])
     escaped = (studio.settings.home.parent / "outside.png").exists() or (tmp.parent / "outside.png").exists()
@@ -510,7 +510,7 @@ def _traversal_name(studio, ann, tmp):
 
 
 def _duplicate(studio, ann, tmp):
-    from mumic_core.collection import import_files
+    from mumic_core.store.collection import import_files
 
     data = png(colour=(9, 9, 9))
     report = import_files(studio, [("a.png", data), ("b.png", data)])
@@ -519,7 +519,7 @@ def _duplicate(studio, ann, tmp):
 
 def _folder(path_of: Callable[[Path], Path]):
     def run(studio, ann, tmp):
-        from mumic_core.collection import import_folder
+        from mumic_core.store.collection import import_folder
 
         lead = studio.as_actor(_lead())
         return import_folder(lead, path_of(tmp)).summary()
@@ -527,13 +527,13 @@ def _folder(path_of: Callable[[Path], Path]):
 
 
 def _lead():
-    from mumic_core.auth import Actor
+    from mumic_core.store.auth import Actor
 
     return Actor("lead", "admin")
 
 
 def _symlink_out(studio, ann, tmp):
-    from mumic_core.collection import import_folder
+    from mumic_core.store.collection import import_folder
 
     folder = studio.settings.import_root / "linked"
     folder.mkdir(parents=True, exist_ok=True)
@@ -548,7 +548,7 @@ def _symlink_out(studio, ann, tmp):
 
 def _class(name: str, prompts=()):
     def run(studio, ann, tmp):
-        from mumic_core.classes import add_class
+        from mumic_core.store.classes import add_class
 
         return f"added {add_class(studio, name, list(prompts)).name!r}"
     return run
@@ -556,7 +556,7 @@ def _class(name: str, prompts=()):
 
 def _labels_csv(content: bytes):
     def run(studio, ann, tmp):
-        from mumic_core.label_io import import_labels
+        from mumic_core.store.label_io import import_labels
 
         path = tmp / "labels.csv"
         path.write_bytes(content)
@@ -567,7 +567,7 @@ def _labels_csv(content: bytes):
 
 def _classes_csv(content: bytes):
     def run(studio, ann, tmp):
-        from mumic_core.classes import import_class_csv
+        from mumic_core.store.classes import import_class_csv
 
         path = tmp / "classes.csv"
         path.write_bytes(content)
@@ -578,7 +578,7 @@ def _classes_csv(content: bytes):
 
 def _sign_in(name: str, password: str):
     def run(studio, ann, tmp):
-        from mumic_core.auth import sign_in
+        from mumic_core.store.auth import sign_in
 
         sign_in(studio, name, password)
         return "signed in"
@@ -586,29 +586,29 @@ def _sign_in(name: str, password: str):
 
 
 def _forged_token(studio, ann, tmp):
-    from mumic_core.auth import actor_for_token
+    from mumic_core.store.auth import actor_for_token
 
     return f"token accepted as {actor_for_token(studio, 'A' * 43)}"
 
 
 def _annotator_adds_class(studio, ann, tmp):
-    from mumic_core.classes import add_class
+    from mumic_core.store.classes import add_class
 
     add_class(ann, "sneaky")
     return "added"
 
 
 def _label_as_other(studio, ann, tmp):
-    from mumic_core.collection import annotate
+    from mumic_core.store.collection import annotate
 
     annotate(ann, 1, {1: True}, "bob")
     return "labelled"
 
 
 def _stale(studio, ann, tmp):
-    from mumic_core.auth import Actor
-    from mumic_core.registry import active_version
-    from mumic_core.review import image_views, submit
+    from mumic_core.store.auth import Actor
+    from mumic_core.store.registry import active_version
+    from mumic_core.store.queue import image_views, submit
 
     version = active_version(studio).id
     view = image_views(ann, [2], version)[0]
@@ -619,7 +619,7 @@ def _stale(studio, ann, tmp):
 
 
 def _bad_backup(studio, ann, tmp):
-    from mumic_core.backup import restore
+    from mumic_core.store.backup import restore
 
     archive = tmp / "evil.tar"
     with tarfile.open(archive, "w") as tar:
@@ -632,7 +632,7 @@ def _bad_backup(studio, ann, tmp):
 
 
 def _huge_file(studio, ann, tmp):
-    from mumic_core.collection import import_files
+    from mumic_core.store.collection import import_files
 
     report = import_files(studio, [("huge.png", png() + b"\0" * studio.settings.max_image_bytes)])
     return "; ".join(r for _, r in report.rejected) or "imported"
@@ -822,12 +822,12 @@ def demo_store(home: Path):
         del os.environ[key]
     os.environ["MUMIC_HOME"] = str(home)  # no weights there: the small built-in model, offline
     os.environ.update({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"})
-    from mumic_core.auth import SYSTEM, actor_for_token, add_user, sign_in
+    from mumic_core.store.auth import SYSTEM, actor_for_token, add_user, sign_in
     from mumic_core.config import load_settings
-    from mumic_core.demo import seed_demo
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import score_collection
-    from mumic_core.studio import open_studio
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(), actor=SYSTEM)
     base = ensure_base_version(studio)

@@ -51,12 +51,12 @@ def make_store(home: Path, n_images: int, n_users: int) -> None:
     for key in [k for k in os.environ if k.startswith("MUMIC_")]:
         del os.environ[key]
     os.environ.update({"MUMIC_HOME": str(home), **OFFLINE})
-    from mumic_core.auth import SYSTEM, add_user
+    from mumic_core.store.auth import SYSTEM, add_user
     from mumic_core.config import load_settings
-    from mumic_core.demo import seed_demo
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import score_collection
-    from mumic_core.studio import open_studio
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(), actor=SYSTEM)
     base = ensure_base_version(studio)
@@ -69,13 +69,13 @@ def make_store(home: Path, n_images: int, n_users: int) -> None:
 def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
     """One person: sign in, lease, look, decide, submit; sometimes undo. Logs every ack."""
     os.environ.update({"MUMIC_HOME": home, **OFFLINE})
-    from mumic_core.auth import actor_for_token, sign_in
+    from mumic_core.store.auth import actor_for_token, sign_in
     from mumic_core.config import load_settings
     from mumic_core.errors import StaleView
-    from mumic_core.leases import claim
-    from mumic_core.registry import active_version
-    from mumic_core.review import QueueFilter, image_views, queue_page, submit, undo
-    from mumic_core.studio import open_studio
+    from mumic_core.store.leases import claim
+    from mumic_core.store.registry import active_version
+    from mumic_core.store.queue import QueueFilter, image_views, queue_page, submit, undo
+    from mumic_core.store.studio import open_studio
 
     rng = random.Random(k)
     name = f"ann{k:02d}"
@@ -118,7 +118,7 @@ def verify(home: Path, logs: list[list[dict]]) -> dict:
 
     from db.models import Annotation
     from mumic_core.config import load_settings
-    from mumic_core.studio import open_studio
+    from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(), migrate=False)
     undone = {e["submission"] for log in logs for e in log if e["kind"] == "undo" and e["submission"]}

@@ -1,6 +1,6 @@
 """Does the MuMIC loss earn its place? Loss variants, label noise, zero-shot and embeddings (issue 7).
 
-Data: ``mumic_core.drawing_scenes`` — 1–4 objects per picture on striped, dotted, checkered or
+Data: ``mumic_core.synthetic.drawing_scenes`` — 1–4 objects per picture on striped, dotted, checkered or
 plain backgrounds; 35 classes (the starter recipe's 25 drawing categories and 10 shapes) with
 Zipf frequencies. Training pictures use the drawings the starter model was pretrained on; test
 pictures use only its held-out drawings, so no test object instance was seen in pretraining or
@@ -53,15 +53,15 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_corpus,
     stand_in_model,
 )
-from mumic_core.classifier import Head, encode_images, encode_prompts  # noqa: E402
-from mumic_core.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
-from mumic_core.losses import init_temperature_offset  # noqa: E402
-from mumic_core.metrics import expected_calibration_error, gap, gap_at_k  # noqa: E402
-from mumic_core.metrics import mean_average_precision  # noqa: E402
-from mumic_core.model_factory import EncoderSpec, create_random_local_dir, load_encoder  # noqa: E402
-from mumic_core.starter import STARTER_ARCH  # noqa: E402
-from mumic_core.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
-from mumic_core.training import TrainConfig, fit_full, fit_head  # noqa: E402
+from mumic_core.encoders.encoding import Head, encode_images, encode_prompts  # noqa: E402
+from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
+from mumic_core.model.losses import init_temperature_offset  # noqa: E402
+from mumic_core.model.metrics import expected_calibration_error, gap, gap_at_k  # noqa: E402
+from mumic_core.model.metrics import mean_average_precision  # noqa: E402
+from mumic_core.encoders.factory import EncoderSpec, create_random_local_dir, load_encoder  # noqa: E402
+from mumic_core.encoders.starter import STARTER_ARCH  # noqa: E402
+from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
+from mumic_core.pipeline.training import TrainConfig, fit_full, fit_head  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 NOISE = (0.0, 0.2, 0.4)

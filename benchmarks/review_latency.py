@@ -73,11 +73,11 @@ from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
 
 from db.models import Annotation, Image, Prediction, Submission  # noqa: E402
-from mumic_core.classes import add_class  # noqa: E402
+from mumic_core.store.classes import add_class  # noqa: E402
 from mumic_core.config import load_settings  # noqa: E402
-from mumic_core.model_factory import EncoderSpec  # noqa: E402
-from mumic_core.registry import register_version  # noqa: E402
-from mumic_core.review import (  # noqa: E402
+from mumic_core.encoders.factory import EncoderSpec  # noqa: E402
+from mumic_core.store.registry import register_version  # noqa: E402
+from mumic_core.store.queue import (  # noqa: E402
     QueueFilter,
     _queue_query,
     page_query,
@@ -88,9 +88,9 @@ from mumic_core.review import (  # noqa: E402
     submit,
     undo,
 )
-from mumic_core.scoring import _refresh_image_scores  # noqa: E402
-from mumic_core.auth import SYSTEM, add_user, sign_in  # noqa: E402
-from mumic_core.studio import Studio, open_studio  # noqa: E402
+from mumic_core.pipeline.scoring import _refresh_image_scores  # noqa: E402
+from mumic_core.store.auth import SYSTEM, add_user, sign_in  # noqa: E402
+from mumic_core.store.studio import Studio, open_studio  # noqa: E402
 
 N_FILES = 20
 UI_USER, UI_PASSWORD = "bench-ui", "correct horse battery"  # the AppTest's signed-in annotator
@@ -373,8 +373,8 @@ def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep
     if acc_undo_t:
         record("service", "undo that page", acc_undo_t)
 
-    from mumic_core.active_learning import DEFAULT_WEIGHTS, order_queue
-    from mumic_core.leases import claim, leased_to_others, release
+    from mumic_core.model.active_learning import DEFAULT_WEIGHTS, order_queue
+    from mumic_core.store.leases import claim, leased_to_others, release
 
     mix = " + ".join(DEFAULT_WEIGHTS)
     record("service", f"active-learning plan: order_queue [{mix}] over the 2,000 most uncertain",

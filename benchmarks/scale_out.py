@@ -54,11 +54,11 @@ def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dic
     from sqlalchemy import delete, func, select
 
     from db.models import EncodeBatch, ImageScore, Prediction
-    from mumic_core.jobs import get_job
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import load_scorer
-    from mumic_core.worker import enqueue
-    from mumic_core.workers import live_workers
+    from mumic_core.store.jobs import get_job
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import load_scorer
+    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.store.workers import live_workers
 
     version = ensure_base_version(studio)
     key = load_scorer(studio, version).encoder.spec.key
@@ -68,7 +68,7 @@ def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dic
         s.execute(delete(ImageScore))
         s.execute(delete(EncodeBatch))
     threads = 1 if pin else max(1, cores // n_workers)
-    workers = [subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey",
+    workers = [subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey",
                                  "--workers", "1", "--worker-type", "thread", "--max-delay", "0.5"],
                                 cwd=ROOT, env=env | {"OMP_NUM_THREADS": str(threads)},
                                 preexec_fn=(lambda k=k: os.sched_setaffinity(0, {k})) if pin else None,
@@ -124,7 +124,7 @@ def main() -> None:
         args.starter = stand_in_model(folder / "starter")
     if not (args.starter / "open_clip_config.json").is_file():
         sys.exit(f"no starter model in {args.starter}: run `make starter-model` first")
-    from mumic_core.collection import import_folder
+    from mumic_core.store.collection import import_folder
 
     home = args.home / f"scale-out-{args.images}"
     rows = scenes(args.home / "scenes", args.images)
@@ -138,7 +138,7 @@ def main() -> None:
     if args.smoke is not None:
         os.environ["MUMIC_EMBEDDING_CHUNK"] = SMOKE_EMBEDDING_CHUNK
     from mumic_core.config import load_settings
-    from mumic_core.studio import Studio
+    from mumic_core.store.studio import Studio
 
     studio = Studio(load_settings(), studio.actor)
     cores = os.cpu_count() or 1

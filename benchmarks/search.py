@@ -1,6 +1,6 @@
 """Search latency and recall of the product's faiss index at 100k and 1M vectors (issue 6).
 
-- Latency: ``mumic_core.vector_index.VectorIndex`` (exact ``IndexFlatIP`` and the HNSW graph the
+- Latency: ``mumic_core.model.vector_index.VectorIndex`` (exact ``IndexFlatIP`` and the HNSW graph the
   product switches to at 50,000 images) on synthetic unit vectors (a mixture of 1,000 Gaussian
   clusters, dimension 512 like ViT-B-32) at 100k and 1M: build time, one-query latency
   (p50/p95 over 200 queries), recall@10 against exact search.
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
-from mumic_core.vector_index import VectorIndex, recall_at_k  # noqa: E402
+from mumic_core.model.vector_index import VectorIndex, recall_at_k  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 EF_SEARCH = (32, 64, 128, 256)
@@ -78,9 +78,9 @@ def at_size(n: int, dim: int) -> dict:
 
 def real_embeddings(home: Path, starter: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(image embeddings, class text embeddings) of n generated long-tailed scenes, cached."""
-    from mumic_core.classifier import encode_images, encode_prompts
-    from mumic_core.model_factory import EncoderSpec, load_encoder
-    from mumic_core.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights
+    from mumic_core.encoders.encoding import encode_images, encode_prompts
+    from mumic_core.encoders.factory import EncoderSpec, load_encoder
+    from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights
 
     spec = EncoderSpec(f"local-dir:{starter.resolve()}", "", "starter", "starter model")
     encoder = load_encoder(spec, device="cpu")

@@ -61,9 +61,9 @@ def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
     os.environ["MUMIC_HOME"] = str(home)
     if model_dir:
         os.environ["MUMIC_PRETRAINED"] = f"local-dir:{model_dir.resolve()}"
-    from mumic_core.auth import SYSTEM
+    from mumic_core.store.auth import SYSTEM
     from mumic_core.config import load_settings
-    from mumic_core.studio import open_studio
+    from mumic_core.store.studio import open_studio
 
     return open_studio(load_settings(), actor=SYSTEM)
 
@@ -72,7 +72,7 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
     """Median images/s of open_clip's encode_image alone, on tensors prepared in advance."""
     import torch
 
-    from mumic_core.images import load_rgb
+    from mumic_core.store.images import load_rgb
 
     pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
     device = next(encoder.model.parameters()).device
@@ -90,7 +90,7 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
 
 def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
     """``n`` generated long-tailed 96 px scenes in ``folder`` (made once) and their labels."""
-    from mumic_core.scenes import LONG_TAIL_CLASSES, generate_collection, read_labels_csv, write_labels_csv, zipf_weights
+    from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, read_labels_csv, write_labels_csv, zipf_weights
 
     labels = folder / "labels.csv"
     if not labels.exists():
@@ -103,8 +103,8 @@ def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
 
 
 def demo_classes(studio) -> None:
-    from mumic_core.classes import add_class
-    from mumic_core.scenes import DEMO_CLASSES
+    from mumic_core.store.classes import add_class
+    from mumic_core.synthetic.scenes import DEMO_CLASSES
 
     for spec in DEMO_CLASSES:
         add_class(studio, spec.name, spec.prompts, spec.description)
@@ -112,10 +112,10 @@ def demo_classes(studio) -> None:
 
 def throughput(args, out: dict) -> None:
     """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
-    from mumic_core.collection import import_folder
-    from mumic_core.model_factory import create_random_local_dir
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import image_items, load_scorer, score_collection
+    from mumic_core.store.collection import import_folder
+    from mumic_core.encoders.factory import create_random_local_dir
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import image_items, load_scorer, score_collection
 
     vit_dir = args.home / "vit-b-32-random"
     if not (vit_dir / "open_clip_config.json").exists():
@@ -162,10 +162,10 @@ def peak_memory_kib(pid: int) -> int:
 
 def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
-    from mumic_core.collection import import_folder
-    from mumic_core.jobs import get_job
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.worker import enqueue
+    from mumic_core.store.collection import import_folder
+    from mumic_core.store.jobs import get_job
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.worker import enqueue
 
     home = args.home / "big"
     rows = scenes(args.home / "scenes", args.images)
@@ -177,7 +177,7 @@ def big_store(args, out: dict):
     print(out["store"], flush=True)
     ensure_base_version(studio)
     env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}"}
-    worker = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey",
+    worker = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey",
                                "--workers", "1", "--worker-type", "thread", "--max-delay", "1"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -202,9 +202,9 @@ def big_store(args, out: dict):
 
 
 def new_class(studio, out: dict) -> None:
-    from mumic_core.classes import add_class
-    from mumic_core.registry import active_version
-    from mumic_core.scoring import score_classes
+    from mumic_core.store.classes import add_class
+    from mumic_core.store.registry import active_version
+    from mumic_core.pipeline.scoring import score_classes
 
     version = active_version(studio)
     times = []
@@ -219,11 +219,11 @@ def new_class(studio, out: dict) -> None:
 
 
 def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
-    from mumic_core.label_io import import_labels
-    from mumic_core.lifecycle import promote
-    from mumic_core.registry import active_version
-    from mumic_core.scenes import DEMO_CLASSES, write_labels_csv
-    from mumic_core.training import TrainConfig, train
+    from mumic_core.store.label_io import import_labels
+    from mumic_core.pipeline.lifecycle import promote
+    from mumic_core.store.registry import active_version
+    from mumic_core.synthetic.scenes import DEMO_CLASSES, write_labels_csv
+    from mumic_core.pipeline.training import TrainConfig, train
 
     names = {c.name for c in DEMO_CLASSES}
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,11 +245,11 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
 
 def full_mode(args, out: dict) -> None:
     """Full mode on the demo collection (``--demo-images``, half of them labelled)."""
-    from mumic_core.demo import seed_demo
-    from mumic_core.lifecycle import promote
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import score_collection
-    from mumic_core.training import TrainConfig, train
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.pipeline.lifecycle import promote
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.pipeline.training import TrainConfig, train
 
     studio = fresh_studio(args.home / "demo", args.starter)
     base = ensure_base_version(studio)

@@ -35,11 +35,11 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_corpus,
     stand_in_model,
 )
-from mumic_core.classifier import encode_images, encode_prompts  # noqa: E402
-from mumic_core.metrics import gap_at_k, mean_average_precision  # noqa: E402
-from mumic_core.model_factory import EncoderSpec, load_encoder  # noqa: E402
-from mumic_core.starter import category_prompts, embed_held_out_scenes  # noqa: E402
-from mumic_core.starter_corpus import all_drawings, load_held_out, split_held_out  # noqa: E402
+from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
+from mumic_core.model.metrics import gap_at_k, mean_average_precision  # noqa: E402
+from mumic_core.encoders.factory import EncoderSpec, load_encoder  # noqa: E402
+from mumic_core.encoders.starter import category_prompts, embed_held_out_scenes  # noqa: E402
+from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, split_held_out  # noqa: E402
 
 
 def main() -> None:

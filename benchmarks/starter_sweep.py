@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_stamps  # noqa: E402
-from mumic_core.starter_corpus import (  # noqa: E402
+from mumic_core.synthetic.starter_corpus import (  # noqa: E402
     EMOJI_FONT,
     TUXPAINT_DIR,
     Drawing,
@@ -74,7 +74,7 @@ def corpus_key(v: dict) -> str:
 
 def make_corpus(args: tuple) -> str:
     _, work, v = args
-    from mumic_core.starter_corpus import build_corpus
+    from mumic_core.synthetic.starter_corpus import build_corpus
 
     out = Path(work) / corpus_key(v)
     if not (out / "captions.csv").exists():
@@ -88,9 +88,9 @@ def run_variant(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(2)
-    from mumic_core.model_factory import EncoderSpec
-    from mumic_core.pretraining import PretrainConfig, pretrain
-    from mumic_core.starter import zero_shot_held_out
+    from mumic_core.encoders.factory import EncoderSpec
+    from mumic_core.encoders.pretraining import PretrainConfig, pretrain
+    from mumic_core.encoders.starter import zero_shot_held_out
 
     drawings, sprites = load_pack(Path(v["pack"]))
     _, held = split_held_out(drawings, seed=0)

@@ -1,3 +1,3 @@
-from .cli import main
+from mumic_core.cli import main
 
 main()

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from .auth import SYSTEM
-from .errors import MumicError
-from .model_report import format_metric
-from .storage import write_file_atomically
-from .studio import Studio, open_studio
+from mumic_core.store.auth import SYSTEM
+from mumic_core.errors import MumicError
+from mumic_core.store.reports import format_metric
+from mumic_core.store.storage import write_file_atomically
+from mumic_core.store.studio import Studio, open_studio
 
 
 class _Errors(click.Group):
@@ -69,9 +69,9 @@ def main() -> None:
 @click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
 def init(demo: bool) -> None:
     """Create or migrate the database, register the base model, seed the demo, score."""
-    from .demo import is_empty, seed_demo
-    from .registry import adopt_starter_model, describe, ensure_base_version
-    from .scoring import score_collection
+    from mumic_core.services.demo import is_empty, seed_demo
+    from mumic_core.store.registry import adopt_starter_model, describe, ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
 
     studio = _studio()
     version = adopt_starter_model(studio) or ensure_base_version(studio)
@@ -95,7 +95,7 @@ def init(demo: bool) -> None:
 
 
 def _announce_first_admin(studio: Studio) -> None:
-    from .auth import ensure_first_admin
+    from mumic_core.store.auth import ensure_first_admin
 
     password = ensure_first_admin(studio)
     if password:
@@ -109,7 +109,7 @@ def _announce_first_admin(studio: Studio) -> None:
 @click.option("--seed", default=7, show_default=True)
 def demo(n_images: int, seed: int) -> None:
     """Generate the demo collection (classes, images, truth, noisy pre-labels)."""
-    from .demo import is_empty, seed_demo
+    from mumic_core.services.demo import is_empty, seed_demo
 
     studio = _studio()
     if not is_empty(studio):
@@ -129,8 +129,8 @@ def demo(n_images: int, seed: int) -> None:
               help="Score the new images with the active model (by a running worker, else here).")
 def import_(folder: Path | None, labels: Path | None, complete: bool, annotator: str | None, score: bool) -> None:
     """Import every image below FOLDER (bad files are named with their reason) and/or a labels file."""
-    from .collection import default_annotator, import_folder
-    from .label_io import import_labels
+    from mumic_core.store.collection import default_annotator, import_folder
+    from mumic_core.store.label_io import import_labels
 
     if folder is None and labels is None:
         raise click.UsageError("give a FOLDER of images, --labels FILE, or both")
@@ -159,9 +159,9 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
 
 def _score_new_images(studio: Studio) -> None:
     """Queue the new images' scoring for a running worker, or score them here when none runs."""
-    from .jobs import run_job
-    from .lifecycle import request_scoring_of_new_images
-    from .workers import live_workers
+    from mumic_core.store.jobs import run_job
+    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.store.workers import live_workers
 
     if live_workers(studio):
         click.echo(f"queued scoring job {request_scoring_of_new_images(studio)} for the running worker")
@@ -189,9 +189,9 @@ def classes() -> None:
 @click.option("--description", default="")
 def classes_add(name: str, prompts: tuple[str, ...], description: str) -> None:
     """Add a class and score it zero-shot over the collection."""
-    from .classes import add_class
-    from .registry import active_version
-    from .scoring import score_classes
+    from mumic_core.store.classes import add_class
+    from mumic_core.store.registry import active_version
+    from mumic_core.pipeline.scoring import score_classes
 
     studio = _studio()
     cls = add_class(studio, name, prompts, description)
@@ -205,7 +205,7 @@ def classes_add(name: str, prompts: tuple[str, ...], description: str) -> None:
 @classes.command("list")
 def classes_list() -> None:
     """List active classes with their prompts."""
-    from .classes import list_classes
+    from mumic_core.store.classes import list_classes
 
     for c in list_classes(_studio()):
         click.echo(f"{c.id:4d}  {c.name:28s} {' | '.join(c.prompt_texts)}")
@@ -215,7 +215,7 @@ def classes_list() -> None:
 @click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def classes_import(csv_path: Path) -> None:
     """Add classes from a name,prompt CSV (one prompt per row; names may repeat)."""
-    from .classes import import_class_csv
+    from mumic_core.store.classes import import_class_csv
 
     added, refused = import_class_csv(_studio(), csv_path)
     click.echo(f"added {len(added)} classes; {len(refused)} refused")
@@ -227,8 +227,8 @@ def classes_import(csv_path: Path) -> None:
 @click.option("--model", "model_name", default=None, help="Version name (default: the active one).")
 def score(model_name: str | None) -> None:
     """Score every image against every active class and store the predictions."""
-    from .registry import ensure_base_version, get_version
-    from .scoring import score_collection
+    from mumic_core.store.registry import ensure_base_version, get_version
+    from mumic_core.pipeline.scoring import score_collection
 
     studio = _studio()
     version = get_version(studio, model_name) if model_name else ensure_base_version(studio)
@@ -252,8 +252,8 @@ def score(model_name: str | None) -> None:
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
-    from .jobs import create_job, run_job
-    from .lifecycle import request_training, training_params
+    from mumic_core.store.jobs import create_job, run_job
+    from mumic_core.pipeline.lifecycle import request_training, training_params
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
@@ -282,8 +282,8 @@ def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, s
 @click.option("--json", "as_json", is_flag=True)
 def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None, as_json: bool) -> None:
     """Evaluate versions on ground truth (default: the demo's held-out truth)."""
-    from .evaluation import evaluate_folder, evaluate_stored
-    from .registry import get_version, list_versions
+    from mumic_core.pipeline.evaluation import evaluate_folder, evaluate_stored
+    from mumic_core.store.registry import get_version, list_versions
 
     studio = _studio()
     if truth is None:
@@ -311,7 +311,7 @@ def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def export(what: str, fmt: str, out: Path | None) -> None:
     """Export the current human labels."""
-    from .label_io import export_labels
+    from mumic_core.store.label_io import export_labels
 
     text = export_labels(_studio(), fmt)
     if out:
@@ -338,10 +338,10 @@ def export(what: str, fmt: str, out: Path | None) -> None:
 @click.option("--label", default="", help="How the model is named in the UI.")
 def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, max_steps, label) -> None:
     """Contrastive (CLIP-style) pretraining on captioned images; saves an open_clip local-dir."""
-    from .config import load_settings
-    from .pretraining import PretrainConfig
-    from .pretraining import pretrain as run_pretrain
-    from .starter import STARTER_ARCH
+    from mumic_core.config import load_settings
+    from mumic_core.encoders.pretraining import PretrainConfig
+    from mumic_core.encoders.pretraining import pretrain as run_pretrain
+    from mumic_core.encoders.starter import STARTER_ARCH
 
     out = out or load_settings().model_dir / "pretrained"
     config = PretrainConfig(model=model or STARTER_ARCH, pretrained=pretrained, minutes=minutes,
@@ -367,9 +367,9 @@ def starter() -> None:
 @click.option("--composites", default=4000, show_default=True)
 def starter_corpus(out: Path | None, composites: int) -> None:
     """Build the caption corpus from Tux Paint stamps and emoji (held-out drawings kept aside)."""
-    from .config import load_settings
-    from .starter import corpus_dir
-    from .starter_corpus import build_corpus
+    from mumic_core.config import load_settings
+    from mumic_core.encoders.starter import corpus_dir
+    from mumic_core.synthetic.starter_corpus import build_corpus
 
     out = out or corpus_dir(load_settings())
     summary = build_corpus(out, composites=composites)
@@ -385,9 +385,9 @@ def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool)
     """Zero-shot metrics on scenes of held-out drawings: the model vs an untrained one, and chance."""
     import tempfile
 
-    from .config import load_settings
-    from .model_factory import CONFIG_NAME, EncoderSpec, create_random_local_dir
-    from .starter import corpus_dir, starter_dir, zero_shot_scenes
+    from mumic_core.config import load_settings
+    from mumic_core.encoders.factory import CONFIG_NAME, EncoderSpec, create_random_local_dir
+    from mumic_core.encoders.starter import corpus_dir, starter_dir, zero_shot_scenes
 
     settings = load_settings()
     model_dir = (model_dir or starter_dir(settings)).resolve()
@@ -421,7 +421,7 @@ def models() -> None:
 
 @models.command("list")
 def models_list() -> None:
-    from .registry import describe, list_versions
+    from mumic_core.store.registry import describe, list_versions
 
     for v in list_versions(_studio()):
         m = v.metrics.get("val", {})
@@ -433,8 +433,8 @@ def models_list() -> None:
 @click.argument("name")
 def models_activate(name: str) -> None:
     """Re-score the collection with a version, then make it active (also to roll back)."""
-    from .lifecycle import promote
-    from .registry import get_version
+    from mumic_core.pipeline.lifecycle import promote
+    from mumic_core.store.registry import get_version
 
     studio = _studio()
     version = get_version(studio, name)
@@ -463,7 +463,7 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 def users_add(username: str, role: str, password_stdin: bool) -> None:
     """Create an account (the password is asked for, never taken as an argument)."""
-    from .auth import add_user
+    from mumic_core.store.auth import add_user
 
     user = add_user(_studio(), username, _read_password(password_stdin), role)
     click.echo(f"added {user.role} {user.username}")
@@ -471,7 +471,7 @@ def users_add(username: str, role: str, password_stdin: bool) -> None:
 
 @users.command("list")
 def users_list() -> None:
-    from .auth import list_users
+    from mumic_core.store.auth import list_users
 
     for u in list_users(_studio()):
         click.echo(f"{u.username:20s} {u.role:10s} {'active' if u.active else 'disabled'}")
@@ -481,7 +481,7 @@ def users_list() -> None:
 @click.argument("username")
 def users_disable(username: str) -> None:
     """Disable an account and sign out its sessions (its labels stay)."""
-    from .auth import set_active
+    from mumic_core.store.auth import set_active
 
     set_active(_studio(), username, False)
     click.echo(f"disabled {username}")
@@ -490,7 +490,7 @@ def users_disable(username: str) -> None:
 @users.command("enable")
 @click.argument("username")
 def users_enable(username: str) -> None:
-    from .auth import set_active
+    from mumic_core.store.auth import set_active
 
     set_active(_studio(), username, True)
     click.echo(f"enabled {username}")
@@ -501,7 +501,7 @@ def users_enable(username: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 def users_passwd(username: str, password_stdin: bool) -> None:
     """Set a new password (signs out the account's sessions)."""
-    from .auth import set_password
+    from mumic_core.store.auth import set_password
 
     set_password(_studio(), username, _read_password(password_stdin))
     click.echo(f"password of {username} changed")
@@ -511,7 +511,7 @@ def users_passwd(username: str, password_stdin: bool) -> None:
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 def backup_cmd(out: Path) -> None:
     """Write the store (database, images, models) to the tar file OUT, while the app runs."""
-    from .backup import backup
+    from mumic_core.store.backup import backup
 
     manifest = backup(_studio(), out)
     click.echo(f"backup {out}: {sum(manifest['rows'].values())} rows, "
@@ -522,8 +522,8 @@ def backup_cmd(out: Path) -> None:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def restore_cmd(archive: Path) -> None:
     """Unpack a backup into MUMIC_HOME (which must be empty), then bring its schema up to date."""
-    from .backup import restore
-    from .config import load_settings
+    from mumic_core.store.backup import restore
+    from mumic_core.config import load_settings
 
     settings = load_settings()
     manifest = restore(archive, settings.home)

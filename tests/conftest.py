@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mumic_core.auth import SYSTEM
+from mumic_core.store.auth import SYSTEM
 from mumic_core.config import load_settings
-from mumic_core.studio import Studio, open_studio
+from mumic_core.store.studio import Studio, open_studio
 
 # Nothing listens on port 9 here: "is the model hub reachable?" is answered "no" at once.
 OFFLINE_ENV = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
@@ -104,9 +104,9 @@ def studio(home: Path) -> Studio:
 @pytest.fixture
 def demo_studio(studio: Studio) -> Studio:
     """A small demo collection (60 images, 20 classes, half pre-labelled), scored by the base model."""
-    from mumic_core.demo import seed_demo
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
 
     version = ensure_base_version(studio)
     seed_demo(studio, n_images=60, seed=3)
@@ -121,7 +121,7 @@ def signed_in_app(script: Path | str, user: str = "lead", role: str = "admin", t
     """An AppTest of ``script`` whose browser tab is signed in as ``user`` (created if new)."""
     from streamlit.testing.v1 import AppTest
 
-    from mumic_core.auth import AccountError, add_user, sign_in
+    from mumic_core.store.auth import AccountError, add_user, sign_in
 
     studio = open_studio(load_settings(), migrate=False, actor=SYSTEM)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumic_core.active_learning import entropy, k_center_greedy, rare_class_boost, select, uncertainty
+from mumic_core.model.active_learning import entropy, k_center_greedy, rare_class_boost, select, uncertainty
 
 
 def test_uncertainty_is_highest_at_the_class_threshold():
@@ -58,9 +58,9 @@ def test_mixed_selection_and_errors():
 
 
 def test_order_queue_reorders_the_unreviewed_queue(demo_studio):
-    from mumic_core.active_learning import order_queue
-    from mumic_core.registry import active_version
-    from mumic_core.review import QueueFilter, queue_count
+    from mumic_core.model.active_learning import order_queue
+    from mumic_core.store.registry import active_version
+    from mumic_core.store.queue import QueueFilter, queue_count
 
     studio = demo_studio
     f = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
@@ -77,10 +77,10 @@ def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
     from sqlalchemy import select as sql_select
 
     from db.models import Annotation
-    from mumic_core.active_learning import order_queue
-    from mumic_core.registry import active_version
-    from mumic_core.review import QueueFilter, queue_page
-    from mumic_core.scoring import image_embeddings, load_scorer
+    from mumic_core.model.active_learning import order_queue
+    from mumic_core.store.registry import active_version
+    from mumic_core.store.queue import QueueFilter, queue_page
+    from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 
     studio = demo_studio
     version = active_version(studio)

@@ -15,8 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import PASSWORD, signed_in_app
 from db.models import AuditEvent, User, UserSession
-from mumic_core import auth
-from mumic_core.auth import (
+from mumic_core.store import auth
+from mumic_core.store.auth import (
     SYSTEM,
     AccountError,
     Actor,
@@ -133,7 +133,7 @@ def test_first_start_creates_one_admin_with_a_random_password(studio):
 
 
 def open_studio_again(studio):
-    from mumic_core.studio import open_studio
+    from mumic_core.store.studio import open_studio
 
     return open_studio(studio.settings, migrate=False)
 
@@ -141,12 +141,12 @@ def open_studio_again(studio):
 def test_role_checks_live_in_the_service_layer(demo_studio):
     """An annotator's studio (as any page would build it) is refused every admin action,
     whatever the UI shows; an anonymous studio may change nothing at all."""
-    from mumic_core.classes import add_class, list_classes, rename_class
-    from mumic_core.collection import annotate, import_files, undo_last_submission
-    from mumic_core.label_io import export_labels
-    from mumic_core.jobs import create_job
-    from mumic_core.registry import activate, active_version
-    from mumic_core.settings_store import set_setting
+    from mumic_core.store.classes import add_class, list_classes, rename_class
+    from mumic_core.store.collection import annotate, import_files, undo_last_submission
+    from mumic_core.store.label_io import export_labels
+    from mumic_core.store.jobs import create_job
+    from mumic_core.store.registry import activate, active_version
+    from mumic_core.store.settings import set_setting
 
     add_user(demo_studio, "ann", PASSWORD)
     ann = demo_studio.as_actor(actor_for_token(demo_studio, sign_in(demo_studio, "ann", PASSWORD)))
@@ -184,7 +184,7 @@ def test_role_checks_live_in_the_service_layer(demo_studio):
 
 
 def test_admin_changes_are_audited_with_who_and_when(studio):
-    from mumic_core.classes import add_class
+    from mumic_core.store.classes import add_class
 
     add_user(studio, "lead", PASSWORD, "admin")
     lead = studio.as_actor(Actor("lead", "admin"))
@@ -264,7 +264,7 @@ def test_init_prints_the_first_admin_password_once(home):
     assert "username: admin" in first.output
     password = first.output.split("password: ", 1)[1].split()[0]
     from mumic_core.config import load_settings
-    from mumic_core.studio import open_studio
+    from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(), migrate=False)
     assert actor_for_token(studio, sign_in(studio, "admin", password)).role == "admin"

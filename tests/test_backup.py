@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mumic_core.backup import BackupError, backup, restore
+from mumic_core.store.backup import BackupError, backup, restore
 from mumic_core.cli import main
 
 pytestmark = pytest.mark.sqlite_only  # backup covers the embedded SQLite store

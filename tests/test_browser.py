@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation, LabelClass, Prediction
-from mumic_core.auth import SYSTEM
+from mumic_core.store.auth import SYSTEM
 
 from conftest import PASSWORD, make_env
 from test_procfile import free_port
@@ -68,9 +68,9 @@ def server(demo_studio):
 def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin") -> None:
     """Create ``user`` if new and sign in through the form; the session cookie keeps the
     browser signed in across page loads."""
-    from mumic_core.auth import AccountError, add_user
+    from mumic_core.store.auth import AccountError, add_user
     from mumic_core.config import load_settings
-    from mumic_core.studio import open_studio
+    from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(make_env(home)), migrate=False, actor=SYSTEM)
     try:
@@ -236,13 +236,13 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
     versions once a retraining has been promoted (screenshots: training_running, training_versions)."""
     from playwright.sync_api import sync_playwright
 
-    from mumic_core.demo import seed_demo
-    from mumic_core.jobs import active_job, get_job, list_jobs
-    from mumic_core.lifecycle import request_training
-    from mumic_core.registry import active_version, ensure_base_version
-    from mumic_core.scoring import score_collection
-    from mumic_core.settings_store import set_setting
-    from mumic_core.workers import live_workers
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.jobs import active_job, get_job, list_jobs
+    from mumic_core.pipeline.lifecycle import request_training
+    from mumic_core.store.registry import active_version, ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.store.settings import set_setting
+    from mumic_core.store.workers import live_workers
 
     from test_worker import start_worker, stop, wait_for
 

@@ -4,12 +4,12 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Annotation, AuditEvent, LabelClass
-from mumic_core.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
-from mumic_core.collection import annotate, current_labels
+from mumic_core.store.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
+from mumic_core.store.collection import annotate, current_labels
 from mumic_core.errors import ClassError
-from mumic_core.registry import active_version
-from mumic_core.review import top_images_for_class
-from mumic_core.scoring import rank_images_for_prompts, score_classes
+from mumic_core.store.registry import active_version
+from mumic_core.store.queue import top_images_for_class
+from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
 
 
 def _id(studio, name):

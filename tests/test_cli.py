@@ -13,7 +13,7 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from db.models import Image, Job
-from mumic_core import model_factory as mf
+from mumic_core.encoders import factory as mf
 from mumic_core.cli import main
 from mumic_core.config import load_settings
 

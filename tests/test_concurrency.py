@@ -10,17 +10,17 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from db.models import Annotation, Image
-from mumic_core.classes import add_class
-from mumic_core.collection import import_files
-from mumic_core.scenes import generate_collection
+from mumic_core.store.classes import add_class
+from mumic_core.store.collection import import_files
+from mumic_core.synthetic.scenes import generate_collection
 
 from conftest import make_env
 
 WORKER = textwrap.dedent("""
     import sys
-    from mumic_core.auth import SYSTEM
-    from mumic_core.collection import annotate
-    from mumic_core.studio import open_studio
+    from mumic_core.store.auth import SYSTEM
+    from mumic_core.store.collection import annotate
+    from mumic_core.store.studio import open_studio
     who, rounds, image_ids, class_ids = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     images = [int(x) for x in image_ids.split(",")]
     classes = [int(x) for x in class_ids.split(",")]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from mumic_core.drawing_scenes import SHAPE_NAMES, generate_scenes, long_tailed_classes
-from mumic_core.starter_corpus import Drawing
+from mumic_core.synthetic.drawing_scenes import SHAPE_NAMES, generate_scenes, long_tailed_classes
+from mumic_core.synthetic.starter_corpus import Drawing
 
 
 def _sprite(d: Drawing) -> Image.Image:

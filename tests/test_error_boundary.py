@@ -9,9 +9,9 @@ import pytest
 
 from conftest import signed_in_app
 from mumic_core.errors import REFUSALS, ClassError, MumicError, ServiceUnavailable, one_line
-from mumic_core.jobs import create_job, get_job, job_log, run_job
-from mumic_core.model_report import job_summary
-from mumic_core.registry import active_version, head_path, load_head
+from mumic_core.store.jobs import create_job, get_job, job_log, run_job
+from mumic_core.store.reports import job_summary
+from mumic_core.store.registry import active_version, head_path, load_head
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_any_other_error_is_one_generic_line_and_the_traceback_goes_to_the_log(d
     def broken(studio):
         raise FileNotFoundError(2, "No such file or directory", str(demo_studio.settings.home / "secret.db"))
 
-    monkeypatch.setattr("mumic_core.collection.collection_counts", broken)  # the Home page's first query
+    monkeypatch.setattr("mumic_core.store.collection.collection_counts", broken)  # the Home page's first query
     at = signed_in_app(ROOT / "app.py").run()
     assert not at.exception, at.exception
     [error] = at.error
@@ -90,7 +90,7 @@ def test_a_failed_job_shows_one_line_without_server_paths(demo_studio, monkeypat
     def broken(*args, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", secret)
 
-    monkeypatch.setattr("mumic_core.lifecycle.rescore", broken)
+    monkeypatch.setattr("mumic_core.pipeline.lifecycle.rescore", broken)
     job_id = create_job(demo_studio, "score")
     with pytest.raises(FileNotFoundError):
         run_job(demo_studio, job_id)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mumic_core.scenes import generate_collection, write_labels_csv
+from mumic_core.synthetic.scenes import generate_collection, write_labels_csv
 
 from conftest import make_env
 

@@ -1,4 +1,4 @@
-"""Tests for mumic_core.images: every image is generated here, under tmp_path."""
+"""Tests for mumic_core.store.images: every image is generated here, under tmp_path."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mumic_core import images
-from mumic_core.images import (
+from mumic_core.store import images
+from mumic_core.store.images import (
     ImageRejected,
     ImageStore,
     ImportReport,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumic_core.label_errors import out_of_sample_probabilities, rank_suspects, suspicious_labels
-from mumic_core.registry import active_version
+from mumic_core.pipeline.label_errors import out_of_sample_probabilities, rank_suspects, suspicious_labels
+from mumic_core.store.registry import active_version
 
 
 def test_flipped_labels_rank_first():
@@ -25,8 +25,8 @@ def test_flipped_labels_rank_first():
 
 
 def test_cross_validation_scores_each_image_with_a_head_that_never_saw_it(monkeypatch):
-    from mumic_core import training
-    from mumic_core.label_errors import cross_validated_probabilities
+    from mumic_core.pipeline import training
+    from mumic_core.pipeline.label_errors import cross_validated_probabilities
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(30, 8)).astype(np.float32)
@@ -65,8 +65,8 @@ def test_large_collections_find_wrong_labels_in_a_worker_job(demo_studio, monkey
     """Above INLINE_LABELLED_IMAGES the Review page queues a job; its result opens the queue."""
     from streamlit.testing.v1 import AppTest
 
-    from mumic_core import label_errors
-    from mumic_core.jobs import list_jobs, run_job
+    from mumic_core.pipeline import label_errors
+    from mumic_core.store.jobs import list_jobs, run_job
 
     from test_pages import page
 

@@ -16,15 +16,15 @@ from sqlalchemy import func, select
 
 from conftest import signed_in_app
 from db.models import Annotation, Image, Job
-from mumic_core.auth import SYSTEM
-from mumic_core.classes import add_class
-from mumic_core.collection import annotate, collection_counts, import_files
+from mumic_core.store.auth import SYSTEM
+from mumic_core.store.classes import add_class
+from mumic_core.store.collection import annotate, collection_counts, import_files
 from mumic_core.config import load_settings
-from mumic_core.csv_rows import from_cell, read_csv_rows, to_cell
-from mumic_core.label_io import export_labels, import_labels
-from mumic_core.registry import ensure_base_version
-from mumic_core.scoring import score_collection, unscored_count
-from mumic_core.studio import open_studio
+from mumic_core.store.csv_rows import from_cell, read_csv_rows, to_cell
+from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.registry import ensure_base_version
+from mumic_core.pipeline.scoring import score_collection, unscored_count
+from mumic_core.store.studio import open_studio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_csv_export_neutralises_formulas_in_names(tmp_path):
 
 
 def test_exports_say_which_image_by_id_and_sha_and_leave_out_inactive_classes(tmp_path):
-    from mumic_core.classes import set_active
+    from mumic_core.store.classes import set_active
 
     studio, images, cls = store(tmp_path / "h", ["a.png"])
     annotate(studio, images["a.png"], {cls["cat"]: True, cls["dog"]: True}, "ann")
@@ -205,7 +205,7 @@ def test_contradicting_rows_and_bad_statement_fields_are_refused_by_line(tmp_pat
 
 
 def test_an_import_is_one_undo_step(tmp_path):
-    from mumic_core.collection import undo_last_submission
+    from mumic_core.store.collection import undo_last_submission
 
     studio, images, cls = store(tmp_path / "h", ["a.png", "b.png"])
     import_labels(studio, b"filename,labels\na.png,cat\nb.png,dog|tree\n", "lead")
@@ -231,9 +231,9 @@ def test_import_page_imports_a_labels_file_and_shows_the_exports(demo_studio):
 
 
 def test_imported_images_are_scored_by_the_worker_and_never_vanish_from_review(demo_studio):
-    from mumic_core.jobs import run_job
-    from mumic_core.lifecycle import request_scoring_of_new_images
-    from mumic_core.review import QueueFilter, queue_count
+    from mumic_core.store.jobs import run_job
+    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.store.queue import QueueFilter, queue_count
 
     version = ensure_base_version(demo_studio)
     queue = QueueFilter(version_id=version.id, status="unreviewed")
@@ -291,7 +291,7 @@ step = st.one_of(
 def test_any_label_history_reads_back_exactly(tmp_path_factory, history, fmt):
     """Property: whatever people did (labels, corrections, second reviews, undos), an export read
     into a fresh store gives the same current labels, states, authors, sources and times."""
-    from mumic_core.collection import record_labels, undo_last_submission
+    from mumic_core.store.collection import record_labels, undo_last_submission
 
     tmp = tmp_path_factory.mktemp("roundtrip")
     names = ["a.png", "b/c.png", " d.png", "-e.png"]

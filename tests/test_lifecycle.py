@@ -17,18 +17,19 @@ from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
 from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
-from mumic_core import lifecycle, training
-from mumic_core.auth import Actor
+from mumic_core.pipeline import lifecycle
+from mumic_core.pipeline import training
+from mumic_core.store.auth import Actor
 from mumic_core.cli import main
-from mumic_core.embeddings import EmbeddingCache
+from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.errors import TrainingError
-from mumic_core.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
+from mumic_core.store.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
                              run_job)
-from mumic_core.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
-from mumic_core.model_factory import EncoderSpec, create_random_local_dir
-from mumic_core.registry import active_version, encoder_spec, list_versions, register_version
-from mumic_core.review import QueueFilter, image_views, queue_page, submit
-from mumic_core.settings_store import set_setting
+from mumic_core.pipeline.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
+from mumic_core.encoders.factory import EncoderSpec, create_random_local_dir
+from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
+from mumic_core.store.queue import QueueFilter, image_views, queue_page, submit
+from mumic_core.store.settings import set_setting
 
 from test_worker import start_worker, stop, wait_for
 
@@ -65,7 +66,7 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
             Prediction.image_id == image_id, Prediction.model_version_id == new.id)).all())
     assert view.suggestions and all(abs(stored[x.class_id] - x.probability) < 1e-6 for x in view.suggestions)
     # The Training page compares both: the base model through the comparison made at training.
-    from mumic_core.model_report import per_class_ap, validation_metrics
+    from mumic_core.store.reports import per_class_ap, validation_metrics
 
     measured = validation_metrics(list_versions(studio))
     assert measured[base.name] == new.metrics["parent_val"] and measured[new.name] == new.metrics["val"]
@@ -104,7 +105,7 @@ def test_cancel_a_running_training(demo_studio):
 
 
 def test_progress_reporter_records_phase_numbers_and_log(studio):
-    from mumic_core.jobs import time_left
+    from mumic_core.store.jobs import time_left
 
     job_id = create_job(studio, "score")
     with studio.write() as s:
@@ -154,9 +155,9 @@ def test_automatic_retraining_after_n_new_human_labels(demo_studio):
 
 
 def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypatch):
-    from mumic_core import embeddings
-    from mumic_core.model_factory import load_encoder, resolve_base_spec
-    from mumic_core.scenes import generate_collection
+    from mumic_core.encoders import cache as embeddings
+    from mumic_core.encoders.factory import load_encoder, resolve_base_spec
+    from mumic_core.synthetic.scenes import generate_collection
 
     rows = generate_collection(10, seed=1, out_dir=tmp_path / "imgs", size=64)
     items = [(k + 1, tmp_path / "imgs" / name) for k, (name, _) in enumerate(rows)]
@@ -184,9 +185,9 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
 
 def _start_big_collection(studio, n: int) -> None:
-    from mumic_core.demo import seed_demo
-    from mumic_core.registry import ensure_base_version
-    from mumic_core.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.scoring import score_collection
 
     version = ensure_base_version(studio)
     seed_demo(studio, n_images=n, seed=4)
@@ -255,7 +256,7 @@ def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
 
 
 def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):
-    from mumic_core.model_factory import load_encoder, resolve_base_spec
+    from mumic_core.encoders.factory import load_encoder, resolve_base_spec
 
     cache = EmbeddingCache(tmp_path / "cache", "k")
     with pytest.raises(KeyError, match="999"):

@@ -1,10 +1,10 @@
-"""Tests for mumic_core.losses against hand-worked values."""
+"""Tests for mumic_core.model.losses against hand-worked values."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mumic_core.losses import (
+from mumic_core.model.losses import (
     LOSS_NAMES,
     asl,
     bce,

@@ -1,4 +1,4 @@
-"""Tests for mumic_core.metrics against hand-worked values."""
+"""Tests for mumic_core.model.metrics against hand-worked values."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mumic_core.metrics import (
+from mumic_core.model.metrics import (
     evaluate,
     expected_calibration_error,
     f1_at_thresholds,

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mumic_core import model_factory as mf
+from mumic_core.encoders import factory as mf
 from mumic_core.config import load_settings
 from mumic_core.errors import ModelUnavailable
-from mumic_core.scenes import generate_collection
+from mumic_core.synthetic.scenes import generate_collection
 
 
 def test_offline_default_falls_back_to_the_untrained_builtin_model_quickly(home: Path):
@@ -50,7 +50,7 @@ def test_unknown_tag_is_refused(home: Path, monkeypatch):
 
 
 def _embed(spec: mf.EncoderSpec, paths):
-    from mumic_core.classifier import encode_images, encode_prompts
+    from mumic_core.encoders.encoding import encode_images, encode_prompts
 
     enc = mf.load_encoder(spec)
     return encode_images(enc, paths), encode_prompts(enc, [["a red circle"], ["a blue square", "a square"]]).numpy()

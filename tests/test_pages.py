@@ -8,8 +8,8 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from db.models import Annotation, LabelClass, Prediction, ReviewLease
-from mumic_core.registry import active_version
-from mumic_core.review import QueueFilter, queue_count
+from mumic_core.store.registry import active_version
+from mumic_core.store.queue import QueueFilter, queue_count
 from app_pages.ui import md
 from conftest import signed_in_app
 from streamlit.testing.v1 import AppTest
@@ -150,7 +150,7 @@ def test_suspicious_labels_queue(demo_studio):
 
 
 def test_review_default_order_is_active_learning(demo_studio):
-    from mumic_core.active_learning import DEFAULT_WEIGHTS, order_queue
+    from mumic_core.model.active_learning import DEFAULT_WEIGHTS, order_queue
 
     at = page("review.py").run()
     assert not at.exception and at.selectbox(key="sort").value == "active learning"
@@ -162,7 +162,7 @@ def test_review_default_order_is_active_learning(demo_studio):
 
 
 def test_strategy_weights_change_the_plan(demo_studio):
-    from mumic_core.active_learning import order_queue
+    from mumic_core.model.active_learning import order_queue
 
     at = page("review.py").run()
     at.slider(key="w_uncertainty").set_value(0.0).run()

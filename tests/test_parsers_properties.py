@@ -10,7 +10,7 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mumic_core.csv_rows import MAX_FIELD, from_cell, read_csv_rows
+from mumic_core.store.csv_rows import MAX_FIELD, from_cell, read_csv_rows
 
 field = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)
 
@@ -58,7 +58,7 @@ def test_label_import_records_only_known_statements(demo_studio, tmp_path_factor
     from sqlalchemy import func, select
 
     from db.models import Annotation, LabelClass
-    from mumic_core.label_io import import_labels
+    from mumic_core.store.label_io import import_labels
 
     path = tmp_path_factory.mktemp("csv") / "labels.csv"
     path.write_bytes(to_csv([["filename", "labels"], *[[f, "|".join(ls)] for f, ls in rows]]))

@@ -10,9 +10,9 @@ import pytest
 
 from mumic_core.config import load_settings
 from mumic_core.errors import MumicError
-from mumic_core.model_factory import WEIGHTS_NAME, load_encoder, resolve_base_spec
-from mumic_core.pretraining import PretrainConfig, lr_scale, pick_captions, pretrain, read_captions, run_fraction
-from mumic_core.scenes import generate_collection
+from mumic_core.encoders.factory import WEIGHTS_NAME, load_encoder, resolve_base_spec
+from mumic_core.encoders.pretraining import PretrainConfig, lr_scale, pick_captions, pretrain, read_captions, run_fraction
+from mumic_core.synthetic.scenes import generate_collection
 
 
 def captioned_folder(tmp_path: Path, n: int = 8) -> Path:

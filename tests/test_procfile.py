@@ -12,10 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mumic_core.auth import SYSTEM
+from mumic_core.store.auth import SYSTEM
 from mumic_core.config import load_settings
-from mumic_core.workers import live_workers
-from mumic_core.studio import Studio
+from mumic_core.store.workers import live_workers
+from mumic_core.store.studio import Studio
 
 from conftest import make_env
 

@@ -20,67 +20,68 @@ from sqlalchemy import select, text
 
 import mumic_core
 from db.models import Base, ModelVersion, Prediction, ReviewLease
-from mumic_core.auth import PERMISSIONS, PermissionDenied, Actor
+from mumic_core.store.auth import PERMISSIONS, PermissionDenied, Actor
 
 ANNOTATOR = Actor("ann", "annotator")
 
 # Reads, and caches derived from stored data (embeddings, search indexes, encode batches, local
 # copies of remote files): whoever may read may cause those to be filled.
 READ_ONLY = {
-    "active_learning.order_queue",
-    "classes.list_classes",
-    "collection.class_counts", "collection.collection_counts", "collection.current_labels",
-    "collection.importable_folders",
-    "dashboard.annotator_agreement", "dashboard.correction_rates", "dashboard.model_history",
-    "dashboard.per_class_ap",
-    "demo.is_empty",
-    "encode_batches.claim_batch", "encode_batches.encode_in_parallel", "encode_batches.plan_batches",
-    "encode_batches.release_dead_claims", "encode_batches.work_on_batches",
-    "evaluation.evaluate_folder", "evaluation.evaluate_stored",
-    "jobs.active_job", "jobs.get_job", "jobs.job_log", "jobs.list_jobs",
-    "label_errors.labelled_image_count", "label_errors.out_of_sample_probabilities",
-    "label_errors.run_label_errors_job", "label_errors.suspicious_labels",
-    "leases.leased_to_others",
-    "lifecycle.new_human_labels", "lifecycle.training_params",
-    "registry.active_version", "registry.encoder_spec", "registry.get_version", "registry.head_path",
-    "registry.list_versions", "registry.load_head", "registry.next_version_name",
-    "review.image_views", "review.newest_image_id", "review.queue_count", "review.queue_page",
-    "review.submission_image_ids", "review.top_images_for_class",
-    "scoring.active_classes", "scoring.all_image_ids", "scoring.image_embeddings", "scoring.image_items",
-    "scoring.load_scorer", "scoring.observed_positive_rate", "scoring.predict",
-    "scoring.rank_images_for_prompts", "scoring.top_predictions", "scoring.unscored_count",
-    "scoring.unscored_image_ids",
-    "renditions.renditions",
-    "search.build_index", "search.embedding_map", "search.index_dir", "search.load_index",
-    "search.near_duplicate_groups", "search.search_text", "search.similar_images",
-    "settings_store.get_setting",
-    "training.gather_labels",
-    "worker.ask_for_help",
-    "workers.is_alive", "workers.live_workers",
+    "model.active_learning.order_queue",
+    "store.classes.list_classes",
+    "store.collection.class_counts", "store.collection.collection_counts", "store.collection.current_labels",
+    "store.collection.importable_folders",
+    "store.dashboard.annotator_agreement", "store.dashboard.correction_rates", "store.dashboard.model_history",
+    "store.dashboard.per_class_ap",
+    "services.demo.is_empty",
+    "pipeline.encode_batches.claim_batch", "pipeline.encode_batches.encode_in_parallel", "pipeline.encode_batches.plan_batches",
+    "pipeline.encode_batches.release_dead_claims", "pipeline.encode_batches.work_on_batches",
+    "pipeline.evaluation.evaluate_folder", "pipeline.evaluation.evaluate_stored",
+    "store.jobs.active_job", "store.jobs.get_job", "store.jobs.job_log", "store.jobs.list_jobs",
+    "pipeline.label_errors.labelled_image_count", "pipeline.label_errors.out_of_sample_probabilities",
+    "pipeline.label_errors.run_label_errors_job", "pipeline.label_errors.suspicious_labels",
+    "store.leases.leased_to_others",
+    "pipeline.lifecycle.new_human_labels", "pipeline.lifecycle.training_params",
+    "store.registry.active_version", "store.registry.encoder_spec", "store.registry.get_version", "store.registry.head_path",
+    "store.registry.list_versions", "store.registry.load_head", "store.registry.next_version_name",
+    "store.queue.image_views", "store.queue.newest_image_id", "store.queue.queue_count", "store.queue.queue_page",
+    "store.queue.submission_image_ids", "store.queue.top_images_for_class",
+    "pipeline.scoring.active_classes", "pipeline.scoring.all_image_ids", "pipeline.scoring.image_embeddings", "pipeline.scoring.image_items",
+    "pipeline.scoring.load_scorer", "pipeline.scoring.observed_positive_rate", "pipeline.scoring.predict",
+    "pipeline.scoring.rank_images_for_prompts", "pipeline.scoring.top_predictions", "pipeline.scoring.unscored_count",
+    "pipeline.scoring.unscored_image_ids",
+    "store.renditions.renditions",
+    "pipeline.search.build_index", "pipeline.search.embedding_map", "pipeline.search.index_dir", "pipeline.search.load_index",
+    "pipeline.search.near_duplicate_groups", "pipeline.search.search_text", "pipeline.search.similar_images",
+    "store.settings.get_setting",
+    "pipeline.training.gather_labels",
+    "pipeline.worker.ask_for_help",
+    "store.workers.is_alive", "store.workers.live_workers",
 }
 # Signing in and out establish who acts, and the first admin is made on a store without
 # accounts; the checks themselves take the studio too.
-WITHOUT_ACCOUNT = {"auth.actor_for_token", "auth.cookie_code", "auth.ensure_first_admin",
-                   "auth.redeem_cookie_code", "auth.sign_in", "auth.sign_out", "auth.require", "auth.require_self"}
+WITHOUT_ACCOUNT = {"store.auth.actor_for_token", "store.auth.cookie_code", "store.auth.ensure_first_admin",
+                   "store.auth.redeem_cookie_code", "store.auth.sign_in", "store.auth.sign_out", "store.auth.require", "store.auth.require_self"}
 
 
 def service_functions() -> dict[str, Callable]:
     """``module.function`` -> function, for every public function of mumic_core whose first
     parameter is ``studio``."""
     found = {}
-    for info in pkgutil.iter_modules(mumic_core.__path__):
-        if info.name.startswith("_"):
+    for info in pkgutil.walk_packages(mumic_core.__path__, "mumic_core."):
+        if info.ispkg or info.name.rsplit(".", 1)[-1].startswith("_"):
             continue
-        module = importlib.import_module(f"mumic_core.{info.name}")
+        module = importlib.import_module(info.name)
+        short = info.name.removeprefix("mumic_core.")
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and not name.startswith("_"):
                 params = list(inspect.signature(fn).parameters)
                 if params[:1] == ["studio"]:
-                    found[f"{info.name}.{name}"] = fn
+                    found[f"{short}.{name}"] = fn
     return found
 
 
-def test_every_service_function_is_marked_or_reads_only(home):  # importing mumic_core.worker makes folders there
+def test_every_service_function_is_marked_or_reads_only(home):  # importing mumic_core.pipeline.worker makes folders there
     functions = service_functions()
     unmarked = sorted(n for n, fn in functions.items()
                       if not hasattr(fn, "requires") and n not in READ_ONLY | WITHOUT_ACCOUNT)
@@ -133,15 +134,15 @@ def test_every_changing_function_refuses_annotators_and_strangers_before_changin
                 call_with_placeholders(fn, annotator, fn.acting_as)
         checked.append(name)
     assert store_fingerprint(demo_studio) == before
-    assert {"registry.register_version", "scoring.score_classes", "leases.release", "leases.claim",
-            "collection.record_labels", "jobs.create_job"} <= set(checked)
+    assert {"store.registry.register_version", "pipeline.scoring.score_classes", "store.leases.release",
+            "store.leases.claim", "store.collection.record_labels", "store.jobs.create_job"} <= set(checked)
 
 
 def test_an_annotator_cannot_create_model_versions_or_write_scores(demo_studio):
     """The three functions the review found unchecked: an annotator's studio created a model
     version, and could overwrite the stored scores."""
-    from mumic_core.registry import active_version, register_version
-    from mumic_core.scoring import score_classes
+    from mumic_core.store.registry import active_version, register_version
+    from mumic_core.pipeline.scoring import score_classes
 
     ann = demo_studio.as_actor(ANNOTATOR)
     version = active_version(demo_studio)
@@ -158,7 +159,7 @@ def test_an_annotator_cannot_create_model_versions_or_write_scores(demo_studio):
 
 
 def test_annotators_claim_and_release_only_their_own_leases(demo_studio):
-    from mumic_core.leases import claim, leased_to_others, release
+    from mumic_core.store.leases import claim, leased_to_others, release
 
     ann, bob = demo_studio.as_actor(ANNOTATOR), demo_studio.as_actor(Actor("bob", "annotator"))
     assert claim(bob, "tab-b", "bob", [1, 2]) == [1, 2]

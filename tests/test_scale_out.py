@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import EncodeBatch, Job, JobLog, Prediction, utcnow
-from mumic_core.embeddings import EmbeddingCache
-from mumic_core.encode_batches import plan_batches
-from mumic_core.jobs import get_job
-from mumic_core.registry import ensure_base_version
-from mumic_core.scoring import all_image_ids, load_scorer, score_collection
-from mumic_core.workers import live_workers
+from mumic_core.encoders.cache import EmbeddingCache
+from mumic_core.pipeline.encode_batches import plan_batches
+from mumic_core.store.jobs import get_job
+from mumic_core.store.registry import ensure_base_version
+from mumic_core.pipeline.scoring import all_image_ids, load_scorer, score_collection
+from mumic_core.store.workers import live_workers
 from test_worker import start_worker, stop, wait_for
 
 
@@ -55,7 +55,7 @@ def redis_url(tmp_path):
 def _studio_on(studio, redis_url, monkeypatch, **env):
     """The test's studio with its queue on Redis (and any other settings), as workers will see it."""
     from mumic_core.config import load_settings
-    from mumic_core.studio import Studio
+    from mumic_core.store.studio import Studio
 
     monkeypatch.setenv("MUMIC_QUEUE_URL", redis_url)
     for key, value in env.items():
@@ -64,7 +64,7 @@ def _studio_on(studio, redis_url, monkeypatch, **env):
 
 
 def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redis_url, monkeypatch):
-    from mumic_core.worker import enqueue, queue_for
+    from mumic_core.pipeline.worker import enqueue, queue_for
 
     studio = _studio_on(demo_studio, redis_url, monkeypatch)
     workers = [start_worker(studio.settings.home, MUMIC_QUEUE_URL=redis_url) for _ in range(2)]
@@ -89,8 +89,8 @@ def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redi
 
 
 def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_url, monkeypatch):
-    from mumic_core.demo import seed_demo
-    from mumic_core.worker import enqueue
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.pipeline.worker import enqueue
 
     studio = _studio_on(studio, redis_url, monkeypatch, MUMIC_EMBEDDING_CHUNK="16")
     version = ensure_base_version(studio)
@@ -117,15 +117,15 @@ def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_ur
     scorer = load_scorer(studio, version)
     cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key)
     ids, emb = cache.load()
-    from mumic_core.classifier import encode_images
-    from mumic_core.scoring import image_items
+    from mumic_core.encoders.encoding import encode_images
+    from mumic_core.pipeline.scoring import image_items
 
     again = encode_images(scorer.encoder, [p for _, p in image_items(studio, ids[:40].tolist())])
     np.testing.assert_allclose(np.asarray(emb[:40]), again, atol=1e-5)
 
 
 def ensure_classes(studio):
-    from mumic_core.scoring import active_classes
+    from mumic_core.pipeline.scoring import active_classes
 
     return active_classes(studio)
 
@@ -133,12 +133,12 @@ def ensure_classes(studio):
 def test_batches_of_a_dead_worker_and_finished_batches_are_taken_up(studio, monkeypatch):
     """Resume: a batch held by a worker that stopped beating is claimed again; a batch a helper
     finished before the job died is stored, not encoded again."""
-    from mumic_core.demo import seed_demo
+    from mumic_core.services.demo import seed_demo
 
     monkeypatch.setenv("MUMIC_EMBEDDING_CHUNK", "16")
     monkeypatch.setenv("MUMIC_BATCH_STALE_SECONDS", "30")
     from mumic_core.config import load_settings
-    from mumic_core.studio import Studio
+    from mumic_core.store.studio import Studio
 
     studio = Studio(load_settings(), studio.actor)
     version = ensure_base_version(studio)
@@ -159,7 +159,7 @@ def test_batches_of_a_dead_worker_and_finished_batches_are_taken_up(studio, monk
     # the batch of the live holder is finished by it (here: this test, after a moment)
     import threading
 
-    from mumic_core.encode_batches import work_on_batches
+    from mumic_core.pipeline.encode_batches import work_on_batches
 
     def live_holder() -> None:
         time.sleep(1.0)
@@ -186,7 +186,7 @@ def test_batches_of_a_dead_worker_and_finished_batches_are_taken_up(studio, monk
 
 def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studio):
     from db.models import Job, Worker
-    from mumic_core.jobs import create_job, fail_orphaned_jobs
+    from mumic_core.store.jobs import create_job, fail_orphaned_jobs
 
     live_id, dead_id = create_job(studio, "score"), create_job(studio, "score")
     with studio.write() as s:
@@ -206,8 +206,8 @@ def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studi
 def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio, monkeypatch):
     from mumic_core.config import load_settings
     from mumic_core.errors import ServiceUnavailable
-    from mumic_core.studio import Studio, open_studio
-    from mumic_core.worker import enqueue
+    from mumic_core.store.studio import Studio, open_studio
+    from mumic_core.pipeline.worker import enqueue
 
     monkeypatch.setenv("MUMIC_DATABASE_URL", f"postgresql+psycopg://mumic:secret@127.0.0.1:{_free_port()}/mumic")
     with pytest.raises(ServiceUnavailable, match=r"cannot reach the database .*mumic:\*\*\*@") as err:
@@ -226,7 +226,7 @@ def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio
 
 def test_batches_of_workers_that_are_gone_are_put_back_at_once(studio):
     from db.models import Worker
-    from mumic_core.encode_batches import release_dead_claims
+    from mumic_core.pipeline.encode_batches import release_dead_claims
 
     version = ensure_base_version(studio)
     dead = subprocess.Popen(["true"])
@@ -253,7 +253,7 @@ def test_concurrent_first_saves_of_a_setting_all_succeed(studio):
     """On PostgreSQL two sessions may both find no row and insert; the later save becomes an update."""
     import threading
 
-    from mumic_core.settings_store import get_setting, set_setting
+    from mumic_core.store.settings import get_setting, set_setting
 
     for key, values in (("auto_retrain_labels", list(range(10, 18))),
                         ("promotion_policy", ["always", "never"] * 4),

@@ -1,4 +1,4 @@
-"""Tests for the self-generated demo collection in mumic_core.scenes."""
+"""Tests for the self-generated demo collection in mumic_core.synthetic.scenes."""
 
 from collections import Counter
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mumic_core.scenes import (
+from mumic_core.synthetic.scenes import (
     BACKGROUND_NAMES,
     COLOUR_NAMES,
     DEMO_CLASSES,
@@ -140,7 +140,7 @@ def test_labels_csv_round_trip(tmp_path: Path):
 
 
 def test_long_tailed_classes_label_colour_shape_pairs_consistently():
-    from mumic_core.scenes import LONG_TAIL_CLASSES, SHAPE_CLASSES, zipf_weights
+    from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, SHAPE_CLASSES, zipf_weights
 
     rng = np.random.default_rng(0)
     counts = {c.name: 0 for c in LONG_TAIL_CLASSES}

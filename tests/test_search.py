@@ -7,12 +7,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from db.models import Image
-from mumic_core.collection import import_files
-from mumic_core.lifecycle import promote
-from mumic_core.registry import active_version
-from mumic_core.scenes import generate_collection
-from mumic_core.search import index_dir, search_text, similar_images
-from mumic_core.training import TrainConfig, train
+from mumic_core.store.collection import import_files
+from mumic_core.pipeline.lifecycle import promote
+from mumic_core.store.registry import active_version
+from mumic_core.synthetic.scenes import generate_collection
+from mumic_core.pipeline.search import index_dir, search_text, similar_images
+from mumic_core.pipeline.training import TrainConfig, train
 
 
 def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path):
@@ -27,7 +27,7 @@ def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path
     assert search_text(studio, version, "   ") == []
 
     # A near-copy of an image (same pixels, re-encoded) forms a near-duplicate group with it.
-    from mumic_core.search import embedding_map, near_duplicate_groups
+    from mumic_core.pipeline.search import embedding_map, near_duplicate_groups
 
     ids, xy = embedding_map(studio, version)
     assert len(ids) == 60 and xy.shape == (60, 2) and xy.std(axis=0).min() > 0

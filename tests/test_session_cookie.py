@@ -8,7 +8,7 @@ import urllib.request
 from email.message import Message
 
 from conftest import PASSWORD
-from mumic_core.auth import actor_for_token, add_user, cookie_code, sign_in, sign_out
+from mumic_core.store.auth import actor_for_token, add_user, cookie_code, sign_in, sign_out
 from test_browser import serve
 
 from app_pages.signin import COOKIE, COOKIE_ROUTE
@@ -56,7 +56,7 @@ def test_the_server_sets_an_httponly_cookie_for_a_one_time_code(studio):
 def test_a_cookie_code_expires_and_dies_with_its_session(studio, monkeypatch):
     from datetime import timedelta
 
-    from mumic_core import auth
+    from mumic_core.store import auth
 
     add_user(studio, "ann", PASSWORD)
     token = sign_in(studio, "ann", PASSWORD)

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mumic_core.auth import SYSTEM
-from mumic_core.collection import import_files
+from mumic_core.store.auth import SYSTEM
+from mumic_core.store.collection import import_files
 from mumic_core.config import load_settings
-from mumic_core.demo import seed_demo
-from mumic_core.registry import ensure_base_version, export_model_zip, get_version, head_path, load_head
-from mumic_core.review import image_views
-from mumic_core.scoring import image_items, score_collection
-from mumic_core.storage import Storage, storage_for
-from mumic_core.studio import open_studio
-from mumic_core.training import TrainConfig, train
+from mumic_core.services.demo import seed_demo
+from mumic_core.store.registry import ensure_base_version, export_model_zip, get_version, head_path, load_head
+from mumic_core.store.queue import image_views
+from mumic_core.pipeline.scoring import image_items, score_collection
+from mumic_core.store.storage import Storage, storage_for
+from mumic_core.store.studio import open_studio
+from mumic_core.pipeline.training import TrainConfig, train
 
 
 def _free_port() -> int:

@@ -10,11 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Annotation, Image
 from db.session import get_engine
-from mumic_core.classes import add_class, list_classes, normalize_name
+from mumic_core.store.classes import add_class, list_classes, normalize_name
 from mumic_core.errors import ClassError
-from mumic_core.collection import annotate, import_files
-from mumic_core.label_io import export_labels
-from mumic_core.scenes import generate_collection
+from mumic_core.store.collection import annotate, import_files
+from mumic_core.store.label_io import export_labels
+from mumic_core.synthetic.scenes import generate_collection
 
 
 def _images(studio, tmp_path, n=3):

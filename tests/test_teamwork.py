@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation
-from mumic_core.auth import Actor
-from mumic_core.dashboard import annotator_agreement
+from mumic_core.store.auth import Actor
+from mumic_core.store.dashboard import annotator_agreement
 from mumic_core.errors import StaleView
-from mumic_core.registry import active_version
-from mumic_core.review import QueueFilter, image_views, queue_count, queue_page, submit
+from mumic_core.store.registry import active_version
+from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page, submit
 
 
 def as_user(studio, name):
@@ -93,7 +93,7 @@ def test_backup_and_restore_round_trip(demo_studio, tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from mumic_core.backup import BackupError, backup, restore
+    from mumic_core.store.backup import BackupError, backup, restore
     from mumic_core.cli import main
 
     def snapshot(home):
@@ -132,7 +132,7 @@ def test_backup_and_restore_round_trip(demo_studio, tmp_path, monkeypatch):
 def test_backup_of_a_database_server_is_refused_with_what_to_use(studio, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from mumic_core.backup import BackupError, backup
+    from mumic_core.store.backup import BackupError, backup
 
     server = replace(studio, settings=replace(studio.settings, database_url="postgresql+psycopg://u@db/mumic"))
     with pytest.raises(BackupError, match="pg_dump"):

@@ -6,15 +6,15 @@ import torch
 from sqlalchemy import func, select
 
 from db.models import ImageScore, ModelVersion, Prediction
-from mumic_core import training
-from mumic_core.classes import add_class
-from mumic_core.demo import seed_demo
+from mumic_core.pipeline import training
+from mumic_core.store.classes import add_class
+from mumic_core.services.demo import seed_demo
 from mumic_core.errors import TrainingError
-from mumic_core.evaluation import evaluate_stored
-from mumic_core.lifecycle import promote
-from mumic_core.registry import active_version, encoder_spec, ensure_base_version, list_versions
-from mumic_core.scoring import _refresh_image_scores, score_classes, score_collection
-from mumic_core.training import TrainConfig, gather_labels, train
+from mumic_core.pipeline.evaluation import evaluate_stored
+from mumic_core.pipeline.lifecycle import promote
+from mumic_core.store.registry import active_version, encoder_spec, ensure_base_version, list_versions
+from mumic_core.pipeline.scoring import _refresh_image_scores, score_classes, score_collection
+from mumic_core.pipeline.training import TrainConfig, gather_labels, train
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
     def no_encoding(*args, **kwargs):
         raise AssertionError("images were encoded again: the cache was not used")
 
-    monkeypatch.setattr("mumic_core.embeddings.encode_images", no_encoding)
+    monkeypatch.setattr("mumic_core.encoders.cache.encode_images", no_encoding)
     summary = select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty).where(
         ImageScore.model_version_id == version.id).order_by(ImageScore.image_id)
     with studio.read() as s:
@@ -135,7 +135,7 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
 
 
 def test_a_new_class_is_folded_into_the_image_summaries_as_a_full_refresh_would(demo120, monkeypatch):
-    from mumic_core import scoring
+    from mumic_core.pipeline import scoring
 
     studio = demo120
     version = active_version(studio)

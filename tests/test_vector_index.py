@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mumic_core.vector_index import VectorIndex, recall_at_k
+from mumic_core.model.vector_index import VectorIndex, recall_at_k
 
 
 def unit(rng: np.random.Generator, n: int, d: int = 32) -> np.ndarray:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Job, Prediction
-from mumic_core.jobs import create_job, get_job
-from mumic_core.workers import live_workers
-from mumic_core.registry import ensure_base_version
+from mumic_core.store.jobs import create_job, get_job
+from mumic_core.store.workers import live_workers
+from mumic_core.store.registry import ensure_base_version
 
 from conftest import make_env
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_worker(home: Path, **env: str) -> subprocess.Popen:
     """The worker as the Procfile starts it, in its own process group (so kill -9 takes it all)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.worker.huey", "--workers", "1",
+        [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey", "--workers", "1",
          "--max-delay", "0.5"],
         cwd=ROOT, env=make_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
@@ -57,7 +57,7 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
     with studio.write() as s:
         s.query(Prediction).delete()
     # enqueue the way the app does: a job row plus a huey message, in another process's queue
-    from mumic_core.worker import enqueue
+    from mumic_core.pipeline.worker import enqueue
 
     proc = start_worker(studio.settings.home)
     try:

@@ -1,0 +1,130 @@
+"""Cached image embeddings per encoder, so zero-shot scoring is one matrix product.
+
+The cache is append-only parts (``part-NNNNNN-emb.npy`` then its ``-ids.npy``, the ids file
+written last as the commit mark), so a long encoding that is killed keeps every finished part
+and the next run resumes where it stopped. Parts are merged into one when encoding ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock
+
+from mumic_core.encoders.encoding import encode_images
+from mumic_core.encoders.factory import Encoder
+
+_PART = re.compile(r"part-(\d{6})-ids\.npy$")
+
+
+class EmbeddingCache:
+    """Embeddings of one encoder under ``root/<encoder key>/``."""
+
+    def __init__(self, root: Path, key: str, chunk: int = 1024) -> None:
+        self.dir = Path(root) / key
+        self.chunk = chunk  # images encoded between two saved parts
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.dir / ".lock"))
+        if (self.dir / "ids.npy").exists():  # a cache written before parts existed
+            with self._lock:
+                if (self.dir / "ids.npy").exists():
+                    os.replace(self.dir / "emb.npy", self.dir / "part-000000-emb.npy")
+                    os.replace(self.dir / "ids.npy", self.dir / "part-000000-ids.npy")
+
+    def _parts(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.dir.iterdir() if (m := _PART.match(p.name)))
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, embeddings) of every committed part; empty arrays when nothing is cached yet.
+        Embeddings are memory-mapped, so looking up a few rows of a large cache reads only those."""
+        ids, embs = [], []
+        for n in self._parts():
+            part_ids = np.load(self.dir / f"part-{n:06d}-ids.npy")
+            part_emb = np.load(self.dir / f"part-{n:06d}-emb.npy", mmap_mode="r")
+            k = min(len(part_ids), len(part_emb))
+            ids.append(part_ids[:k])
+            embs.append(part_emb[:k])
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        if len(ids) == 1 and len(np.unique(ids[0])) == len(ids[0]):  # the usual, merged state
+            return ids[0], embs[0]
+        all_ids, all_emb = np.concatenate(ids), np.concatenate(embs)
+        _, first = np.unique(all_ids, return_index=True)  # a merge may briefly leave duplicates
+        first.sort()
+        return all_ids[first], all_emb[first]
+
+    def missing(self, ids: Sequence[int]) -> list[int]:
+        """The ids among ``ids`` not cached yet, ascending."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            cached, _ = self.load()
+        return np.unique(wanted[~np.isin(wanted, cached)]).tolist()
+
+    def add(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        """Save embeddings computed elsewhere (another worker's batch) as a new part."""
+        with self._lock:
+            self._append(np.asarray(ids, dtype=np.int64), np.asarray(emb, dtype=np.float32))
+
+    def ensure(
+        self,
+        encoder: Encoder,
+        ids: Sequence[int],
+        locate: Callable[[list[int]], Sequence[tuple[int, Path]]],
+        progress: Callable[[int], None] | None = None,  # called with the number of images just encoded
+        batch_size: int = 64,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings for image ``ids``, in their order. Ids not cached yet are encoded from the
+        files that ``locate(missing ids)`` names as (id, path), saved part by part."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            cached, emb = self.load()
+            missing = np.unique(wanted[~np.isin(wanted, cached)]).tolist()
+            if missing:
+                items = list(locate(missing))
+                for start in range(0, len(items), self.chunk):
+                    chunk = items[start:start + self.chunk]
+                    new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
+                    self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
+                cached, emb = self.load()
+                self._merge(cached, emb)
+        if not len(wanted):
+            return cached[:0], np.asarray(emb[:0])
+        sorter = np.argsort(cached, kind="stable")
+        pos = np.minimum(np.searchsorted(cached, wanted, sorter=sorter), len(cached) - 1) if len(cached) else None
+        if pos is None or (cached[sorter[pos]] != wanted).any():
+            lost = wanted if pos is None else wanted[cached[sorter[pos]] != wanted]
+            raise KeyError(f"no file to embed for image ids {lost[:5].tolist()}")
+        rows = sorter[pos]
+        if len(rows) == len(cached) and (rows == np.arange(len(rows))).all():
+            return cached, np.asarray(emb)  # all of the cache in its order: no copy of a memory map
+        return cached[rows], np.asarray(emb[rows])
+
+    def _append(self, ids: np.ndarray, emb: np.ndarray) -> int:
+        parts = self._parts()
+        n = parts[-1] + 1 if parts else 0
+        _atomic_save(self.dir / f"part-{n:06d}-emb.npy", emb)
+        _atomic_save(self.dir / f"part-{n:06d}-ids.npy", ids)  # commit mark
+        return n
+
+    def _merge(self, ids: np.ndarray, emb: np.ndarray) -> None:
+        """Replace all parts by one (the new part is committed before the old ones go)."""
+        old = self._parts()
+        if len(old) <= 1:
+            return
+        self._append(ids, emb)
+        for n in old:
+            (self.dir / f"part-{n:06d}-ids.npy").unlink(missing_ok=True)
+            (self.dir / f"part-{n:06d}-emb.npy").unlink(missing_ok=True)
+
+
+def _atomic_save(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,338 @@
+"""Scoring: embeddings, probabilities, stored predictions, zero-shot for new classes."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
+
+from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
+
+from mumic_core.store.auth import requires
+from mumic_core.encoders.encoding import Head, encode_prompts
+from mumic_core.encoders.cache import EmbeddingCache
+from mumic_core.errors import MumicError
+from mumic_core.model.losses import init_temperature_offset
+from mumic_core.encoders.factory import Encoder, load_encoder
+from mumic_core.store.registry import encoder_spec, head_path, load_head
+from mumic_core.store.studio import Studio
+
+Progress = Callable[[int], None]
+DEFAULT_POSITIVE_RATE = 0.15
+_INSERT_CHUNK = 20_000
+_ID_SLICE = 10_000
+_text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
+_text_lock = threading.Lock()
+
+
+@dataclass
+class Scorer:
+    """A model version ready to score: encoder + head."""
+
+    version: ModelVersion
+    encoder: Encoder
+    head: Head | None
+
+    def text_embeddings(self, prompts_per_class: Sequence[Sequence[str]]) -> np.ndarray:
+        """(C, D) class embeddings from prompts; each class's is computed once per loaded model
+        (a ViT-B-32 text tower takes seconds for a few dozen classes on a CPU)."""
+        with _text_lock:
+            known = _text_cache.setdefault(self.encoder.model, {})
+            if len(known) > 20_000:  # free-text searches add up; start over rather than grow
+                known.clear()
+            missing = list(dict.fromkeys(tuple(p) for p in prompts_per_class if tuple(p) not in known))
+            if missing:
+                known.update(zip(missing, encode_prompts(self.encoder, missing).cpu().numpy()))
+            if not prompts_per_class:
+                return np.zeros((0, self.encoder.model_cfg["embed_dim"]), dtype=np.float32)
+            return np.stack([known[tuple(p)] for p in prompts_per_class])
+
+    def class_matrix(self, names: Sequence[str], prompts: Sequence[Sequence[str]]) -> np.ndarray:
+        text = self.text_embeddings(prompts)
+        return self.head.class_matrix(names, text) if self.head else text
+
+
+def load_scorer(studio: Studio, version: ModelVersion) -> Scorer:
+    return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
+
+
+def all_image_ids(studio: Studio) -> np.ndarray:
+    """Every image id, ascending."""
+    with studio.read() as s:
+        ids = s.connection().execute(select(Image.__table__.c.id).order_by(Image.__table__.c.id)).scalars().all()
+    return np.array(ids, dtype=np.int64)
+
+
+def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """(id, file path) for all images, or for the given ids, in id order. With remote storage
+    (MUMIC_STORAGE_URL) the files not cached locally yet are fetched first, in one batch."""
+    q = select(Image.id, Image.relpath).order_by(Image.id)
+    with studio.read() as s:
+        if image_ids is None:
+            rows = s.execute(q).all()
+        else:  # in slices: SQLite caps the number of bound parameters
+            wanted = sorted({int(i) for i in image_ids})
+            rows = [r for k in range(0, len(wanted), _ID_SLICE)
+                    for r in s.execute(q.where(Image.id.in_(wanted[k:k + _ID_SLICE]))).all()]
+    paths = studio.store.paths([rel for _, rel in rows])
+    return [(i, path) for (i, _), path in zip(rows, paths)]
+
+
+def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
+                     progress: Progress | None = None) -> np.ndarray:
+    """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded,
+    by every live worker when they are more than one batch."""
+    if not len(image_ids):  # an empty collection: (0, D), so products with class embeddings keep their shape
+        return np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), dtype=np.float32)
+    chunk, key = studio.settings.embedding_chunk, scorer.encoder.spec.key
+    cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
+    missing = cache.missing(image_ids)
+    if len(missing) > chunk:  # in batches that every live worker helps with
+        from mumic_core.pipeline.encode_batches import encode_in_parallel
+
+        encode_in_parallel(studio, scorer.version.id, cache, key, missing, progress)
+    return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
+
+
+def active_classes(studio: Studio) -> list[LabelClass]:
+    with studio.read() as s:
+        return list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
+
+
+def observed_positive_rate(studio: Studio) -> float:
+    with studio.read() as s:
+        rows = s.execute(select(Annotation.positive).where(Annotation.is_current.is_(True))).scalars().all()
+    return float(np.clip(np.mean(rows), 0.02, 0.5)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
+
+
+@requires("train")
+def calibrate_base_head(studio: Studio, scorer: Scorer, similarity: np.ndarray) -> Head:
+    """For a version without a trained head: tau and b from its own score distribution."""
+    temperature, offset = init_temperature_offset(
+        torch.from_numpy(similarity), positive_rate=observed_positive_rate(studio)
+    )
+    head = Head(temperature=float(temperature), offset=float(offset))
+    path = head_path(studio, scorer.version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head.save(path)
+    scorer.head = head
+    return head
+
+
+def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[LabelClass],
+            progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, probability) arrays of shape (N, C) for stored images."""
+    emb = image_embeddings(studio, scorer, image_ids, progress)
+    names = [c.name for c in classes]
+    cls = scorer.class_matrix(names, [c.prompt_texts for c in classes])
+    sim = emb @ cls.T if len(cls) else np.zeros((len(emb), 0), dtype=np.float32)
+    head = scorer.head or (calibrate_base_head(studio, scorer, sim) if sim.size else Head(1.0, 0.0))
+    return sim, head.probabilities(sim, names)
+
+
+def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, class_ids: Sequence[int],
+                       sim: np.ndarray, prob: np.ndarray, replace_all: bool) -> int:
+    """Replace the version's predictions (all, or those of ``class_ids``) in one transaction.
+    Rows are built a chunk at a time, so memory stays flat at 100k+ images."""
+    image_ids = np.asarray(image_ids, dtype=np.int64)
+    class_ids = [int(c) for c in class_ids]
+    table = Prediction.__table__
+    with studio.write() as s:
+        conn = s.connection()
+        # PostgreSQL: one writer of a version's predictions at a time (SQLite's write lock does this),
+        # else a second job's DELETE would not see the rows the first one just inserted
+        conn.execute(select(ModelVersion.id).where(ModelVersion.id == version_id).with_for_update())
+        new_classes = not replace_all and conn.scalar(  # class_id, not image_id: SQLite then walks
+            select(table.c.class_id).where(table.c.model_version_id == version_id,  # the class index
+                                           table.c.class_id.in_(class_ids)).limit(1)) is None
+        q = delete(table).where(table.c.model_version_id == version_id)
+        if not replace_all:
+            q = q.where(table.c.class_id.in_(class_ids))
+        conn.execute(q)
+        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
+        for b, class_id in enumerate(class_ids):  # in key order (class, then image): inserts append
+            for start in range(0, len(image_ids), _INSERT_CHUNK):
+                end = min(start + _INSERT_CHUNK, len(image_ids))
+                insert_many(conn, table, columns, zip(
+                    [version_id] * (end - start), image_ids[start:end].tolist(), [class_id] * (end - start),
+                    sim[start:end, b].tolist(), prob[start:end, b].tolist()))
+        if not (new_classes and _merge_image_scores(conn, version_id, image_ids, prob)):
+            _refresh_image_scores(conn, version_id)
+        refresh_statistics(conn)
+    return len(image_ids) * len(class_ids)
+
+
+def insert_many(conn, table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
+    """INSERT rows (tuples in ``columns`` order) through the driver's executemany: at 100k rows,
+    SQLAlchemy's per-row parameter processing costs as much as SQLite's own inserting."""
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
+    if conn.dialect.positional:
+        assert list(compiled.positiontup) == list(columns), compiled.positiontup
+        params = list(rows)
+    else:
+        params = [dict(zip(columns, r)) for r in rows]
+    if params:
+        conn.exec_driver_sql(str(compiled), params)
+
+
+def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> bool:
+    """Fold classes scored for the first time into the per-image summaries, in memory, writing
+    only the summaries that change (a new class over 100k images: well under a second).
+    False when the summaries do not cover exactly these images (then they are rebuilt)."""
+    table = ImageScore.__table__
+    rows = conn.execute(select(table.c.image_id, table.c.max_score, table.c.uncertainty)
+                        .where(table.c.model_version_id == version_id).order_by(table.c.image_id)).all()
+    if len(rows) != len(image_ids) or not len(rows):
+        return False
+    current = np.array([tuple(r) for r in rows], dtype=np.float64)
+    order = np.argsort(image_ids, kind="stable")
+    if not np.array_equal(current[:, 0].astype(np.int64), image_ids[order]):
+        return False
+    top = np.maximum(current[:, 1], prob[order].max(axis=1))
+    unsure = np.minimum(current[:, 2], np.abs(prob[order] - 0.5).min(axis=1))
+    changed = np.flatnonzero((top != current[:, 1]) | (unsure != current[:, 2]))
+    if len(changed):
+        conn.execute(
+            update(table).where(table.c.model_version_id == version_id, table.c.image_id == bindparam("b_id"))
+            .values(max_score=bindparam("b_top"), uncertainty=bindparam("b_unsure")),
+            [{"b_id": i, "b_top": t, "b_unsure": u} for i, t, u in
+             zip(current[changed, 0].astype(np.int64).tolist(), top[changed].tolist(), unsure[changed].tolist())])
+    return True
+
+
+def _refresh_image_scores(conn, version_id: int) -> None:
+    """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
+    conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
+    conn.execute(insert(ImageScore.__table__).from_select(
+        ["model_version_id", "image_id", "max_score", "uncertainty"],
+        select(Prediction.model_version_id, Prediction.image_id, func.max(Prediction.score),
+               func.min(func.abs(Prediction.score - 0.5)))
+        .join(LabelClass, LabelClass.id == Prediction.class_id)
+        .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
+        .group_by(Prediction.model_version_id, Prediction.image_id),
+    ))
+
+
+def refresh_statistics(conn) -> None:
+    """Let SQLite's planner know the tables' sizes (a sampled ANALYZE, milliseconds): without
+    it, counting a 100k-image queue can walk an index in the wrong order and take 6x longer."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(text("PRAGMA analysis_limit=1000"))
+        conn.execute(text("ANALYZE"))
+
+
+@requires("train")
+def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
+    """Score every image against every active class; replaces the version's predictions at once."""
+    scorer = load_scorer(studio, version)
+    ids = all_image_ids(studio)
+    classes = active_classes(studio)
+    sim, prob = predict(studio, scorer, ids, classes, progress)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
+
+
+def unscored_image_ids(studio: Studio, version_id: int) -> np.ndarray:
+    """Images the version has not scored yet (imported since it scored the collection), ascending."""
+    with studio.read() as s:
+        ids = s.scalars(select(Image.id).where(Image.id.not_in(
+            select(ImageScore.image_id).where(ImageScore.model_version_id == version_id))).order_by(Image.id)).all()
+    return np.array(ids, dtype=np.int64)
+
+
+def unscored_count(studio: Studio, version_id: int) -> int:
+    """How many images wait for this version's scores (they are not in its review queue yet)."""
+    with studio.read() as s:
+        images = s.scalar(select(func.count(Image.id))) or 0
+        scored = s.scalar(select(func.count()).select_from(ImageScore)
+                          .where(ImageScore.model_version_id == version_id)) or 0
+    return max(0, images - scored)
+
+
+@requires("train")
+def score_new_images(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
+    """Score only the images ``version`` has not scored yet (new imports) and add their
+    predictions and queue summaries; what was scored before stays as it is. Returns the rows added."""
+    ids = unscored_image_ids(studio, version.id)
+    scorer = load_scorer(studio, version)
+    if not len(ids):
+        return 0
+    if scorer.head is None:  # never scored at all: calibrate on the whole collection
+        return score_collection(studio, version, progress)
+    classes = active_classes(studio)
+    sim, prob = predict(studio, scorer, ids, classes, progress)
+    table, summaries = Prediction.__table__, ImageScore.__table__
+    with studio.write() as s:
+        conn = s.connection()
+        conn.execute(select(ModelVersion.id).where(ModelVersion.id == version.id).with_for_update())
+        still = set(unscored_image_ids_in(conn, version.id, ids))  # another job may have scored some since
+        keep = np.array([i in still for i in ids.tolist()], dtype=bool)
+        ids, sim, prob = ids[keep], sim[keep], prob[keep]
+        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
+        for b, cls in enumerate(classes):
+            insert_many(conn, table, columns, zip([version.id] * len(ids), ids.tolist(), [cls.id] * len(ids),
+                                                  sim[:, b].tolist(), prob[:, b].tolist()))
+        top = prob.max(axis=1) if prob.shape[1] else np.zeros(len(ids))
+        unsure = np.abs(prob - 0.5).min(axis=1) if prob.shape[1] else np.full(len(ids), 0.5)
+        insert_many(conn, summaries, ("model_version_id", "image_id", "max_score", "uncertainty"),
+                    zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()))
+        refresh_statistics(conn)
+    return len(ids) * len(classes)
+
+
+def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[int]:
+    """Which of ``image_ids`` still have no summary row for the version (inside a transaction)."""
+    scored: set[int] = set()
+    for k in range(0, len(image_ids), _ID_SLICE):
+        part = image_ids[k:k + _ID_SLICE].tolist()
+        scored |= set(conn.scalars(select(ImageScore.image_id).where(ImageScore.model_version_id == version_id,
+                                                                     ImageScore.image_id.in_(part))))
+    return [i for i in image_ids.tolist() if i not in scored]
+
+
+@requires("classes")
+def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int]) -> int:
+    """Zero-shot (or learned) scores of some classes for every stored image: one matrix product
+    against the cached embeddings."""
+    scorer = load_scorer(studio, version)
+    ids = all_image_ids(studio)
+    classes = [c for c in active_classes(studio) if c.id in set(class_ids)]
+    sim, prob = predict(studio, scorer, ids, classes)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, False)
+
+
+def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequence[str], k: int = 12,
+                            name: str | None = None) -> list[tuple[int, float]]:
+    """Preview without storing anything: the k images that a class defined by ``prompts`` would
+    score highest (one matrix product against the cached embeddings)."""
+    scorer = load_scorer(studio, version)
+    ids = all_image_ids(studio)
+    if not len(ids) or not prompts:
+        return []
+    emb = image_embeddings(studio, scorer, ids)
+    text = scorer.text_embeddings([list(prompts)])
+    if name and scorer.head and name in scorer.head.class_embeddings:
+        text = scorer.head.class_matrix([name], text)
+    if scorer.head is None:
+        raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
+    prob = scorer.head.probabilities(emb @ text.T, [name or ""])[:, 0]
+    top = np.argsort(-prob)[:k]
+    return [(int(ids[i]), float(prob[i])) for i in top]
+
+
+def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int = 10) -> list[tuple[str, float]]:
+    """(class name, probability) for one image, best first."""
+    with studio.read() as s:
+        rows = s.execute(
+            select(LabelClass.name, Prediction.score)
+            .join(LabelClass, LabelClass.id == Prediction.class_id)
+            .where(Prediction.of_images(version_id, [image_id]),
+                   LabelClass.active.is_(True))
+            .order_by(Prediction.score.desc()).limit(limit)
+        ).all()
+    return [(n, float(p)) for n, p in rows]

@@ -1,0 +1,139 @@
+"""Search the collection by text or by example, through the active model's embeddings.
+
+The faiss index lives under ``$MUMIC_HOME/index/<encoder key>/`` next to the embedding cache
+of the same encoder. It is rebuilt when a version is promoted, and extended with images
+imported since, the next time it is used.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from db.models import ModelVersion
+
+from mumic_core.pipeline.scoring import all_image_ids, image_embeddings, load_scorer
+from mumic_core.store.studio import Studio
+from mumic_core.model.vector_index import VectorIndex
+
+
+def index_dir(studio: Studio, version: ModelVersion) -> Path:
+    from mumic_core.store.registry import encoder_spec
+
+    return studio.settings.home / "index" / encoder_spec(studio, version).key
+
+
+def build_index(studio: Studio, version: ModelVersion) -> VectorIndex:
+    """Index every image's embedding under this version's encoder, and save it."""
+    scorer = load_scorer(studio, version)
+    ids = all_image_ids(studio)
+    emb = image_embeddings(studio, scorer, ids)
+    index = VectorIndex.build(ids, emb if len(ids) else np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), np.float32))
+    index.save(index_dir(studio, version))
+    return index
+
+
+_loaded: dict[Path, tuple[int, VectorIndex]] = {}  # folder -> (file mtime, index), per process
+_lock = threading.Lock()
+
+
+def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
+    """The saved index, extended with images imported since (or built when there is none).
+    Kept in memory per process while its file is unchanged: a page rerun does not re-read it."""
+    folder = index_dir(studio, version)
+    path = folder / "index.faiss"
+    with _lock:
+        if not path.exists():
+            build_index(studio, version)
+        mtime = path.stat().st_mtime_ns
+        cached = _loaded.get(folder)
+        index = cached[1] if cached and cached[0] == mtime else VectorIndex.load(folder)
+        missing = _image_ids(studio, unless_count=len(index))
+        new = missing[~np.isin(missing, index.ids())]
+        if len(new):
+            index.add(new, image_embeddings(studio, load_scorer(studio, version), new))
+            index.save(folder)
+        _loaded[folder] = (path.stat().st_mtime_ns, index)
+        return index
+
+
+def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
+    """All image ids; empty when the collection holds exactly ``unless_count`` images (a cheap
+    count answers the usual case: nothing imported since the index was saved)."""
+    from sqlalchemy import func, select
+
+    from db.models import Image
+
+    if unless_count is not None:
+        with studio.read() as s:
+            if s.scalar(select(func.count(Image.id))) == unless_count:
+                return np.zeros(0, dtype=np.int64)
+    return all_image_ids(studio)
+
+
+def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -> list[tuple[int, float]]:
+    """(image id, cosine similarity) of the images that best match a text query, best first."""
+    if not text.strip():
+        return []
+    query = load_scorer(studio, version).text_embeddings([[text.strip()]])
+    ids, scores = load_index(studio, version).search(query, k)
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+
+def similar_images(studio: Studio, version: ModelVersion, image_id: int, k: int = 24) -> list[tuple[int, float]]:
+    """Images most similar to one image (itself excluded), best first."""
+    index = load_index(studio, version)
+    if not index.contains(image_id):
+        raise KeyError(f"no image {image_id}")
+    query = index.index.reconstruct(int(image_id))
+    ids, scores = index.search(query, k + 1)
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != image_id][:k]
+
+
+def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity: float = 0.97,
+                          relative: float = 0.1, neighbours: int = 5) -> list[list[int]]:
+    """Groups of nearly identical images, largest first. Two images are linked when their cosine
+    distance is within ``1 - min_similarity`` and also under ``relative`` times the median
+    distance of images to their nearest neighbour (a model that finds everything alike, such
+    as an untrained one, does not make the whole collection one group)."""
+    index = load_index(studio, version)
+    ids = _image_ids(studio).tolist()
+    if len(ids) < 2:
+        return []
+    queries = np.stack([index.index.reconstruct(int(i)) for i in ids])
+    found, scores = index.search(queries, neighbours + 1)
+    first = np.array([1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
+                      for i, row, sims in zip(ids, found, scores)])
+    max_distance = min(1.0 - min_similarity, relative * float(np.median(first)))
+    parent = {i: i for i in ids}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, row, sims in zip(ids, found, scores):
+        for j, sim in zip(row, sims):
+            if j >= 0 and j != i and 1.0 - sim <= max_distance and int(j) in parent:
+                parent[root(i)] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in ids:
+        groups.setdefault(root(i), []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+
+
+def embedding_map(studio: Studio, version: ModelVersion, max_points: int = 5000,
+                  seed: int = 0) -> tuple[list[int], np.ndarray]:
+    """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
+    from sklearn.decomposition import PCA
+
+    ids = all_image_ids(studio)
+    if len(ids) > max_points:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_points, replace=False))
+    if len(ids) < 3:
+        return ids.tolist(), np.zeros((len(ids), 2))
+    emb = image_embeddings(studio, load_scorer(studio, version), ids)
+    return ids.tolist(), PCA(n_components=2, random_state=seed).fit_transform(emb)

@@ -1,0 +1,355 @@
+"""Images and human labels: import, annotate, export."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from db.models import Annotation, Image, LabelClass, Submission, utcnow
+
+from mumic_core.store.auth import PermissionDenied, audit, requires
+from mumic_core.errors import StaleView
+from mumic_core.store.images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
+from mumic_core.store.studio import Studio
+
+VAL_FRACTION = 0.2
+_BATCH = 64
+MAX_NAME = Image.original_name.type.length  # characters of a file name (a folder import's relative path)
+
+
+def default_annotator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user database in some containers
+        return "unknown"
+
+
+def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
+    """Fixed train/val assignment from the content hash, identical across model versions."""
+    return "val" if int(sha256[:8], 16) / 2**32 < val_fraction else "train"
+
+
+@requires("import")
+def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
+                 progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Validate, store and register images; bad files are reported one by one, never fatal. When
+    the image store cannot be written (a full disk), the import stops there: the images stored
+    before are registered, the report says why it stopped, and importing again adds the rest."""
+    report = ImportReport()
+    settings = studio.settings
+    pending: list[Image] = []
+    seen: dict[str, str] = {}
+    for name, source in files:
+        if progress:
+            progress(1)
+        limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}
+        try:
+            if len(name) > MAX_NAME:
+                raise ImageRejected(f"a name of {len(name):,} characters (the limit is {MAX_NAME}); rename it")
+            if isinstance(source, Path):
+                data, info = validate_file(source, **limits)
+            else:
+                data, info = source, validate_image(source, **limits)
+        except ImageRejected as exc:
+            report.rejected.append((name, exc.reason))
+            continue
+        if info.sha256 in seen:
+            report.duplicates.append((name, f"same content as {seen[info.sha256]}"))
+            continue
+        seen[info.sha256] = name
+        try:
+            relpath = studio.store.put(data, info)
+        except OSError as exc:
+            report.stopped = (f"the image store could not be written ({exc.strerror or type(exc).__name__}) at "
+                              f"{name!r}; it and the files after it were not imported")
+            break
+        pending.append(
+            Image(sha256=info.sha256, original_name=name, relpath=relpath, width=info.width,
+                  height=info.height, format=info.format, split=split_for(info.sha256))
+        )
+        if len(pending) >= _BATCH:
+            _register(studio, pending, report)
+            pending = []
+    _register(studio, pending, report)
+    return report
+
+
+def _register(studio: Studio, images: list[Image], report: ImportReport) -> None:
+    if not images:
+        return
+    with studio.write() as s:
+        shas = [im.sha256 for im in images]
+        known = dict(s.execute(select(Image.sha256, Image.original_name).where(Image.sha256.in_(shas))).all())
+        for im in images:
+            if im.sha256 in known:
+                report.duplicates.append((im.original_name, f"already in the collection as {known[im.sha256]}"))
+            else:
+                s.add(im)
+                report.added.append(im.original_name)
+        audit(s, studio, "import_images", added=sum(im.sha256 not in known for im in images))
+
+
+@requires("import")
+def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] | None = None) -> ImportReport:
+    """Import every file below ``folder``; names are kept relative to it. A signed-in person
+    may import only below the import root (MUMIC_IMPORT_ROOT; a relative ``folder`` is taken
+    from there); the command line anywhere."""
+    folder = Path(folder)
+    if not studio.actor.system:
+        root = studio.settings.import_root
+        real = (folder if folder.is_absolute() or root is None else root / folder).expanduser().resolve()
+        if root is None or not real.is_relative_to(root):
+            raise PermissionDenied("only folders in the import folder (MUMIC_IMPORT_ROOT) can be imported from the "
+                                   "browser; the command line imports any folder: `python -m mumic_core import FOLDER`")
+        folder = real
+    if not folder.is_dir():
+        raise FileNotFoundError(f"not a folder: {folder}")
+    return import_files(studio, ((p.relative_to(folder).as_posix(), p) for p in iter_image_files(folder)), progress)
+
+
+def importable_folders(studio: Studio, depth: int = 2) -> list[str]:
+    """Folders a signed-in person may import: those below the import root (MUMIC_IMPORT_ROOT), up
+    to ``depth`` levels, as paths relative to it (no server path is shown to a browser)."""
+    root = studio.settings.import_root
+    if root is None or not root.is_dir():
+        return []
+    found: list[str] = []
+    level = [root]
+    for _ in range(depth):
+        below = sorted(p for d in level for p in d.iterdir()
+                       if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+        found += [p.relative_to(root).as_posix() for p in below]
+        level = below
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One person's word on one image-class pair: present or absent, who said it, how and when."""
+
+    positive: bool
+    annotator: str
+    source: str = "review"
+    at: datetime | None = None  # None: now
+
+
+_REVIEWS = ("review", "second_review")  # sources that are a person looking at the image now
+
+
+@requires("review", acting_as="annotator")
+def record_labels(
+    studio: Studio,
+    labels_by_image: Mapping[int, Mapping[int, bool]],
+    annotator: str,
+    source: str = "review",
+    suggested: Mapping[int, Mapping[int, float]] | None = None,
+    seen: Mapping[int, Mapping[int, bool]] | None = None,
+) -> tuple[int, int]:
+    """Record positives/negatives for several images as one submission (the unit of undo).
+
+    ``seen`` holds each image's current labels as the person saw them: when another person
+    changed them since, nothing is recorded and StaleView says who and when.
+
+    Returns (submission id, number of new annotation rows). A statement that differs from the
+    current one supersedes it (the old row stays, marked not current); an identical one adds
+    nothing. A review counts the image as reviewed; other sources (imports, merges) only when
+    they changed a label. One short write transaction: on SQLite the write lock is taken before
+    the first read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so
+    concurrent writers never lose an update.
+    """
+    statements = {int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
+                  for i, labels in labels_by_image.items()}
+    with studio.write() as s:
+        _lock_images(s, statements)
+        if seen is not None:
+            _refuse_stale(s, annotator, {i: seen.get(i, {}) for i in labels_by_image})
+        submission = Submission(annotator=annotator, image_ids=[])
+        s.add(submission)
+        s.flush()
+        changed, added = _write_statements(s, submission.id, statements, suggested or {},
+                                           count_all=source in _REVIEWS)
+        submission.image_ids = sorted(statements) if source in _REVIEWS else changed
+        return submission.id, added
+
+
+@requires("import")
+def import_statements(studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str,
+                      batch: int = 500) -> tuple[int, int, int]:
+    """Record statements that carry their own authors, sources and times (a labels file) as one
+    submission of ``importer`` (one undo step), in short transactions of ``batch`` images.
+    Statements equal to the current ones change nothing, so importing a file twice adds nothing.
+    Returns (submission id, images changed, annotation rows added)."""
+    ids = sorted(int(i) for i in statements)
+    with studio.write() as s:
+        submission = Submission(annotator=importer, image_ids=[])
+        s.add(submission)
+        s.flush()
+        submission_id = submission.id
+        audit(s, studio, "import_labels", images=len(ids), submission=submission_id)
+    changed_total, added_total = 0, 0
+    for start in range(0, len(ids), batch):
+        part = {i: statements[i] for i in ids[start:start + batch]}
+        with studio.write() as s:
+            _lock_images(s, part)
+            changed, added = _write_statements(s, submission_id, part, {}, count_all=False)
+            sub = s.get(Submission, submission_id)
+            sub.image_ids = [*sub.image_ids, *changed]
+        changed_total, added_total = changed_total + len(changed), added_total + added
+    return submission_id, changed_total, added_total
+
+
+def _lock_images(s, statements: Mapping[int, object]) -> None:
+    """PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
+    run one after the other, as SQLite's write lock makes them (a no-op there)."""
+    s.execute(select(Image.id).where(Image.id.in_(sorted(statements))).order_by(Image.id).with_for_update())
+
+
+def _write_statements(s, submission_id: int, statements: Mapping[int, Mapping[int, Statement]],
+                      suggested: Mapping[int, Mapping[int, float]], count_all: bool) -> tuple[list[int], int]:
+    """Add the rows that change current labels; count images as reviewed (all of them, or those
+    that changed). Returns (changed image ids, rows added)."""
+    known = set(s.scalars(select(Image.id).where(Image.id.in_(list(statements)))))
+    missing = sorted(set(statements) - known)
+    if missing:
+        raise KeyError(f"no image with id {missing[0]}")
+    current: dict[tuple[int, int], Annotation] = {
+        (a.image_id, a.class_id): a for a in s.scalars(
+            select(Annotation).where(Annotation.image_id.in_(list(statements)), Annotation.is_current.is_(True))
+            .with_for_update())}
+    changed: list[int] = []
+    added = 0
+    for image_id, labels in statements.items():
+        shown = suggested.get(image_id, {})
+        rows = 0
+        for class_id, st in labels.items():
+            old = current.get((image_id, class_id))
+            confirms = st.source == "second_review" and old is not None and old.annotator != st.annotator
+            if old is not None and old.positive == st.positive and not confirms:
+                continue
+            if old is not None:
+                old.is_current = False
+                s.flush()
+            s.add(Annotation(image_id=image_id, class_id=class_id, positive=st.positive, annotator=st.annotator,
+                             source=st.source, supersedes_id=old.id if old else None, submission_id=submission_id,
+                             suggested_score=shown.get(class_id), created_at=st.at or utcnow()))
+            rows += 1
+        added += rows
+        if rows:
+            changed.append(image_id)
+    counted = sorted(statements) if count_all else changed
+    if counted:
+        s.execute(update(Image).where(Image.id.in_(counted))
+                  .values(review_count=Image.review_count + 1, reviewed_at=utcnow()))
+    return changed, added
+
+
+def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> None:
+    """StaleView when another person's current labels differ from what ``annotator`` saw (inside
+    the write transaction, so nobody can slip in between the check and the write)."""
+    rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.annotator,
+                            Annotation.created_at)
+                     .where(Annotation.image_id.in_(list(seen)), Annotation.is_current.is_(True))).all()
+    now: dict[int, dict[int, tuple]] = {i: {} for i in seen}
+    for image_id, class_id, positive, who, when in rows:
+        now[image_id][class_id] = (positive, who, when)
+    stale: dict[int, tuple[str, object]] = {}
+    for image_id, before in seen.items():
+        for class_id in set(before) | set(now[image_id]):
+            current = now[image_id].get(class_id)
+            if (current[0] if current else None) == before.get(class_id):
+                continue
+            if current is None:  # an undo took a label back
+                stale.setdefault(image_id, ("someone", None))
+            elif current[1] != annotator:
+                stale[image_id] = (current[1], current[2])
+    if stale:
+        names = dict(s.execute(select(Image.id, Image.original_name).where(Image.id.in_(list(stale)))).all())
+        parts = [f"{names.get(i, i)} (by {who}{' at ' + when.strftime('%H:%M:%S') if when else ''})"
+                 for i, (who, when) in sorted(stale.items())]
+        raise StaleView("changed by someone else after you opened it, so nothing was saved: " + "; ".join(parts)
+                        + ". Their labels are shown now; check and submit again.", sorted(stale))
+
+
+@requires("review", acting_as="annotator")
+def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
+             source: str = "review") -> int:
+    """Record labels for one image; returns the number of new annotation rows."""
+    return record_labels(studio, {image_id: labels}, annotator, source)[1]
+
+
+@requires("review", acting_as="annotator")
+def undo_last_submission(studio: Studio, annotator: str) -> int | None:
+    """Undo this person's most recent submission that is not undone yet; returns its id.
+
+    Its rows stop being current and the rows they superseded become current again, unless
+    someone changed that label since (their later statement stands). Nothing is deleted.
+    """
+    with studio.write() as s:
+        sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
+                       .order_by(Submission.id.desc()).limit(1).with_for_update())
+        if sub is None:
+            return None
+        s.execute(select(Image.id).where(Image.id.in_(sorted(int(i) for i in sub.image_ids)))
+                  .order_by(Image.id).with_for_update())  # as record_labels does (PostgreSQL)
+        rows = list(s.scalars(select(Annotation).where(Annotation.submission_id == sub.id)))
+        for row in rows:
+            if not row.is_current:
+                continue
+            row.is_current = False
+            s.flush()
+            if row.supersedes_id is not None:
+                s.execute(update(Annotation).where(Annotation.id == row.supersedes_id).values(is_current=True))
+        images = set(sub.image_ids)
+        if images:
+            s.execute(update(Image).where(Image.id.in_(images), Image.review_count > 0)
+                      .values(review_count=Image.review_count - 1))
+        sub.undone_at = utcnow()
+        return sub.id
+
+
+def current_labels(studio: Studio) -> list[tuple[int, int, bool]]:
+    """(image_id, class_id, positive) for every current annotation."""
+    with studio.read() as s:
+        return [tuple(r) for r in s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
+            .where(Annotation.is_current.is_(True))
+        ).all()]
+
+
+def collection_counts(studio: Studio) -> dict[str, int]:
+    """Images, reviewed images, active classes, current annotations."""
+    with studio.read() as s:
+        return {
+            "images": s.scalar(select(func.count(Image.id))) or 0,
+            "reviewed": s.scalar(select(func.count(Image.id)).where(Image.review_count > 0)) or 0,
+            "classes": s.scalar(select(func.count(LabelClass.id)).where(LabelClass.active.is_(True))) or 0,
+            "annotations": s.scalar(select(func.count(Annotation.id)).where(Annotation.is_current.is_(True))) or 0,
+        }
+
+
+def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:
+    """Per active class: prompts, human positives and negatives, predicted positives >= threshold."""
+    from db.models import Prediction
+
+    with studio.read() as s:
+        classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
+        human = s.execute(
+            select(Annotation.class_id, Annotation.positive, func.count())
+            .where(Annotation.is_current.is_(True)).group_by(Annotation.class_id, Annotation.positive)
+        ).all()
+        predicted = dict(s.execute(
+            select(Prediction.class_id, func.count())
+            .where(Prediction.model_version_id == version_id, Prediction.score >= threshold)
+            .group_by(Prediction.class_id)
+        ).all()) if version_id is not None else {}
+    counts = {(c, p): n for c, p, n in human}
+    return [
+        {"class": c.name, "prompts": " | ".join(c.prompt_texts), "human +": counts.get((c.id, True), 0),
+         "human −": counts.get((c.id, False), 0), f"predicted ≥ {threshold:g}": predicted.get(c.id, 0)}
+        for c in classes
+    ]

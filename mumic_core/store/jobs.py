@@ -1,0 +1,277 @@
+"""Jobs: long work recorded in the database and run by the worker (or inline by the CLI).
+
+The database row is the truth about a job (huey results vanish once read): any process can
+see its status, phase, live numbers and log, and ask it to stop. A job of an exclusive kind
+(training) holds a unique key while queued or running, so two never run at once on one store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from db.models import Job, JobLog, utcnow
+
+from mumic_core.store.auth import audit, require, requires
+from mumic_core.errors import MumicError, one_line
+from mumic_core.store.studio import Studio
+from mumic_core.store.workers import is_alive
+
+JOB_KINDS = ("score", "train", "label_errors")
+# kind -> key that only one queued/running job may hold
+EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
+JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
+ACTIVE_STATES = ("queued", "running")
+_running_here: set[int] = set()  # jobs this process is running now
+Report = Callable[[str, float, dict], None]
+
+
+class JobConflict(MumicError):
+    """A job of this kind is already queued or running."""
+
+
+class JobCancelled(MumicError):
+    """Someone asked the job to stop; it stopped at a safe point."""
+
+
+@requires("review")
+def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
+    """Record a queued job; raises JobConflict when an exclusive job of this kind is active.
+    Each kind needs its own permission (JOB_PERMISSIONS), at least review."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    require(studio, JOB_PERMISSIONS[kind])
+    key = EXCLUSIVE_KINDS.get(kind)
+    try:
+        with studio.write() as s:
+            job = Job(kind=kind, params=params or {}, status="queued", exclusive_key=key)
+            s.add(job)
+            audit(s, studio, "queue_job", kind=kind, params=params or {})
+            s.flush()
+            s.add(JobLog(job_id=job.id, message=f"queued {kind} job" + (f" with {_fmt_params(params)}" if params
+                                                                       else "")))
+            job_id = job.id
+    except IntegrityError:
+        other = active_job(studio, kind)
+        since = f", {other.status} since {_hhmm(other.started_at or other.created_at)}" if other else ""
+        raise JobConflict(f"a {kind} job is already queued or running (job {other.id if other else '?'}{since}); "
+                          "wait for it to finish or cancel it first") from None
+    return job_id
+
+
+def active_job(studio: Studio, kind: str) -> Job | None:
+    """The queued or running job of ``kind``, oldest first."""
+    with studio.read() as s:
+        return s.scalar(select(Job).where(Job.kind == kind, Job.status.in_(ACTIVE_STATES)).order_by(Job.id))
+
+
+def get_job(studio: Studio, job_id: int) -> Job:
+    with studio.read() as s:
+        job = s.get(Job, job_id)
+    if job is None:
+        raise KeyError(f"no job {job_id}")
+    return job
+
+
+def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[Job]:
+    with studio.read() as s:
+        q = select(Job).order_by(Job.id.desc()).limit(limit)
+        return list(s.scalars(q.where(Job.kind == kind) if kind else q))
+
+
+@requires("train")
+def log(studio: Studio, job_id: int, message: str) -> None:
+    """Append a line to the job's log."""
+    with studio.write() as s:
+        s.add(JobLog(job_id=job_id, message=message))
+
+
+def job_log(studio: Studio, job_id: int, limit: int = 100) -> list[JobLog]:
+    """The job's last ``limit`` log lines, oldest first."""
+    with studio.read() as s:
+        rows = list(s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(limit)))
+    return rows[::-1]
+
+
+@requires("train")
+def request_cancel(studio: Studio, job_id: int) -> str:
+    """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next
+    progress report (within seconds) and keeps nothing half-made. Returns the new status."""
+    with studio.write() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id}")
+        if job.status == "queued":
+            job.status, job.finished_at, job.exclusive_key = "cancelled", utcnow(), None
+        elif job.status == "running":
+            job.cancel_requested = True
+        status = job.status
+    log(studio, job_id, "cancelled before it started" if status == "cancelled" else "cancel requested")
+    return status
+
+
+@requires("train")
+def fail_unqueued(studio: Studio, job_id: int, reason: str) -> None:
+    """A job that could not be handed to the queue: failed at once, with the reason."""
+    _finish(studio, job_id, "failed", error=reason)
+    log(studio, job_id, f"failed: {reason}")
+
+
+def time_left(job: Job, now: datetime | None = None) -> float | None:
+    """Seconds left in the job's current phase, from that phase's rate so far (None if unknown)."""
+    started = job.details.get("phase_started") if job.details else None
+    frac = job.progress or 0.0
+    if job.status != "running" or not started or frac <= 0.0:
+        return None
+    elapsed = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(started)).total_seconds()
+    return max(0.0, elapsed * (1 - frac) / frac) if elapsed >= 2.0 else None
+
+
+@requires("train")
+def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) -> Report:
+    """A callback that writes phase, progress and live numbers to the job row (at most once per
+    interval), logs phase changes and epochs, and raises JobCancelled when a stop was asked."""
+    state = {"last": 0.0, "phase": None, "phase_started": None, "epoch": None}
+
+    def report(phase: str, fraction: float, info: dict) -> None:
+        now = time.monotonic()
+        new_phase = phase != state["phase"]
+        new_epoch = info.get("epoch") not in (None, state["epoch"])
+        if not (new_phase or new_epoch) and now - state["last"] < min_interval and fraction < 1.0:
+            return
+        if new_phase:
+            state["phase"], state["phase_started"] = phase, utcnow().isoformat()
+            log(studio, job_id, phase)
+        if new_epoch and state["epoch"] is not None and "loss" in info:
+            log(studio, job_id, f"epoch {state['epoch']} done, last loss {info['loss']:.4f}")
+        state["epoch"] = info.get("epoch", state["epoch"])
+        state["last"] = now
+        details = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in info.items()}
+        details["phase_started"] = state["phase_started"]
+        with studio.write() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(
+                phase=phase[:100], progress=float(fraction), details=details, heartbeat_at=utcnow()))
+            cancel = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        if cancel:
+            raise JobCancelled(f"cancelled during {phase}")
+
+    return report
+
+
+def _claim(studio: Studio, job_id: int) -> bool:
+    """Atomically move a queued job to running; False if someone else has it or it was cancelled.
+    On PostgreSQL the row is taken with FOR UPDATE SKIP LOCKED: a worker racing for it moves on."""
+    with studio.write() as s:
+        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued")
+                       .with_for_update(skip_locked=True))
+        if job is None:
+            return False
+        job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+        job.worker_pid, job.worker_host = os.getpid(), socket.gethostname()
+        return True
+
+
+@requires("train")
+def set_result(studio: Studio, job_id: int, **values) -> None:
+    """Merge values into the job's result while it runs (e.g. the candidate it made)."""
+    with studio.write() as s:
+        job = s.get(Job, job_id)
+        job.result = {**(job.result or {}), **values}
+
+
+def _finish(studio: Studio, job_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
+    with studio.write() as s:
+        job = s.get(Job, job_id)
+        job.status, job.error, job.finished_at, job.exclusive_key = status, error, utcnow(), None
+        job.result = {**(job.result or {}), **(result or {})}
+        if status == "succeeded":
+            job.progress = 1.0
+
+
+@requires("train")
+def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -> Job:
+    """Execute a queued job in this process and record its outcome."""
+    if not _claim(studio, job_id):
+        return get_job(studio, job_id)
+    _running_here.add(job_id)
+    try:
+        return _run_claimed(studio, job_id, extra_progress)
+    finally:
+        _running_here.discard(job_id)
+
+
+def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> Job:
+    job = get_job(studio, job_id)
+    db_report = progress_reporter(studio, job_id)
+    log(studio, job_id, f"started by process {os.getpid()}")
+
+    def report(phase: str, fraction: float, info: dict) -> None:
+        db_report(phase, fraction, info)
+        if extra_progress:
+            extra_progress(phase, fraction, info)
+
+    try:
+        result = _dispatch(studio, job_id, job.kind, job.params, report)
+    except JobCancelled as exc:
+        log(studio, job_id, str(exc))
+        _finish(studio, job_id, "cancelled", error=str(exc))
+        return get_job(studio, job_id)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+        # Pages show the first line and the log: one line without server paths; the rest is for the CLI.
+        log(studio, job_id, f"failed: {one_line(exc)}")
+        _finish(studio, job_id, "failed", error=f"{one_line(exc)}\n{traceback.format_exc(limit=5)}")
+        raise
+    log(studio, job_id, "finished")
+    _finish(studio, job_id, "succeeded", result=result)
+    return get_job(studio, job_id)
+
+
+def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Report) -> dict:
+    from mumic_core.pipeline.lifecycle import rescore, retrain
+
+    if kind == "score":
+        return rescore(studio, params, report, note=lambda msg: log(studio, job_id, msg))
+    if kind == "train":
+        return retrain(studio, params, report, note=lambda msg: log(studio, job_id, msg),
+                       remember=lambda **kw: set_result(studio, job_id, **kw))
+    if kind == "label_errors":
+        from mumic_core.pipeline.label_errors import run_label_errors_job
+
+        return run_label_errors_job(studio, params, report)
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+@requires("train")
+def fail_orphaned_jobs(studio: Studio) -> list[Job]:
+    """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them.
+    A worker on this machine is looked up by pid; one on another machine by its heartbeat."""
+    with studio.read() as s:
+        running = list(s.scalars(select(Job).where(Job.status == "running")))
+    gone = [j.id for j in running if j.id not in _running_here and not is_alive(studio, j.worker_host, j.worker_pid)]
+    failed = []
+    with studio.write() as s:  # another worker checking at the same moment skips what this one takes
+        for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")
+                             .with_for_update(skip_locked=True)):
+            job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
+            when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
+            job.error = (f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "
+                         f"activated (it ran on {job.worker_host or 'an unknown host'})")
+            failed.append(job)
+    for job in failed:
+        log(studio, job.id, job.error)
+    return failed
+
+
+def _hhmm(when: datetime | None) -> str:
+    return when.strftime("%H:%M") if when else "?"
+
+
+def _fmt_params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items() if v not in (None, False, ""))

@@ -1,0 +1,227 @@
+"""Model versions: the base model, trained versions, activation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, update
+
+from db.models import ModelVersion
+
+from mumic_core.store.auth import audit, requires
+from mumic_core.errors import ModelUnavailable
+from mumic_core.store.studio import Studio
+
+if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
+    from mumic_core.encoders.encoding import Head
+    from mumic_core.encoders.factory import EncoderSpec
+
+_LOCAL = "local-dir:"
+_TRAINED = ("head", "full")  # kinds whose folder training publishes to storage
+
+
+@requires("train")
+def publish_version_folder(studio: Studio, name: str) -> int:
+    """Copy a finished version folder (``model_dir/name``) to remote storage (MUMIC_STORAGE_URL)
+    before the version is registered; returns the number of files (0 for local storage)."""
+    if not studio.settings.storage_url:
+        return 0
+    from mumic_core.store.storage import storage_for
+
+    return storage_for(studio.settings, "models").upload_dir(studio.settings.model_dir / name, name)
+
+
+def _materialise(studio: Studio, version: ModelVersion) -> None:
+    """With remote storage, download a trained version's folder into ``model_dir/name`` when this
+    machine lacks it (the paths that versions record stay valid). Local storage: nothing to do."""
+    settings = studio.settings
+    if not settings.storage_url or version.kind not in _TRAINED or (settings.model_dir / version.name).is_dir():
+        return
+    from mumic_core.store.storage import storage_for
+
+    storage_for(settings, "models").local_dir(version.name, dest=settings.model_dir / version.name)
+
+
+def _to_stored(studio: Studio, architecture: str) -> str:
+    """Paths inside MUMIC_HOME are stored relative to it, so the folder can move."""
+    if architecture.startswith(_LOCAL):
+        path = Path(architecture.removeprefix(_LOCAL))
+        try:
+            return _LOCAL + path.relative_to(studio.settings.home).as_posix()
+        except ValueError:
+            return architecture
+    return architecture
+
+
+def _from_stored(studio: Studio, architecture: str) -> str:
+    if architecture.startswith(_LOCAL):
+        path = Path(architecture.removeprefix(_LOCAL))
+        return _LOCAL + str(path if path.is_absolute() else studio.settings.home / path)
+    return architecture
+
+
+def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
+    """The encoder a version runs on."""
+    from mumic_core.encoders.factory import EncoderSpec
+
+    _materialise(studio, version)
+    return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
+                       version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
+                       version.description)
+
+
+def head_path(studio: Studio, version: ModelVersion) -> Path:
+    """Where a version's head lives locally (fetched from remote storage first when needed)."""
+    _materialise(studio, version)
+    return studio.settings.model_dir / version.name / "head.json"
+
+
+def load_head(studio: Studio, version: ModelVersion) -> Head | None:
+    """A version's head (None before it has one); ModelUnavailable, naming the version and what
+    to do, when its file cannot be read as a head (truncated, edited, not a head)."""
+    from mumic_core.encoders.encoding import Head
+
+    path = head_path(studio, version)
+    if not path.exists():
+        return None
+    try:
+        return Head.load(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelUnavailable(
+            f"model version {version.name} is damaged: its head cannot be read ({type(exc).__name__}); retrain, "
+            "or activate another version (on the Training page, or: python -m mumic_core models activate NAME)"
+        ) from exc
+
+
+def active_version(studio: Studio) -> ModelVersion | None:
+    with studio.read() as s:
+        return s.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
+
+
+def get_version(studio: Studio, name_or_id: str | int) -> ModelVersion:
+    with studio.read() as s:
+        q = select(ModelVersion)
+        q = q.where(ModelVersion.id == int(name_or_id)) if str(name_or_id).isdigit() else q.where(
+            ModelVersion.name == str(name_or_id))
+        version = s.scalar(q)
+    if version is None:
+        raise KeyError(f"no model version {name_or_id!r}")
+    return version
+
+
+def list_versions(studio: Studio) -> list[ModelVersion]:
+    with studio.read() as s:
+        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def next_version_name(studio: Studio) -> str:
+    with studio.read() as s:
+        n = (s.scalar(select(func.max(ModelVersion.id))) or 0) + 1
+    return f"v{n:04d}"
+
+
+@requires("train")
+def register_version(
+    studio: Studio,
+    name: str,
+    spec: EncoderSpec,
+    kind: str,
+    description: str,
+    parent_id: int | None = None,
+    training_config: dict | None = None,
+    metrics: dict | None = None,
+    status: str = "candidate",
+) -> ModelVersion:
+    """Record a model version whose files are already complete on disk."""
+    with studio.write() as s:
+        version = ModelVersion(
+            name=name, kind=kind, description=description,
+            architecture=_to_stored(studio, spec.architecture), weights=spec.weights,
+            parent_id=parent_id, training_config=training_config or {}, metrics=metrics or {},
+            status="candidate",
+        )
+        s.add(version)
+        s.flush()
+        version_id = version.id
+    if status == "active":
+        activate(studio, version_id)
+    return get_version(studio, version_id)
+
+
+@requires("models")
+def activate(studio: Studio, version_id: int) -> None:
+    """Make one version active and retire the previously active one, atomically."""
+    with studio.write() as s:
+        if s.get(ModelVersion, version_id) is None:
+            raise KeyError(f"no model version {version_id}")
+        s.execute(update(ModelVersion).where(ModelVersion.status == "active", ModelVersion.id != version_id)
+                  .values(status="retired"))
+        s.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(status="active"))
+        audit(s, studio, "activate_model", version_id=version_id)
+
+
+@requires("models")
+def ensure_base_version(studio: Studio) -> ModelVersion:
+    """The active version; on a new store, register the base model (pretrained or built-in)."""
+    version = active_version(studio)
+    if version is not None:
+        return version
+    from mumic_core.encoders.factory import resolve_base_spec
+
+    spec = resolve_base_spec(studio.settings)
+    return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
+                            spec, spec.kind, spec.description, status="active")
+
+
+@requires("models")
+def adopt_starter_model(studio: Studio) -> ModelVersion | None:
+    """If the untrained built-in model is active and a starter model has been built, register the
+    starter model and make it active (the caller re-scores). Returns the new version or None."""
+    from mumic_core.encoders.factory import resolve_base_spec
+
+    version = active_version(studio)
+    if version is None or version.kind != "builtin-random" or studio.settings.model_explicit:
+        return None
+    spec = resolve_base_spec(studio.settings)
+    if spec.kind != "starter":
+        return None
+    return register_version(studio, next_version_name(studio), spec, spec.kind, spec.description, status="active")
+
+
+def describe(version: ModelVersion) -> str:
+    """How the UI and CLI name a version: never call an untrained model pretrained."""
+    if version.kind == "builtin-random":
+        return f"{version.name}: UNTRAINED built-in model (random weights) — suggestions are not meaningful yet"
+    if version.kind in ("head", "full"):
+        base = version.training_config.get("base_kind")
+        origin = " on your labels only, from the untrained built-in model (no pretraining)" if base == "builtin-random" else ""
+        return f"{version.name}: fine-tuned{origin} ({version.description})"
+    return f"{version.name}: {version.description}"
+
+
+@requires("export")
+def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
+    """A zip of everything a version needs: its encoder (when it is a local folder), its head,
+    and a manifest naming the architecture and weights."""
+    import io
+    import json
+    import zipfile
+
+    buf = io.BytesIO()
+    spec = encoder_spec(studio, version)
+    manifest = {"name": version.name, "kind": version.kind, "description": version.description,
+                "architecture": version.architecture, "weights": version.weights,
+                "training_config": version.training_config, "metrics": version.metrics.get("val", {})}
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        if spec.architecture.startswith(_LOCAL):
+            folder = Path(spec.architecture.removeprefix(_LOCAL))
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    zf.write(f, f"encoder/{f.name}")
+            manifest["encoder"] = "encoder/ (open_clip local-dir: MUMIC_PRETRAINED=local-dir:encoder)"
+        head = head_path(studio, version)
+        if head.exists():
+            zf.write(head, "head.json")
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1, default=str))
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+"""Worker processes, on this machine or others: registered in the database with a heartbeat.
+
+Pages tell from it whether any worker runs; jobs and encode batches tell from it whether the
+process that holds them is still alive when it ran on another machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from db.models import Worker, utcnow
+
+from mumic_core.store.auth import requires
+from mumic_core.store.studio import Studio
+
+HEARTBEAT_SECONDS = 15.0
+ALIVE_SECONDS = 60.0  # a worker whose heartbeat is older than this is taken for gone
+
+
+def this_process() -> str:
+    """The name of this process among workers: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def torch_device() -> str:
+    """What this process computes on, in words ("cpu", or the GPU's name)."""
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(0)}"[:60] if torch.cuda.is_available() else "cpu"
+
+
+@requires("train")
+def register(studio: Studio, queue: str) -> threading.Event:
+    """Record this process as a worker and keep its heartbeat; returns an event that stops it."""
+    name, now = this_process(), utcnow()
+    with studio.write() as s:
+        s.merge(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device=torch_device(),
+                       queue=queue, started_at=now, heartbeat_at=now))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with studio.write() as s:
+                    worker = s.get(Worker, name)
+                    if worker is None:  # removed by someone who thought it dead: come back
+                        s.add(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device="?",
+                                     queue=queue, started_at=utcnow(), heartbeat_at=utcnow()))
+                    else:
+                        worker.heartbeat_at = utcnow()
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the worker must not die of it
+                continue
+
+    threading.Thread(target=beat, name="mumic-heartbeat", daemon=True).start()
+    return stop
+
+
+@requires("train")
+def unregister(studio: Studio) -> None:
+    """Remove this process from the workers (at a clean shutdown)."""
+    with studio.write() as s:
+        s.execute(delete(Worker).where(Worker.name == this_process()))
+
+
+def live_workers(studio: Studio) -> list[Worker]:
+    """Workers whose heartbeat is recent, on any machine, oldest first."""
+    since = utcnow() - timedelta(seconds=ALIVE_SECONDS)
+    with studio.read() as s:
+        return list(s.scalars(select(Worker).where(Worker.heartbeat_at >= since).order_by(Worker.started_at)))
+
+
+def is_alive(studio: Studio, host: str | None, pid: int | None) -> bool:
+    """Whether the process host:pid runs: asked of the OS on this machine, of the heartbeat elsewhere."""
+    import psutil
+
+    if pid is None:
+        return False
+    if host in (None, socket.gethostname()):
+        return psutil.pid_exists(pid) and pid != os.getpid()
+    return any(w.name == f"{host}:{pid}" for w in live_workers(studio))
+
+
+@requires("train")
+def forget_gone(studio: Studio, after: timedelta = timedelta(days=1)) -> int:
+    """Remove workers not heard from for ``after`` (killed ones never unregister); returns how many."""
+    with studio.write() as s:
+        return s.execute(delete(Worker).where(Worker.heartbeat_at < utcnow() - after)).rowcount
