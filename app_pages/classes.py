@@ -6,15 +6,22 @@ import time
 
 import streamlit as st
 
-from mumic_core.store.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
-from mumic_core.store.collection import class_counts
-from mumic_core.errors import MumicError
-from mumic_core.store.registry import active_version
-from mumic_core.store.renditions import TILE
-from mumic_core.store.queue import image_views, top_images_for_class
-from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
 from app_pages.signin import signed_in_studio
 from app_pages.ui import isolate, md, refuse, show_image
+from mumic_core.errors import MumicError
+from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
+from mumic_core.store.classes import (
+    add_class,
+    list_classes,
+    merge_classes,
+    rename_class,
+    set_active,
+    set_prompts,
+)
+from mumic_core.store.collection import class_counts
+from mumic_core.store.queue import image_views, top_images_for_class
+from mumic_core.store.registry import active_version
+from mumic_core.store.renditions import TILE
 
 s = signed_in_studio("classes")
 st.title("Classes")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from mumic_core.store.collection import class_counts, collection_counts
-from mumic_core.store.dashboard import annotator_agreement, correction_rates, model_history, per_class_ap
-from mumic_core.store.registry import active_version
 from app_pages.signin import signed_in_studio
+from mumic_core.store.collection import class_counts, collection_counts
+from mumic_core.store.dashboard import (
+    annotator_agreement,
+    correction_rates,
+    model_history,
+    per_class_ap,
+)
+from mumic_core.store.registry import active_version
 
 s = signed_in_studio("review")
 st.title("Dashboard")

@@ -6,14 +6,19 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from mumic_core.store.classes import list_classes
-from mumic_core.store.collection import current_labels
-from mumic_core.store.registry import active_version, describe
-from mumic_core.store.renditions import TILE
-from mumic_core.store.queue import image_views
-from mumic_core.pipeline.search import embedding_map, near_duplicate_groups, search_text, similar_images
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse, show_image
+from mumic_core.pipeline.search import (
+    embedding_map,
+    near_duplicate_groups,
+    search_text,
+    similar_images,
+)
+from mumic_core.store.classes import list_classes
+from mumic_core.store.collection import current_labels
+from mumic_core.store.queue import image_views
+from mumic_core.store.registry import active_version, describe
+from mumic_core.store.renditions import TILE
 
 st.title("Explore")
 s = signed_in_studio("review")

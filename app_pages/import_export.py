@@ -6,15 +6,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from mumic_core.store.auth import PermissionDenied
-from mumic_core.store.collection import import_files, import_folder, importable_folders
-from mumic_core.errors import MumicError
-from mumic_core.store.images import ImportReport
-from mumic_core.store.label_io import export_labels, import_labels
-from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
-from mumic_core.store.registry import active_version, export_model_zip
 from app_pages.signin import signed_in_studio
 from app_pages.ui import isolate, md, refuse
+from mumic_core.errors import MumicError
+from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+from mumic_core.store.auth import PermissionDenied
+from mumic_core.store.collection import import_files, import_folder, importable_folders
+from mumic_core.store.images import ImportReport
+from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.registry import active_version, export_model_zip
 
 s = signed_in_studio("import")
 st.title("Import and export")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from mumic_core.store.jobs import list_jobs
 from app_pages.signin import signed_in_studio
-from mumic_core.pipeline.worker import enqueue
+from mumic_core.pipeline.queue import enqueue
+from mumic_core.store.jobs import list_jobs
 
 st.title("Jobs")
 s = signed_in_studio("train")

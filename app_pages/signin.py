@@ -13,7 +13,13 @@ import json
 
 import streamlit as st
 
-from mumic_core.store.auth import PermissionDenied, actor_for_token, cookie_code, sign_in, sign_out
+from mumic_core.store.auth import (
+    PermissionDenied,
+    actor_for_token,
+    cookie_code,
+    sign_in,
+    sign_out,
+)
 from mumic_core.store.studio import Studio, open_studio
 
 COOKIE = "mumic_session"  # the cookie's token, so that a reload or a typed URL stays signed in

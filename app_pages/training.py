@@ -5,16 +5,26 @@ from __future__ import annotations
 import plotly.express as px
 import streamlit as st
 
-from mumic_core.errors import MumicError
-from mumic_core.store.jobs import job_log, list_jobs, request_cancel
-from mumic_core.pipeline.lifecycle import new_human_labels, request_activation, request_training
-from mumic_core.store.reports import (METRICS, job_summary, metric_bars, per_class_ap, validation_metrics,
-                                     version_rows)
-from mumic_core.store.registry import active_version, describe, list_versions
-from mumic_core.store.settings import get_setting, set_setting
-from mumic_core.store.workers import live_workers
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse
+from mumic_core.errors import MumicError
+from mumic_core.pipeline.lifecycle import (
+    new_human_labels,
+    request_activation,
+    request_training,
+)
+from mumic_core.store.jobs import job_log, list_jobs, request_cancel
+from mumic_core.store.registry import active_version, describe, list_versions
+from mumic_core.store.reports import (
+    METRICS,
+    job_summary,
+    metric_bars,
+    per_class_ap,
+    validation_metrics,
+    version_rows,
+)
+from mumic_core.store.settings import get_setting, set_setting
+from mumic_core.store.workers import live_workers
 
 st.title("Training")
 s = signed_in_studio("train")

@@ -48,8 +48,9 @@ def smoke_folder(smoke: str, name: str) -> Path:
 def stand_in_model(folder: Path) -> Path:
     """A random-weight model of the starter's architecture in ``folder`` (made once), standing
     in for ``make starter-model``; its label says so."""
-    from mumic_core.encoders.factory import CONFIG_NAME, create_random_local_dir
-    from mumic_core.encoders.starter import STARTER_ARCH
+    from mumic_core.encoders.factory import create_random_local_dir
+    from mumic_core.encoders.spec import CONFIG_NAME
+    from mumic_core.encoders.spec import STARTER_ARCH
 
     if not (folder / CONFIG_NAME).is_file():
         create_random_local_dir(STARTER_ARCH, folder, seed=0)

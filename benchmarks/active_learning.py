@@ -38,11 +38,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 from mumic_core.model.active_learning import POOL, select  # noqa: E402
-from mumic_core.encoders.encoding import Head, encode_images, encode_prompts  # noqa: E402
-from mumic_core.pipeline.label_errors import cross_validated_probabilities, rank_suspects  # noqa: E402
+from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
+from mumic_core.model.head import Head  # noqa: E402
+from mumic_core.model.label_quality import cross_validated_probabilities, rank_suspects  # noqa: E402
 from mumic_core.model.losses import init_temperature_offset  # noqa: E402
 from mumic_core.model.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
-from mumic_core.encoders.factory import EncoderSpec, load_encoder  # noqa: E402
+from mumic_core.encoders.factory import load_encoder  # noqa: E402
+from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
 from mumic_core.pipeline.training import TrainConfig, fit_head  # noqa: E402
 

@@ -825,7 +825,7 @@ def demo_store(home: Path):
     from mumic_core.store.auth import SYSTEM, actor_for_token, add_user, sign_in
     from mumic_core.config import load_settings
     from mumic_core.services.demo import seed_demo
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
     from mumic_core.store.studio import open_studio
 

@@ -54,7 +54,7 @@ def make_store(home: Path, n_images: int, n_users: int) -> None:
     from mumic_core.store.auth import SYSTEM, add_user
     from mumic_core.config import load_settings
     from mumic_core.services.demo import seed_demo
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
     from mumic_core.store.studio import open_studio
 

@@ -53,13 +53,15 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_corpus,
     stand_in_model,
 )
-from mumic_core.encoders.encoding import Head, encode_images, encode_prompts  # noqa: E402
+from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
+from mumic_core.model.head import Head  # noqa: E402
 from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
 from mumic_core.model.losses import init_temperature_offset  # noqa: E402
 from mumic_core.model.metrics import expected_calibration_error, gap, gap_at_k  # noqa: E402
 from mumic_core.model.metrics import mean_average_precision  # noqa: E402
-from mumic_core.encoders.factory import EncoderSpec, create_random_local_dir, load_encoder  # noqa: E402
-from mumic_core.encoders.starter import STARTER_ARCH  # noqa: E402
+from mumic_core.encoders.factory import create_random_local_dir, load_encoder  # noqa: E402
+from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
+from mumic_core.encoders.spec import STARTER_ARCH  # noqa: E402
 from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
 from mumic_core.pipeline.training import TrainConfig, fit_full, fit_head  # noqa: E402
 

@@ -75,7 +75,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
 from db.models import Annotation, Image, Prediction, Submission  # noqa: E402
 from mumic_core.store.classes import add_class  # noqa: E402
 from mumic_core.config import load_settings  # noqa: E402
-from mumic_core.encoders.factory import EncoderSpec  # noqa: E402
+from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.store.registry import register_version  # noqa: E402
 from mumic_core.store.queue import (  # noqa: E402
     QueueFilter,

@@ -55,9 +55,9 @@ def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dic
 
     from db.models import EncodeBatch, ImageScore, Prediction
     from mumic_core.store.jobs import get_job
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import load_scorer
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
     from mumic_core.store.workers import live_workers
 
     version = ensure_base_version(studio)

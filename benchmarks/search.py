@@ -79,7 +79,8 @@ def at_size(n: int, dim: int) -> dict:
 def real_embeddings(home: Path, starter: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(image embeddings, class text embeddings) of n generated long-tailed scenes, cached."""
     from mumic_core.encoders.encoding import encode_images, encode_prompts
-    from mumic_core.encoders.factory import EncoderSpec, load_encoder
+    from mumic_core.encoders.factory import load_encoder
+    from mumic_core.encoders.spec import EncoderSpec
     from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights
 
     spec = EncoderSpec(f"local-dir:{starter.resolve()}", "", "starter", "starter model")

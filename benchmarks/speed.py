@@ -72,7 +72,7 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
     """Median images/s of open_clip's encode_image alone, on tensors prepared in advance."""
     import torch
 
-    from mumic_core.store.images import load_rgb
+    from mumic_core.encoders.pixels import load_rgb
 
     pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
     device = next(encoder.model.parameters()).device
@@ -114,8 +114,9 @@ def throughput(args, out: dict) -> None:
     """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
     from mumic_core.store.collection import import_folder
     from mumic_core.encoders.factory import create_random_local_dir
-    from mumic_core.store.registry import ensure_base_version
-    from mumic_core.pipeline.scoring import image_items, load_scorer, score_collection
+    from mumic_core.pipeline.lifecycle import ensure_base_version
+    from mumic_core.pipeline.scoring import load_scorer, score_collection
+    from mumic_core.store.collection import image_items
 
     vit_dir = args.home / "vit-b-32-random"
     if not (vit_dir / "open_clip_config.json").exists():
@@ -164,8 +165,8 @@ def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
     from mumic_core.store.collection import import_folder
     from mumic_core.store.jobs import get_job
-    from mumic_core.store.registry import ensure_base_version
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.lifecycle import ensure_base_version
+    from mumic_core.pipeline.queue import enqueue
 
     home = args.home / "big"
     rows = scenes(args.home / "scenes", args.images)
@@ -247,7 +248,7 @@ def full_mode(args, out: dict) -> None:
     """Full mode on the demo collection (``--demo-images``, half of them labelled)."""
     from mumic_core.services.demo import seed_demo
     from mumic_core.pipeline.lifecycle import promote
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
     from mumic_core.pipeline.training import TrainConfig, train
 

@@ -37,8 +37,10 @@ from benchmarks._smoke import (  # noqa: E402
 )
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
 from mumic_core.model.metrics import gap_at_k, mean_average_precision  # noqa: E402
-from mumic_core.encoders.factory import EncoderSpec, load_encoder  # noqa: E402
-from mumic_core.encoders.starter import category_prompts, embed_held_out_scenes  # noqa: E402
+from mumic_core.encoders.factory import load_encoder  # noqa: E402
+from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
+from mumic_core.encoders.starter import embed_held_out_scenes
+from mumic_core.synthetic.starter_corpus import category_prompts  # noqa: E402
 from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, split_held_out  # noqa: E402
 
 

@@ -88,7 +88,7 @@ def run_variant(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(2)
-    from mumic_core.encoders.factory import EncoderSpec
+    from mumic_core.encoders.spec import EncoderSpec
     from mumic_core.encoders.pretraining import PretrainConfig, pretrain
     from mumic_core.encoders.starter import zero_shot_held_out
 

@@ -38,7 +38,7 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_model,
 )
 from mumic_core.synthetic.scenes import write_labels_csv  # noqa: E402
-from mumic_core.encoders.starter import category_prompts  # noqa: E402
+from mumic_core.synthetic.starter_corpus import category_prompts  # noqa: E402
 from mumic_core.synthetic.starter_corpus import held_out_scenes, load_held_out  # noqa: E402
 
 

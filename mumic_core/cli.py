@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from mumic_core.store.auth import SYSTEM
 from mumic_core.errors import MumicError
+from mumic_core.store.auth import SYSTEM
 from mumic_core.store.reports import format_metric
 from mumic_core.store.storage import write_file_atomically
 from mumic_core.store.studio import Studio, open_studio
@@ -69,9 +69,10 @@ def main() -> None:
 @click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
 def init(demo: bool) -> None:
     """Create or migrate the database, register the base model, seed the demo, score."""
-    from mumic_core.services.demo import is_empty, seed_demo
-    from mumic_core.store.registry import adopt_starter_model, describe, ensure_base_version
+    from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.services.demo import is_empty, seed_demo
+    from mumic_core.store.registry import describe
 
     studio = _studio()
     version = adopt_starter_model(studio) or ensure_base_version(studio)
@@ -159,8 +160,8 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
 
 def _score_new_images(studio: Studio) -> None:
     """Queue the new images' scoring for a running worker, or score them here when none runs."""
-    from mumic_core.store.jobs import run_job
     from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.pipeline.runner import run_job
     from mumic_core.store.workers import live_workers
 
     if live_workers(studio):
@@ -189,9 +190,9 @@ def classes() -> None:
 @click.option("--description", default="")
 def classes_add(name: str, prompts: tuple[str, ...], description: str) -> None:
     """Add a class and score it zero-shot over the collection."""
+    from mumic_core.pipeline.scoring import score_classes
     from mumic_core.store.classes import add_class
     from mumic_core.store.registry import active_version
-    from mumic_core.pipeline.scoring import score_classes
 
     studio = _studio()
     cls = add_class(studio, name, prompts, description)
@@ -227,8 +228,9 @@ def classes_import(csv_path: Path) -> None:
 @click.option("--model", "model_name", default=None, help="Version name (default: the active one).")
 def score(model_name: str | None) -> None:
     """Score every image against every active class and store the predictions."""
-    from mumic_core.store.registry import ensure_base_version, get_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.store.registry import get_version
 
     studio = _studio()
     version = get_version(studio, model_name) if model_name else ensure_base_version(studio)
@@ -252,8 +254,9 @@ def score(model_name: str | None) -> None:
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
-    from mumic_core.store.jobs import create_job, run_job
     from mumic_core.pipeline.lifecycle import request_training, training_params
+    from mumic_core.pipeline.runner import run_job
+    from mumic_core.store.jobs import create_job
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
@@ -341,7 +344,7 @@ def pretrain(captions, model, pretrained, minutes, out, batch_size, lr, seed, ma
     from mumic_core.config import load_settings
     from mumic_core.encoders.pretraining import PretrainConfig
     from mumic_core.encoders.pretraining import pretrain as run_pretrain
-    from mumic_core.encoders.starter import STARTER_ARCH
+    from mumic_core.encoders.spec import STARTER_ARCH
 
     out = out or load_settings().model_dir / "pretrained"
     config = PretrainConfig(model=model or STARTER_ARCH, pretrained=pretrained, minutes=minutes,
@@ -368,7 +371,7 @@ def starter() -> None:
 def starter_corpus(out: Path | None, composites: int) -> None:
     """Build the caption corpus from Tux Paint stamps and emoji (held-out drawings kept aside)."""
     from mumic_core.config import load_settings
-    from mumic_core.encoders.starter import corpus_dir
+    from mumic_core.encoders.spec import corpus_dir
     from mumic_core.synthetic.starter_corpus import build_corpus
 
     out = out or corpus_dir(load_settings())
@@ -386,8 +389,14 @@ def starter_evaluate(model_dir: Path | None, corpus: Path | None, as_json: bool)
     import tempfile
 
     from mumic_core.config import load_settings
-    from mumic_core.encoders.factory import CONFIG_NAME, EncoderSpec, create_random_local_dir
-    from mumic_core.encoders.starter import corpus_dir, starter_dir, zero_shot_scenes
+    from mumic_core.encoders.factory import create_random_local_dir
+    from mumic_core.encoders.spec import (
+        CONFIG_NAME,
+        EncoderSpec,
+        corpus_dir,
+        starter_dir,
+    )
+    from mumic_core.encoders.starter import zero_shot_scenes
 
     settings = load_settings()
     model_dir = (model_dir or starter_dir(settings)).resolve()
@@ -522,8 +531,8 @@ def backup_cmd(out: Path) -> None:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def restore_cmd(archive: Path) -> None:
     """Unpack a backup into MUMIC_HOME (which must be empty), then bring its schema up to date."""
-    from mumic_core.store.backup import restore
     from mumic_core.config import load_settings
+    from mumic_core.store.backup import restore
 
     settings = load_settings()
     manifest = restore(archive, settings.home)

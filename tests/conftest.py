@@ -105,7 +105,7 @@ def studio(home: Path) -> Studio:
 def demo_studio(studio: Studio) -> Studio:
     """A small demo collection (60 images, 20 classes, half pre-labelled), scored by the base model."""
     from mumic_core.services.demo import seed_demo
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
 
     version = ensure_base_version(studio)
@@ -131,3 +131,14 @@ def signed_in_app(script: Path | str, user: str = "lead", role: str = "admin", t
     at = AppTest.from_file(str(script), default_timeout=timeout)
     at.session_state["auth_token"] = sign_in(studio, user, PASSWORD)
     return at
+
+
+def diverging_loss(config, n_classes, temperature, offset):
+    """A stand-in for ``model.losses.create_loss`` whose loss is NaN at once (a diverging run)."""
+    from mumic_core.model.losses import BCELoss
+
+    class Diverging(BCELoss):
+        def on_logits(self, logits, targets, mask=None):
+            return (logits * float("nan")).sum()
+
+    return Diverging(n_classes, temperature, offset)

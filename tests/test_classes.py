@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Annotation, AuditEvent, LabelClass
-from mumic_core.store.classes import add_class, list_classes, merge_classes, rename_class, set_active, set_prompts
+from mumic_core.store.classes import list_classes, merge_classes, rename_class, set_active, set_prompts
 from mumic_core.store.collection import annotate, current_labels
 from mumic_core.errors import ClassError
 from mumic_core.store.registry import active_version

@@ -9,7 +9,7 @@ import torch
 
 from mumic_core.pipeline import scoring
 from mumic_core.encoders.encoding import _pixels, encode_images, split_preprocess
-from mumic_core.store.images import load_rgb
+from mumic_core.encoders.pixels import load_rgb
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
 from mumic_core.synthetic.scenes import generate_collection
 
@@ -32,7 +32,7 @@ def test_a_transform_it_cannot_split_is_applied_per_image():
 
 
 def test_class_text_embeddings_are_computed_once_per_model(studio, monkeypatch):
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
 
     scorer = scoring.load_scorer(studio, ensure_base_version(studio))
     first = scorer.text_embeddings([["a red circle"], ["a blue square", "a blue box"]])

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import signed_in_app
 from mumic_core.errors import REFUSALS, ClassError, MumicError, ServiceUnavailable, one_line
-from mumic_core.store.jobs import create_job, get_job, job_log, run_job
+from mumic_core.store.jobs import create_job, get_job, job_log
+from mumic_core.pipeline.runner import run_job
 from mumic_core.store.reports import job_summary
 from mumic_core.store.registry import active_version, head_path, load_head
 

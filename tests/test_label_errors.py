@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumic_core.pipeline.label_errors import out_of_sample_probabilities, rank_suspects, suspicious_labels
+from mumic_core.pipeline.label_errors import out_of_sample_probabilities, suspicious_labels
+
+from mumic_core.model.label_quality import rank_suspects
 from mumic_core.store.registry import active_version
 
 
@@ -25,8 +27,8 @@ def test_flipped_labels_rank_first():
 
 
 def test_cross_validation_scores_each_image_with_a_head_that_never_saw_it(monkeypatch):
-    from mumic_core.pipeline import training
-    from mumic_core.pipeline.label_errors import cross_validated_probabilities
+    from mumic_core.model import fitting
+    from mumic_core.model.label_quality import cross_validated_probabilities
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(30, 8)).astype(np.float32)
@@ -35,13 +37,13 @@ def test_cross_validation_scores_each_image_with_a_head_that_never_saw_it(monkey
     targets = (rng.random((30, 3)) < 0.3).astype(np.float32)
     row_of = {e.tobytes(): k for k, e in enumerate(emb)}
     seen_rows = []
-    original = training.fit_head
+    original = fitting.fit_head
 
     def spy(e, *a, **kw):
         seen_rows.append({row_of[x.tobytes()] for x in e})
         return original(e, *a, **kw)
 
-    monkeypatch.setattr(training, "fit_head", spy)
+    monkeypatch.setattr(fitting, "fit_head", spy)
     probs = cross_validated_probabilities(emb, text, targets, np.ones_like(targets), ["a", "b", "c"], folds=3)
     assert len(seen_rows) == 3
     held_out = [set(range(30)) - rows for rows in seen_rows]
@@ -66,7 +68,8 @@ def test_large_collections_find_wrong_labels_in_a_worker_job(demo_studio, monkey
     from streamlit.testing.v1 import AppTest
 
     from mumic_core.pipeline import label_errors
-    from mumic_core.store.jobs import list_jobs, run_job
+    from mumic_core.store.jobs import list_jobs
+    from mumic_core.pipeline.runner import run_job
 
     from test_pages import page
 

@@ -22,7 +22,7 @@ from mumic_core.store.collection import annotate, collection_counts, import_file
 from mumic_core.config import load_settings
 from mumic_core.store.csv_rows import from_cell, read_csv_rows, to_cell
 from mumic_core.store.label_io import export_labels, import_labels
-from mumic_core.store.registry import ensure_base_version
+from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.pipeline.scoring import score_collection, unscored_count
 from mumic_core.store.studio import open_studio
 
@@ -231,7 +231,7 @@ def test_import_page_imports_a_labels_file_and_shows_the_exports(demo_studio):
 
 
 def test_imported_images_are_scored_by_the_worker_and_never_vanish_from_review(demo_studio):
-    from mumic_core.store.jobs import run_job
+    from mumic_core.pipeline.runner import run_job
     from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
     from mumic_core.store.queue import QueueFilter, queue_count
 

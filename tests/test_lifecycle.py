@@ -18,15 +18,17 @@ from sqlalchemy import func, select, update
 
 from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
 from mumic_core.pipeline import lifecycle
-from mumic_core.pipeline import training
+from conftest import diverging_loss
+from mumic_core.model import fitting
 from mumic_core.store.auth import Actor
 from mumic_core.cli import main
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.errors import TrainingError
-from mumic_core.store.jobs import (JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel,
-                             run_job)
+from mumic_core.store.jobs import JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel
+from mumic_core.pipeline.runner import run_job
 from mumic_core.pipeline.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
-from mumic_core.encoders.factory import EncoderSpec, create_random_local_dir
+from mumic_core.encoders.factory import create_random_local_dir
+from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
 from mumic_core.store.queue import QueueFilter, image_views, queue_page, submit
 from mumic_core.store.settings import set_setting
@@ -124,7 +126,7 @@ def test_progress_reporter_records_phase_numbers_and_log(studio):
 
 def test_diverging_training_job_fails_with_the_reason_and_makes_no_version(demo_studio, monkeypatch):
     studio = demo_studio
-    monkeypatch.setattr(training, "loss_fn", lambda name, **kw: (lambda logits, t, m: (logits * float("nan")).sum()))
+    monkeypatch.setattr(fitting, "create_loss", diverging_loss)
     before = len(list_versions(studio))
     job_id = create_job(studio, "train", {"mode": "head"})
     with pytest.raises(TrainingError):
@@ -186,7 +188,7 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
 def _start_big_collection(studio, n: int) -> None:
     from mumic_core.services.demo import seed_demo
-    from mumic_core.store.registry import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
 
     version = ensure_base_version(studio)

@@ -1,21 +1,25 @@
-"""Tests for mumic_core.model.losses against hand-worked values."""
+"""Tests for mumic_core.model.losses against hand-worked values: each loss module on logits
+(``on_logits``), its own temperature and offset, and the factory."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mumic_core.model.losses import (
-    LOSS_NAMES,
-    asl,
-    bce,
-    hardness_aware_bce,
-    init_temperature_offset,
-    loss_fn,
-    softmax_ce,
-    tempered_logits,
-)
+from mumic_core.model.head import calibrate, tempered_logits
+from mumic_core.model.losses import LOSS_NAMES, ASLLoss, BCELoss, LossConfig, MuMICLoss, SoftmaxLoss, create_loss
 
 TOL = 1e-4
+
+
+def _on_logits(cls, **params):
+    """The loss ``cls`` as a function of logits, targets and mask (its calibration unused)."""
+    module = cls(1, 1.0, 0.0, per_class_offset=False, **params)
+    return lambda logits, targets, mask=None: module.on_logits(logits, targets, mask)
+
+
+hardness_aware_bce = _on_logits(MuMICLoss, margin=0.05)  # the paper's margin, as the hand values use
+bce, asl, softmax_ce = _on_logits(BCELoss), _on_logits(ASLLoss), _on_logits(SoftmaxLoss)
 
 
 def _value_and_grad(fn, logits, *args, **kwargs):
@@ -81,17 +85,20 @@ def test_bce_by_hand_and_matches_torch():
     x = torch.randn(5, 7, generator=gen, dtype=torch.float64) * 3
     t = (torch.rand(5, 7, generator=gen) > 0.7).double()
     assert bce(x, t).item() == pytest.approx(F.binary_cross_entropy(torch.sigmoid(x), t).item(), abs=1e-8)
-    assert hardness_aware_bce(x, t, gamma_pos=0, gamma_neg=0, neg_margin=0).item() == pytest.approx(
-        bce(x, t).item(), abs=1e-8
-    )
+    plain = _on_logits(MuMICLoss, gamma_pos=0, gamma_neg=0, margin=0)
+    assert plain(x, t).item() == pytest.approx(bce(x, t).item(), abs=1e-8)
 
 
-def test_asl_is_hardness_aware_bce_with_its_params():
+def test_asl_has_its_own_defaults_and_keeps_focusing_weights_out_of_the_gradient():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4, 6, generator=gen, dtype=torch.float64)
     t = (torch.rand(4, 6, generator=gen) > 0.5).double()
-    expected = hardness_aware_bce(x, t, gamma_pos=0.0, gamma_neg=4.0, neg_margin=0.05)
-    assert asl(x, t).item() == pytest.approx(expected.item(), abs=1e-12)
+    same_value = _on_logits(MuMICLoss, gamma_pos=0.0, gamma_neg=4.0, margin=0.05)
+    assert asl(x, t).item() == pytest.approx(same_value(x, t).item(), abs=1e-12)  # the value is the same
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    asl(a, t).backward()
+    same_value(b, t).backward()
+    assert not torch.allclose(a.grad, b.grad)  # the gradient is not: ASL detaches its weights
 
 
 def test_stable_for_extreme_logits():
@@ -132,29 +139,42 @@ def test_softmax_ce_no_positive_rows_returns_zero_with_grad():
     assert torch.all(x.grad == 0)
 
 
-def test_loss_fn_names_params_and_errors():
-    x = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
-    t = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+def test_create_loss_names_params_and_errors():
+    sims = torch.tensor([[0.5, -1.0]], dtype=torch.float32)
+    targets = torch.tensor([[1.0, 0.0]])
     for name in LOSS_NAMES:
-        assert torch.isfinite(loss_fn(name)(x, t, None))
-    custom = loss_fn("mumic", gamma_pos=0.0, gamma_neg=0.0, neg_margin=0.0)
-    assert custom(x, t).item() == pytest.approx(0.393669, abs=TOL)
+        loss = create_loss(LossConfig(name), 2, 1.0, np.zeros(2, dtype=np.float32))
+        assert torch.isfinite(loss(sims, targets))
+    custom = create_loss(LossConfig("mumic", {"gamma_pos": 0.0, "gamma_neg": 0.0}), 2, 1.0, 0.0)
+    assert custom(sims, targets).item() == pytest.approx(0.393669, abs=TOL)
     with pytest.raises(ValueError, match="unknown loss"):
-        loss_fn("focal")
-    with pytest.raises(ValueError, match="unknown parameters"):
-        loss_fn("bce", gamma_neg=2.0)
+        create_loss(LossConfig("focal"), 2, 1.0, 0.0)
+    with pytest.raises(ValueError, match="has no parameter gamma_neg"):
+        create_loss(LossConfig("bce", {"gamma_neg": 2.0}), 2, 1.0, 0.0)
 
 
-def test_init_temperature_offset_is_not_saturating():
-    gen = torch.Generator().manual_seed(0)
-    sims = 0.2 + 0.05 * torch.randn(256, 40, generator=gen)
-    tau, b = init_temperature_offset(sims, positive_rate=0.1)
+def test_a_loss_owns_its_temperature_and_offset_and_hands_them_to_the_head():
+    loss = create_loss(LossConfig("mumic"), 2, temperature=0.1, offset=np.array([0.1, 0.0], dtype=np.float32))
+    assert {n for n, p in loss.named_parameters() if p.requires_grad} == {"log_temperature", "offset"}
+    sims = torch.tensor([[0.3, 0.1], [0.2, -0.1]])
+    assert torch.allclose(loss.logits(sims), torch.tensor([[2.0, 1.0], [1.0, -1.0]]))
+    head = loss.head(["a", "b"])
+    assert head.temperature == pytest.approx(0.1) and head.offsets == pytest.approx({"a": 0.1, "b": 0.0})
+    assert np.allclose(head.probabilities(sims.numpy(), ["a", "b"]), torch.sigmoid(loss.logits(sims)).detach().numpy())
+    frozen = create_loss(LossConfig("bce", per_class_offset=False, learn_temperature=False), 2, 0.1, 0.05)
+    assert [n for n, p in frozen.named_parameters() if p.requires_grad] == ["offset"] and frozen.offset.dim() == 0
+
+
+def test_calibration_is_not_saturating():
+    gen = np.random.default_rng(0)
+    sims = 0.2 + 0.05 * gen.standard_normal((256, 40))
+    tau, b = calibrate(sims, positive_rate=0.1)
     assert isinstance(b, float) and tau == pytest.approx(0.05, rel=0.1)
-    p = torch.sigmoid(tempered_logits(sims, tau, b))
-    assert 0.01 < p.mean().item() < 0.5
-    assert (sims > b).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    p = 1 / (1 + np.exp(-tempered_logits(sims, tau, b)))
+    assert 0.01 < p.mean() < 0.5
+    assert (sims > b).mean() == pytest.approx(0.1, abs=0.01)
 
-    tau_c, b_c = init_temperature_offset(sims, positive_rate=0.1, per_class=True)
-    assert isinstance(b_c, torch.Tensor) and b_c.shape == (40,)
-    p_c = torch.sigmoid(tempered_logits(sims, tau_c, b_c))
-    assert 0.01 < p_c.mean().item() < 0.5
+    tau_c, b_c = calibrate(sims, positive_rate=0.1, per_class=True)
+    assert isinstance(b_c, np.ndarray) and b_c.shape == (40,)
+    p_c = 1 / (1 + np.exp(-tempered_logits(sims, tau_c, b_c)))
+    assert 0.01 < p_c.mean() < 0.5

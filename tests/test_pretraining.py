@@ -10,7 +10,8 @@ import pytest
 
 from mumic_core.config import load_settings
 from mumic_core.errors import MumicError
-from mumic_core.encoders.factory import WEIGHTS_NAME, load_encoder, resolve_base_spec
+from mumic_core.encoders.factory import load_encoder, resolve_base_spec
+from mumic_core.encoders.spec import WEIGHTS_NAME
 from mumic_core.encoders.pretraining import PretrainConfig, lr_scale, pick_captions, pretrain, read_captions, run_fraction
 from mumic_core.synthetic.scenes import generate_collection
 

@@ -46,7 +46,7 @@ READ_ONLY = {
     "store.registry.list_versions", "store.registry.load_head", "store.registry.next_version_name",
     "store.queue.image_views", "store.queue.newest_image_id", "store.queue.queue_count", "store.queue.queue_page",
     "store.queue.submission_image_ids", "store.queue.top_images_for_class",
-    "pipeline.scoring.active_classes", "pipeline.scoring.all_image_ids", "pipeline.scoring.image_embeddings", "pipeline.scoring.image_items",
+    "store.classes.active_classes", "store.collection.all_image_ids", "pipeline.scoring.image_embeddings", "store.collection.image_items",
     "pipeline.scoring.load_scorer", "pipeline.scoring.observed_positive_rate", "pipeline.scoring.predict",
     "pipeline.scoring.rank_images_for_prompts", "pipeline.scoring.top_predictions", "pipeline.scoring.unscored_count",
     "pipeline.scoring.unscored_image_ids",
@@ -55,7 +55,7 @@ READ_ONLY = {
     "pipeline.search.near_duplicate_groups", "pipeline.search.search_text", "pipeline.search.similar_images",
     "store.settings.get_setting",
     "pipeline.training.gather_labels",
-    "pipeline.worker.ask_for_help",
+    "pipeline.queue.ask_for_help",
     "store.workers.is_alive", "store.workers.live_workers",
 }
 # Signing in and out establish who acts, and the first admin is made on a store without

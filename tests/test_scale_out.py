@@ -19,8 +19,9 @@ from db.models import EncodeBatch, Job, JobLog, Prediction, utcnow
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.pipeline.encode_batches import plan_batches
 from mumic_core.store.jobs import get_job
-from mumic_core.store.registry import ensure_base_version
-from mumic_core.pipeline.scoring import all_image_ids, load_scorer, score_collection
+from mumic_core.pipeline.lifecycle import ensure_base_version
+from mumic_core.pipeline.scoring import load_scorer, score_collection
+from mumic_core.store.collection import all_image_ids
 from mumic_core.store.workers import live_workers
 from test_worker import start_worker, stop, wait_for
 
@@ -64,14 +65,14 @@ def _studio_on(studio, redis_url, monkeypatch, **env):
 
 
 def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redis_url, monkeypatch):
-    from mumic_core.pipeline.worker import enqueue, queue_for
+    from mumic_core.pipeline.queue import enqueue, queue_for
 
     studio = _studio_on(demo_studio, redis_url, monkeypatch)
     workers = [start_worker(studio.settings.home, MUMIC_QUEUE_URL=redis_url) for _ in range(2)]
     try:
         wait_for(lambda: len(live_workers(studio)) == 2, timeout=60)
         job_ids = [enqueue(studio, "score") for _ in range(10)]
-        run_task = queue_for(studio.settings.queue)[1]
+        run_task = queue_for(studio.settings.queue).run_job
         for job_id in job_ids:  # every message delivered twice: a job must still run once
             run_task(job_id)
         wait_for(lambda: all(get_job(studio, j).status in ("succeeded", "failed") for j in job_ids), timeout=240)
@@ -90,7 +91,7 @@ def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redi
 
 def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_url, monkeypatch):
     from mumic_core.services.demo import seed_demo
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
 
     studio = _studio_on(studio, redis_url, monkeypatch, MUMIC_EMBEDDING_CHUNK="16")
     version = ensure_base_version(studio)
@@ -118,14 +119,14 @@ def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_ur
     cache = EmbeddingCache(studio.settings.embedding_dir, scorer.encoder.spec.key)
     ids, emb = cache.load()
     from mumic_core.encoders.encoding import encode_images
-    from mumic_core.pipeline.scoring import image_items
+    from mumic_core.store.collection import image_items
 
     again = encode_images(scorer.encoder, [p for _, p in image_items(studio, ids[:40].tolist())])
     np.testing.assert_allclose(np.asarray(emb[:40]), again, atol=1e-5)
 
 
 def ensure_classes(studio):
-    from mumic_core.pipeline.scoring import active_classes
+    from mumic_core.store.classes import active_classes
 
     return active_classes(studio)
 
@@ -207,7 +208,7 @@ def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio
     from mumic_core.config import load_settings
     from mumic_core.errors import ServiceUnavailable
     from mumic_core.store.studio import Studio, open_studio
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
 
     monkeypatch.setenv("MUMIC_DATABASE_URL", f"postgresql+psycopg://mumic:secret@127.0.0.1:{_free_port()}/mumic")
     with pytest.raises(ServiceUnavailable, match=r"cannot reach the database .*mumic:\*\*\*@") as err:

@@ -10,8 +10,10 @@ from PIL import Image, ImageDraw
 
 from mumic_core.config import load_settings
 from mumic_core.encoders.factory import create_random_local_dir, resolve_base_spec
-from mumic_core.store.registry import active_version, adopt_starter_model, ensure_base_version
-from mumic_core.encoders.starter import STARTER_LABEL, starter_dir, zero_shot_scenes
+from mumic_core.store.registry import active_version
+from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
+from mumic_core.encoders.spec import STARTER_LABEL, starter_dir
+from mumic_core.encoders.starter import zero_shot_scenes
 from mumic_core.synthetic.starter_corpus import (Drawing, build_corpus, captions_for, emoji_category, emoji_subgroups,
                                       eval_category, held_out_scenes, load_held_out, split_held_out)
 
@@ -105,7 +107,7 @@ def test_zero_shot_evaluation_reports_chance(home: Path, tmp_path: Path):
     build_corpus(tmp_path / "corpus", composites=4, root=root, font=tmp_path / "none.ttf")
     model = tmp_path / "model"
     create_random_local_dir("mumic-tiny-rn", model)
-    from mumic_core.encoders.factory import EncoderSpec
+    from mumic_core.encoders.spec import EncoderSpec
 
     m = zero_shot_scenes(EncoderSpec(f"local-dir:{model}", "", "x", ""), tmp_path / "corpus", n_scenes=40)
     assert m["n_images"] == 40 and m["n_classes"] == 4

@@ -17,9 +17,11 @@ from mumic_core.store.auth import SYSTEM
 from mumic_core.store.collection import import_files
 from mumic_core.config import load_settings
 from mumic_core.services.demo import seed_demo
-from mumic_core.store.registry import ensure_base_version, export_model_zip, get_version, head_path, load_head
+from mumic_core.store.registry import export_model_zip, get_version, head_path, load_head
+from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.store.queue import image_views
-from mumic_core.pipeline.scoring import image_items, score_collection
+from mumic_core.pipeline.scoring import score_collection
+from mumic_core.store.collection import image_items
 from mumic_core.store.storage import Storage, storage_for
 from mumic_core.store.studio import open_studio
 from mumic_core.pipeline.training import TrainConfig, train

@@ -5,14 +5,21 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from db.models import ImageScore, ModelVersion, Prediction
-from mumic_core.pipeline import training
+from db.models import ImageScore, Prediction
+from conftest import diverging_loss
+from mumic_core.encoders.factory import load_encoder
+from mumic_core.encoders.finetune import default_full_lr
+from mumic_core.model import fitting
+from mumic_core.model.fitting import HeadFit
+from mumic_core.model.head import calibrate
+from mumic_core.model.losses import LossConfig
 from mumic_core.store.classes import add_class
 from mumic_core.services.demo import seed_demo
 from mumic_core.errors import TrainingError
 from mumic_core.pipeline.evaluation import evaluate_stored
 from mumic_core.pipeline.lifecycle import promote
-from mumic_core.store.registry import active_version, encoder_spec, ensure_base_version, list_versions
+from mumic_core.store.registry import active_version, encoder_spec, list_versions, load_head
+from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.pipeline.scoring import _refresh_image_scores, score_classes, score_collection
 from mumic_core.pipeline.training import TrainConfig, gather_labels, train
 
@@ -62,7 +69,7 @@ def test_full_training_writes_a_loadable_encoder(demo120):
 def test_full_training_of_the_last_blocks_only(demo120):
     studio = demo120
     base = active_version(studio)
-    before = {k: v.clone() for k, v in training.load_encoder(encoder_spec(studio, base)).model.state_dict().items()}
+    before = {k: v.clone() for k, v in load_encoder(encoder_spec(studio, base)).model.state_dict().items()}
     result = train(studio, TrainConfig(mode="full", epochs=1, unfreeze="last", activate="never"), base)
     from safetensors.torch import load_file
 
@@ -82,14 +89,14 @@ def test_classes_without_labels_are_masked_not_negative(demo120):
     col = [c.id for c in labels.classes].index(new.id)
     assert labels.mask[:, col].sum() == 0
     assert labels.mask.sum() > 0 and set(np.unique(labels.targets)) <= {0.0, 1.0}
-    result = train(studio, TrainConfig(mode="head", epochs=20), active_version(studio))
-    head = training.Head.load(studio.settings.model_dir / result.version.name / "head.json")
+    result = train(studio, TrainConfig(mode="head", steps=20), active_version(studio))
+    head = load_head(studio, result.version)
     assert "spiral" not in head.class_embeddings and "circle" in head.class_embeddings  # stays zero-shot
 
 
 def test_diverging_training_stops_and_makes_no_version(demo120, monkeypatch):
     studio = demo120
-    monkeypatch.setattr(training, "loss_fn", lambda name, **kw: (lambda logits, t, m: (logits * float("nan")).sum()))
+    monkeypatch.setattr(fitting, "create_loss", diverging_loss)
     before = len(list_versions(studio))
     with pytest.raises(TrainingError, match="diverged"):
         train(studio, TrainConfig(mode="head"), active_version(studio))
@@ -178,11 +185,10 @@ def test_fixed_temperature_and_offset_stay_at_their_initial_values():
     targets = (rng.random((60, 3)) < 0.3).astype(np.float32)
     mask = np.ones_like(targets)
     names = ["a", "b", "c"]
-    fixed, _ = training.fit_head(emb, text, targets, mask, names,
-                                 TrainConfig(epochs=50, learn_temperature=False, learn_offset=False,
-                                             per_class_offset=False))
-    learned, _ = training.fit_head(emb, text, targets, mask, names, TrainConfig(epochs=50, per_class_offset=False))
-    tau0, b0 = training.init_temperature_offset(torch.from_numpy(emb @ text.T), positive_rate=float(targets.mean()))
+    fixed, _ = fitting.fit_head(emb, text, targets, mask, names, HeadFit(
+        LossConfig(per_class_offset=False, learn_temperature=False, learn_offset=False), steps=50))
+    learned, _ = fitting.fit_head(emb, text, targets, mask, names, HeadFit(LossConfig(per_class_offset=False), steps=50))
+    tau0, b0 = calibrate(emb @ text.T, positive_rate=float(targets.mean()))
     assert fixed.temperature == pytest.approx(tau0, rel=1e-5)
     assert fixed.offset == pytest.approx(b0, abs=1e-6)
     assert (learned.temperature, learned.offset) != pytest.approx((tau0, b0), abs=1e-4)
@@ -196,6 +202,6 @@ def test_default_full_mode_learning_rate_follows_the_model_size():
         model.w = torch.nn.Parameter(torch.empty(n, device="meta"))
         return SimpleNamespace(spec=SimpleNamespace(kind=kind), model=model)
 
-    assert training.default_full_lr(encoder("builtin-random", 1000)) == 1e-3
-    assert training.default_full_lr(encoder("starter", 20_000_000)) == 3e-4
-    assert training.default_full_lr(encoder("pretrained", 151_000_000)) == 1e-5
+    assert default_full_lr(encoder("builtin-random", 1000)) == 1e-3
+    assert default_full_lr(encoder("starter", 20_000_000)) == 3e-4
+    assert default_full_lr(encoder("pretrained", 151_000_000)) == 1e-5

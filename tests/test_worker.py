@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from db.models import Job, Prediction
 from mumic_core.store.jobs import create_job, get_job
 from mumic_core.store.workers import live_workers
-from mumic_core.store.registry import ensure_base_version
+from mumic_core.pipeline.lifecycle import ensure_base_version
 
 from conftest import make_env
 
@@ -57,7 +56,7 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
     with studio.write() as s:
         s.query(Prediction).delete()
     # enqueue the way the app does: a job row plus a huey message, in another process's queue
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
 
     proc = start_worker(studio.settings.home)
     try:

@@ -7,19 +7,19 @@ tempered sigmoid ``p = sigmoid((s - b) / tau)``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms import Compose
 
-from mumic_core.store.images import load_rgb
 from mumic_core.encoders.factory import Encoder
+from mumic_core.encoders.pixels import load_rgb
 
 Progress = Callable[[int], None]
 
@@ -44,8 +44,6 @@ def split_preprocess(preprocess) -> tuple[Callable | None, Callable | None]:
     """Split open_clip's eval transform at its to-tensor step into (per-image PIL steps,
     per-batch tensor steps), or (None, None) when it has no such step. Converting and
     normalising a whole batch at once is what makes decoding keep up with a small model."""
-    from torchvision.transforms import Compose
-
     steps = getattr(preprocess, "transforms", None)
     names = [type(t).__name__ for t in steps or ()]
     if not steps or sum(n in ("ToTensor", "MaybeToTensor") for n in names) != 1:
@@ -109,58 +107,3 @@ class _Ready:
 
     def result(self) -> Tensor:
         return self.value
-
-
-@dataclass
-class Head:
-    """What a model version learned on top of its encoder.
-
-    ``class_embeddings`` maps class names to learned embeddings (head mode); classes not in
-    it use their prompts' text embedding (zero-shot). ``offsets`` holds optional per-class
-    offsets; other classes use the global ``offset``. ``thresholds`` are per-class decision
-    thresholds tuned on the validation split.
-    """
-
-    temperature: float
-    offset: float
-    class_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
-    offsets: dict[str, float] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
-
-    def save(self, path: Path) -> None:
-        """Write atomically as JSON (small: C x D floats)."""
-        payload = {
-            "temperature": self.temperature,
-            "offset": self.offset,
-            "class_embeddings": {k: v.astype(float).round(7).tolist() for k, v in self.class_embeddings.items()},
-            "offsets": self.offsets,
-            "thresholds": self.thresholds,
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Head:
-        data = json.loads(Path(path).read_text())
-        return cls(
-            temperature=data["temperature"],
-            offset=data["offset"],
-            class_embeddings={k: np.asarray(v, dtype=np.float32) for k, v in data["class_embeddings"].items()},
-            offsets=data.get("offsets", {}),
-            thresholds=data.get("thresholds", {}),
-        )
-
-    def class_matrix(self, names: Sequence[str], text_embeddings: np.ndarray) -> np.ndarray:
-        """(C, D): learned embeddings where present, text embeddings otherwise."""
-        rows = [self.class_embeddings.get(n, text_embeddings[i]) for i, n in enumerate(names)]
-        mat = np.stack(rows).astype(np.float32) if rows else text_embeddings.astype(np.float32)
-        return mat / np.clip(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12, None)
-
-    def offset_vector(self, names: Sequence[str]) -> np.ndarray:
-        return np.array([self.offsets.get(n, self.offset) for n in names], dtype=np.float32)
-
-    def probabilities(self, similarity: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        """Tempered sigmoid of (N, C) similarities."""
-        z = (similarity - self.offset_vector(names)[None, :]) / self.temperature
-        return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)

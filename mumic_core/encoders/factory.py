@@ -8,7 +8,6 @@ small built-in architecture with random weights, named as such everywhere.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -22,49 +21,20 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from mumic_core.config import BUILTIN_MODEL, Settings
+from mumic_core.encoders.spec import (
+    CONFIG_DIR,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    EncoderSpec,
+    starter_available,
+    starter_spec,
+)
 from mumic_core.errors import ModelUnavailable
-
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Which open_clip weights to load.
-
-    ``architecture`` is an open_clip model name or ``local-dir:PATH``; ``weights`` is a
-    pretrained tag, a checkpoint file, or empty (random init / local-dir).
-    ``kind``: pretrained | builtin-random | fine-tuned | starter.
-    """
-
-    architecture: str
-    weights: str
-    kind: str
-    description: str
-
-    @property
-    def key(self) -> str:
-        """Names the cached embeddings of these weights. Weight files on disk add their size and
-        modification time, so a model rebuilt in place (e.g. the starter recipe run again)
-        never reuses the embeddings of the old weights."""
-        ident = f"{self.architecture}|{self.weights}"
-        files = [Path(self.architecture.removeprefix("local-dir:")) / WEIGHTS_NAME] \
-            if self.architecture.startswith("local-dir:") else [Path(self.weights)] if self.weights else []
-        for f in files:
-            try:
-                st = f.stat()
-                ident += f"|{st.st_size}:{st.st_mtime_ns}"
-            except OSError:
-                pass
-        return hashlib.sha1(ident.encode()).hexdigest()[:16]
-
-    @property
-    def is_untrained(self) -> bool:
-        return self.kind == "builtin-random"
 
 
 @dataclass
@@ -81,7 +51,7 @@ class Encoder:
 
 
 def _import_open_clip():
-    import open_clip
+    import open_clip  # deferred: 1.6 s to import; only building a model needs it
 
     open_clip.add_model_config(CONFIG_DIR)
     return open_clip
@@ -117,8 +87,6 @@ def cached_pretrained_file(architecture: str, tag: str) -> str | None:
     if cfg.get("file"):
         return cfg["file"] if os.path.isfile(cfg["file"]) else None
     if cfg.get("hf_hub"):
-        from huggingface_hub import try_to_load_from_cache
-
         repo, filename = os.path.split(cfg["hf_hub"])
         names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
         for name in names:
@@ -170,8 +138,6 @@ def resolve_base_spec(settings: Settings) -> EncoderSpec:
         kind = "pretrained"
         label = f"{arch} pretrained ({Path(weights).name if os.path.isfile(weights) else weights})"
         return EncoderSpec(arch, weights, kind, label)
-    from mumic_core.encoders.starter import starter_available, starter_spec
-
     if not settings.model_explicit and starter_available(settings):
         return starter_spec(settings)
     if settings.model_explicit:
@@ -220,8 +186,6 @@ def create_random_local_dir(architecture: str, dest: Path, seed: int = 0) -> Non
 
 def save_local_dir(model: torch.nn.Module, model_cfg: dict, dest: Path, label: str = "") -> None:
     """Save in open_clip's local-dir format, atomically (a half-written folder is never visible)."""
-    from safetensors.torch import save_file
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))

@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from torchvision import transforms as T
 
+from mumic_core.encoders.factory import (
+    create_random_local_dir,
+    load_encoder,
+    save_local_dir,
+)
+from mumic_core.encoders.pixels import load_rgb
+from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import MumicError
-from mumic_core.store.images import load_rgb
-from mumic_core.encoders.factory import EncoderSpec, load_encoder, save_local_dir
 
 ProgressFn = Callable[[float, dict], None]
 
@@ -136,7 +141,6 @@ def train_transform(image_size: int, mean, std) -> T.Compose:
 def _spec_for(config: PretrainConfig, out_dir: Path) -> EncoderSpec:
     if config.model.startswith("local-dir:") or config.pretrained:
         return EncoderSpec(config.model, config.pretrained, "pretrained", "continued pretraining")
-    from mumic_core.encoders.factory import create_random_local_dir
 
     init_dir = out_dir.parent / f".{out_dir.name}.init"
     create_random_local_dir(config.model, init_dir, seed=config.seed)
@@ -163,7 +167,7 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
 
 def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str]], out_dir: Path,
                    config: PretrainConfig, progress: ProgressFn | None, rng: random.Random) -> PretrainResult:
-    from open_clip.loss import ClipLoss
+    from open_clip.loss import ClipLoss  # deferred: open_clip takes 1.6 s to import
 
     base = load_encoder(spec)
     model = copy.deepcopy(base.model).train()

@@ -1,4 +1,5 @@
-"""The starter model: where it lives, and zero-shot evaluation on held-out drawings."""
+"""The starter model's zero-shot evaluation on scenes of held-out drawings (where it lives and how it
+is loaded: ``factory``)."""
 
 from __future__ import annotations
 
@@ -8,33 +9,22 @@ from pathlib import Path
 
 import numpy as np
 
-from mumic_core.config import Settings
-from mumic_core.encoders.factory import CONFIG_NAME, Encoder, EncoderSpec, load_encoder
-from mumic_core.synthetic.starter_corpus import CATEGORY_PROMPTS, EVAL_CATEGORIES, Drawing, article, held_out_scenes, load_held_out
-
-STARTER_ARCH = "mumic-small-rn96"
-STARTER_LABEL = "starter model pretrained on drawings (Tux Paint stamps and emoji), not CLIP"
-
-
-def starter_dir(settings: Settings) -> Path:
-    return settings.model_dir / "starter"
-
-
-def corpus_dir(settings: Settings) -> Path:
-    return settings.home / "starter-corpus"
-
-
-def starter_available(settings: Settings) -> bool:
-    return (starter_dir(settings) / CONFIG_NAME).is_file()
-
-
-def starter_spec(settings: Settings) -> EncoderSpec:
-    return EncoderSpec(f"local-dir:{starter_dir(settings)}", "", "starter", STARTER_LABEL)
-
-
-def category_prompts(classes: list[str]) -> list[list[str]]:
-    """The prompt ensemble of each evaluation class: "a drawing of an insect", ..."""
-    return [[t.format(f"{article(c)} {c}") for t in CATEGORY_PROMPTS] for c in classes]
+from mumic_core.encoders.encoding import encode_images, encode_prompts
+from mumic_core.encoders.factory import Encoder, load_encoder
+from mumic_core.encoders.spec import EncoderSpec
+from mumic_core.model.metrics import (
+    evaluate,
+    gap_at_k,
+    mean_average_precision,
+    shuffled_chance,
+)
+from mumic_core.synthetic.starter_corpus import (
+    EVAL_CATEGORIES,
+    Drawing,
+    category_prompts,
+    held_out_scenes,
+    load_held_out,
+)
 
 
 def zero_shot_scenes(spec: EncoderSpec, corpus: Path, n_scenes: int = 600, seed: int = 11) -> dict:
@@ -53,8 +43,6 @@ def embed_held_out_scenes(enc: Encoder, held: Sequence[Drawing], work: Path, n_s
                           **scene_kw) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(image embeddings, truth, classes) of multi-label scenes of held-out drawings, written to
     ``work``; classes are the evaluation categories present among the drawings."""
-    from mumic_core.encoders.encoding import encode_images
-
     classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
     rows = held_out_scenes(held, n_scenes, seed, work, **scene_kw)
     emb = encode_images(enc, [work / name for name, _ in rows])
@@ -65,9 +53,6 @@ def embed_held_out_scenes(enc: Encoder, held: Sequence[Drawing], work: Path, n_s
 def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600,
                        seed: int = 11, **scene_kw) -> dict:
     """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
-    from mumic_core.encoders.encoding import encode_prompts
-    from mumic_core.model.metrics import evaluate, gap_at_k, mean_average_precision, shuffled_chance
-
     enc = load_encoder(spec)
     emb, truth, classes = embed_held_out_scenes(enc, held, work, n_scenes, seed, **scene_kw)
     text = encode_prompts(enc, category_prompts(classes)).cpu().numpy()

@@ -126,10 +126,10 @@ def order_queue(studio, f, weights: Mapping[str, float], pool: int = POOL, seed:
     from sqlalchemy import select as sql_select
 
     from db.models import Annotation, Prediction
-
-    from mumic_core.store.registry import get_version, load_head
+    from mumic_core.pipeline.scoring import image_embeddings, load_scorer
+    from mumic_core.store.classes import active_classes
     from mumic_core.store.queue import queue_page, thresholds_for
-    from mumic_core.pipeline.scoring import active_classes, image_embeddings, load_scorer
+    from mumic_core.store.registry import get_version, load_head
 
     candidates = queue_page(studio, replace(f, sort="priority"), 0, pool)
     if not candidates or f.version_id is None:

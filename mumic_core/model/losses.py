@@ -1,155 +1,164 @@
-"""Multi-label losses for MuMIC.
+"""Multi-label losses as small modules that own the tempered sigmoid's temperature and offset
+(the way open_clip's ``SigLipLoss`` owns ``logit_scale`` and ``logit_bias``).
 
-Convention: the model computes a cosine similarity ``s`` in [-1, 1] between an
-image and each class embedding, and a tempered sigmoid ``p = sigmoid((s - b) / tau)``.
-All losses take ``logits = (s - b) / tau`` of shape (N, C), ``targets`` (N, C) in
-{0, 1} and an optional ``mask`` (N, C) in {0, 1}; mask 0 marks an image-class pair
-nobody labelled, which is excluded from the loss entirely (not a negative).
-Reduction is the mean over unmasked entries: ``sum / max(mask.sum(), 1)``.
+Every loss takes similarities ``s`` (N, C), turns them into logits ``(s - b) / tau`` with its own
+learnable temperature ``tau`` and offset ``b`` (``head.tempered_logits``, the same formula the
+head uses at inference), and compares them with ``targets`` (N, C) in {0, 1}. An optional
+``mask`` (N, C) in {0, 1} marks the pairs that count: 0 is a pair nobody labelled, left out of
+the loss entirely (not a negative). Reduction: the mean over counted pairs.
+
+Build one with :func:`create_loss` from a :class:`LossConfig`; each loss declares its own
+hyper-parameters and their defaults (``PARAMS``).
 """
 
 from __future__ import annotations
 
-import inspect
-from functools import partial
-from typing import Callable
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-LossFn = Callable[..., Tensor]
-
-LOSS_NAMES = ("mumic", "bce", "softmax", "asl")
+from mumic_core.model.head import Head, tempered_logits
 
 
-def tempered_logits(similarity: Tensor, temperature: float | Tensor, offset: float | Tensor) -> Tensor:
-    """Return ``(similarity - offset) / temperature``; offset may be scalar or per-class (C,)."""
-    return (similarity - offset) / temperature
+@dataclass(frozen=True)
+class LossConfig:
+    """Which loss, its hyper-parameters (over the loss's own defaults), and what it learns."""
+
+    name: str = "mumic"
+    params: dict[str, float] = field(default_factory=dict)
+    per_class_offset: bool = True  # one offset per class, or one for all
+    learn_temperature: bool = True
+    learn_offset: bool = True
 
 
-def _masked_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
+def masked_mean(loss: Tensor, mask: Tensor | None) -> Tensor:
     """Mean of ``loss`` over entries where ``mask`` is 1 (all entries if mask is None)."""
     if mask is None:
         return loss.mean()
     keep = mask.bool()
-    total = torch.where(keep, loss, torch.zeros_like(loss)).sum()
-    return total / keep.sum().clamp(min=1)
+    return torch.where(keep, loss, torch.zeros_like(loss)).sum() / keep.sum().clamp(min=1)
 
 
-def hardness_aware_bce(
-    logits: Tensor,
-    targets: Tensor,
-    mask: Tensor | None = None,
-    gamma_pos: float = 1.0,
-    gamma_neg: float = 2.0,
-    neg_margin: float = 0.05,
-) -> Tensor:
-    """MuMIC hardness-aware tempered-sigmoid BCE.
+class TemperedLoss(nn.Module):
+    """A loss on tempered-sigmoid logits that owns the temperature (as its log) and the offset."""
 
-    Positives: ``-(1 - p)^gamma_pos * log(p)``.
-    Negatives: with ``p_m = max(p - neg_margin, 0)``, ``-p_m^gamma_neg * log(1 - p_m)``;
-    a negative with ``p <= neg_margin`` contributes exactly 0 (tolerates missed positives).
-    Focusing weights are not detached. Use gammas of 0 or >= 1 (fractional gammas in
-    (0, 1) have an infinite derivative at a zero base).
-    """
-    targets = targets.to(logits.dtype)
-    log_p = F.logsigmoid(logits)
-    one_minus_p = torch.sigmoid(-logits)
-    pos = -one_minus_p.pow(gamma_pos) * log_p
+    PARAMS: ClassVar[dict[str, float]] = {}
 
-    if neg_margin > 0:
-        p_m = (torch.sigmoid(logits) - neg_margin).clamp(min=0.0)
-        # 1 - p_m = min(1 - p + margin, 1), computed from sigmoid(-x) to avoid cancellation.
-        log_q = torch.log((one_minus_p + neg_margin).clamp(min=1e-8, max=1.0))
-    else:
-        p_m = torch.sigmoid(logits)
-        log_q = F.logsigmoid(-logits)
-    neg = -p_m.pow(gamma_neg) * log_q
+    def __init__(self, n_classes: int, temperature: float, offset: float | np.ndarray | Tensor,
+                 per_class_offset: bool = True, learn_temperature: bool = True, learn_offset: bool = True,
+                 **params: float) -> None:
+        super().__init__()
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            raise ValueError(f"the {self.name} loss has no parameter {', '.join(unknown)}; "
+                             f"its parameters: {', '.join(self.PARAMS) or 'none'}")
+        self.params = {**self.PARAMS, **params}
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
+        b = torch.as_tensor(offset, dtype=torch.float32)
+        b = b.mean() if b.dim() and not per_class_offset else b
+        self.offset = nn.Parameter(b.expand(n_classes).clone() if per_class_offset else b.reshape(()),
+                                   requires_grad=learn_offset)
 
-    loss = targets * pos + (1.0 - targets) * neg
-    return _masked_mean(loss, mask)
+    @property
+    def name(self) -> str:
+        return next(k for k, v in LOSSES.items() if v is type(self))
 
+    def logits(self, similarity: Tensor) -> Tensor:
+        return tempered_logits(similarity, self.log_temperature.exp(), self.offset)
 
-def bce(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Plain binary cross-entropy with logits, masked mean."""
-    loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
-    return _masked_mean(loss, mask)
+    def forward(self, similarity: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.on_logits(self.logits(similarity), targets.to(similarity.dtype), mask)
 
+    def on_logits(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The loss of given logits (the mean of :meth:`elementwise` over counted pairs)."""
+        return masked_mean(self.elementwise(logits, targets.to(logits.dtype)), mask)
 
-def asl(
-    logits: Tensor,
-    targets: Tensor,
-    mask: Tensor | None = None,
-    gamma_pos: float = 0.0,
-    gamma_neg: float = 4.0,
-    clip: float = 0.05,
-) -> Tensor:
-    """Asymmetric Loss (Ridnik et al., 2021): the same form with ASL's defaults."""
-    return hardness_aware_bce(logits, targets, mask, gamma_pos=gamma_pos, gamma_neg=gamma_neg, neg_margin=clip)
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} defines forward() itself")
+
+    def head(self, names: list[str], class_embeddings: dict[str, np.ndarray] | None = None) -> Head:
+        """The inference head of what this loss learned: its temperature and offsets."""
+        offset = self.offset.detach().cpu().float()
+        return Head(temperature=float(self.log_temperature.detach().exp()), offset=float(offset.mean()),
+                    class_embeddings=class_embeddings or {},
+                    offsets={n: float(offset[k]) for k, n in enumerate(names)} if offset.dim() else {})
 
 
-def softmax_ce(logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
-    """CLIP-style softmax cross-entropy over classes.
+class MuMICLoss(TemperedLoss):
+    """The MuMIC hardness-aware tempered-sigmoid BCE. Positives: ``-(1 - p)^gamma_pos log p``.
+    Negatives, with ``p_m = max(p - margin, 0)``: ``-p_m^gamma_neg log(1 - p_m)`` (a negative with
+    ``p <= margin`` costs nothing: it tolerates missed positives). The focusing weights are part
+    of the gradient; use gammas of 0 or >= 1 (a fractional gamma's derivative is infinite at 0)."""
 
-    Each row with at least one unmasked positive gets the target distribution of its
-    positives normalised to sum 1; masked entries are excluded from the softmax.
-    Rows without a positive are skipped; the result is the mean over contributing rows,
-    or 0 (still attached to the graph) when none contributes.
-    """
-    targets = targets.to(logits.dtype)
-    keep = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.bool()
-    targets = torch.where(keep, targets, torch.zeros_like(targets))
-    rows = targets.sum(dim=1) > 0
-    if not bool(rows.any()):
-        return logits.sum() * 0.0
-    row_logits = torch.where(keep[rows], logits[rows], torch.full_like(logits[rows], float("-inf")))
-    log_prob = torch.log_softmax(row_logits, dim=1)
-    dist = targets[rows] / targets[rows].sum(dim=1, keepdim=True)
-    terms = torch.where(dist > 0, dist * log_prob, torch.zeros_like(log_prob))
-    return -terms.sum(dim=1).mean()
+    PARAMS = {"gamma_pos": 1.0, "gamma_neg": 2.0, "margin": 0.0}
 
-
-_LOSSES: dict[str, LossFn] = {
-    "mumic": hardness_aware_bce,
-    "bce": bce,
-    "softmax": softmax_ce,
-    "asl": asl,
-}
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        gamma_pos, gamma_neg, margin = self.params["gamma_pos"], self.params["gamma_neg"], self.params["margin"]
+        one_minus_p = torch.sigmoid(-logits)
+        pos = -one_minus_p.pow(gamma_pos) * F.logsigmoid(logits)
+        if margin > 0:
+            p_m = (torch.sigmoid(logits) - margin).clamp(min=0.0)
+            log_q = torch.log((one_minus_p + margin).clamp(min=1e-8, max=1.0))  # log(1 - p_m), no cancellation
+        else:
+            p_m, log_q = torch.sigmoid(logits), F.logsigmoid(-logits)
+        return targets * pos + (1.0 - targets) * (-p_m.pow(gamma_neg) * log_q)
 
 
-def loss_fn(name: str, **params: float) -> LossFn:
-    """Return ``f(logits, targets, mask=None)`` for a loss in ``LOSS_NAMES``.
+class BCELoss(TemperedLoss):
+    """Plain binary cross-entropy with logits."""
 
-    ``params`` are the loss's hyper-parameters (mumic: gamma_pos, gamma_neg, neg_margin;
-    asl: gamma_pos, gamma_neg, clip; bce and softmax take none).
-    """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSS_NAMES)}")
-    fn = _LOSSES[name]
-    allowed = list(inspect.signature(fn).parameters)[3:]
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ValueError(f"loss {name!r} got unknown parameters {unknown}; allowed: {allowed}")
-    return partial(fn, **params)
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
-def init_temperature_offset(
-    similarities: Tensor, positive_rate: float = 0.1, per_class: bool = False
-) -> tuple[float, float | Tensor]:
-    """Initialise (temperature, offset) from a sample of similarity scores.
+class ASLLoss(TemperedLoss):
+    """Asymmetric loss (Ridnik et al., ICCV 2021): asymmetric focusing (``gamma_pos``,
+    ``gamma_neg``) with the focusing weights held out of the gradient, as in the authors' code,
+    and probability shifting of negatives by ``clip``."""
 
-    ``offset`` is the (1 - positive_rate) quantile of the scores (per column of an
-    (N, C) tensor when ``per_class``), ``temperature`` their standard deviation
-    (floored at 1e-3), so that ``(s - b) / tau`` is O(1) rather than saturated.
-    """
-    if not 0.0 < positive_rate < 1.0:
-        raise ValueError(f"positive_rate must be in (0, 1), got {positive_rate}")
-    sims = similarities.detach().float()
-    temperature = max(float(sims.std()), 1e-3) if sims.numel() > 1 else 1.0
-    q = 1.0 - positive_rate
-    if per_class:
-        if sims.dim() != 2:
-            raise ValueError("per_class offsets need a 2-D (N, C) similarity tensor")
-        return temperature, torch.quantile(sims, q, dim=0)
-    return temperature, float(torch.quantile(sims.flatten(), q))
+    PARAMS = {"gamma_pos": 0.0, "gamma_neg": 4.0, "clip": 0.05}
+
+    def elementwise(self, logits: Tensor, targets: Tensor) -> Tensor:
+        p = torch.sigmoid(logits)
+        q = (1.0 - p + self.params["clip"]).clamp(max=1.0)  # 1 - shifted p
+        with torch.no_grad():
+            weight = torch.where(targets > 0, (1.0 - p).pow(self.params["gamma_pos"]),
+                                 (1.0 - q).pow(self.params["gamma_neg"]))
+        return -weight * (targets * torch.log(p.clamp(min=1e-8)) + (1.0 - targets) * torch.log(q.clamp(min=1e-8)))
+
+
+class SoftmaxLoss(TemperedLoss):
+    """CLIP-style softmax cross-entropy over the classes. A row with at least one counted positive
+    gets its positives, normalised to sum 1, as the target distribution; pairs not counted are
+    left out of the softmax. Rows without a positive are skipped (0, still in the graph, if none)."""
+
+    def on_logits(self, logits: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+        targets = targets.to(logits.dtype)
+        keep = torch.ones_like(logits, dtype=torch.bool) if mask is None else mask.bool()
+        targets = torch.where(keep, targets, torch.zeros_like(targets))
+        rows = targets.sum(dim=1) > 0
+        if not bool(rows.any()):
+            return logits.sum() * 0.0
+        row_logits = torch.where(keep[rows], logits[rows], torch.full_like(logits[rows], float("-inf")))
+        log_prob = torch.log_softmax(row_logits, dim=1)
+        dist = targets[rows] / targets[rows].sum(dim=1, keepdim=True)
+        return -torch.where(dist > 0, dist * log_prob, torch.zeros_like(log_prob)).sum(dim=1).mean()
+
+
+LOSSES: dict[str, type[TemperedLoss]] = {"mumic": MuMICLoss, "bce": BCELoss, "asl": ASLLoss, "softmax": SoftmaxLoss}
+LOSS_NAMES = tuple(LOSSES)
+
+
+def create_loss(config: LossConfig, n_classes: int, temperature: float,
+                offset: float | np.ndarray | Tensor) -> TemperedLoss:
+    """The loss ``config`` names, starting from the given temperature and offset."""
+    if config.name not in LOSSES:
+        raise ValueError(f"unknown loss {config.name!r}; use one of {', '.join(LOSS_NAMES)}")
+    return LOSSES[config.name](n_classes, temperature, offset, per_class_offset=config.per_class_offset,
+                               learn_temperature=config.learn_temperature, learn_offset=config.learn_offset,
+                               **config.params)

@@ -23,7 +23,6 @@ import numpy as np
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from db.models import EncodeBatch, utcnow
-
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.store.studio import Studio
 from mumic_core.store.workers import is_alive, live_workers, this_process
@@ -110,8 +109,8 @@ def _encode(studio: Studio, version_id: int, ids: list[int], progress: Progress)
     """(ids, embeddings) of the batch's images that still exist."""
     from mumic_core.encoders.encoding import encode_images
     from mumic_core.encoders.factory import load_encoder
+    from mumic_core.store.collection import image_items
     from mumic_core.store.registry import encoder_spec, get_version
-    from mumic_core.pipeline.scoring import image_items
 
     encoder = load_encoder(encoder_spec(studio, get_version(studio, version_id)))
     items = image_items(studio, ids)
@@ -161,7 +160,7 @@ def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, k
                        progress: Progress | None = None, poll: float = 0.5) -> None:
     """Embed ``missing`` images into ``cache`` with the help of every live worker, taking
     batches itself too; returns when every batch of this encoder is stored."""
-    from mumic_core.pipeline.worker import ask_for_help
+    from mumic_core.pipeline.queue import ask_for_help
 
     n = plan_batches(studio, version_id, key, missing, studio.settings.embedding_chunk)
     others = [w for w in live_workers(studio) if w.name != this_process()]

@@ -8,13 +8,13 @@ import numpy as np
 from sqlalchemy import select
 
 from db.models import Image, ModelVersion
-
-from mumic_core.store.classes import normalize_name
 from mumic_core.encoders.encoding import encode_images
+from mumic_core.model.head import zero_shot_head
+from mumic_core.model.metrics import evaluate
+from mumic_core.pipeline.scoring import load_scorer, predict
+from mumic_core.store.classes import active_classes, normalize_name
 from mumic_core.store.csv_rows import read_csv_rows
 from mumic_core.store.images import iter_image_files
-from mumic_core.model.metrics import evaluate
-from mumic_core.pipeline.scoring import active_classes, load_scorer, predict
 from mumic_core.store.studio import Studio
 
 
@@ -71,13 +71,5 @@ def evaluate_folder(studio: Studio, version: ModelVersion, folder: Path, truth_c
     names = [c.name for c in classes]
     emb = encode_images(scorer.encoder, [files[n] for n, _ in rows])
     sim = emb @ scorer.class_matrix(names, [c.prompt_texts for c in classes]).T
-    head = scorer.head
-    if head is None:  # base model never scored: calibrate on these images, without storing it
-        import torch
-
-        from mumic_core.encoders.encoding import Head
-        from mumic_core.model.losses import init_temperature_offset
-
-        tau, b = init_temperature_offset(torch.from_numpy(sim))
-        head = Head(temperature=float(tau), offset=float(b))
+    head = scorer.head or zero_shot_head(sim, 0.1)  # a base model never scored: calibrated on these images
     return evaluate(head.probabilities(sim, names), _truth_matrix(rows, names), names)

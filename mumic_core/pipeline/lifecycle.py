@@ -15,12 +15,19 @@ from dataclasses import fields
 from sqlalchemy import func, select
 
 from db.models import Annotation, Job, ModelVersion, Submission
-
-from mumic_core.store.auth import SYSTEM, requires
+from mumic_core.encoders.factory import resolve_base_spec
 from mumic_core.errors import MumicError
+from mumic_core.store.auth import SYSTEM, requires
 from mumic_core.store.jobs import Report, active_job, fail_orphaned_jobs
+from mumic_core.store.registry import (
+    activate,
+    active_version,
+    get_version,
+    list_versions,
+    next_version_name,
+    register_version,
+)
 from mumic_core.store.reports import format_metric
-from mumic_core.store.registry import activate, active_version, ensure_base_version, get_version
 from mumic_core.store.settings import get_setting
 from mumic_core.store.studio import Studio
 
@@ -51,11 +58,35 @@ def training_params(studio: Studio, params: dict | None = None) -> dict:
     return params
 
 
+@requires("models")
+def ensure_base_version(studio: Studio) -> ModelVersion:
+    """The active version; on a new store, register the base model (pretrained or built-in)."""
+    version = active_version(studio)
+    if version is not None:
+        return version
+    spec = resolve_base_spec(studio.settings)
+    return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
+                            spec, spec.kind, spec.description, status="active")
+
+
+@requires("models")
+def adopt_starter_model(studio: Studio) -> ModelVersion | None:
+    """If the untrained built-in model is active and a starter model has been built, register the
+    starter model and make it active (the caller re-scores). Returns the new version or None."""
+    version = active_version(studio)
+    if version is None or version.kind != "builtin-random" or studio.settings.model_explicit:
+        return None
+    spec = resolve_base_spec(studio.settings)
+    if spec.kind != "starter":
+        return None
+    return register_version(studio, next_version_name(studio), spec, spec.kind, spec.description, status="active")
+
+
 @requires("train")
 def request_training(studio: Studio, params: dict | None = None) -> int:
     """Queue a retraining for the worker; raises JobConflict (a clear message) when one is
     already queued or running. Returns the job id."""
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
 
     return enqueue(studio, "train", training_params(studio, params))
 
@@ -63,7 +94,7 @@ def request_training(studio: Studio, params: dict | None = None) -> int:
 @requires("models")
 def request_activation(studio: Studio, name: str) -> int:
     """Queue the activation (or roll-back) of a version: the worker re-scores, then switches."""
-    from mumic_core.pipeline.worker import enqueue
+    from mumic_core.pipeline.queue import enqueue
 
     version = get_version(studio, name)
     return enqueue(studio, "score", {"version": version.name, "activate": True})
@@ -112,7 +143,8 @@ def promote(studio: Studio, version: ModelVersion, report: Report | None = None,
 @requires("train")
 def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
-    from mumic_core.pipeline.scoring import all_image_ids, score_collection
+    from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.store.collection import all_image_ids
 
     total = len(all_image_ids(studio))  # a count: nothing fetched from remote storage
     return score_collection(studio, version, progress=_counter(report, "re-scoring", total))
@@ -155,8 +187,8 @@ def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int
     """A job that scores newly imported images with the active version (only the images it has
     not scored yet), handed to the worker, or only recorded when the caller runs it here
     (``jobs.run_job``). Returns the job id, or None without an active version."""
+    from mumic_core.pipeline.queue import enqueue
     from mumic_core.store.jobs import create_job
-    from mumic_core.pipeline.worker import enqueue
 
     version = active_version(studio)
     if version is None:
@@ -171,8 +203,8 @@ def resume_interrupted(studio: Studio) -> list[int]:
     undone: a training's candidate that was to become active, an activation, and any other
     scoring (of newly imported images: else they would never reach Review); their image
     embeddings resume from the cache. Returns the ids of the jobs queued."""
+    from mumic_core.pipeline.queue import enqueue
     from mumic_core.store.jobs import log
-    from mumic_core.pipeline.worker import enqueue
 
     queued = []
     for job in fail_orphaned_jobs(studio):

@@ -6,27 +6,37 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
-from db.models import Annotation, Image, ImageScore, LabelClass, ModelVersion, Prediction
-
-from mumic_core.store.auth import requires
-from mumic_core.encoders.encoding import Head, encode_prompts
+from db.models import (
+    Annotation,
+    Image,
+    ImageScore,
+    LabelClass,
+    ModelVersion,
+    Prediction,
+)
 from mumic_core.encoders.cache import EmbeddingCache
-from mumic_core.errors import MumicError
-from mumic_core.model.losses import init_temperature_offset
+from mumic_core.encoders.encoding import encode_prompts
 from mumic_core.encoders.factory import Encoder, load_encoder
-from mumic_core.store.registry import encoder_spec, head_path, load_head
+from mumic_core.errors import MumicError
+from mumic_core.model.head import (
+    DEFAULT_POSITIVE_RATE,
+    Head,
+    positive_rate,
+    zero_shot_head,
+)
+from mumic_core.store.auth import requires
+from mumic_core.store.classes import active_classes
+from mumic_core.store.collection import ID_SLICE, all_image_ids, image_items
+from mumic_core.store.registry import encoder_spec, load_head, save_head
 from mumic_core.store.studio import Studio
 
 Progress = Callable[[int], None]
-DEFAULT_POSITIVE_RATE = 0.15
 _INSERT_CHUNK = 20_000
-_ID_SLICE = 10_000
+
 _text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
 _text_lock = threading.Lock()
 
@@ -62,28 +72,6 @@ def load_scorer(studio: Studio, version: ModelVersion) -> Scorer:
     return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
 
 
-def all_image_ids(studio: Studio) -> np.ndarray:
-    """Every image id, ascending."""
-    with studio.read() as s:
-        ids = s.connection().execute(select(Image.__table__.c.id).order_by(Image.__table__.c.id)).scalars().all()
-    return np.array(ids, dtype=np.int64)
-
-
-def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
-    """(id, file path) for all images, or for the given ids, in id order. With remote storage
-    (MUMIC_STORAGE_URL) the files not cached locally yet are fetched first, in one batch."""
-    q = select(Image.id, Image.relpath).order_by(Image.id)
-    with studio.read() as s:
-        if image_ids is None:
-            rows = s.execute(q).all()
-        else:  # in slices: SQLite caps the number of bound parameters
-            wanted = sorted({int(i) for i in image_ids})
-            rows = [r for k in range(0, len(wanted), _ID_SLICE)
-                    for r in s.execute(q.where(Image.id.in_(wanted[k:k + _ID_SLICE]))).all()]
-    paths = studio.store.paths([rel for _, rel in rows])
-    return [(i, path) for (i, _), path in zip(rows, paths)]
-
-
 def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
                      progress: Progress | None = None) -> np.ndarray:
     """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded,
@@ -100,39 +88,22 @@ def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
     return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
 
 
-def active_classes(studio: Studio) -> list[LabelClass]:
-    with studio.read() as s:
-        return list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
-
-
 def observed_positive_rate(studio: Studio) -> float:
+    """The share of current human labels that say present (the default before 20 labels)."""
     with studio.read() as s:
         rows = s.execute(select(Annotation.positive).where(Annotation.is_current.is_(True))).scalars().all()
-    return float(np.clip(np.mean(rows), 0.02, 0.5)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
-
-
-@requires("train")
-def calibrate_base_head(studio: Studio, scorer: Scorer, similarity: np.ndarray) -> Head:
-    """For a version without a trained head: tau and b from its own score distribution."""
-    temperature, offset = init_temperature_offset(
-        torch.from_numpy(similarity), positive_rate=observed_positive_rate(studio)
-    )
-    head = Head(temperature=float(temperature), offset=float(offset))
-    path = head_path(studio, scorer.version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    head.save(path)
-    scorer.head = head
-    return head
+    return positive_rate(np.array(rows, dtype=np.float32)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
 
 
 def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[LabelClass],
             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(similarity, probability) arrays of shape (N, C) for stored images."""
+    """(similarity, probability) arrays of shape (N, C) for stored images. A version without a
+    head yet (a base model before its first scoring) is calibrated on these similarities."""
     emb = image_embeddings(studio, scorer, image_ids, progress)
     names = [c.name for c in classes]
     cls = scorer.class_matrix(names, [c.prompt_texts for c in classes])
     sim = emb @ cls.T if len(cls) else np.zeros((len(emb), 0), dtype=np.float32)
-    head = scorer.head or (calibrate_base_head(studio, scorer, sim) if sim.size else Head(1.0, 0.0))
+    head = scorer.head or zero_shot_head(sim, observed_positive_rate(studio))
     return sim, head.probabilities(sim, names)
 
 
@@ -234,6 +205,8 @@ def score_collection(studio: Studio, version: ModelVersion, progress: Progress |
     ids = all_image_ids(studio)
     classes = active_classes(studio)
     sim, prob = predict(studio, scorer, ids, classes, progress)
+    if scorer.head is None and sim.size:  # a base model's first scoring: its calibration is kept
+        save_head(studio, version.name, zero_shot_head(sim, observed_positive_rate(studio)))
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
 
 
@@ -288,8 +261,8 @@ def score_new_images(studio: Studio, version: ModelVersion, progress: Progress |
 def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[int]:
     """Which of ``image_ids`` still have no summary row for the version (inside a transaction)."""
     scored: set[int] = set()
-    for k in range(0, len(image_ids), _ID_SLICE):
-        part = image_ids[k:k + _ID_SLICE].tolist()
+    for k in range(0, len(image_ids), ID_SLICE):
+        part = image_ids[k:k + ID_SLICE].tolist()
         scored |= set(conn.scalars(select(ImageScore.image_id).where(ImageScore.model_version_id == version_id,
                                                                      ImageScore.image_id.in_(part))))
     return [i for i in image_ids.tolist() if i not in scored]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from db.models import ModelVersion
-
-from mumic_core.pipeline.scoring import all_image_ids, image_embeddings, load_scorer
-from mumic_core.store.studio import Studio
 from mumic_core.model.vector_index import VectorIndex
+from mumic_core.pipeline.scoring import image_embeddings, load_scorer
+from mumic_core.store.collection import all_image_ids
+from mumic_core.store.studio import Studio
 
 
 def index_dir(studio: Studio, version: ModelVersion) -> Path:

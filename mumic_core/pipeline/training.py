@@ -8,31 +8,36 @@ Unlabelled image-class pairs are masked out of the loss. Every run becomes a mod
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from sqlalchemy import select
 
-from db.models import LabelClass, ModelVersion
-
-from mumic_core.store.auth import requires
-from mumic_core.encoders.encoding import Head, encode_prompts
-from mumic_core.store.collection import current_labels
+from db.models import Image, LabelClass, ModelVersion
+from mumic_core.encoders.factory import save_local_dir
+from mumic_core.encoders.finetune import FullFit, fit_full, full_probabilities
+from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import TrainingError
-from mumic_core.store.images import load_rgb
-from mumic_core.model.losses import LOSS_NAMES, init_temperature_offset, loss_fn
+from mumic_core.model.fitting import HeadFit, fit_head
+from mumic_core.model.head import Head
+from mumic_core.model.losses import LOSS_NAMES, LossConfig
 from mumic_core.model.metrics import evaluate, tune_thresholds
-from mumic_core.encoders.factory import Encoder, load_encoder, save_local_dir
-from mumic_core.store.registry import encoder_spec, head_path, next_version_name, publish_version_folder, register_version
-from mumic_core.pipeline.scoring import Scorer, active_classes, image_embeddings, image_items, load_scorer, predict
+from mumic_core.pipeline.scoring import Scorer, image_embeddings, load_scorer, predict
+from mumic_core.store.auth import requires
+from mumic_core.store.classes import active_classes
+from mumic_core.store.collection import current_labels, image_items
+from mumic_core.store.registry import (
+    next_version_name,
+    publish_version_folder,
+    register_version,
+    save_head,
+)
 from mumic_core.store.studio import Studio
 
 ProgressFn = Callable[[str, float, dict], None]
@@ -42,7 +47,8 @@ ProgressFn = Callable[[str, float, dict], None]
 class TrainConfig:
     mode: str = "head"
     loss: str = "mumic"
-    epochs: int | None = None  # default: 300 steps (head), 30 epochs (full)
+    steps: int | None = None  # head mode: optimiser steps (default 300)
+    epochs: int | None = None  # full mode: passes over the labelled images (default 30)
     lr: float | None = None
     batch_size: int = 32
     # Defaults chosen in benchmarks/RESULTS.md: per-class offsets (same mAP, higher GAP) and no
@@ -67,7 +73,7 @@ class TrainConfig:
             raise TrainingError("unfreeze must be 'all' or 'last'")
         if self.activate not in ("if-better", "always", "never"):
             raise TrainingError(f"unknown activation policy {self.activate!r}; use if-better, always or never")
-        for name in ("epochs", "batch_size"):
+        for name in ("steps", "epochs", "batch_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise TrainingError(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -76,10 +82,18 @@ class TrainConfig:
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise TrainingError(f"{label} must be a positive number, not {value!r}")
 
-    def loss_params(self) -> dict:
-        if self.loss == "mumic":
-            return {"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "neg_margin": self.neg_margin}
-        return {}
+    def loss_config(self) -> LossConfig:
+        """The loss and what it learns; the MuMIC loss's gammas and margin come from this config."""
+        params = ({"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "margin": self.neg_margin}
+                  if self.loss == "mumic" else {})
+        return LossConfig(self.loss, params, self.per_class_offset, self.learn_temperature, self.learn_offset)
+
+    def head_fit(self) -> HeadFit:
+        return HeadFit(self.loss_config(), steps=self.steps or 300, lr=self.lr or 5e-3, max_minutes=self.max_minutes)
+
+    def full_fit(self) -> FullFit:
+        return FullFit(self.loss_config(), epochs=self.epochs or 30, batch_size=self.batch_size, lr=self.lr,
+                       unfreeze=self.unfreeze, seed=self.seed, max_minutes=self.max_minutes)
 
 
 @dataclass
@@ -108,10 +122,6 @@ class TrainResult:
 
 def gather_labels(studio: Studio) -> LabelSet:
     """All images with at least one current human label, over the active classes."""
-    from sqlalchemy import select
-
-    from db.models import Image
-
     classes = active_classes(studio)
     col = {c.id: k for k, c in enumerate(classes)}
     labels = [(i, c, p) for i, c, p in current_labels(studio) if c in col]
@@ -132,26 +142,6 @@ def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class _Calibration(nn.Module):
-    """Learnable temperature (as log) and offset (global or per class)."""
-
-    def __init__(self, temperature: float, offset: float | torch.Tensor, n_classes: int, per_class: bool,
-                 learn_temperature: bool, learn_offset: bool = True) -> None:
-        super().__init__()
-        self.log_tau = nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
-        b = torch.as_tensor(offset, dtype=torch.float32)
-        self.offset = nn.Parameter(b.expand(n_classes).clone() if per_class else b.reshape(()),
-                                   requires_grad=learn_offset)
-
-    def forward(self, sim: torch.Tensor) -> torch.Tensor:
-        return (sim - self.offset) / self.log_tau.exp()
-
-
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}; no version was made")
 
 
 def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: np.ndarray | None) -> dict:
@@ -194,23 +184,20 @@ def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
         spec = scorer.encoder.spec
         probs = _head_probs(studio, scorer, head, labels)
     else:
+        prompts, names = [c.prompt_texts for c in labels.classes], [c.name for c in labels.classes]
         head, history, encoder = fit_full(scorer.encoder, [labels.paths[r] for r in train_rows],
-                                          labels.targets[train_rows], labels.mask[train_rows],
-                                          [c.prompt_texts for c in labels.classes],
-                                          [c.name for c in labels.classes], config, report, started)
+                                          labels.targets[train_rows], labels.mask[train_rows], prompts, names,
+                                          config.full_fit(), report, started)
         save_local_dir(encoder.model, encoder.model_cfg, out_dir / "encoder",
                        label=f"{name}: fine-tuned from {parent.name}")
-        from mumic_core.encoders.factory import EncoderSpec
-
         spec = EncoderSpec(f"local-dir:{out_dir / 'encoder'}", "", "fine-tuned", "")
-        probs = _full_probs(encoder, head, labels)
+        probs = full_probabilities(encoder, head, labels.paths, prompts, names)
     thresholds = tune_thresholds(probs[val_rows], labels.targets[val_rows] * labels.mask[val_rows])
     head.thresholds = {c.name: float(t) for c, t in zip(labels.classes, thresholds)}
     metrics = _metrics(probs[val_rows], labels, val_rows, thresholds)
     metrics.update({"n_train_images": int(len(train_rows)), "n_val_images": int(len(val_rows)),
                     "seconds": round(time.monotonic() - started, 1)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    head.save(out_dir / "head.json")
+    save_head(studio, name, head)
 
     base_kind = parent.training_config.get("base_kind", parent.kind)
     cfg = asdict(config) | {"parent": parent.name, "base_kind": base_kind,
@@ -243,171 +230,4 @@ def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarr
     emb = image_embeddings(studio, scorer, [labels.image_ids[r] for r in rows])
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
     return fit_head(emb, text, labels.targets[rows], labels.mask[rows], [c.name for c in labels.classes],
-                    config, report, started)
-
-
-def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray, names: Sequence[str],
-             config: TrainConfig, report: ProgressFn | None = None,
-             started: float | None = None) -> tuple[Head, list[dict]]:
-    """Head mode on arrays: class embeddings (initialised from the prompts' ``text`` embeddings),
-    temperature and offset fitted to the images' frozen embeddings ``emb`` with the configured
-    loss; pairs where ``mask`` is 0 are left out of the loss."""
-    report = report or (lambda phase, frac, info: None)
-    started = time.monotonic() if started is None else started
-    emb_t = torch.from_numpy(np.asarray(emb, dtype=np.float32))
-    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32))
-    targets_t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-    mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-    sim0 = emb_t @ text_t.T
-    rate = float(np.clip(targets_t[mask_t.bool()].mean().item(), 0.02, 0.5)) if mask_t.any() else 0.1
-    tau, b = init_temperature_offset(sim0, positive_rate=rate, per_class=config.per_class_offset)
-    class_emb = nn.Parameter(text_t.clone())
-    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature,
-                         config.learn_offset)
-    opt = torch.optim.AdamW([{"params": [class_emb], "weight_decay": 0.0},
-                             {"params": calib.parameters(), "weight_decay": 0.0}], lr=config.lr or 5e-3)
-    lossf = loss_fn(config.loss, **config.loss_params())
-    steps = config.epochs or 300
-    history = []
-    for step in range(steps):
-        logits = calib(emb_t @ F.normalize(class_emb, dim=-1).T)
-        loss = lossf(logits, targets_t, mask_t)
-        _check_finite(loss, step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 20 == 0 or step == steps - 1:
-            history.append({"step": step, "loss": round(loss.item(), 5)})
-            report("training", (step + 1) / steps, {"step": step + 1, "steps": steps, "loss": loss.item()})
-        if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
-            break
-    final = F.normalize(class_emb.detach(), dim=-1).numpy()
-    labelled = mask_t.sum(dim=0).numpy() > 0
-    offset = calib.offset.detach()
-    return Head(
-        temperature=float(calib.log_tau.detach().exp()),
-        offset=float(offset.mean()),
-        # Classes without labels keep scoring zero-shot from their (possibly edited) prompts.
-        class_embeddings={n: final[k] for k, n in enumerate(names) if labelled[k]},
-        offsets={n: float(offset[k]) for k, n in enumerate(names)} if config.per_class_offset else {},
-    ), history
-
-
-class _LabelledImages(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray, transform) -> None:
-        self.paths, self.targets, self.mask, self.transform = paths, targets, mask, transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, k: int):
-        return self.transform(load_rgb(self.paths[k])), self.targets[k], self.mask[k]
-
-
-def _set_trainable(model: nn.Module, unfreeze: str) -> list[nn.Parameter]:
-    """All parameters, or only the last blocks and projections of both towers."""
-    if unfreeze == "all":
-        return [p for p in model.parameters()]
-    last_res = len(model.transformer.resblocks) - 1
-    keys = ("visual.attnpool", "visual.layer4", "visual.ln_post", "visual.proj", "ln_final",
-            "text_projection", f"transformer.resblocks.{last_res}.")
-    vis = getattr(model.visual, "transformer", None)
-    if vis is not None:
-        keys += (f"visual.transformer.resblocks.{len(vis.resblocks) - 1}.",)
-    params = []
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(keys)
-        if p.requires_grad:
-            params.append(p)
-    return params
-
-
-def _train_mode(model: nn.Module) -> None:
-    """Train mode, except batch-norm layers whose weights are frozen: their running statistics
-    stay as they are (otherwise 'frozen' blocks would still drift)."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)):
-            module.eval()
-
-
-SMALL_MODEL_PARAMETERS = 50_000_000
-
-
-def default_full_lr(encoder: Encoder) -> float:
-    """Full-mode learning rate when none is configured: 1e-3 from random weights; 3e-4 for small
-    pretrained models such as the starter (20M parameters; the best of 1e-5, 1e-4, 3e-4 and 1e-3
-    in benchmarks/quality.py); 1e-5, the usual rate for fine-tuning CLIP, for CLIP-size models."""
-    if encoder.spec.kind == "builtin-random":
-        return 1e-3
-    n_parameters = sum(p.numel() for p in encoder.model.parameters())
-    return 3e-4 if n_parameters < SMALL_MODEL_PARAMETERS else 1e-5
-
-
-def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray,
-             prompts: Sequence[Sequence[str]], names: Sequence[str], config: TrainConfig,
-             report: ProgressFn | None = None, started: float | None = None) -> tuple[Head, list[dict], Encoder]:
-    """Full mode on arrays: fine-tunes a copy of ``base`` (all of it, or its last blocks) with
-    class embeddings computed from ``prompts`` by the text encoder at every step; pairs where
-    ``mask`` is 0 are left out of the loss. Returns the head, the loss history and the encoder."""
-    report = report or (lambda phase, frac, info: None)
-    started = time.monotonic() if started is None else started
-    encoder = copy.copy(base)
-    encoder.model = copy.deepcopy(base.model)
-    data = _LabelledImages(list(paths), np.asarray(targets, dtype=np.float32), np.asarray(mask, dtype=np.float32),
-                           base.train_preprocess)
-    loader = torch.utils.data.DataLoader(data, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                                         generator=torch.Generator().manual_seed(config.seed))
-    device = next(encoder.model.parameters()).device
-    with torch.no_grad():
-        encoder.model.eval()
-        sample = torch.stack([base.preprocess(load_rgb(p)) for p in data.paths[:256]]).to(device)
-        sim0 = F.normalize(encoder.model.encode_image(sample).float(), dim=-1) @ encode_prompts(encoder, prompts).T
-    rate = float(np.clip(data.targets[data.mask > 0].mean(), 0.02, 0.5)) if (data.mask > 0).any() else 0.1
-    tau, b = init_temperature_offset(sim0.cpu(), positive_rate=rate, per_class=config.per_class_offset)
-    calib = _Calibration(tau, b, len(names), config.per_class_offset, config.learn_temperature,
-                         config.learn_offset).to(device)
-    lr = config.lr or default_full_lr(base)
-    trainable = _set_trainable(encoder.model, config.unfreeze)
-    _train_mode(encoder.model)
-    opt = torch.optim.AdamW([
-        {"params": trainable, "lr": lr, "weight_decay": 0.05},
-        {"params": calib.parameters(), "lr": 1e-2, "weight_decay": 0.0},
-    ])
-    epochs = config.epochs or 30
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 1e-2], total_steps=total, pct_start=0.1)
-    lossf = loss_fn(config.loss, **config.loss_params())
-    history, step = [], 0
-    for epoch in range(epochs):
-        running = []
-        for pixels, batch_targets, batch_mask in loader:
-            img = F.normalize(encoder.model.encode_image(pixels.to(device)).float(), dim=-1)
-            cls = encode_prompts(encoder, prompts, grad=True)
-            loss = lossf(calib(img @ cls.T), batch_targets.to(device), batch_mask.to(device))
-            _check_finite(loss, step)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            running.append(loss.item())
-            report("training", step / total, {"epoch": epoch + 1, "epochs": epochs, "step": step,
-                                              "steps": total, "loss": loss.item()})
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(running)), 5)})
-        if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
-            break
-    encoder.model.eval()
-    offset = calib.offset.detach().cpu()
-    head = Head(temperature=float(calib.log_tau.detach().exp()), offset=float(offset.mean()),
-                offsets={n: float(offset[k]) for k, n in enumerate(names)} if config.per_class_offset else {})
-    return head, history, encoder
-
-
-def _full_probs(encoder: Encoder, head: Head, labels: LabelSet) -> np.ndarray:
-    from mumic_core.encoders.encoding import encode_images
-
-    emb = encode_images(encoder, labels.paths)
-    cls = encode_prompts(encoder, [c.prompt_texts for c in labels.classes]).cpu().numpy()
-    return head.probabilities(emb @ cls.T, [c.name for c in labels.classes])
+                    config.head_fit(), report, started)

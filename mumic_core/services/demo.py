@@ -10,13 +10,16 @@ import numpy as np
 from sqlalchemy import func, select
 
 from db.models import Image
-
+from mumic_core.errors import ClassError
 from mumic_core.store.auth import requires
 from mumic_core.store.classes import add_class
-from mumic_core.errors import ClassError
 from mumic_core.store.collection import annotate, import_folder
-from mumic_core.synthetic.scenes import DEMO_CLASSES, generate_collection, write_labels_csv
 from mumic_core.store.studio import Studio
+from mumic_core.synthetic.scenes import (
+    DEMO_CLASSES,
+    generate_collection,
+    write_labels_csv,
+)
 
 DEMO_ANNOTATOR = "demo-import"
 
@@ -58,7 +61,7 @@ def seed_demo(studio: Studio, n_images: int = 400, seed: int = 7, labelled_fract
     rng = np.random.default_rng(seed + 1)
     with studio.read() as s:
         ids = dict(s.execute(select(Image.original_name, Image.id)).all())
-    from mumic_core.pipeline.scoring import active_classes
+    from mumic_core.store.classes import active_classes
 
     class_ids = {c.name: c.id for c in active_classes(studio)}
     missed = 0

@@ -27,7 +27,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from db.models import AuditEvent, SignInAttempt, User, UserSession
-
 from mumic_core.errors import MumicError
 
 ROLES = ("admin", "annotator")

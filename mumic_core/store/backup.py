@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from db.migrate import known_revisions
-
-from mumic_core.store.auth import requires
 from mumic_core.errors import MumicError
+from mumic_core.store.auth import requires
 from mumic_core.store.studio import Studio
 
 MANIFEST = "manifest.json"

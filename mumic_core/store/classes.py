@@ -10,10 +10,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from db.models import Annotation, ClassPrompt, LabelClass
-
+from mumic_core.errors import ClassError
 from mumic_core.store.auth import audit, requires
 from mumic_core.store.csv_rows import read_csv_rows
-from mumic_core.errors import ClassError
 from mumic_core.store.studio import Studio
 
 MAX_NAME_LENGTH = 80
@@ -185,3 +184,8 @@ def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str
         audit(s, studio, "merge_classes", source=source.name, target=target.name, source_id=source_id,
               target_id=target_id, labels_added=added)
     return added
+
+
+def active_classes(studio: Studio) -> list[LabelClass]:
+    with studio.read() as s:
+        return list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import func, select, update
 
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
-
-from mumic_core.store.auth import PermissionDenied, audit, requires
 from mumic_core.errors import StaleView
-from mumic_core.store.images import ImageRejected, ImportReport, iter_image_files, validate_file, validate_image
+from mumic_core.store.auth import PermissionDenied, audit, requires
+from mumic_core.store.images import (
+    ImageRejected,
+    ImportReport,
+    iter_image_files,
+    validate_file,
+    validate_image,
+)
 from mumic_core.store.studio import Studio
 
 VAL_FRACTION = 0.2
+ID_SLICE = 10_000  # ids per query: SQLite caps the number of bound parameters
 _BATCH = 64
 MAX_NAME = Image.original_name.type.length  # characters of a file name (a folder import's relative path)
 
@@ -353,3 +360,25 @@ def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5)
          "human −": counts.get((c.id, False), 0), f"predicted ≥ {threshold:g}": predicted.get(c.id, 0)}
         for c in classes
     ]
+
+
+def all_image_ids(studio: Studio) -> np.ndarray:
+    """Every image id, ascending."""
+    with studio.read() as s:
+        ids = s.connection().execute(select(Image.__table__.c.id).order_by(Image.__table__.c.id)).scalars().all()
+    return np.array(ids, dtype=np.int64)
+
+
+def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
+    """(id, file path) for all images, or for the given ids, in id order. With remote storage
+    (MUMIC_STORAGE_URL) the files not cached locally yet are fetched first, in one batch."""
+    q = select(Image.id, Image.relpath).order_by(Image.id)
+    with studio.read() as s:
+        if image_ids is None:
+            rows = s.execute(q).all()
+        else:  # in slices: SQLite caps the number of bound parameters
+            wanted = sorted({int(i) for i in image_ids})
+            rows = [r for k in range(0, len(wanted), ID_SLICE)
+                    for r in s.execute(q.where(Image.id.in_(wanted[k:k + ID_SLICE]))).all()]
+    paths = studio.store.paths([rel for _, rel in rows])
+    return [(i, path) for (i, _), path in zip(rows, paths)]

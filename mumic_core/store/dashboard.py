@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 
 from db.models import Annotation, LabelClass
-
 from mumic_core.store.registry import list_versions
 from mumic_core.store.studio import Studio
 

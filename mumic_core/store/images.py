@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 import re
 import threading
@@ -19,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from mumic_core.encoders.pixels import to_rgb
 from mumic_core.store.storage import Storage
 
 MAX_FILE_BYTES = 64 * 2**20
@@ -214,54 +213,6 @@ def validate_file(
     except OSError as exc:
         raise ImageRejected(f"could not read file ({exc.strerror or _describe(exc)})") from exc
     return data, validate_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """Scale a 16/32-bit integer or float image to 8-bit "L" over its value range."""
-    if img.mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < 0 or hi > 1:  # not a 0..1 image: stretch its actual range
-            arr = arr - lo
-            hi = hi - lo
-        hi = hi if hi > 1 else 1.0
-    else:
-        base = img if img.mode == "I" else img.convert("I")
-        arr = np.clip(np.asarray(base, dtype=np.float32), 0, None)
-        hi = max(65535.0, float(arr.max()))
-    out = np.rint(arr * np.float32(255.0 / hi)).clip(0, 255).astype(np.uint8)
-    return Image.fromarray(out)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Return an upright 8-bit RGB version of ``img``; transparency becomes white."""
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF: keep the pixels as stored
-        pass
-    if img.mode.startswith("I") or img.mode == "F":
-        img = _to_8bit(img)
-    if "transparency" in img.info and img.mode in ("1", "L", "P", "RGB"):
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def load_rgb(source: bytes | str | Path, max_side: int | None = None) -> Image.Image:
-    """Open an image file (or its bytes) and return it as upright RGB. With ``max_side``, a JPEG
-    may be decoded at a reduced scale (1/2, 1/4 or 1/8, much faster) that still has at least
-    ``max_side`` pixels on its long side."""
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with Image.open(fp) as img:
-        scale = max_side / max(img.size) if max_side else 1.0
-        if scale < 1.0:
-            img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
-        img.load()
-        rgb = to_rgb(img)
-        return img.copy() if rgb is img else rgb
 
 
 class ImageStore:

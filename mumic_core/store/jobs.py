@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -18,9 +17,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, JobLog, utcnow
-
+from mumic_core.errors import MumicError
 from mumic_core.store.auth import audit, require, requires
-from mumic_core.errors import MumicError, one_line
 from mumic_core.store.studio import Studio
 from mumic_core.store.workers import is_alive
 
@@ -29,7 +27,7 @@ JOB_KINDS = ("score", "train", "label_errors")
 EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
 JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
 ACTIVE_STATES = ("queued", "running")
-_running_here: set[int] = set()  # jobs this process is running now
+running_here: set[int] = set()  # jobs this process is running now (pipeline.runner keeps it)
 Report = Callable[[str, float, dict], None]
 
 
@@ -120,7 +118,7 @@ def request_cancel(studio: Studio, job_id: int) -> str:
 @requires("train")
 def fail_unqueued(studio: Studio, job_id: int, reason: str) -> None:
     """A job that could not be handed to the queue: failed at once, with the reason."""
-    _finish(studio, job_id, "failed", error=reason)
+    finish(studio, job_id, "failed", error=reason)
     log(studio, job_id, f"failed: {reason}")
 
 
@@ -165,7 +163,8 @@ def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) ->
     return report
 
 
-def _claim(studio: Studio, job_id: int) -> bool:
+@requires("train")
+def claim(studio: Studio, job_id: int) -> bool:
     """Atomically move a queued job to running; False if someone else has it or it was cancelled.
     On PostgreSQL the row is taken with FOR UPDATE SKIP LOCKED: a worker racing for it moves on."""
     with studio.write() as s:
@@ -186,7 +185,8 @@ def set_result(studio: Studio, job_id: int, **values) -> None:
         job.result = {**(job.result or {}), **values}
 
 
-def _finish(studio: Studio, job_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
+@requires("train")
+def finish(studio: Studio, job_id: int, status: str, result: dict | None = None, error: str | None = None) -> None:
     with studio.write() as s:
         job = s.get(Job, job_id)
         job.status, job.error, job.finished_at, job.exclusive_key = status, error, utcnow(), None
@@ -196,65 +196,12 @@ def _finish(studio: Studio, job_id: int, status: str, result: dict | None = None
 
 
 @requires("train")
-def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -> Job:
-    """Execute a queued job in this process and record its outcome."""
-    if not _claim(studio, job_id):
-        return get_job(studio, job_id)
-    _running_here.add(job_id)
-    try:
-        return _run_claimed(studio, job_id, extra_progress)
-    finally:
-        _running_here.discard(job_id)
-
-
-def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> Job:
-    job = get_job(studio, job_id)
-    db_report = progress_reporter(studio, job_id)
-    log(studio, job_id, f"started by process {os.getpid()}")
-
-    def report(phase: str, fraction: float, info: dict) -> None:
-        db_report(phase, fraction, info)
-        if extra_progress:
-            extra_progress(phase, fraction, info)
-
-    try:
-        result = _dispatch(studio, job_id, job.kind, job.params, report)
-    except JobCancelled as exc:
-        log(studio, job_id, str(exc))
-        _finish(studio, job_id, "cancelled", error=str(exc))
-        return get_job(studio, job_id)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
-        # Pages show the first line and the log: one line without server paths; the rest is for the CLI.
-        log(studio, job_id, f"failed: {one_line(exc)}")
-        _finish(studio, job_id, "failed", error=f"{one_line(exc)}\n{traceback.format_exc(limit=5)}")
-        raise
-    log(studio, job_id, "finished")
-    _finish(studio, job_id, "succeeded", result=result)
-    return get_job(studio, job_id)
-
-
-def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Report) -> dict:
-    from mumic_core.pipeline.lifecycle import rescore, retrain
-
-    if kind == "score":
-        return rescore(studio, params, report, note=lambda msg: log(studio, job_id, msg))
-    if kind == "train":
-        return retrain(studio, params, report, note=lambda msg: log(studio, job_id, msg),
-                       remember=lambda **kw: set_result(studio, job_id, **kw))
-    if kind == "label_errors":
-        from mumic_core.pipeline.label_errors import run_label_errors_job
-
-        return run_label_errors_job(studio, params, report)
-    raise ValueError(f"unknown job kind {kind!r}")
-
-
-@requires("train")
 def fail_orphaned_jobs(studio: Studio) -> list[Job]:
     """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them.
     A worker on this machine is looked up by pid; one on another machine by its heartbeat."""
     with studio.read() as s:
         running = list(s.scalars(select(Job).where(Job.status == "running")))
-    gone = [j.id for j in running if j.id not in _running_here and not is_alive(studio, j.worker_host, j.worker_pid)]
+    gone = [j.id for j in running if j.id not in running_here and not is_alive(studio, j.worker_host, j.worker_pid)]
     failed = []
     with studio.write() as s:  # another worker checking at the same moment skips what this one takes
         for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")

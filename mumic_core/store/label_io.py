@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy import select
 
 from db.models import Annotation, Image, LabelClass
-
 from mumic_core.store.auth import requires
 from mumic_core.store.classes import normalize_name
 from mumic_core.store.collection import Statement, import_statements

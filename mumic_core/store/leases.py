@@ -18,7 +18,6 @@ from sqlalchemy import case, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Image, ReviewLease, utcnow
-
 from mumic_core.store.auth import requires
 from mumic_core.store.studio import Studio
 

@@ -13,8 +13,15 @@ from pathlib import Path
 
 from sqlalchemy import and_, func, literal, select
 
-from db.models import Annotation, Image, ImageScore, LabelClass, Prediction, ReviewLease, utcnow
-
+from db.models import (
+    Annotation,
+    Image,
+    ImageScore,
+    LabelClass,
+    Prediction,
+    ReviewLease,
+    utcnow,
+)
 from mumic_core.store.auth import requires
 from mumic_core.store.collection import record_labels, undo_last_submission
 from mumic_core.store.renditions import Rendition, renditions

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 
 from db.models import ModelVersion
-
-from mumic_core.store.auth import audit, requires
+from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import ModelUnavailable
+from mumic_core.model.head import Head
+from mumic_core.store.auth import audit, requires
+from mumic_core.store.storage import storage_for
 from mumic_core.store.studio import Studio
-
-if TYPE_CHECKING:  # torch-heavy modules are imported only where a model is needed
-    from mumic_core.encoders.encoding import Head
-    from mumic_core.encoders.factory import EncoderSpec
 
 _LOCAL = "local-dir:"
 _TRAINED = ("head", "full")  # kinds whose folder training publishes to storage
@@ -27,8 +27,6 @@ def publish_version_folder(studio: Studio, name: str) -> int:
     before the version is registered; returns the number of files (0 for local storage)."""
     if not studio.settings.storage_url:
         return 0
-    from mumic_core.store.storage import storage_for
-
     return storage_for(studio.settings, "models").upload_dir(studio.settings.model_dir / name, name)
 
 
@@ -38,8 +36,6 @@ def _materialise(studio: Studio, version: ModelVersion) -> None:
     settings = studio.settings
     if not settings.storage_url or version.kind not in _TRAINED or (settings.model_dir / version.name).is_dir():
         return
-    from mumic_core.store.storage import storage_for
-
     storage_for(settings, "models").local_dir(version.name, dest=settings.model_dir / version.name)
 
 
@@ -63,8 +59,6 @@ def _from_stored(studio: Studio, architecture: str) -> str:
 
 def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
     """The encoder a version runs on."""
-    from mumic_core.encoders.factory import EncoderSpec
-
     _materialise(studio, version)
     return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
                        version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
@@ -80,18 +74,27 @@ def head_path(studio: Studio, version: ModelVersion) -> Path:
 def load_head(studio: Studio, version: ModelVersion) -> Head | None:
     """A version's head (None before it has one); ModelUnavailable, naming the version and what
     to do, when its file cannot be read as a head (truncated, edited, not a head)."""
-    from mumic_core.encoders.encoding import Head
-
     path = head_path(studio, version)
     if not path.exists():
         return None
     try:
-        return Head.load(path)
+        return Head.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelUnavailable(
             f"model version {version.name} is damaged: its head cannot be read ({type(exc).__name__}); retrain, "
             "or activate another version (on the Training page, or: python -m mumic_core models activate NAME)"
         ) from exc
+
+
+@requires("train")
+def save_head(studio: Studio, name: str, head: Head) -> Path:
+    """Write a version's head into its folder (atomically; the folder is made if new)."""
+    path = studio.settings.model_dir / name / "head.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(head.to_dict()))
+    tmp.replace(path)
+    return path
 
 
 def active_version(studio: Studio) -> ModelVersion | None:
@@ -161,34 +164,6 @@ def activate(studio: Studio, version_id: int) -> None:
         audit(s, studio, "activate_model", version_id=version_id)
 
 
-@requires("models")
-def ensure_base_version(studio: Studio) -> ModelVersion:
-    """The active version; on a new store, register the base model (pretrained or built-in)."""
-    version = active_version(studio)
-    if version is not None:
-        return version
-    from mumic_core.encoders.factory import resolve_base_spec
-
-    spec = resolve_base_spec(studio.settings)
-    return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
-                            spec, spec.kind, spec.description, status="active")
-
-
-@requires("models")
-def adopt_starter_model(studio: Studio) -> ModelVersion | None:
-    """If the untrained built-in model is active and a starter model has been built, register the
-    starter model and make it active (the caller re-scores). Returns the new version or None."""
-    from mumic_core.encoders.factory import resolve_base_spec
-
-    version = active_version(studio)
-    if version is None or version.kind != "builtin-random" or studio.settings.model_explicit:
-        return None
-    spec = resolve_base_spec(studio.settings)
-    if spec.kind != "starter":
-        return None
-    return register_version(studio, next_version_name(studio), spec, spec.kind, spec.description, status="active")
-
-
 def describe(version: ModelVersion) -> str:
     """How the UI and CLI name a version: never call an untrained model pretrained."""
     if version.kind == "builtin-random":
@@ -204,10 +179,6 @@ def describe(version: ModelVersion) -> str:
 def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
     """A zip of everything a version needs: its encoder (when it is a local folder), its head,
     and a manifest naming the architecture and weights."""
-    import io
-    import json
-    import zipfile
-
     buf = io.BytesIO()
     spec = encoder_spec(studio, version)
     manifest = {"name": version.name, "kind": version.kind, "description": version.description,

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from mumic_core.store.images import load_rgb
+from mumic_core.encoders.pixels import load_rgb
 from mumic_core.store.storage import Storage
 from mumic_core.store.studio import Studio
 

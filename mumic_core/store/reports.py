@@ -6,7 +6,6 @@ import math
 from datetime import datetime, timezone
 
 from db.models import Job, ModelVersion
-
 from mumic_core.store.jobs import time_left
 from mumic_core.store.registry import describe
 

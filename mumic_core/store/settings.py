@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from db.models import StudioSetting
-
 from mumic_core.store.auth import audit, requires
 from mumic_core.store.studio import Studio
 

@@ -9,7 +9,6 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from db.migrate import upgrade
 from db.session import read_session, write_session
-
 from mumic_core.config import Settings, load_settings, without_password
 from mumic_core.errors import ServiceUnavailable
 from mumic_core.store.images import ImageStore

@@ -14,7 +14,6 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from db.models import Worker, utcnow
-
 from mumic_core.store.auth import requires
 from mumic_core.store.studio import Studio
 

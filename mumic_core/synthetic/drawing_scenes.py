@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mumic_core.synthetic.scenes import BACKGROUND_CLASSES, COLOUR_CLASSES, SHAPE_CLASSES, background_image, shape_sprite, zipf_weights
-from mumic_core.encoders.starter import category_prompts
-from mumic_core.synthetic.starter_corpus import Drawing, article
+from mumic_core.synthetic.scenes import (
+    BACKGROUND_CLASSES,
+    COLOUR_CLASSES,
+    SHAPE_CLASSES,
+    background_image,
+    shape_sprite,
+    zipf_weights,
+)
+from mumic_core.synthetic.starter_corpus import Drawing, article, category_prompts
 
 SHAPE_NAMES: tuple[str, ...] = tuple(c.name for c in SHAPE_CLASSES)
 _COLOURS: tuple[str, ...] = tuple(c.name for c in COLOUR_CLASSES)

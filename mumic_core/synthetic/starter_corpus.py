@@ -20,6 +20,7 @@ import subprocess
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,6 @@ def load_sprite(d: Drawing, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) 
     elif d.key.endswith(".svg"):
         png = subprocess.run(["rsvg-convert", "-w", str(2 * SPRITE_SIZE), str(root / d.key)],
                              capture_output=True, check=True).stdout
-        from io import BytesIO
 
         im = Image.open(BytesIO(png)).convert("RGBA")
     else:
@@ -389,3 +389,8 @@ def held_out_scenes(held: Sequence[Drawing], n: int, seed: int, out_dir: Path, s
         compose(sprites, rng, size).save(out_dir / name)
         rows.append((name, frozenset(chosen)))
     return rows
+
+
+def category_prompts(classes: list[str]) -> list[list[str]]:
+    """The prompt ensemble of each evaluation class: "a drawing of an insect", ..."""
+    return [[t.format(f"{article(c)} {c}") for t in CATEGORY_PROMPTS] for c in classes]
