@@ -9,7 +9,7 @@ import streamlit as st
 from app_pages.signin import signed_in_studio
 from app_pages.ui import isolate, md, refuse
 from mumic_core.errors import MumicError
-from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+from mumic_core.services.training import request_scoring_of_new_images
 from mumic_core.store.auth import PermissionDenied
 from mumic_core.store.collection import import_files, import_folder, importable_folders
 from mumic_core.store.images import ImportReport

@@ -8,11 +8,7 @@ import streamlit as st
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse
 from mumic_core.errors import MumicError
-from mumic_core.pipeline.lifecycle import (
-    new_human_labels,
-    request_activation,
-    request_training,
-)
+from mumic_core.services.training import new_human_labels, request_activation, request_training
 from mumic_core.store.jobs import job_log, list_jobs, request_cancel
 from mumic_core.store.registry import active_version, describe, list_versions
 from mumic_core.store.reports import (

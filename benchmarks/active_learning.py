@@ -4,9 +4,9 @@ A long-tailed collection (80 classes: the demo's 20 plus the 60 colour-shape pai
 colours drawn with Zipf weights) is split into an unlabelled pool and a test set with complete
 ground truth. Starting from the starter model's zero-shot suggestions, each strategy picks B
 images per round as the Review page does (the 2,000 unlabelled images with a probability
-closest to 0.5, re-ordered by ``mumic_core.model.active_learning.select``); the baseline, "random",
+closest to 0.5, re-ordered by ``mumic_core.model.active_learning.select_batch``); the baseline, "random",
 picks uniformly from the whole unlabelled pool. The oracle labels every class of the picked
-images, a head is trained on all labels so far (``mumic_core.pipeline.training.fit_head``, the product's
+images, a head is trained on all labels so far (``mumic_core.model.fitting.fit_head``, the product's
 head mode) and scored on the test set.
 
 Then 20 % label errors (as many flipped labelled pairs as 20 % of the positive labels: half
@@ -31,22 +31,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
-from mumic_core.model.active_learning import POOL, select  # noqa: E402
+from mumic_core.model.active_learning import POOL, select_batch  # noqa: E402
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
-from mumic_core.model.head import Head  # noqa: E402
+from mumic_core.model.head import zero_shot_head  # noqa: E402
 from mumic_core.model.label_quality import cross_validated_probabilities, rank_suspects  # noqa: E402
-from mumic_core.model.losses import init_temperature_offset  # noqa: E402
+from mumic_core.model.fitting import fit_head  # noqa: E402
 from mumic_core.model.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
 from mumic_core.encoders.factory import load_encoder  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
-from mumic_core.pipeline.training import TrainConfig, fit_head  # noqa: E402
+from mumic_core.pipeline.training import TrainConfig  # noqa: E402
 
 STRATEGIES = {
     "random": {},  # the baseline: uniform over the whole unlabelled pool
@@ -96,8 +95,7 @@ def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.n
     head's training steps, None for the product's default)."""
     names = [c.name for c in LONG_TAIL_CLASSES]
     sim = emb @ text.T
-    tau, b = init_temperature_offset(torch.from_numpy(sim[pool]))
-    head = Head(float(tau), float(b))  # zero-shot, calibrated as the product does before any label
+    head = zero_shot_head(sim[pool], 0.1)  # zero-shot, calibrated as the product does before any label
     thresholds = np.full(len(names), 0.5)
     labelled: list[int] = []
     curve = [{"labels": 0, **metrics(head.probabilities(sim[test], names), truth[test])}]
@@ -110,13 +108,13 @@ def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.n
             picked = rng.choice(len(left), batch, replace=False)
         else:  # as order_queue: the POOL most uncertain (a probability nearest 0.5), re-ordered
             near = np.argsort(np.abs(prob - 0.5).min(axis=1), kind="stable")[:POOL]
-            order = select(prob[near], thresholds, batch, STRATEGIES[strategy], emb[left[near]],
+            order = select_batch(prob[near], thresholds, batch, STRATEGIES[strategy], emb[left[near]],
                            emb[labelled] if labelled else None, positives, seed=int(rng.integers(1 << 31)))
             picked = near[order]
         labelled += [int(left[k]) for k in picked]
         y = truth[labelled]
         head, _ = fit_head(emb[labelled], text, y, np.ones_like(y), names, TrainConfig(mode="head", seed=seed,
-                                                                                epochs=head_steps))
+                                                                                steps=head_steps).head_fit())
         cls = head.class_matrix(names, text)
         thresholds = tune_thresholds(head.probabilities(emb[labelled] @ cls.T, names), y)
         curve.append({"labels": len(labelled), **metrics(head.probabilities(emb[test] @ cls.T, names), truth[test])})

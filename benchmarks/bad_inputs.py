@@ -446,7 +446,7 @@ def _worker_killed_while_scoring(studio, ann, tmp):
     """The worker (a real huey consumer) killed with SIGKILL while it scores newly imported
     images, then started again: the new images are all scored and reach Review."""
     from mumic_core.store.collection import import_files
-    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.services.training import request_scoring_of_new_images
     from mumic_core.store.registry import active_version
     from mumic_core.pipeline.scoring import unscored_count
 
@@ -608,7 +608,8 @@ def _label_as_other(studio, ann, tmp):
 def _stale(studio, ann, tmp):
     from mumic_core.store.auth import Actor
     from mumic_core.store.registry import active_version
-    from mumic_core.store.queue import image_views, submit
+    from mumic_core.store.queue import image_views
+    from mumic_core.services.review import submit
 
     version = active_version(studio).id
     view = image_views(ann, [2], version)[0]

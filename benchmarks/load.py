@@ -74,7 +74,8 @@ def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
     from mumic_core.errors import StaleView
     from mumic_core.store.leases import claim
     from mumic_core.store.registry import active_version
-    from mumic_core.store.queue import QueueFilter, image_views, queue_page, submit, undo
+    from mumic_core.store.queue import QueueFilter, image_views, queue_page
+    from mumic_core.services.review import submit, undo
     from mumic_core.store.studio import open_studio
 
     rng = random.Random(k)

@@ -15,7 +15,7 @@ their zero-shot mAP on the test set is measured before and after fine-tuning on 
 Embeddings: image-to-image retrieval mAP on the test set (relevant = shares a label) of the
 fine-tuned against the original image embeddings.
 
-Each variant is trained with the product's own code (``training.fit_head`` / ``fit_full``)
+Each variant is trained with the product's own code (``fitting.fit_head`` / ``finetune.fit_full``)
 and the same budget; metrics are on the 30 trained classes of the test set.
 
     .venv/bin/python benchmarks/quality.py [--starter mumic_data/models/starter] [--seeds 3]
@@ -54,16 +54,17 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_model,
 )
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
-from mumic_core.model.head import Head  # noqa: E402
+from mumic_core.model.head import zero_shot_head  # noqa: E402
 from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
-from mumic_core.model.losses import init_temperature_offset  # noqa: E402
+from mumic_core.encoders.finetune import fit_full  # noqa: E402
+from mumic_core.model.fitting import fit_head  # noqa: E402
 from mumic_core.model.metrics import expected_calibration_error, gap, gap_at_k  # noqa: E402
 from mumic_core.model.metrics import mean_average_precision  # noqa: E402
 from mumic_core.encoders.factory import create_random_local_dir, load_encoder  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.encoders.spec import STARTER_ARCH  # noqa: E402
 from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
-from mumic_core.pipeline.training import TrainConfig, fit_full, fit_head  # noqa: E402
+from mumic_core.pipeline.training import TrainConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 NOISE = (0.0, 0.2, 0.4)
@@ -154,12 +155,6 @@ def scores(prob: np.ndarray, truth: np.ndarray) -> dict:
             "map": float(mean_average_precision(prob, truth)), "ece": expected_calibration_error(prob, truth)}
 
 
-def zero_shot_head(sim: np.ndarray, positive_rate: float) -> Head:
-    """The product's calibration of zero-shot scores before any label."""
-    tau, b = init_temperature_offset(torch.from_numpy(sim), positive_rate=positive_rate)
-    return Head(float(tau), float(b))
-
-
 # ---------------------------------------------------------------- runs
 class Setup:
     """One model (starter or random), the data, and what every run shares."""
@@ -197,8 +192,8 @@ class Setup:
         y, mask = self.labels(n, missed, seed)
         torch.manual_seed(seed)
         t = time.monotonic()
-        config = TrainConfig(mode="head", seed=seed, epochs=steps, **variant)
-        head, _ = fit_head(self.emb["train"], self.text, y, mask, self.names, config)
+        config = TrainConfig(mode="head", seed=seed, steps=steps, **variant)
+        head, _ = fit_head(self.emb["train"], self.text, y, mask, self.names, config.head_fit())
         seconds = time.monotonic() - t
         sim = self.emb["test"] @ head.class_matrix(self.names, self.text).T
         prob = head.probabilities(sim, self.names)
@@ -215,7 +210,7 @@ class Setup:
         t = time.monotonic()
         config = TrainConfig(mode="full", seed=seed, epochs=epochs, lr=lr, **variant)
         head, _, encoder = fit_full(self.encoder, self.data["train_paths"][:n], y, mask, self.prompts, self.names,
-                                    config)
+                                    config.full_fit())
         seconds = time.monotonic() - t
         paths, truth = ((self.data["test_paths"], self.data["test_truth"]) if split == "test" else
                         (self.data["train_paths"][n:n + 500], self.data["train_truth"][n:n + 500]))

@@ -77,17 +77,8 @@ from mumic_core.store.classes import add_class  # noqa: E402
 from mumic_core.config import load_settings  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.store.registry import register_version  # noqa: E402
-from mumic_core.store.queue import (  # noqa: E402
-    QueueFilter,
-    _queue_query,
-    page_query,
-    accept_above,
-    image_views,
-    queue_count,
-    queue_page,
-    submit,
-    undo,
-)
+from mumic_core.store.queue import QueueFilter, _queue_query, image_views, page_query, queue_count, queue_page  # noqa: E402
+from mumic_core.services.review import accept_above, submit, undo  # noqa: E402
 from mumic_core.pipeline.scoring import _refresh_image_scores  # noqa: E402
 from mumic_core.store.auth import SYSTEM, add_user, sign_in  # noqa: E402
 from mumic_core.store.studio import Studio, open_studio  # noqa: E402
@@ -373,7 +364,9 @@ def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep
     if acc_undo_t:
         record("service", "undo that page", acc_undo_t)
 
-    from mumic_core.model.active_learning import DEFAULT_WEIGHTS, order_queue
+    from mumic_core.model.active_learning import DEFAULT_WEIGHTS
+
+    from mumic_core.pipeline.planning import order_queue
     from mumic_core.store.leases import claim, leased_to_others, release
 
     mix = " + ".join(DEFAULT_WEIGHTS)

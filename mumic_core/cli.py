@@ -160,8 +160,8 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
 
 def _score_new_images(studio: Studio) -> None:
     """Queue the new images' scoring for a running worker, or score them here when none runs."""
-    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
     from mumic_core.pipeline.runner import run_job
+    from mumic_core.services.training import request_scoring_of_new_images
     from mumic_core.store.workers import live_workers
 
     if live_workers(studio):
@@ -254,8 +254,8 @@ def score(model_name: str | None) -> None:
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
 def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
-    from mumic_core.pipeline.lifecycle import request_training, training_params
     from mumic_core.pipeline.runner import run_job
+    from mumic_core.services.training import request_training, training_params
     from mumic_core.store.jobs import create_job
 
     params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,

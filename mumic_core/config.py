@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 BUILTIN_MODEL = "mumic-tiny-rn"
@@ -86,8 +88,6 @@ class Settings:
 
 def without_password(url: str) -> str:
     """A database or queue URL fit to show people: its password, if any, as ***."""
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True) if "://" in url else url
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumic_core.model.active_learning import entropy, k_center_greedy, rare_class_boost, select, uncertainty
+from mumic_core.model.active_learning import entropy, k_center_greedy, rare_class_boost, select_batch, uncertainty
 
 
 def test_uncertainty_is_highest_at_the_class_threshold():
@@ -43,22 +43,22 @@ def test_mixed_selection_and_errors():
     prob = rng.random((50, 4))
     prob[7] = [0.5, 0.5, 0.5, 0.5]
     thresholds = np.full(4, 0.5)
-    assert select(prob, thresholds, 1, {"uncertainty": 1.0})[0] == 7
-    picked = select(prob, thresholds, 10, {"uncertainty": 1.0, "random": 1.0}, seed=1)
+    assert select_batch(prob, thresholds, 1, {"uncertainty": 1.0})[0] == 7
+    picked = select_batch(prob, thresholds, 10, {"uncertainty": 1.0, "random": 1.0}, seed=1)
     assert len(set(picked)) == 10 and all(0 <= i < 50 for i in picked)
-    assert select(prob, thresholds, 5, {"random": 1.0}, seed=1) != select(prob, thresholds, 5, {"random": 1.0}, seed=2)
+    assert select_batch(prob, thresholds, 5, {"random": 1.0}, seed=1) != select_batch(prob, thresholds, 5, {"random": 1.0}, seed=2)
     emb = rng.normal(size=(50, 8))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    assert len(select(prob, thresholds, 4, {"diversity": 1.0}, embeddings=emb)) == 4
+    assert len(select_batch(prob, thresholds, 4, {"diversity": 1.0}, embeddings=emb)) == 4
     with pytest.raises(ValueError, match="unknown strategies"):
-        select(prob, thresholds, 3, {"confidence": 1.0})
+        select_batch(prob, thresholds, 3, {"confidence": 1.0})
     with pytest.raises(ValueError, match="needs the images' embeddings"):
-        select(prob, thresholds, 3, {"diversity": 1.0})
-    assert select(prob[:0], thresholds, 3, {"random": 1.0}) == []
+        select_batch(prob, thresholds, 3, {"diversity": 1.0})
+    assert select_batch(prob[:0], thresholds, 3, {"random": 1.0}) == []
 
 
 def test_order_queue_reorders_the_unreviewed_queue(demo_studio):
-    from mumic_core.model.active_learning import order_queue
+    from mumic_core.pipeline.planning import order_queue
     from mumic_core.store.registry import active_version
     from mumic_core.store.queue import QueueFilter, queue_count
 
@@ -77,7 +77,7 @@ def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
     from sqlalchemy import select as sql_select
 
     from db.models import Annotation
-    from mumic_core.model.active_learning import order_queue
+    from mumic_core.pipeline.planning import order_queue
     from mumic_core.store.registry import active_version
     from mumic_core.store.queue import QueueFilter, queue_page
     from mumic_core.pipeline.scoring import image_embeddings, load_scorer

@@ -238,7 +238,7 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
 
     from mumic_core.services.demo import seed_demo
     from mumic_core.store.jobs import active_job, get_job, list_jobs
-    from mumic_core.pipeline.lifecycle import request_training
+    from mumic_core.services.training import request_training
     from mumic_core.store.registry import active_version
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection

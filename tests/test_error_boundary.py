@@ -91,7 +91,7 @@ def test_a_failed_job_shows_one_line_without_server_paths(demo_studio, monkeypat
     def broken(*args, **kwargs):
         raise FileNotFoundError(2, "No such file or directory", secret)
 
-    monkeypatch.setattr("mumic_core.pipeline.lifecycle.rescore", broken)
+    monkeypatch.setattr("mumic_core.pipeline.runner.rescore", broken)
     job_id = create_job(demo_studio, "score")
     with pytest.raises(FileNotFoundError):
         run_job(demo_studio, job_id)

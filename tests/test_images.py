@@ -16,17 +16,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from mumic_core.store import images
-from mumic_core.store.images import (
-    ImageRejected,
-    ImageStore,
-    ImportReport,
-    ValidatedImage,
-    iter_image_files,
-    load_rgb,
-    to_rgb,
-    validate_file,
-    validate_image,
-)
+from mumic_core.store.images import ImageRejected, ImageStore, ImportReport, ValidatedImage, iter_image_files, validate_file, validate_image
+from mumic_core.encoders.pixels import load_rgb, to_rgb
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -232,7 +232,7 @@ def test_import_page_imports_a_labels_file_and_shows_the_exports(demo_studio):
 
 def test_imported_images_are_scored_by_the_worker_and_never_vanish_from_review(demo_studio):
     from mumic_core.pipeline.runner import run_job
-    from mumic_core.pipeline.lifecycle import request_scoring_of_new_images
+    from mumic_core.services.training import request_scoring_of_new_images
     from mumic_core.store.queue import QueueFilter, queue_count
 
     version = ensure_base_version(demo_studio)

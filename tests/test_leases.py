@@ -83,7 +83,8 @@ def test_browser_seat_survives_a_new_mask():
 def test_an_image_reviewed_after_the_queue_was_read_is_not_handed_out(demo_studio):
     """The race the load benchmark found: B reads the queue, A reviews the top image and moves
     on (releasing its lease), then B claims from its old list. B must get the next image."""
-    from mumic_core.store.queue import image_views, submit
+    from mumic_core.store.queue import image_views
+    from mumic_core.services.review import submit
 
     s = demo_studio
     f = QueueFilter(version_id=active_version(s).id, status="unreviewed")

@@ -20,17 +20,19 @@ from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Predicti
 from mumic_core.pipeline import lifecycle
 from conftest import diverging_loss
 from mumic_core.model import fitting
+from mumic_core.services import training as training_service
 from mumic_core.store.auth import Actor
 from mumic_core.cli import main
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.errors import TrainingError
 from mumic_core.store.jobs import JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel
 from mumic_core.pipeline.runner import run_job
-from mumic_core.pipeline.lifecycle import maybe_auto_retrain, new_human_labels, request_activation, request_training
+from mumic_core.services.training import maybe_auto_retrain, new_human_labels, request_activation, request_training
 from mumic_core.encoders.factory import create_random_local_dir
 from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
-from mumic_core.store.queue import QueueFilter, image_views, queue_page, submit
+from mumic_core.store.queue import QueueFilter, image_views, queue_page
+from mumic_core.services.review import submit
 from mumic_core.store.settings import set_setting
 
 from test_worker import start_worker, stop, wait_for
@@ -304,7 +306,7 @@ def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo
     assert job.status == "failed"  # recorded as not queued, so it is not retried at every submit
     set_setting(demo_studio, "auto_retrain_labels", 1)
     running = create_job(demo_studio, "train", {"mode": "head"})
-    monkeypatch.setattr(lifecycle, "active_job", lambda studio, kind: None)  # another submit queued one just now
+    monkeypatch.setattr(training_service, "active_job", lambda studio, kind: None)  # another submit queued one just now
     _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 1)  # JobConflict: logged, no error
     assert any("already queued or running" in r.message for r in caplog.records)
     with demo_studio.read() as s:

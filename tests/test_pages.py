@@ -150,7 +150,8 @@ def test_suspicious_labels_queue(demo_studio):
 
 
 def test_review_default_order_is_active_learning(demo_studio):
-    from mumic_core.model.active_learning import DEFAULT_WEIGHTS, order_queue
+    from mumic_core.model.active_learning import DEFAULT_WEIGHTS
+    from mumic_core.pipeline.planning import order_queue
 
     at = page("review.py").run()
     assert not at.exception and at.selectbox(key="sort").value == "active learning"
@@ -162,7 +163,7 @@ def test_review_default_order_is_active_learning(demo_studio):
 
 
 def test_strategy_weights_change_the_plan(demo_studio):
-    from mumic_core.model.active_learning import order_queue
+    from mumic_core.pipeline.planning import order_queue
 
     at = page("review.py").run()
     at.slider(key="w_uncertainty").set_value(0.0).run()

@@ -6,7 +6,8 @@ from sqlalchemy import select
 from db.models import Annotation, Image
 from mumic_core.store.collection import annotate
 from mumic_core.store.registry import active_version
-from mumic_core.store.queue import QueueFilter, accept_above, image_views, queue_count, queue_page, submit, undo
+from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page
+from mumic_core.services.review import accept_above, submit, undo
 
 
 def _filter(studio, **kw) -> QueueFilter:

@@ -27,7 +27,7 @@ ANNOTATOR = Actor("ann", "annotator")
 # Reads, and caches derived from stored data (embeddings, search indexes, encode batches, local
 # copies of remote files): whoever may read may cause those to be filled.
 READ_ONLY = {
-    "model.active_learning.order_queue",
+    "pipeline.planning.order_queue",
     "store.classes.list_classes",
     "store.collection.class_counts", "store.collection.collection_counts", "store.collection.current_labels",
     "store.collection.importable_folders",
@@ -41,7 +41,7 @@ READ_ONLY = {
     "pipeline.label_errors.labelled_image_count", "pipeline.label_errors.out_of_sample_probabilities",
     "pipeline.label_errors.run_label_errors_job", "pipeline.label_errors.suspicious_labels",
     "store.leases.leased_to_others",
-    "pipeline.lifecycle.new_human_labels", "pipeline.lifecycle.training_params",
+    "services.training.new_human_labels", "services.training.training_params",
     "store.registry.active_version", "store.registry.encoder_spec", "store.registry.get_version", "store.registry.head_path",
     "store.registry.list_versions", "store.registry.load_head", "store.registry.next_version_name",
     "store.queue.image_views", "store.queue.newest_image_id", "store.queue.queue_count", "store.queue.queue_page",

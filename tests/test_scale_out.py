@@ -121,7 +121,8 @@ def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_ur
     from mumic_core.encoders.encoding import encode_images
     from mumic_core.store.collection import image_items
 
-    again = encode_images(scorer.encoder, [p for _, p in image_items(studio, ids[:40].tolist())])
+    paths = dict(image_items(studio, ids[:40].tolist()))  # in id order; the cache is in the order batches came back
+    again = encode_images(scorer.encoder, [paths[i] for i in ids[:40].tolist()])
     np.testing.assert_allclose(np.asarray(emb[:40]), again, atol=1e-5)
 
 

@@ -10,7 +10,8 @@ from mumic_core.store.auth import Actor
 from mumic_core.store.dashboard import annotator_agreement
 from mumic_core.errors import StaleView
 from mumic_core.store.registry import active_version
-from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page, submit
+from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page
+from mumic_core.services.review import submit
 
 
 def as_user(studio, name):

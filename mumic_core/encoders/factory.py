@@ -212,6 +212,11 @@ def save_local_dir(model: torch.nn.Module, model_cfg: dict, dest: Path, label: s
         raise
 
 
+def device_name() -> str:
+    """What this process computes on, in words ("cpu", or the GPU's name)."""
+    return f"cuda: {torch.cuda.get_device_name(0)}"[:60] if torch.cuda.is_available() else "cpu"
+
+
 def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 

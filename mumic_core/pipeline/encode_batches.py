@@ -24,6 +24,11 @@ from sqlalchemy import and_, delete, func, or_, select, update
 
 from db.models import EncodeBatch, utcnow
 from mumic_core.encoders.cache import EmbeddingCache
+from mumic_core.encoders.encoding import encode_images
+from mumic_core.encoders.factory import load_encoder
+from mumic_core.pipeline.queue import ask_for_help
+from mumic_core.store.collection import image_items
+from mumic_core.store.registry import encoder_spec, get_version
 from mumic_core.store.studio import Studio
 from mumic_core.store.workers import is_alive, live_workers, this_process
 
@@ -107,11 +112,6 @@ def _beat(studio: Studio, batch_id: int) -> Progress:
 
 def _encode(studio: Studio, version_id: int, ids: list[int], progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings) of the batch's images that still exist."""
-    from mumic_core.encoders.encoding import encode_images
-    from mumic_core.encoders.factory import load_encoder
-    from mumic_core.store.collection import image_items
-    from mumic_core.store.registry import encoder_spec, get_version
-
     encoder = load_encoder(encoder_spec(studio, get_version(studio, version_id)))
     items = image_items(studio, ids)
     return (np.array([i for i, _ in items], dtype=np.int64),
@@ -160,8 +160,6 @@ def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, k
                        progress: Progress | None = None, poll: float = 0.5) -> None:
     """Embed ``missing`` images into ``cache`` with the help of every live worker, taking
     batches itself too; returns when every batch of this encoder is stored."""
-    from mumic_core.pipeline.queue import ask_for_help
-
     n = plan_batches(studio, version_id, key, missing, studio.settings.embedding_chunk)
     others = [w for w in live_workers(studio) if w.name != this_process()]
     if others and n > 1:

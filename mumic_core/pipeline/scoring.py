@@ -28,6 +28,7 @@ from mumic_core.model.head import (
     positive_rate,
     zero_shot_head,
 )
+from mumic_core.pipeline.encode_batches import encode_in_parallel
 from mumic_core.store.auth import requires
 from mumic_core.store.classes import active_classes
 from mumic_core.store.collection import ID_SLICE, all_image_ids, image_items
@@ -82,7 +83,6 @@ def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
     cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
     missing = cache.missing(image_ids)
     if len(missing) > chunk:  # in batches that every live worker helps with
-        from mumic_core.pipeline.encode_batches import encode_in_parallel
 
         encode_in_parallel(studio, scorer.version.id, cache, key, missing, progress)
     return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]

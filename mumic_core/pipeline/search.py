@@ -11,17 +11,18 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sqlalchemy import func, select
 
-from db.models import ModelVersion
+from db.models import Image, ModelVersion
 from mumic_core.model.vector_index import VectorIndex
 from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 from mumic_core.store.collection import all_image_ids
+from mumic_core.store.registry import encoder_spec
 from mumic_core.store.studio import Studio
 
 
 def index_dir(studio: Studio, version: ModelVersion) -> Path:
-    from mumic_core.store.registry import encoder_spec
-
     return studio.settings.home / "index" / encoder_spec(studio, version).key
 
 
@@ -62,10 +63,6 @@ def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
 def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
     """All image ids; empty when the collection holds exactly ``unless_count`` images (a cheap
     count answers the usual case: nothing imported since the index was saved)."""
-    from sqlalchemy import func, select
-
-    from db.models import Image
-
     if unless_count is not None:
         with studio.read() as s:
             if s.scalar(select(func.count(Image.id))) == unless_count:
@@ -128,8 +125,6 @@ def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity:
 def embedding_map(studio: Studio, version: ModelVersion, max_points: int = 5000,
                   seed: int = 0) -> tuple[list[int], np.ndarray]:
     """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
-    from sklearn.decomposition import PCA
-
     ids = all_image_ids(studio)
     if len(ids) > max_points:
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=max_points, replace=False))

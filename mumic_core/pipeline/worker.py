@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from mumic_core.config import load_settings
+from mumic_core.encoders.factory import device_name
 from mumic_core.pipeline.encode_batches import release_dead_claims, work_on_batches
 from mumic_core.pipeline.lifecycle import resume_interrupted
 from mumic_core.pipeline.queue import REDIS_SCHEMES, handle, queue_for
@@ -52,7 +53,7 @@ handle("look_after_workers", look_after_workers)
 def _startup() -> None:
     global _heartbeat
     _heartbeat = register(open_studio(settings, actor=SYSTEM),
-                          "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite")
+                          "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite", device_name())
     look_after_workers()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from db.models import Image
 from mumic_core.errors import ClassError
 from mumic_core.store.auth import requires
-from mumic_core.store.classes import add_class
+from mumic_core.store.classes import active_classes, add_class
 from mumic_core.store.collection import annotate, import_folder
 from mumic_core.store.studio import Studio
 from mumic_core.synthetic.scenes import (
@@ -61,7 +61,6 @@ def seed_demo(studio: Studio, n_images: int = 400, seed: int = 7, labelled_fract
     rng = np.random.default_rng(seed + 1)
     with studio.read() as s:
         ids = dict(s.execute(select(Image.original_name, Image.id)).all())
-    from mumic_core.store.classes import active_classes
 
     class_ids = {c.name: c.id for c in active_classes(studio)}
     missed = 0

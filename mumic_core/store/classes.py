@@ -12,6 +12,7 @@ from sqlalchemy import select
 from db.models import Annotation, ClassPrompt, LabelClass
 from mumic_core.errors import ClassError
 from mumic_core.store.auth import audit, requires
+from mumic_core.store.collection import record_labels
 from mumic_core.store.csv_rows import read_csv_rows
 from mumic_core.store.studio import Studio
 
@@ -164,8 +165,6 @@ def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str
     the source's history stays, and the new rows say they come from a merge. The target must be
     active (labels merged into a hidden class would leave review and training); the source may
     already be inactive (folding a retired class into another). Returns rows added."""
-    from mumic_core.store.collection import record_labels
-
     if source_id == target_id:
         raise ClassError("cannot merge a class into itself")
     with studio.read() as s:

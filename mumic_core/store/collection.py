@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select, update
 
-from db.models import Annotation, Image, LabelClass, Submission, utcnow
+from db.models import Annotation, Image, LabelClass, Prediction, Submission, utcnow
 from mumic_core.errors import StaleView
 from mumic_core.store.auth import PermissionDenied, audit, requires
 from mumic_core.store.images import (
@@ -341,8 +341,6 @@ def collection_counts(studio: Studio) -> dict[str, int]:
 
 def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:
     """Per active class: prompts, human positives and negatives, predicted positives >= threshold."""
-    from db.models import Prediction
-
     with studio.read() as s:
         classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
         human = s.execute(

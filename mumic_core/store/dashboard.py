@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import case, func, select
+from sqlalchemy.orm import aliased
 
 from db.models import Annotation, LabelClass
 from mumic_core.store.registry import list_versions
@@ -52,9 +54,6 @@ def annotator_agreement(studio: Studio) -> list[dict]:
     """Per class, how often a second reviewer agreed with the first annotator: the pairs (a
     second-review label and the other person's label it superseded), percent agreement and
     Cohen's kappa (scikit-learn; empty when both said the same thing every time)."""
-    from sklearn.metrics import cohen_kappa_score
-    from sqlalchemy.orm import aliased
-
     second, first = aliased(Annotation), aliased(Annotation)
     with studio.read() as s:
         rows = s.execute(

@@ -22,8 +22,6 @@ from db.models import (
     ReviewLease,
     utcnow,
 )
-from mumic_core.store.auth import requires
-from mumic_core.store.collection import record_labels, undo_last_submission
 from mumic_core.store.renditions import Rendition, renditions
 from mumic_core.store.studio import Studio
 
@@ -219,50 +217,6 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
     return out
 
 
-@requires("review", acting_as="annotator")
-def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives: Iterable[int],
-           annotator: str, second_review: bool = False) -> int:
-    """Record one image's review: explicit positives and negatives; returns the submission id."""
-    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator,
-                       second_review)
-
-
-@requires("review", acting_as="annotator")
-def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]], views: Sequence[ImageView],
-                annotator: str, second_review: bool = False) -> int:
-    """Record reviews of several images as one submission (one undo step). A second review
-    records every decision, also one that confirms the first reviewer's label."""
-    if not annotator.strip():
-        raise ValueError("say who you are (annotator name) before submitting")
-    labels: dict[int, dict[int, bool]] = {}
-    for image_id, (pos, neg) in decisions.items():
-        both = pos & neg
-        if both:
-            raise ValueError(f"a class cannot be both present and absent (class ids {sorted(both)})")
-        labels[image_id] = {c: True for c in pos} | {c: False for c in neg}
-    suggested = {v.image_id: {s.class_id: s.probability for s in v.suggestions} for v in views}
-    seen = {v.image_id: dict(v.labels) for v in views if v.image_id in labels}
-    submission_id = record_labels(studio, labels, annotator.strip(), source=SECOND_REVIEW if second_review
-                                  else "review", suggested=suggested, seen=seen)[0]
-    from mumic_core.pipeline.lifecycle import maybe_auto_retrain
-
-    maybe_auto_retrain(studio)
-    return submission_id
-
-
-@requires("review", acting_as="annotator")
-def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str,
-                 second_review: bool = False) -> int:
-    """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
-    decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set())
-                 for v in views}
-    decisions = {k: v for k, v in decisions.items() if v[0]}
-    if not decisions:
-        return 0
-    submit_many(studio, decisions, views, annotator, second_review)
-    return sum(len(p) for p, _ in decisions.values())
-
-
 def submission_image_ids(studio: Studio, submission_id: int) -> list[int]:
     """The images one submission labelled."""
     with studio.read() as s:
@@ -276,7 +230,3 @@ def newest_image_id(studio: Studio) -> int:
         return int(s.scalar(select(func.max(Image.id))) or 0)
 
 
-@requires("review", acting_as="annotator")
-def undo(studio: Studio, annotator: str) -> int | None:
-    """Undo this person's last submission; returns its id or None if there is nothing to undo."""
-    return undo_last_submission(studio, annotator)

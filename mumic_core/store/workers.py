@@ -11,6 +11,7 @@ import socket
 import threading
 from datetime import timedelta
 
+import psutil
 from sqlalchemy import delete, select
 
 from db.models import Worker, utcnow
@@ -26,19 +27,13 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def torch_device() -> str:
-    """What this process computes on, in words ("cpu", or the GPU's name)."""
-    import torch
-
-    return f"cuda: {torch.cuda.get_device_name(0)}"[:60] if torch.cuda.is_available() else "cpu"
-
-
 @requires("train")
-def register(studio: Studio, queue: str) -> threading.Event:
-    """Record this process as a worker and keep its heartbeat; returns an event that stops it."""
+def register(studio: Studio, queue: str, device: str = "cpu") -> threading.Event:
+    """Record this process as a worker (computing on ``device``, in words) and keep its heartbeat;
+    returns an event that stops it."""
     name, now = this_process(), utcnow()
     with studio.write() as s:
-        s.merge(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device=torch_device(),
+        s.merge(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device=device,
                        queue=queue, started_at=now, heartbeat_at=now))
     stop = threading.Event()
 
@@ -75,8 +70,6 @@ def live_workers(studio: Studio) -> list[Worker]:
 
 def is_alive(studio: Studio, host: str | None, pid: int | None) -> bool:
     """Whether the process host:pid runs: asked of the OS on this machine, of the heartbeat elsewhere."""
-    import psutil
-
     if pid is None:
         return False
     if host in (None, socket.gethostname()):
