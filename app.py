@@ -6,14 +6,15 @@ import threading
 
 import streamlit as st
 
-from mumic_core.store.collection import class_counts, collection_counts
-from mumic_core.store.jobs import list_jobs
-from mumic_core.store.workers import live_workers
-from mumic_core.store.registry import active_version, describe
 from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
 from app_pages.ui import show_error
+from mumic_core.pipeline.scoring import load_scorer
 from mumic_core.store.auth import ensure_first_admin
+from mumic_core.store.collection import class_counts, collection_counts
+from mumic_core.store.jobs import list_jobs
+from mumic_core.store.registry import active_version, describe
 from mumic_core.store.studio import open_studio
+from mumic_core.store.workers import live_workers
 
 
 @st.cache_resource
@@ -34,8 +35,6 @@ def warm_up_model() -> threading.Thread:
     request (a new class) does not pay for importing torch and reading weights."""
 
     def load() -> None:
-        from mumic_core.pipeline.scoring import load_scorer
-
         version = active_version(studio())
         if version is not None:
             try:

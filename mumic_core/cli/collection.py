@@ -1,0 +1,182 @@
+"""Commands on the collection: set-up, the demo, importing images and labels, classes, exports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import func, select
+from tqdm import tqdm
+
+from db.models import Prediction
+from mumic_core.cli.common import progress_bar, system_studio
+from mumic_core.pipeline.lifecycle import (
+    adopt_starter_model,
+    ensure_base_version,
+)
+from mumic_core.pipeline.runner import run_job
+from mumic_core.pipeline.scoring import score_classes, score_collection
+from mumic_core.services.demo import is_empty, seed_demo
+from mumic_core.services.training import (
+    request_scoring_of_new_images,
+)
+from mumic_core.store.auth import (
+    ensure_first_admin,
+)
+from mumic_core.store.classes import add_class, import_class_csv, list_classes
+from mumic_core.store.collection import default_annotator, import_folder
+from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.registry import (
+    active_version,
+    describe,
+)
+from mumic_core.store.storage import write_file_atomically
+from mumic_core.store.studio import Studio
+from mumic_core.store.workers import live_workers
+
+
+@click.command()
+@click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
+def init(demo: bool) -> None:
+    """Create or migrate the database, register the base model, seed the demo, score."""
+    studio = system_studio()
+    version = adopt_starter_model(studio) or ensure_base_version(studio)
+    click.echo(f"model: {describe(version)}")
+    if demo and is_empty(studio):
+        summary = seed_demo(studio)
+        click.echo(f"demo: {summary.images} images, {summary.labelled} pre-labelled "
+                   f"({summary.missed_labels} labels missed on purpose)")
+
+    with studio.read() as s:
+        scored = s.scalar(select(func.count()).select_from(Prediction)
+                          .where(Prediction.model_version_id == version.id)) or 0
+    if not scored:
+        with tqdm(desc=f"scoring with {version.name}", unit="img") as bar:
+            n = score_collection(studio, version, progress=bar.update)
+        click.echo(f"scored: {n} image-class pairs with {version.name}")
+    announce_first_admin(studio)
+
+
+def announce_first_admin(studio: Studio) -> None:
+    password = ensure_first_admin(studio)
+    if password:
+        click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
+                    "It is shown only this once. Change it: python -m mumic_core users passwd admin\n"
+                    "Add people: python -m mumic_core users add NAME --role annotator\n", fg="yellow")
+
+
+@click.command()
+@click.option("--images", "n_images", default=400, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+def demo(n_images: int, seed: int) -> None:
+    """Generate the demo collection (classes, images, truth, noisy pre-labels)."""
+    studio = system_studio()
+    if not is_empty(studio):
+        raise ValueError("the collection is not empty; use a fresh MUMIC_HOME for the demo")
+    s = seed_demo(studio, n_images=n_images, seed=seed)
+    click.echo(f"demo: {s.images} images, {s.labelled} pre-labelled ({s.missed_labels} labels missed); "
+               f"held-out truth in {s.holdout_csv}")
+
+
+@click.command("import")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A labels file: filename,labels CSV (labels joined by '|'), or a CSV/JSON export.")
+@click.option("--complete", is_flag=True, help="Listed labels are complete: other classes are negatives.")
+@click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
+@click.option("--score/--no-score", default=True, show_default=True,
+              help="Score the new images with the active model (by a running worker, else here).")
+def import_(folder: Path | None, labels: Path | None, complete: bool, annotator: str | None, score: bool) -> None:
+    """Import every image below FOLDER (bad files are named with their reason) and/or a labels file."""
+    if folder is None and labels is None:
+        raise click.UsageError("give a FOLDER of images, --labels FILE, or both")
+    studio = system_studio()
+    report = None
+    if folder is not None:
+        with tqdm(desc="importing", unit="file") as bar:
+            report = import_folder(studio, folder, progress=bar.update)
+        click.echo(report.summary())
+        for line in report.lines():
+            click.echo(f"  {line}")
+        if report.added and score:
+            _score_new_images(studio)
+        if report.stopped:
+            click.echo(f"error: import stopped: {report.stopped}; free space and import again (what was "
+                       "imported is skipped)", err=True)
+            sys.exit(1)
+    if labels:
+        lr = import_labels(studio, labels, annotator or default_annotator(), complete=complete)
+        click.echo(f"labels: {lr.summary()}")
+        for err in lr.errors:
+            click.echo(f"  {err}")
+    if report is not None and report.rejected and not (report.added or report.duplicates):
+        sys.exit(2)  # nothing in the folder was an image
+
+
+def _score_new_images(studio: Studio) -> None:
+    """Queue the new images' scoring for a running worker, or score them here when none runs."""
+    if live_workers(studio):
+        click.echo(f"queued scoring job {request_scoring_of_new_images(studio)} for the running worker")
+        return
+    job_id = request_scoring_of_new_images(studio, run_here=True)
+    if job_id is None:
+        return
+    bar, report = progress_bar("scoring new images")
+    try:
+        job = run_job(studio, job_id, extra_progress=report)
+    finally:
+        bar.close()
+    click.echo(f"scored the new images with {job.result.get('version')}: {job.result.get('predictions', 0)} "
+               "predictions")
+
+
+@click.group()
+def classes() -> None:
+    """Define and list classes."""
+
+
+@classes.command("add")
+@click.argument("name")
+@click.option("--prompt", "prompts", multiple=True, help="Text prompt (repeatable).")
+@click.option("--description", default="")
+def classes_add(name: str, prompts: tuple[str, ...], description: str) -> None:
+    """Add a class and score it zero-shot over the collection."""
+    studio = system_studio()
+    cls = add_class(studio, name, prompts, description)
+    click.echo(f"added class '{cls.name}' with prompts: {'; '.join(cls.prompt_texts)}")
+    version = active_version(studio)
+    if version is not None:
+        n = score_classes(studio, version, [cls.id])
+        click.echo(f"zero-shot scores for {n} images with {version.name}")
+
+
+@classes.command("list")
+def classes_list() -> None:
+    """List active classes with their prompts."""
+    for c in list_classes(system_studio()):
+        click.echo(f"{c.id:4d}  {c.name:28s} {' | '.join(c.prompt_texts)}")
+
+
+@classes.command("import")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def classes_import(csv_path: Path) -> None:
+    """Add classes from a name,prompt CSV (one prompt per row; names may repeat)."""
+    added, refused = import_class_csv(system_studio(), csv_path)
+    click.echo(f"added {len(added)} classes; {len(refused)} refused")
+    for line in refused:
+        click.echo(f"  {line}")
+
+
+@click.command()
+@click.argument("what", type=click.Choice(["labels"]))
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "coco"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export(what: str, fmt: str, out: Path | None) -> None:
+    """Export the current human labels."""
+    text = export_labels(system_studio(), fmt)
+    if out:
+        write_file_atomically(out, text.encode("utf-8"))
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
