@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from app_pages.signin import signed_in_studio
 from app_pages.ui import isolate, md, refuse, show_image
 from mumic_core.errors import MumicError
-from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
+from mumic_core.pipeline.scoring import rank_images_for_prompts
+from mumic_core.services.classes import add_scored_class, edit_prompts, reactivate
 from mumic_core.store.classes import (
-    add_class,
     list_classes,
     merge_classes,
     rename_class,
     set_active,
-    set_prompts,
 )
 from mumic_core.store.collection import class_counts
 from mumic_core.store.queue import image_views, top_images_for_class
@@ -49,15 +46,12 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
         submitted = st.form_submit_button("Add class", type="primary")
     if submitted:
         try:
-            cls = add_class(s, name, prompts_from(prompts), description)
+            added = add_scored_class(s, name, prompts_from(prompts), description)
         except MumicError as exc:
             refuse(exc)
         else:
-            if version is not None:
-                t0 = time.monotonic()
-                n = score_classes(s, version, [cls.id])
-                state.new_class = (cls.id, n, time.monotonic() - t0)
-            st.success(f"Added “{md(cls.name)}”.")
+            state.new_class = (added.cls.id, added.images, added.seconds)
+            st.success(f"Added “{md(added.cls.name)}”.")
     if state.get("new_class") and version is not None:
         cid, n, secs = state.new_class
         cls = next((c for c in list_classes(s) if c.id == cid), None)
@@ -88,9 +82,8 @@ with tab_prompts:
         show_preview(ranked, "Images these prompts would score highest (zero-shot, nothing saved yet)")
     if c2.button("Save prompts and re-score", type="primary", disabled=not cls.active):
         try:
-            set_prompts(s, cid, prompts_from(text), desc)
-            n = score_classes(s, version, [cid]) if version else 0
-            st.success(f"Saved; {n} images re-scored for “{md(cls.name)}”.")
+            edited = edit_prompts(s, cid, prompts_from(text), desc)
+            st.success(f"Saved; {edited.images} images re-scored for “{md(cls.name)}”.")
         except MumicError as exc:
             refuse(exc)
 with tab_rename:
@@ -106,9 +99,7 @@ with tab_rename:
         set_active(s, cid, False)
         st.rerun()
     if not cls.active and c2.button("Reactivate"):
-        set_active(s, cid, True)
-        if version:
-            score_classes(s, version, [cid])
+        reactivate(s, cid)
         st.rerun()
 with tab_merge:
     targets = [c.id for c in classes if c.id != cid and c.active]

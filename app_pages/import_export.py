@@ -8,11 +8,13 @@ import streamlit as st
 
 from app_pages.signin import signed_in_studio
 from app_pages.ui import isolate, md, refuse
-from mumic_core.errors import MumicError
-from mumic_core.services.training import request_scoring_of_new_images
+from mumic_core.services.importing import (
+    ImportOutcome,
+    import_server_folder,
+    import_uploads,
+)
 from mumic_core.store.auth import PermissionDenied
-from mumic_core.store.collection import import_files, import_folder, importable_folders
-from mumic_core.store.images import ImportReport
+from mumic_core.store.collection import importable_folders
 from mumic_core.store.label_io import export_labels, import_labels
 from mumic_core.store.registry import active_version, export_model_zip
 
@@ -20,30 +22,24 @@ s = signed_in_studio("import")
 st.title("Import and export")
 
 
-def report_import(report: ImportReport) -> None:
-    """The outcome, file by file, and the scoring job that brings new images to Review."""
+def report_import(outcome: ImportOutcome) -> None:
+    """The outcome, file by file, and the scoring job that brings the new images to Review."""
+    report = outcome.report
     (st.success if report.added else st.warning)(report.summary())
-    if report.stopped:
-        st.error(f"Stopped: {md(report.stopped)}. Free space and import again: the images already "
-                 "imported are skipped.", icon=":material/block:")
     for name, reason in report.rejected + report.duplicates:  # as report.lines(), each part isolated
         st.write(f"- {md(name)}: {md(reason)}")
-    if report.added:
-        try:
-            job_id = request_scoring_of_new_images(s)
-        except MumicError as exc:
-            refuse(exc, "The new images were stored but not queued for scoring: ")
-        else:
-            if job_id is not None:
-                st.info(f"Scoring job {job_id} queued: the new images reach the Review queue once the "
-                        "worker has scored them (see the Jobs page).")
+    if outcome.not_queued:
+        st.error(md(f"The new images were stored but not queued for scoring: {outcome.not_queued}"))
+    elif outcome.scoring_job is not None:
+        st.info(f"Scoring job {outcome.scoring_job} queued: the new images reach the Review queue once the "
+                "worker has scored them (see the Jobs page).")
 
 
 st.subheader("Upload images")
 uploads = st.file_uploader("Drop images here (many at once)", accept_multiple_files=True, key="uploads")
 if uploads and st.button("Import the uploaded files", type="primary"):
     with st.spinner("Checking and storing images…"):
-        report_import(import_files(s, [(f.name, f.getvalue()) for f in uploads]))
+        report_import(import_uploads(s, [(f.name, f.getvalue()) for f in uploads]))
 
 st.subheader("Import a folder on the server")
 folders = importable_folders(s)
@@ -55,11 +51,11 @@ st.caption("Put folders of images in the server's import folder (`incoming/` in 
 if st.button("Import folder", disabled=not folder):
     try:
         with st.spinner("Importing…"):
-            report = import_folder(s, Path(folder))
+            outcome = import_server_folder(s, Path(folder))
     except (FileNotFoundError, NotADirectoryError, PermissionDenied) as exc:
         refuse(exc)
     else:
-        report_import(report)
+        report_import(outcome)
 
 st.subheader("Import labels")
 labels = st.file_uploader("Labels: CSV (filename,labels with labels joined by |; or a CSV or JSON export of "

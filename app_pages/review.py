@@ -12,20 +12,31 @@ from app_pages.signin import signed_in_studio
 from app_pages.ui import md, refuse, show_image
 from mumic_core.errors import REFUSALS, StaleView, one_line
 from mumic_core.model.active_learning import DEFAULT_WEIGHTS, STRATEGIES
-from mumic_core.pipeline.planning import order_queue
 from mumic_core.pipeline.label_errors import (
     INLINE_LABELLED_IMAGES,
     labelled_image_count,
     suspects_of_job,
     suspicious_labels,
 )
+from mumic_core.pipeline.planning import order_queue
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.scoring import unscored_count
+from mumic_core.services.review import accept_above, submit, submit_many, undo
 from mumic_core.store.classes import list_classes
 from mumic_core.store.jobs import JobConflict, active_job, get_job, list_jobs
 from mumic_core.store.leases import browser_seat, claim, leased_to_others, release
-from mumic_core.store.queue import PLAN_WINDOW, SORTS, STATUSES, QueueFilter, image_views, newest_image_id, queue_count, queue_page, submission_image_ids, thresholds_for
-from mumic_core.services.review import accept_above, submit, submit_many, undo
+from mumic_core.store.queue import (
+    PLAN_WINDOW,
+    SORTS,
+    STATUSES,
+    QueueFilter,
+    image_views,
+    newest_image_id,
+    queue_count,
+    queue_page,
+    submission_image_ids,
+    thresholds_for,
+)
 from mumic_core.store.registry import describe, list_versions, load_head
 from mumic_core.store.renditions import TILE, VIEW
 

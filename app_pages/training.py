@@ -8,7 +8,11 @@ import streamlit as st
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse
 from mumic_core.errors import MumicError
-from mumic_core.services.training import new_human_labels, request_activation, request_training
+from mumic_core.services.training import (
+    new_human_labels,
+    request_activation,
+    request_training,
+)
 from mumic_core.store.jobs import job_log, list_jobs, request_cancel
 from mumic_core.store.registry import active_version, describe, list_versions
 from mumic_core.store.reports import (
@@ -43,15 +47,18 @@ with st.form("train"):
                           index=policy_options.index(get_setting(s, "promotion_policy")),
                           format_func={"if-better": "if not worse than the active version",
                                        "always": "always", "never": "never (keep as candidate)"}.get)
-    epochs = c3.number_input("Epochs (full) / steps (head)", min_value=0, value=0, step=1,
-                             help="0 = default: 300 steps in head mode, 30 epochs in full mode.")
+    with c3:
+        steps = st.number_input("Steps (head mode)", min_value=0, value=0, step=50,
+                                help="0 = the default: 300 optimiser steps over the frozen embeddings.")
+        epochs = st.number_input("Epochs (full mode)", min_value=0, value=0, step=1,
+                                 help="0 = the default: 30 passes over the labelled images.")
     with st.expander("Loss"):
         loss = st.selectbox("Loss", ["mumic", "bce", "asl", "softmax"],
                             help="mumic: the hardness-aware tempered-sigmoid BCE of the MuMIC paper.")
     if st.form_submit_button("Start training", type="primary"):
         try:
             job_id = request_training(s, {"mode": mode, "activate": policy, "loss": loss,
-                                          "epochs": int(epochs) or None})
+                                          "steps": int(steps) or None, "epochs": int(epochs) or None})
             st.success(f"Training job {job_id} queued.")
         except MumicError as exc:
             refuse(exc)

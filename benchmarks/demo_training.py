@@ -36,7 +36,7 @@ def cli(home: Path, *args: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", default="full", choices=["head", "full"])
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="full mode's epochs, or head mode's steps")
     ap.add_argument("--home", type=Path, default=Path("/tmp/mumic-bench-demo"))
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="folder of the results file")
     add_smoke_option(ap)
@@ -52,7 +52,7 @@ def main() -> None:
     t = time.monotonic()
     train_args = ["train", "--mode", args.mode, "--activate", "always"]
     if args.epochs:
-        train_args += ["--epochs", str(args.epochs)]
+        train_args += ["--epochs" if args.mode == "full" else "--steps", str(args.epochs)]
     print(cli(args.home, *train_args).strip().splitlines()[-1])
     timings["train_seconds"] = round(time.monotonic() - t, 1)
     results = json.loads(cli(args.home, "evaluate", "--json"))

@@ -317,7 +317,7 @@ def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
     """The command line's inline training records the labels it trained on, like a queued one."""
     _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 2)
     assert new_human_labels(demo_studio) == 4
-    result = CliRunner().invoke(main, ["train", "--epochs", "5", "--activate", "never"])
+    result = CliRunner().invoke(main, ["train", "--steps", "5", "--activate", "never"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert new_human_labels(demo_studio) == 0
 
@@ -330,7 +330,7 @@ def test_retraining_when_validation_has_no_positives(demo_studio):
         labelled = s.execute(update(Annotation).where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
                              .values(positive=False)).rowcount
     assert labelled > 0
-    result = CliRunner().invoke(main, ["train", "--epochs", "20", "--activate", "always"])
+    result = CliRunner().invoke(main, ["train", "--steps", "20", "--activate", "always"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "map=n/a" in result.stdout and "activated" in result.stdout
     [job] = list_jobs(demo_studio, kind="train")

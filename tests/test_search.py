@@ -49,7 +49,7 @@ def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path
     assert new_id + 1 in group and len(group) < 10  # the copy, not half the collection
 
     # Promotion rebuilds the index (a head version shares the encoder, hence the folder).
-    result = train(studio, TrainConfig(mode="head", epochs=20, activate="always"), version)
+    result = train(studio, TrainConfig(mode="head", steps=20, activate="always"), version)
     before = (index_dir(studio, version) / "index.faiss").stat().st_mtime_ns
     promote(studio, result.version)
     assert (index_dir(studio, result.version) / "index.faiss").stat().st_mtime_ns > before

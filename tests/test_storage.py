@@ -126,7 +126,7 @@ def test_images_and_trained_versions_live_in_the_object_store(s3, home: Path):
     view = image_views(studio, [items[0][0]], base.id)[0]
     assert view.path == items[0][1]
 
-    result = train(studio, TrainConfig(mode="head", epochs=30), base)
+    result = train(studio, TrainConfig(mode="head", steps=30), base)
     name = result.version.name
     assert fs.exists(f"{root}/models/{name}/head.json")
     trained = (home / "models" / name / "head.json").read_bytes()

@@ -110,7 +110,7 @@ def test_bad_config_is_refused(demo120):
 
 @pytest.mark.parametrize("loss", ["bce", "softmax", "asl"])
 def test_baseline_losses_train(demo120, loss):
-    result = train(demo120, TrainConfig(mode="head", loss=loss, epochs=30, activate="never"), active_version(demo120))
+    result = train(demo120, TrainConfig(mode="head", loss=loss, steps=30, activate="never"), active_version(demo120))
     assert result.version.training_config["loss"] == loss
     assert np.isfinite(result.metrics["map"])
 

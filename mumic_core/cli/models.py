@@ -44,7 +44,8 @@ def score(model_name: str | None) -> None:
 @click.command()
 @click.option("--loss", type=click.Choice(["mumic", "bce", "softmax", "asl"]), default="mumic", show_default=True)
 @click.option("--mode", type=click.Choice(["head", "full"]), default="head", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Epochs (full) or steps (head).")
+@click.option("--steps", type=int, default=None, help="Head mode: optimiser steps (default 300).")
+@click.option("--epochs", type=int, default=None, help="Full mode: passes over the labelled images (default 30).")
 @click.option("--lr", type=float, default=None)
 @click.option("--per-class-offset/--global-offset", default=True, show_default=True,
               help="One learned offset per class, or one for all classes.")
@@ -53,9 +54,9 @@ def score(model_name: str | None) -> None:
               default="if-better", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
-def train(loss, mode, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
+def train(loss, mode, steps, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
-    params = {"loss": loss, "mode": mode, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
+    params = {"loss": loss, "mode": mode, "steps": steps, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
               "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
     studio = system_studio()
     if queue:

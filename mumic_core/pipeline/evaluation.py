@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from db.models import Image, ModelVersion
+from db.models import Image
 from mumic_core.encoders.encoding import encode_images
 from mumic_core.model.head import zero_shot_head
 from mumic_core.model.metrics import evaluate
@@ -15,6 +15,7 @@ from mumic_core.pipeline.scoring import load_scorer, predict
 from mumic_core.store.classes import active_classes, normalize_name
 from mumic_core.store.csv_rows import read_csv_rows
 from mumic_core.store.images import iter_image_files
+from mumic_core.store.registry import VersionInfo
 from mumic_core.store.studio import Studio
 
 
@@ -45,7 +46,7 @@ def _truth_matrix(rows: list[tuple[str, frozenset[str]]], class_names: list[str]
     return truth
 
 
-def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> dict:
+def evaluate_stored(studio: Studio, version: VersionInfo, truth_csv: Path) -> dict:
     """Metrics of ``version`` on collection images listed in a ``filename,labels`` truth file."""
     rows = read_truth_csv(truth_csv)
     with studio.read() as s:
@@ -59,7 +60,7 @@ def evaluate_stored(studio: Studio, version: ModelVersion, truth_csv: Path) -> d
     return evaluate(prob, _truth_matrix(rows, names), names)
 
 
-def evaluate_folder(studio: Studio, version: ModelVersion, folder: Path, truth_csv: Path) -> dict:
+def evaluate_folder(studio: Studio, version: VersionInfo, folder: Path, truth_csv: Path) -> dict:
     """Metrics on images outside the collection (nothing is stored)."""
     rows = read_truth_csv(truth_csv)
     files = {p.relative_to(folder).as_posix(): p for p in iter_image_files(folder)}

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import distinct, func, select
 
-from db.models import Annotation, ModelVersion
+from db.models import Annotation
 from mumic_core.model.label_quality import cross_validated_probabilities, rank_suspects
 from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 from mumic_core.pipeline.training import LabelSet, gather_labels
-from mumic_core.store.registry import get_version
+from mumic_core.store.registry import VersionInfo, get_version
 from mumic_core.store.studio import Studio
 
 
@@ -36,7 +36,7 @@ class Suspect:
 INLINE_LABELLED_IMAGES = 2000
 
 
-def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: int = 5, seed: int = 0,
+def out_of_sample_probabilities(studio: Studio, version: VersionInfo, folds: int = 5, seed: int = 0,
                                 progress: Callable[[int], None] | None = None):
     """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
     labels: LabelSet = gather_labels(studio)
@@ -48,7 +48,7 @@ def out_of_sample_probabilities(studio: Studio, version: ModelVersion, folds: in
     return labels, probs
 
 
-def suspicious_labels(studio: Studio, version: ModelVersion, limit: int = 200, folds: int = 5,
+def suspicious_labels(studio: Studio, version: VersionInfo, limit: int = 200, folds: int = 5,
                       progress: Callable[[int], None] | None = None) -> list[Suspect]:
     """The human labels most likely to be wrong, most suspicious first (``progress`` gets the
     number of folds done)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 
-from db.models import ModelVersion
 from mumic_core.encoders.factory import resolve_base_spec
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.scoring import (
@@ -25,6 +24,7 @@ from mumic_core.store.auth import requires
 from mumic_core.store.collection import all_image_ids
 from mumic_core.store.jobs import Report, fail_orphaned_jobs, log
 from mumic_core.store.registry import (
+    VersionInfo,
     activate,
     active_version,
     get_version,
@@ -43,7 +43,7 @@ def _quiet(_: str) -> None:
 
 
 @requires("models")
-def ensure_base_version(studio: Studio) -> ModelVersion:
+def ensure_base_version(studio: Studio) -> VersionInfo:
     """The active version; on a new store, register the base model (pretrained or built-in)."""
     version = active_version(studio)
     if version is not None:
@@ -54,7 +54,7 @@ def ensure_base_version(studio: Studio) -> ModelVersion:
 
 
 @requires("models")
-def adopt_starter_model(studio: Studio) -> ModelVersion | None:
+def adopt_starter_model(studio: Studio) -> VersionInfo | None:
     """If the untrained built-in model is active and a starter model has been built, register the
     starter model and make it active (the caller re-scores). Returns the new version or None."""
     version = active_version(studio)
@@ -91,7 +91,7 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
 
 
 @requires("models")
-def promote(studio: Studio, version: ModelVersion, report: Report | None = None, note: Note = _quiet) -> int:
+def promote(studio: Studio, version: VersionInfo, report: Report | None = None, note: Note = _quiet) -> int:
     """Score every image with ``version``, then make it the active version. Returns predictions."""
     n = score_all(studio, version, report)
     if report:
@@ -103,7 +103,7 @@ def promote(studio: Studio, version: ModelVersion, report: Report | None = None,
 
 
 @requires("train")
-def score_all(studio: Studio, version: ModelVersion, report: Report | None = None) -> int:
+def score_all(studio: Studio, version: VersionInfo, report: Report | None = None) -> int:
     """Score the collection with ``version`` (embeddings resume from the cache), reporting progress."""
     total = len(all_image_ids(studio))  # a count: nothing fetched from remote storage
     return score_collection(studio, version, progress=_counter(report, "re-scoring", total))

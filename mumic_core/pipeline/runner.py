@@ -7,13 +7,13 @@ import os
 import traceback
 from collections.abc import Callable
 
-from db.models import Job
 from mumic_core.errors import one_line
 from mumic_core.pipeline.label_errors import run_label_errors_job
 from mumic_core.pipeline.lifecycle import rescore, retrain
 from mumic_core.store.auth import requires
 from mumic_core.store.jobs import (
     JobCancelled,
+    JobInfo,
     Report,
     claim,
     finish,
@@ -29,7 +29,7 @@ Note = Callable[[str], None]
 
 
 @requires("train")
-def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -> Job:
+def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -> JobInfo:
     """Execute a queued job in this process and record its outcome."""
     if not claim(studio, job_id):
         return get_job(studio, job_id)
@@ -40,7 +40,7 @@ def run_job(studio: Studio, job_id: int, extra_progress: Report | None = None) -
         running_here.discard(job_id)
 
 
-def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> Job:
+def _run_claimed(studio: Studio, job_id: int, extra_progress: Report | None) -> JobInfo:
     job = get_job(studio, job_id)
     db_report = progress_reporter(studio, job_id)
     log(studio, job_id, f"started by process {os.getpid()}")

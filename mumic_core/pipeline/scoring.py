@@ -30,9 +30,9 @@ from mumic_core.model.head import (
 )
 from mumic_core.pipeline.encode_batches import encode_in_parallel
 from mumic_core.store.auth import requires
-from mumic_core.store.classes import active_classes
+from mumic_core.store.classes import ClassInfo, active_classes
 from mumic_core.store.collection import ID_SLICE, all_image_ids, image_items
-from mumic_core.store.registry import encoder_spec, load_head, save_head
+from mumic_core.store.registry import VersionInfo, encoder_spec, load_head, save_head
 from mumic_core.store.studio import Studio
 
 Progress = Callable[[int], None]
@@ -46,7 +46,7 @@ _text_lock = threading.Lock()
 class Scorer:
     """A model version ready to score: encoder + head."""
 
-    version: ModelVersion
+    version: VersionInfo
     encoder: Encoder
     head: Head | None
 
@@ -69,7 +69,7 @@ class Scorer:
         return self.head.class_matrix(names, text) if self.head else text
 
 
-def load_scorer(studio: Studio, version: ModelVersion) -> Scorer:
+def load_scorer(studio: Studio, version: VersionInfo) -> Scorer:
     return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
 
 
@@ -95,7 +95,7 @@ def observed_positive_rate(studio: Studio) -> float:
     return positive_rate(np.array(rows, dtype=np.float32)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
 
 
-def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[LabelClass],
+def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[ClassInfo],
             progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, probability) arrays of shape (N, C) for stored images. A version without a
     head yet (a base model before its first scoring) is calibrated on these similarities."""
@@ -199,7 +199,7 @@ def refresh_statistics(conn) -> None:
 
 
 @requires("train")
-def score_collection(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
+def score_collection(studio: Studio, version: VersionInfo, progress: Progress | None = None) -> int:
     """Score every image against every active class; replaces the version's predictions at once."""
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
@@ -228,7 +228,7 @@ def unscored_count(studio: Studio, version_id: int) -> int:
 
 
 @requires("train")
-def score_new_images(studio: Studio, version: ModelVersion, progress: Progress | None = None) -> int:
+def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | None = None) -> int:
     """Score only the images ``version`` has not scored yet (new imports) and add their
     predictions and queue summaries; what was scored before stays as it is. Returns the rows added."""
     ids = unscored_image_ids(studio, version.id)
@@ -269,7 +269,7 @@ def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[
 
 
 @requires("classes")
-def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int]) -> int:
+def score_classes(studio: Studio, version: VersionInfo, class_ids: Sequence[int]) -> int:
     """Zero-shot (or learned) scores of some classes for every stored image: one matrix product
     against the cached embeddings."""
     scorer = load_scorer(studio, version)
@@ -279,7 +279,7 @@ def score_classes(studio: Studio, version: ModelVersion, class_ids: Sequence[int
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, False)
 
 
-def rank_images_for_prompts(studio: Studio, version: ModelVersion, prompts: Sequence[str], k: int = 12,
+def rank_images_for_prompts(studio: Studio, version: VersionInfo, prompts: Sequence[str], k: int = 12,
                             name: str | None = None) -> list[tuple[int, float]]:
     """Preview without storing anything: the k images that a class defined by ``prompts`` would
     score highest (one matrix product against the cached embeddings)."""

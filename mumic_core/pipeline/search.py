@@ -14,19 +14,19 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sqlalchemy import func, select
 
-from db.models import Image, ModelVersion
+from db.models import Image
 from mumic_core.model.vector_index import VectorIndex
 from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 from mumic_core.store.collection import all_image_ids
-from mumic_core.store.registry import encoder_spec
+from mumic_core.store.registry import VersionInfo, encoder_spec
 from mumic_core.store.studio import Studio
 
 
-def index_dir(studio: Studio, version: ModelVersion) -> Path:
+def index_dir(studio: Studio, version: VersionInfo) -> Path:
     return studio.settings.home / "index" / encoder_spec(studio, version).key
 
 
-def build_index(studio: Studio, version: ModelVersion) -> VectorIndex:
+def build_index(studio: Studio, version: VersionInfo) -> VectorIndex:
     """Index every image's embedding under this version's encoder, and save it."""
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
@@ -40,7 +40,7 @@ _loaded: dict[Path, tuple[int, VectorIndex]] = {}  # folder -> (file mtime, inde
 _lock = threading.Lock()
 
 
-def load_index(studio: Studio, version: ModelVersion) -> VectorIndex:
+def load_index(studio: Studio, version: VersionInfo) -> VectorIndex:
     """The saved index, extended with images imported since (or built when there is none).
     Kept in memory per process while its file is unchanged: a page rerun does not re-read it."""
     folder = index_dir(studio, version)
@@ -70,7 +70,7 @@ def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
     return all_image_ids(studio)
 
 
-def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -> list[tuple[int, float]]:
+def search_text(studio: Studio, version: VersionInfo, text: str, k: int = 24) -> list[tuple[int, float]]:
     """(image id, cosine similarity) of the images that best match a text query, best first."""
     if not text.strip():
         return []
@@ -79,7 +79,7 @@ def search_text(studio: Studio, version: ModelVersion, text: str, k: int = 24) -
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
-def similar_images(studio: Studio, version: ModelVersion, image_id: int, k: int = 24) -> list[tuple[int, float]]:
+def similar_images(studio: Studio, version: VersionInfo, image_id: int, k: int = 24) -> list[tuple[int, float]]:
     """Images most similar to one image (itself excluded), best first."""
     index = load_index(studio, version)
     if not index.contains(image_id):
@@ -89,7 +89,7 @@ def similar_images(studio: Studio, version: ModelVersion, image_id: int, k: int 
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != image_id][:k]
 
 
-def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity: float = 0.97,
+def near_duplicate_groups(studio: Studio, version: VersionInfo, min_similarity: float = 0.97,
                           relative: float = 0.1, neighbours: int = 5) -> list[list[int]]:
     """Groups of nearly identical images, largest first. Two images are linked when their cosine
     distance is within ``1 - min_similarity`` and also under ``relative`` times the median
@@ -122,7 +122,7 @@ def near_duplicate_groups(studio: Studio, version: ModelVersion, min_similarity:
     return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
 
 
-def embedding_map(studio: Studio, version: ModelVersion, max_points: int = 5000,
+def embedding_map(studio: Studio, version: VersionInfo, max_points: int = 5000,
                   seed: int = 0) -> tuple[list[int], np.ndarray]:
     """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
     ids = all_image_ids(studio)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sqlalchemy import select
 
-from db.models import Image, LabelClass, ModelVersion
+from db.models import Image
 from mumic_core.encoders.factory import save_local_dir
 from mumic_core.encoders.finetune import FullFit, fit_full, full_probabilities
 from mumic_core.encoders.spec import EncoderSpec
@@ -30,9 +30,10 @@ from mumic_core.model.losses import LOSS_NAMES, LossConfig
 from mumic_core.model.metrics import evaluate, tune_thresholds
 from mumic_core.pipeline.scoring import Scorer, image_embeddings, load_scorer, predict
 from mumic_core.store.auth import requires
-from mumic_core.store.classes import active_classes
+from mumic_core.store.classes import ClassInfo, active_classes
 from mumic_core.store.collection import current_labels, image_items
 from mumic_core.store.registry import (
+    VersionInfo,
     next_version_name,
     publish_version_folder,
     register_version,
@@ -103,7 +104,7 @@ class LabelSet:
     image_ids: list[int]
     paths: list[Path]
     splits: list[str]
-    classes: list[LabelClass]
+    classes: list[ClassInfo]
     targets: np.ndarray
     mask: np.ndarray
 
@@ -113,7 +114,7 @@ class LabelSet:
 
 @dataclass
 class TrainResult:
-    version: ModelVersion  # registered as a candidate; promotion (re-score, activate) is the caller's
+    version: VersionInfo  # registered as a candidate; promotion (re-score, activate) is the caller's
     promote: bool  # the activation policy says it should become active
     metrics: dict
     parent_metrics: dict
@@ -151,7 +152,7 @@ def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: n
 
 
 @requires("train")
-def train(studio: Studio, config: TrainConfig, parent: ModelVersion,
+def train(studio: Studio, config: TrainConfig, parent: VersionInfo,
           progress: ProgressFn | None = None) -> TrainResult:
     """Train a candidate version on top of ``parent`` and decide, by the activation policy,
     whether it should become active (see ``lifecycle.promote``)."""

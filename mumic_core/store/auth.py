@@ -51,6 +51,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class UserInfo:
+    """An account as pages see it (never its password hash)."""
+
+    id: int
+    username: str
+    role: str
+    active: bool
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, row: User) -> UserInfo:
+        return cls(row.id, row.username, row.role, bool(row.active), row.created_at)
+
+
 class PermissionDenied(MumicError, PermissionError):
     """The actor may not do this; the message says who and what."""
 
@@ -154,7 +169,7 @@ def _check_password(password: str) -> None:
 
 
 @requires("users")
-def add_user(studio, username: str, password: str, role: str = "annotator") -> User:
+def add_user(studio, username: str, password: str, role: str = "annotator") -> UserInfo:
     """Create an account (admin only)."""
     name = normalize_username(username)
     if role not in ROLES:
@@ -167,14 +182,14 @@ def add_user(studio, username: str, password: str, role: str = "annotator") -> U
         s.add(user)
         audit(s, studio, "add_user", username=name, role=role)
         s.flush()
-        s.expunge(user)
-    return user
+        return UserInfo.of(user)
 
 
 @requires("users")
-def list_users(studio) -> list[User]:
+def list_users(studio) -> list[UserInfo]:
+    """Every account, by name."""
     with studio.read() as s:
-        return list(s.scalars(select(User).order_by(User.username)))
+        return [UserInfo.of(row) for row in s.scalars(select(User).order_by(User.username))]
 
 
 @requires("users")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -55,8 +56,25 @@ def clean_prompts(name: str, prompts: Iterable[str]) -> list[str]:
     return out or [f"a photo of a {name}"]
 
 
+@dataclass(frozen=True)
+class ClassInfo:
+    """A class as pages and the pipeline see it (not a database row)."""
+
+    id: int
+    name: str
+    normalized_name: str
+    description: str
+    active: bool
+    prompt_texts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, row: LabelClass) -> ClassInfo:
+        return cls(row.id, row.name, row.normalized_name, row.description or "", bool(row.active),
+                   tuple(row.prompt_texts))
+
+
 @requires("classes")
-def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), description: str = "") -> LabelClass:
+def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), description: str = "") -> ClassInfo:
     """Create a class; refuses empty, over-long and duplicate (up to case and spaces) names."""
     shown = clean_name(name)
     key = normalize_name(shown)
@@ -71,15 +89,16 @@ def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), descriptio
         audit(s, studio, "add_class", name=shown, prompts=texts)
         s.flush()
         s.refresh(cls)
-        return cls
+        return ClassInfo.of(cls)
 
 
-def list_classes(studio: Studio, active_only: bool = True) -> list[LabelClass]:
+def list_classes(studio: Studio, active_only: bool = True) -> list[ClassInfo]:
+    """Every class (or the active ones), by id."""
     with studio.read() as s:
         q = select(LabelClass).order_by(LabelClass.id)
         if active_only:
             q = q.where(LabelClass.active.is_(True))
-        return list(s.scalars(q))
+        return [ClassInfo.of(row) for row in s.scalars(q)]
 
 
 def read_class_csv(path: Path) -> tuple[dict[str, list[str]], list[str]]:
@@ -121,7 +140,7 @@ def _get(s, class_id: int) -> LabelClass:
 
 
 @requires("classes")
-def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
+def rename_class(studio: Studio, class_id: int, new_name: str) -> ClassInfo:
     """Rename; refused when another class has the same name up to case and spaces."""
     shown = clean_name(new_name)
     key = normalize_name(shown)
@@ -132,11 +151,11 @@ def rename_class(studio: Studio, class_id: int, new_name: str) -> LabelClass:
             raise ClassError(f"a class named '{clash.name}' already exists")
         audit(s, studio, "rename_class", class_id=class_id, old=cls.name, new=shown)
         cls.name, cls.normalized_name = shown, key
-        return cls
+        return ClassInfo.of(cls)
 
 
 @requires("classes")
-def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], description: str | None = None) -> LabelClass:
+def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], description: str | None = None) -> ClassInfo:
     """Replace a class's prompts (and optionally its description)."""
     with studio.write() as s:
         cls = _get(s, class_id)
@@ -147,7 +166,7 @@ def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], descripti
         audit(s, studio, "set_prompts", class_id=class_id, prompts=texts)
         s.flush()
         s.refresh(cls)
-        return cls
+        return ClassInfo.of(cls)
 
 
 @requires("classes")
@@ -185,6 +204,6 @@ def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str
     return added
 
 
-def active_classes(studio: Studio) -> list[LabelClass]:
-    with studio.read() as s:
-        return list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
+def active_classes(studio: Studio) -> list[ClassInfo]:
+    """The active classes, by id."""
+    return list_classes(studio, active_only=True)

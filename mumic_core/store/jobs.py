@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select, update
@@ -29,6 +30,39 @@ JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
 ACTIVE_STATES = ("queued", "running")
 running_here: set[int] = set()  # jobs this process is running now (pipeline.runner keeps it)
 Report = Callable[[str, float, dict], None]
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as pages and callers see it (not a database row)."""
+
+    id: int
+    kind: str
+    status: str  # queued | running | succeeded | failed | cancelled
+    phase: str
+    progress: float
+    params: dict
+    result: dict
+    error: str | None
+    details: dict
+    cancel_requested: bool
+    worker_pid: int | None
+    worker_host: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Job) -> JobInfo:
+        return cls(row.id, row.kind, row.status, row.phase or "", float(row.progress or 0.0), dict(row.params or {}),
+                   dict(row.result or {}), row.error, dict(row.details or {}), bool(row.cancel_requested),
+                   row.worker_pid, row.worker_host, row.created_at, row.started_at, row.finished_at)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: datetime
+    message: str
 
 
 class JobConflict(MumicError):
@@ -64,24 +98,27 @@ def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
     return job_id
 
 
-def active_job(studio: Studio, kind: str) -> Job | None:
+def active_job(studio: Studio, kind: str) -> JobInfo | None:
     """The queued or running job of ``kind``, oldest first."""
     with studio.read() as s:
-        return s.scalar(select(Job).where(Job.kind == kind, Job.status.in_(ACTIVE_STATES)).order_by(Job.id))
+        row = s.scalar(select(Job).where(Job.kind == kind, Job.status.in_(ACTIVE_STATES)).order_by(Job.id))
+    return JobInfo.of(row) if row is not None else None
 
 
-def get_job(studio: Studio, job_id: int) -> Job:
+def get_job(studio: Studio, job_id: int) -> JobInfo:
+    """One job; KeyError when there is none with that id."""
     with studio.read() as s:
         job = s.get(Job, job_id)
     if job is None:
         raise KeyError(f"no job {job_id}")
-    return job
+    return JobInfo.of(job)
 
 
-def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[Job]:
+def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[JobInfo]:
+    """The newest jobs (of one kind), newest first."""
     with studio.read() as s:
         q = select(Job).order_by(Job.id.desc()).limit(limit)
-        return list(s.scalars(q.where(Job.kind == kind) if kind else q))
+        return [JobInfo.of(row) for row in s.scalars(q.where(Job.kind == kind) if kind else q)]
 
 
 @requires("train")
@@ -91,11 +128,11 @@ def log(studio: Studio, job_id: int, message: str) -> None:
         s.add(JobLog(job_id=job_id, message=message))
 
 
-def job_log(studio: Studio, job_id: int, limit: int = 100) -> list[JobLog]:
+def job_log(studio: Studio, job_id: int, limit: int = 100) -> list[LogLine]:
     """The job's last ``limit`` log lines, oldest first."""
     with studio.read() as s:
         rows = list(s.scalars(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(limit)))
-    return rows[::-1]
+    return [LogLine(r.at, r.message) for r in rows[::-1]]
 
 
 @requires("train")
@@ -122,7 +159,7 @@ def fail_unqueued(studio: Studio, job_id: int, reason: str) -> None:
     log(studio, job_id, f"failed: {reason}")
 
 
-def time_left(job: Job, now: datetime | None = None) -> float | None:
+def time_left(job: JobInfo, now: datetime | None = None) -> float | None:
     """Seconds left in the job's current phase, from that phase's rate so far (None if unknown)."""
     started = job.details.get("phase_started") if job.details else None
     frac = job.progress or 0.0
@@ -196,7 +233,7 @@ def finish(studio: Studio, job_id: int, status: str, result: dict | None = None,
 
 
 @requires("train")
-def fail_orphaned_jobs(studio: Studio) -> list[Job]:
+def fail_orphaned_jobs(studio: Studio) -> list[JobInfo]:
     """Mark running jobs whose worker process is gone as failed (e.g. after kill -9); returns them.
     A worker on this machine is looked up by pid; one on another machine by its heartbeat."""
     with studio.read() as s:
@@ -210,7 +247,7 @@ def fail_orphaned_jobs(studio: Studio) -> list[Job]:
             when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
             job.error = (f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "
                          f"activated (it ran on {job.worker_host or 'an unknown host'})")
-            failed.append(job)
+            failed.append(JobInfo.of(job))
     for job in failed:
         log(studio, job.id, job.error)
     return failed

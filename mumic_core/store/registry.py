@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -21,6 +23,28 @@ _LOCAL = "local-dir:"
 _TRAINED = ("head", "full")  # kinds whose folder training publishes to storage
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    """A model version as pages and the pipeline see it (not a database row)."""
+
+    id: int
+    name: str
+    kind: str  # pretrained | starter | builtin-random | head | full
+    description: str
+    architecture: str
+    weights: str
+    parent_id: int | None
+    training_config: dict
+    metrics: dict
+    status: str  # candidate | active | retired
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ModelVersion) -> VersionInfo:
+        return cls(row.id, row.name, row.kind, row.description or "", row.architecture, row.weights, row.parent_id,
+                   dict(row.training_config or {}), dict(row.metrics or {}), row.status, row.created_at)
+
+
 @requires("train")
 def publish_version_folder(studio: Studio, name: str) -> int:
     """Copy a finished version folder (``model_dir/name``) to remote storage (MUMIC_STORAGE_URL)
@@ -30,7 +54,7 @@ def publish_version_folder(studio: Studio, name: str) -> int:
     return storage_for(studio.settings, "models").upload_dir(studio.settings.model_dir / name, name)
 
 
-def _materialise(studio: Studio, version: ModelVersion) -> None:
+def _materialise(studio: Studio, version: VersionInfo) -> None:
     """With remote storage, download a trained version's folder into ``model_dir/name`` when this
     machine lacks it (the paths that versions record stay valid). Local storage: nothing to do."""
     settings = studio.settings
@@ -57,7 +81,7 @@ def _from_stored(studio: Studio, architecture: str) -> str:
     return architecture
 
 
-def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
+def encoder_spec(studio: Studio, version: VersionInfo) -> EncoderSpec:
     """The encoder a version runs on."""
     _materialise(studio, version)
     return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
@@ -65,13 +89,13 @@ def encoder_spec(studio: Studio, version: ModelVersion) -> EncoderSpec:
                        version.description)
 
 
-def head_path(studio: Studio, version: ModelVersion) -> Path:
+def head_path(studio: Studio, version: VersionInfo) -> Path:
     """Where a version's head lives locally (fetched from remote storage first when needed)."""
     _materialise(studio, version)
     return studio.settings.model_dir / version.name / "head.json"
 
 
-def load_head(studio: Studio, version: ModelVersion) -> Head | None:
+def load_head(studio: Studio, version: VersionInfo) -> Head | None:
     """A version's head (None before it has one); ModelUnavailable, naming the version and what
     to do, when its file cannot be read as a head (truncated, edited, not a head)."""
     path = head_path(studio, version)
@@ -97,12 +121,14 @@ def save_head(studio: Studio, name: str, head: Head) -> Path:
     return path
 
 
-def active_version(studio: Studio) -> ModelVersion | None:
+def active_version(studio: Studio) -> VersionInfo | None:
+    """The version that makes the suggestions, if any."""
     with studio.read() as s:
-        return s.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
+        row = s.scalar(select(ModelVersion).where(ModelVersion.status == "active"))
+    return VersionInfo.of(row) if row is not None else None
 
 
-def get_version(studio: Studio, name_or_id: str | int) -> ModelVersion:
+def get_version(studio: Studio, name_or_id: str | int) -> VersionInfo:
     with studio.read() as s:
         q = select(ModelVersion)
         q = q.where(ModelVersion.id == int(name_or_id)) if str(name_or_id).isdigit() else q.where(
@@ -110,12 +136,13 @@ def get_version(studio: Studio, name_or_id: str | int) -> ModelVersion:
         version = s.scalar(q)
     if version is None:
         raise KeyError(f"no model version {name_or_id!r}")
-    return version
+    return VersionInfo.of(version)
 
 
-def list_versions(studio: Studio) -> list[ModelVersion]:
+def list_versions(studio: Studio) -> list[VersionInfo]:
+    """Every version, oldest first."""
     with studio.read() as s:
-        return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+        return [VersionInfo.of(row) for row in s.scalars(select(ModelVersion).order_by(ModelVersion.id))]
 
 
 def next_version_name(studio: Studio) -> str:
@@ -135,7 +162,7 @@ def register_version(
     training_config: dict | None = None,
     metrics: dict | None = None,
     status: str = "candidate",
-) -> ModelVersion:
+) -> VersionInfo:
     """Record a model version whose files are already complete on disk."""
     with studio.write() as s:
         version = ModelVersion(
@@ -164,7 +191,7 @@ def activate(studio: Studio, version_id: int) -> None:
         audit(s, studio, "activate_model", version_id=version_id)
 
 
-def describe(version: ModelVersion) -> str:
+def describe(version: VersionInfo) -> str:
     """How the UI and CLI name a version: never call an untrained model pretrained."""
     if version.kind == "builtin-random":
         return f"{version.name}: UNTRAINED built-in model (random weights) — suggestions are not meaningful yet"
@@ -176,7 +203,7 @@ def describe(version: ModelVersion) -> str:
 
 
 @requires("export")
-def export_model_zip(studio: Studio, version: ModelVersion) -> bytes:
+def export_model_zip(studio: Studio, version: VersionInfo) -> bytes:
     """A zip of everything a version needs: its encoder (when it is a local folder), its head,
     and a manifest naming the architecture and weights."""
     buf = io.BytesIO()

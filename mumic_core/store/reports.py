@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
-from db.models import Job, ModelVersion
-from mumic_core.store.jobs import time_left
-from mumic_core.store.registry import describe
+from mumic_core.store.jobs import JobInfo, time_left
+from mumic_core.store.registry import VersionInfo, describe
 
 METRICS = {"GAP@10": "gap_at_10", "GAP": "gap", "mAP": "map"}
 
@@ -20,7 +19,7 @@ def format_metric(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def validation_metrics(versions: list[ModelVersion]) -> dict[str, dict]:
+def validation_metrics(versions: list[VersionInfo]) -> dict[str, dict]:
     """Each version's held-out metrics: its own from training, or, for a version that was never
     trained (the base model), those measured when its latest child was compared with it."""
     out = {v.name: v.metrics["val"] for v in versions if v.metrics.get("val")}
@@ -32,7 +31,7 @@ def validation_metrics(versions: list[ModelVersion]) -> dict[str, dict]:
     return out
 
 
-def version_rows(versions: list[ModelVersion]) -> list[dict]:
+def version_rows(versions: list[VersionInfo]) -> list[dict]:
     """One row per version: status, its validation metrics and those of its parent on the same images."""
     rows = []
     metrics = validation_metrics(versions)
@@ -47,7 +46,7 @@ def version_rows(versions: list[ModelVersion]) -> list[dict]:
     return rows
 
 
-def metric_bars(versions: list[ModelVersion]) -> list[dict]:
+def metric_bars(versions: list[VersionInfo]) -> list[dict]:
     """Long-format rows (version, metric, value) for a grouped bar chart of versions with metrics."""
     metrics = validation_metrics(versions)
     return [{"version": v.name + (" (active)" if v.status == "active" else ""), "metric": label,
@@ -56,14 +55,14 @@ def metric_bars(versions: list[ModelVersion]) -> list[dict]:
             for label, key in METRICS.items() if metrics[v.name].get(key) is not None]
 
 
-def per_class_ap(versions: list[ModelVersion], chosen: list[str]) -> list[dict]:
+def per_class_ap(versions: list[VersionInfo], chosen: list[str]) -> list[dict]:
     """Long-format rows (class, version, AP) of the chosen versions."""
     metrics = validation_metrics(versions)
     return [{"class": name, "version": v, "AP": ap}
             for v in chosen for name, ap in metrics.get(v, {}).get("per_class_ap", {}).items() if ap is not None]
 
 
-def job_summary(job: Job, now: datetime | None = None) -> dict:
+def job_summary(job: JobInfo, now: datetime | None = None) -> dict:
     """Phase, epoch/step, loss and time left of a job, ready to display."""
     d = job.details or {}
     left = time_left(job, now or datetime.now(timezone.utc))
