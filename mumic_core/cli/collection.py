@@ -55,10 +55,10 @@ def init(demo: bool) -> None:
         with tqdm(desc=f"scoring with {version.name}", unit="img") as bar:
             n = score_collection(studio, version, progress=bar.update)
         click.echo(f"scored: {n} image-class pairs with {version.name}")
-    announce_first_admin(studio)
+    _announce_first_admin(studio)
 
 
-def announce_first_admin(studio: Studio) -> None:
+def _announce_first_admin(studio: Studio) -> None:
     password = ensure_first_admin(studio)
     if password:
         click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"

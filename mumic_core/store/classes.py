@@ -65,12 +65,12 @@ class ClassInfo:
     normalized_name: str
     description: str
     active: bool
-    prompt_texts: tuple[str, ...]
+    prompt_texts: list[str]
 
     @classmethod
     def of(cls, row: LabelClass) -> ClassInfo:
         return cls(row.id, row.name, row.normalized_name, row.description or "", bool(row.active),
-                   tuple(row.prompt_texts))
+                   list(row.prompt_texts))
 
 
 @requires("classes")

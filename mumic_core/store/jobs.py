@@ -46,6 +46,7 @@ class JobInfo:
     error: str | None
     details: dict
     cancel_requested: bool
+    exclusive_key: str | None  # held while a job that must not run twice at once is queued or running
     worker_pid: int | None
     worker_host: str | None
     created_at: datetime | None
@@ -56,7 +57,7 @@ class JobInfo:
     def of(cls, row: Job) -> JobInfo:
         return cls(row.id, row.kind, row.status, row.phase or "", float(row.progress or 0.0), dict(row.params or {}),
                    dict(row.result or {}), row.error, dict(row.details or {}), bool(row.cancel_requested),
-                   row.worker_pid, row.worker_host, row.created_at, row.started_at, row.finished_at)
+                   row.exclusive_key, row.worker_pid, row.worker_host, row.created_at, row.started_at, row.finished_at)
 
 
 @dataclass(frozen=True)
