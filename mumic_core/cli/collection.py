@@ -6,23 +6,15 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
 from tqdm import tqdm
 
-from db.models import Prediction
 from mumic_core.cli.common import progress_bar, system_studio
-from mumic_core.pipeline.lifecycle import (
-    adopt_starter_model,
-    ensure_base_version,
-)
 from mumic_core.pipeline.runner import run_job
-from mumic_core.pipeline.scoring import score_classes, score_collection
+from mumic_core.pipeline.scoring import score_classes
 from mumic_core.services.demo import is_empty, seed_demo
+from mumic_core.services.setup import set_up
 from mumic_core.services.training import (
     request_scoring_of_new_images,
-)
-from mumic_core.store.auth import (
-    ensure_first_admin,
 )
 from mumic_core.store.classes import add_class, import_class_csv, list_classes
 from mumic_core.store.collection import default_annotator, import_folder
@@ -40,28 +32,16 @@ from mumic_core.store.workers import live_workers
 @click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
 def init(demo: bool) -> None:
     """Create or migrate the database, register the base model, seed the demo, score."""
-    studio = system_studio()
-    version = adopt_starter_model(studio) or ensure_base_version(studio)
-    click.echo(f"model: {describe(version)}")
-    if demo and is_empty(studio):
-        summary = seed_demo(studio)
-        click.echo(f"demo: {summary.images} images, {summary.labelled} pre-labelled "
-                   f"({summary.missed_labels} labels missed on purpose)")
-
-    with studio.read() as s:
-        scored = s.scalar(select(func.count()).select_from(Prediction)
-                          .where(Prediction.model_version_id == version.id)) or 0
-    if not scored:
-        with tqdm(desc=f"scoring with {version.name}", unit="img") as bar:
-            n = score_collection(studio, version, progress=bar.update)
-        click.echo(f"scored: {n} image-class pairs with {version.name}")
-    _announce_first_admin(studio)
-
-
-def _announce_first_admin(studio: Studio) -> None:
-    password = ensure_first_admin(studio)
-    if password:
-        click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
+    with tqdm(desc="scoring", unit="img") as bar:
+        done = set_up(system_studio(), demo, progress=bar.update)
+    click.echo(f"model: {describe(done.version)}")
+    if done.demo:
+        click.echo(f"demo: {done.demo.images} images, {done.demo.labelled} pre-labelled "
+                   f"({done.demo.missed_labels} labels missed on purpose)")
+    if done.scored:
+        click.echo(f"scored: {done.scored} image-class pairs with {done.version.name}")
+    if done.admin_password:
+        click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {done.admin_password}\n"
                     "It is shown only this once. Change it: python -m mumic_core users passwd admin\n"
                     "Add people: python -m mumic_core users add NAME --role annotator\n", fg="yellow")
 

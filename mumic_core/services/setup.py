@@ -1,0 +1,39 @@
+"""Setting a store up: the schema, the base model (or the starter model once built), the demo
+collection on an empty store, scores for every image, and the first admin account."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
+from mumic_core.pipeline.scoring import score_collection, score_new_images, unscored_count
+from mumic_core.services.demo import DemoSummary, is_empty, seed_demo
+from mumic_core.store.auth import ensure_first_admin, requires
+from mumic_core.store.collection import collection_counts
+from mumic_core.store.registry import VersionInfo
+from mumic_core.store.studio import Studio
+
+
+@dataclass(frozen=True)
+class SetUp:
+    """What setting up did: the active version, the demo (if seeded), the image-class pairs scored
+    now, and the first admin's password when the account was made now (shown once)."""
+
+    version: VersionInfo
+    demo: DemoSummary | None
+    scored: int
+    admin_password: str | None
+
+
+@requires("models")
+def set_up(studio: Studio, demo: bool = True, progress: Callable[[int], None] | None = None) -> SetUp:
+    """Bring a store to a usable state; safe to run again (it then does only what is missing)."""
+    version = adopt_starter_model(studio) or ensure_base_version(studio)
+    summary = seed_demo(studio) if demo and is_empty(studio) else None
+    scored = 0
+    waiting = unscored_count(studio, version.id)
+    if waiting:
+        everything = waiting == collection_counts(studio)["images"]
+        scored = (score_collection if everything else score_new_images)(studio, version, progress)
+    return SetUp(version, summary, scored, ensure_first_admin(studio))
