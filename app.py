@@ -24,8 +24,11 @@ def studio():
     store = open_studio()
     password = ensure_first_admin(store)
     if password:
-        print(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
-              "It is shown only this once. Change it: python -m mumic_core users passwd admin\n", flush=True)
+        print(
+            f"\nFirst start: an admin account was created.\n  username: admin\n  password: {password}\n"
+            "It is shown only this once. Change it: python -m mumic_core users passwd admin\n",
+            flush=True,
+        )
     return store
 
 
@@ -56,8 +59,10 @@ def home() -> None:
     if version is None:
         st.error("No model is registered yet. Run `make run` (or `python -m mumic_core init`).")
     elif version.kind == "builtin-random":
-        st.warning(f"**Model in use:** {describe(version)}. Train on your labels "
-                   "on the Training page or configure pretrained CLIP weights (see README).")
+        st.warning(
+            f"**Model in use:** {describe(version)}. Train on your labels "
+            "on the Training page or configure pretrained CLIP weights (see README)."
+        )
     else:
         st.info(f"**Model in use:** {describe(version)}")
 
@@ -78,16 +83,29 @@ def home() -> None:
     st.subheader("Recent jobs")
     workers = live_workers(s)
     if workers:
-        st.caption(f"Background workers: {len(workers)} running — "
-                   + ", ".join(f"{w.name} ({w.device})" for w in workers) + ".")
+        st.caption(
+            f"Background workers: {len(workers)} running — "
+            + ", ".join(f"{w.name} ({w.device})" for w in workers)
+            + "."
+        )
     else:
         st.caption("Background workers: none running — queued jobs wait until one starts (`make run` starts one).")
     jobs = list_jobs(s, limit=5)
     if jobs:
         st.dataframe(
-            [{"id": j.id, "kind": j.kind, "status": j.status, "phase": j.phase, "progress": f"{j.progress:.0%}",
-              "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else ""} for j in jobs],
-            hide_index=True, width="stretch",
+            [
+                {
+                    "id": j.id,
+                    "kind": j.kind,
+                    "status": j.status,
+                    "phase": j.phase,
+                    "progress": f"{j.progress:.0%}",
+                    "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S") if j.created_at else "",
+                }
+                for j in jobs
+            ],
+            hide_index=True,
+            width="stretch",
         )
     else:
         st.write("No jobs yet.")
@@ -110,9 +128,13 @@ try:
     warm_up_model()
     me = signed_in_studio()  # the sign-in form, until someone signs in
     sign_out_button(me)
-    st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)] + [
-        st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
-        for name, title, icon in PAGES if me.actor.may(PAGE_PERMISSIONS[name])
-    ]).run()
+    st.navigation(
+        [st.Page(home, title="Home", icon=":material/home:", default=True)]
+        + [
+            st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
+            for name, title, icon in PAGES
+            if me.actor.may(PAGE_PERMISSIONS[name])
+        ]
+    ).run()
 except Exception as exc:  # noqa: BLE001 - see above
     show_error(exc)

@@ -44,8 +44,15 @@ async def session_cookie(request: Request) -> Response:
     token = await run_in_threadpool(redeem_cookie_code, open_studio(migrate=False), code)
     if token is None:
         return Response("refused: unknown, used or expired code", status_code=403)
-    done.set_cookie(COOKIE, token, max_age=int(SESSION_MAX.total_seconds()), path="/", secure=secure,
-                    httponly=True, samesite="strict")
+    done.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(SESSION_MAX.total_seconds()),
+        path="/",
+        secure=secure,
+        httponly=True,
+        samesite="strict",
+    )
     return done
 
 

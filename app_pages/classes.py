@@ -57,8 +57,11 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
         cls = next((c for c in list_classes(s) if c.id == cid), None)
         if cls is not None:
             ranked = top_images_for_class(s, version.id, cid, k=12)
-            show_preview(ranked, f"Zero-shot suggestions for “{md(cls.name)}” over {n} images, scored in {secs:.2f} s: "
-                                 "the images that score highest")
+            show_preview(
+                ranked,
+                f"Zero-shot suggestions for “{md(cls.name)}” over {n} images, scored in {secs:.2f} s: "
+                "the images that score highest",
+            )
 
 st.subheader("All classes")
 rows = class_counts(s, version.id if version else None)
@@ -69,8 +72,12 @@ if not classes:
     st.stop()
 by_id = {c.id: c for c in classes}
 st.subheader("Edit a class")
-cid = st.selectbox("Class", [c.id for c in classes], key="edit_class",
-                   format_func=lambda i: isolate(by_id[i].name) + ("" if by_id[i].active else " (inactive)"))
+cid = st.selectbox(
+    "Class",
+    [c.id for c in classes],
+    key="edit_class",
+    format_func=lambda i: isolate(by_id[i].name) + ("" if by_id[i].active else " (inactive)"),
+)
 cls = by_id[cid]
 tab_prompts, tab_rename, tab_merge = st.tabs(["Prompts", "Rename / deactivate", "Merge"])
 with tab_prompts:
@@ -104,8 +111,10 @@ with tab_rename:
 with tab_merge:
     targets = [c.id for c in classes if c.id != cid and c.active]
     target = st.selectbox("Merge into", targets, format_func=lambda i: by_id[i].name, key=f"merge_{cid}")
-    st.caption(f"Every image labelled “{md(cls.name)}” gets the target's label; “{md(cls.name)}” is then deactivated. "
-               "History is kept.")
+    st.caption(
+        f"Every image labelled “{md(cls.name)}” gets the target's label; “{md(cls.name)}” is then deactivated. "
+        "History is kept."
+    )
     if st.button("Merge", disabled=target is None):
         try:
             n = merge_classes(s, cid, target, s.actor.username)

@@ -76,17 +76,28 @@ with dup_tab:
             gallery([(i, 1.0) for i in group[:12]], f"dup-{n}")
 with map_tab:
     classes = list_classes(s)
-    colour = st.selectbox("Colour by the human label of", [None] + [c.id for c in classes],
-                          format_func=lambda c: "nothing" if c is None else next(x.name for x in classes if x.id == c))
+    colour = st.selectbox(
+        "Colour by the human label of",
+        [None] + [c.id for c in classes],
+        format_func=lambda c: "nothing" if c is None else next(x.name for x in classes if x.id == c),
+    )
     ids, xy = cached_map(version.id)
     labels = {}
     if colour is not None:
         labels = {i: ("present" if p else "absent") for i, c, p in current_labels(s) if c == colour}
-    points = [{"x": float(x), "y": float(y), "image": i, "label": labels.get(i, "unlabelled")}
-              for i, (x, y) in zip(ids, xy)]
-    fig = px.scatter(points, x="x", y="y", color="label" if colour is not None else None,
-                     custom_data=["image"], hover_data=["image"], title="Image embeddings (PCA)",
-                     color_discrete_map={"present": "#2e7d32", "absent": "#c62828", "unlabelled": "#b0bec5"})
+    points = [
+        {"x": float(x), "y": float(y), "image": i, "label": labels.get(i, "unlabelled")} for i, (x, y) in zip(ids, xy)
+    ]
+    fig = px.scatter(
+        points,
+        x="x",
+        y="y",
+        color="label" if colour is not None else None,
+        custom_data=["image"],
+        hover_data=["image"],
+        title="Image embeddings (PCA)",
+        color_discrete_map={"present": "#2e7d32", "absent": "#c62828", "unlabelled": "#b0bec5"},
+    )
     fig.update_traces(marker={"size": 6})
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="map")
     chosen = [int(p["customdata"][0]) for p in (event.selection.points if event and event.selection else [])]

@@ -31,8 +31,10 @@ def report_import(outcome: ImportOutcome) -> None:
     if outcome.not_queued:
         st.error(md(f"The new images were stored but not queued for scoring: {outcome.not_queued}"))
     elif outcome.scoring_job is not None:
-        st.info(f"Scoring job {outcome.scoring_job} queued: the new images reach the Review queue once the "
-                "worker has scored them (see the Jobs page).")
+        st.info(
+            f"Scoring job {outcome.scoring_job} queued: the new images reach the Review queue once the "
+            "worker has scored them (see the Jobs page)."
+        )
 
 
 st.subheader("Upload images")
@@ -43,11 +45,19 @@ if uploads and st.button("Import the uploaded files", type="primary"):
 
 st.subheader("Import a folder on the server")
 folders = importable_folders(s)
-folder = st.selectbox("Folder in the import folder", folders, index=None, key="import_folder",
-                      format_func=isolate, placeholder="choose a folder" if folders else "no folders yet")
-st.caption("Put folders of images in the server's import folder (`incoming/` in the data folder, or "
-           "MUMIC_IMPORT_ROOT) to import them here. The command line imports any folder: "
-           "`python -m mumic_core import FOLDER`.")
+folder = st.selectbox(
+    "Folder in the import folder",
+    folders,
+    index=None,
+    key="import_folder",
+    format_func=isolate,
+    placeholder="choose a folder" if folders else "no folders yet",
+)
+st.caption(
+    "Put folders of images in the server's import folder (`incoming/` in the data folder, or "
+    "MUMIC_IMPORT_ROOT) to import them here. The command line imports any folder: "
+    "`python -m mumic_core import FOLDER`."
+)
 if st.button("Import folder", disabled=not folder):
     try:
         with st.spinner("Importing…"):
@@ -58,8 +68,11 @@ if st.button("Import folder", disabled=not folder):
         report_import(outcome)
 
 st.subheader("Import labels")
-labels = st.file_uploader("Labels: CSV (filename,labels with labels joined by |; or a CSV or JSON export of "
-                          "this product)", type=["csv", "json"], key="labels_file")
+labels = st.file_uploader(
+    "Labels: CSV (filename,labels with labels joined by |; or a CSV or JSON export of this product)",
+    type=["csv", "json"],
+    key="labels_file",
+)
 complete = st.checkbox("Listed labels are complete (other classes are absent)", key="labels_complete")
 if labels and st.button("Import labels", key="import_labels"):
     try:
@@ -80,7 +93,13 @@ c2.download_button("Labels JSON", lambda: export_labels(s, "json"), "labels.json
 c3.download_button("COCO-style JSON", lambda: export_labels(s, "coco"), "labels_coco.json", "application/json")
 version = active_version(s)
 if version:
-    c4.download_button(f"Model {version.name} (.zip)", lambda: export_model_zip(s, version),
-                       f"mumic-{version.name}.zip", "application/zip")
-st.caption("CSV and JSON exports hold every current label of the active classes (present or absent, who said "
-           "it, how and when) and read back exactly; the COCO-style file holds the present ones only.")
+    c4.download_button(
+        f"Model {version.name} (.zip)",
+        lambda: export_model_zip(s, version),
+        f"mumic-{version.name}.zip",
+        "application/zip",
+    )
+st.caption(
+    "CSV and JSON exports hold every current label of the active classes (present or absent, who said "
+    "it, how and when) and read back exactly; the COCO-style file holds the present ones only."
+)

@@ -23,10 +23,20 @@ def job_table() -> None:
         st.write("No jobs yet.")
         return
     st.dataframe(
-        [{"id": j.id, "kind": j.kind, "status": j.status, "phase": j.phase, "progress": f"{j.progress:.0%}",
-          "error": (j.error or "").splitlines()[0] if j.error else "",
-          "created": j.created_at.strftime("%H:%M:%S") if j.created_at else ""} for j in jobs],
-        hide_index=True, width="stretch",
+        [
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "status": j.status,
+                "phase": j.phase,
+                "progress": f"{j.progress:.0%}",
+                "error": (j.error or "").splitlines()[0] if j.error else "",
+                "created": j.created_at.strftime("%H:%M:%S") if j.created_at else "",
+            }
+            for j in jobs
+        ],
+        hide_index=True,
+        width="stretch",
     )
 
 

@@ -69,7 +69,8 @@ def open_suspects(found: list, source: str) -> None:
         state.suspect_classes.setdefault(x.image_id, []).append(x.class_id)
         state.suspects.setdefault(x.image_id, []).append(
             f"**{md(x.class_name)}** is labelled {'present' if x.given else 'absent'}, "
-            f"the model gives {x.probability:.0%}")
+            f"the model gives {x.probability:.0%}"
+        )
     state.review_selection = tuple(state.suspects)
     state.selection_source = source
 
@@ -80,17 +81,20 @@ def watch_label_errors_job(job_id: int) -> None:
     job = get_job(s, job_id)
     if job.status not in ("queued", "running"):
         st.rerun(scope="app")
-    st.caption(f"Looking for likely wrong labels in the background (job {job.id}, {job.status}, "
-               f"{job.progress:.0%}).")
+    st.caption(f"Looking for likely wrong labels in the background (job {job.id}, {job.status}, {job.progress:.0%}).")
 
 
 def suspicious_labels_panel() -> None:
     """Find likely wrong labels: at once for small collections, as a worker job for large ones."""
     job = next(iter(list_jobs(s, limit=1, kind="label_errors")), None)
     running = job is not None and job.status in ("queued", "running")
-    if st.button("Find likely wrong labels", key="suspicious", disabled=running,
-                 help="Cross-validated predictions and cleanlab rank the human labels that disagree most with "
-                      "the model; confirm or fix each here."):
+    if st.button(
+        "Find likely wrong labels",
+        key="suspicious",
+        disabled=running,
+        help="Cross-validated predictions and cleanlab rank the human labels that disagree most with "
+        "the model; confirm or fix each here.",
+    ):
         if labelled_image_count(s) <= INLINE_LABELLED_IMAGES:
             try:
                 with st.spinner("Cross-validating on the human labels…"):
@@ -124,13 +128,28 @@ with st.sidebar:
     mode = st.radio("Mode", ["One image", "Grid"], horizontal=True, key="mode")
     st.subheader("Queue")
     status = st.selectbox("Status", STATUSES, index=1, key="status")
-    cls_choice = st.selectbox("Class", [None] + [c.id for c in classes], key="class_filter",
-                              format_func=lambda i: "any class" if i is None else class_by_id[i].name)
-    lo, hi = st.slider("Confidence", 0.0, 1.0, (0.0, 1.0), 0.05, key="conf",
-                       help="Of the chosen class, or of each image's top suggestion.")
-    sort = st.selectbox("Order", ("active learning",) + SORTS, key="sort",
-                        help="active learning: the images whose labels would teach the model most, by the "
-                             "strategies below; priority: most uncertain suggestion first")
+    cls_choice = st.selectbox(
+        "Class",
+        [None] + [c.id for c in classes],
+        key="class_filter",
+        format_func=lambda i: "any class" if i is None else class_by_id[i].name,
+    )
+    lo, hi = st.slider(
+        "Confidence",
+        0.0,
+        1.0,
+        (0.0, 1.0),
+        0.05,
+        key="conf",
+        help="Of the chosen class, or of each image's top suggestion.",
+    )
+    sort = st.selectbox(
+        "Order",
+        ("active learning",) + SORTS,
+        key="sort",
+        help="active learning: the images whose labels would teach the model most, by the "
+        "strategies below; priority: most uncertain suggestion first",
+    )
     weights: dict[str, float] = {}
     if sort == "active learning":
         with st.expander("Strategy weights"):
@@ -138,12 +157,24 @@ with st.sidebar:
                 w = st.slider(name, 0.0, 1.0, DEFAULT_WEIGHTS.get(name, 0.0), 0.25, key=f"w_{name}", help=tip)
                 if w > 0:
                     weights[name] = w
-        st.caption("Mix: " + (" · ".join(f"{k} {v:g}" for k, v in weights.items())
-                              or "no strategy weighted; most uncertain first"))
-    version = st.selectbox("Model version", versions, index=versions.index(active) if active else 0,
-                           format_func=lambda v: f"{v.name} ({v.status})", key="version") if versions else None
-    blind = st.toggle("Blind (hide suggestions)", key="blind",
-                      help="Label without seeing the model's proposals, to avoid anchoring.")
+        st.caption(
+            "Mix: "
+            + (" · ".join(f"{k} {v:g}" for k, v in weights.items()) or "no strategy weighted; most uncertain first")
+        )
+    version = (
+        st.selectbox(
+            "Model version",
+            versions,
+            index=versions.index(active) if active else 0,
+            format_func=lambda v: f"{v.name} ({v.status})",
+            key="version",
+        )
+        if versions
+        else None
+    )
+    blind = st.toggle(
+        "Blind (hide suggestions)", key="blind", help="Label without seeing the model's proposals, to avoid anchoring."
+    )
     if version is not None:
         suspicious_labels_panel()
 
@@ -159,9 +190,16 @@ if selection:
     if right.button("Show the whole queue"):
         state.review_selection, state.selection_source, state.suspects, state.suspect_classes = None, None, {}, {}
         st.rerun()
-filt = QueueFilter(version_id=version.id, class_id=cls_choice, min_score=lo, max_score=hi,
-                   status="all" if selection else status, sort="priority" if sort == "active learning" else sort,
-                   image_ids=tuple(selection) if selection else None, reviewer=s.actor.username)
+filt = QueueFilter(
+    version_id=version.id,
+    class_id=cls_choice,
+    min_score=lo,
+    max_score=hi,
+    status="all" if selection else status,
+    sort="priority" if sort == "active learning" else sort,
+    image_ids=tuple(selection) if selection else None,
+    reviewer=s.actor.username,
+)
 second_review = status == "second review" and not selection
 filter_key = (version.id, cls_choice, lo, hi, status, sort, selection)
 if state.get("filter_key") != filter_key:
@@ -173,10 +211,16 @@ else:
     st.caption(f"Suggestions by {describe(version)}")
 if waiting := unscored_count(s, version.id):
     scoring = active_job(s, "score")
-    st.info(f"{waiting} image{'s wait' if waiting > 1 else ' waits'} for scores by {version.name} and "
-            f"{'are' if waiting > 1 else 'is'} not in this queue yet: "
-            + (f"scoring job {scoring.id} is {scoring.status}." if scoring else
-               "no scoring job is queued; an admin can start one on the Jobs page."), icon=":material/hourglass:")
+    st.info(
+        f"{waiting} image{'s wait' if waiting > 1 else ' waits'} for scores by {version.name} and "
+        f"{'are' if waiting > 1 else 'is'} not in this queue yet: "
+        + (
+            f"scoring job {scoring.id} is {scoring.status}."
+            if scoring
+            else "no scoring job is queued; an admin can start one on the Jobs page."
+        ),
+        icon=":material/hourglass:",
+    )
 if state.flash:
     st.toast(state.flash)
     state.flash = None
@@ -200,7 +244,7 @@ if planned:
             plans.pop(next(iter(plans)))
     state.plan = plans[plan_key][0]
     visible_plan = [i for i in state.plan if i not in busy]
-    window = visible_plan[state.offset:state.offset + PLAN_WINDOW]
+    window = visible_plan[state.offset : state.offset + PLAN_WINDOW]
     gone = set(window) - set(queue_page(s, replace(filt, image_ids=tuple(window)), 0, len(window)))
     if gone:
         state.plan = [i for i in state.plan if i not in gone]
@@ -215,7 +259,7 @@ def page_ids(offset: int, n: int) -> list[int]:
     """One page of the queue, in active-learning order when that is chosen; no image another
     session holds."""
     if planned:
-        return visible_plan[offset:offset + n]
+        return visible_plan[offset : offset + n]
     return queue_page(s, replace(filt, skip_leased_by_others=state.holder), offset, n)
 
 
@@ -233,13 +277,15 @@ def do_undo() -> None:
     state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
     if sid and state.get("plan"):  # the undone images are back in the queue: show them next
         back = submission_image_ids(s, sid)
-        state.plan[state.offset:state.offset] = [i for i in back if i not in set(state.plan)]
+        state.plan[state.offset : state.offset] = [i for i in back if i not in set(state.plan)]
 
 
 if busy:
     who = ", ".join(sorted(set(busy.values())))
-    st.caption(f"{len(busy)} image{'s are' if len(busy) > 1 else ' is'} open in other browsers ({who}) "
-               "and skipped here; each is free again once reviewed, left, or after 10 minutes.")
+    st.caption(
+        f"{len(busy)} image{'s are' if len(busy) > 1 else ' is'} open in other browsers ({who}) "
+        "and skipped here; each is free again once reviewed, left, or after 10 minutes."
+    )
 if total == 0:
     release(s, state.holder)
     st.info("Nothing in this queue. Change the filters, or all images here are reviewed.")
@@ -250,18 +296,31 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
-    ids = claim(s, state.holder, s.actor.username, page_ids(state.offset, 5), want=1,
-                unreviewed_only=status == "unreviewed" and not selection)
+    ids = claim(
+        s,
+        state.holder,
+        s.actor.username,
+        page_ids(state.offset, 5),
+        want=1,
+        unreviewed_only=status == "unreviewed" and not selection,
+    )
     if not ids:  # another session took these images a moment ago
         st.rerun()
-    [view] = image_views(s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"),
-                         display=VIEW)
-    st.markdown(f"**Image {state.offset + 1} of {total}** · {md(view.name)} · {view.width}×{view.height}"
-                + (f" · reviewed {view.review_count}×" if view.review_count else ""))
+    [view] = image_views(
+        s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"), display=VIEW
+    )
+    st.markdown(
+        f"**Image {state.offset + 1} of {total}** · {md(view.name)} · {view.width}×{view.height}"
+        + (f" · reviewed {view.review_count}×" if view.review_count else "")
+    )
     if lines := state.get("suspects", {}).get(view.image_id):
-        st.warning("Suspicious: a model that never saw this image disagrees with "
-                   + ("this label: " if len(lines) == 1 else "these labels: ") + "; ".join(lines) + ".",
-                   icon=":material/report:")
+        st.warning(
+            "Suspicious: a model that never saw this image disagrees with "
+            + ("this label: " if len(lines) == 1 else "these labels: ")
+            + "; ".join(lines)
+            + ".",
+            icon=":material/report:",
+        )
     left, right = st.columns([3, 2], gap="large")
     show_image(left, view.display)
     key = f"dec_{view.image_id}"
@@ -308,33 +367,68 @@ if mode == "One image":
     with right:
         if not blind:
             st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
-            st.caption("Filled = present. A label starts filled when its probability reaches the class's decision "
-                       "threshold (tuned on the validation split; 50 % before any training) or a person said so.")
+            st.caption(
+                "Filled = present. A label starts filled when its probability reaches the class's decision "
+                "threshold (tuned on the validation split; 50 % before any training) or a person said so."
+            )
             for k, sug in enumerate(view.suggestions, start=1):
                 present = state[key][sug.class_id]
-                st.button(f"{k}. {md(sug.name)} — {sug.probability:.0%}", key=f"t{k}", width="stretch",
-                          type="primary" if present else "secondary", on_click=toggle, args=(sug.class_id,),
-                          icon=":material/check_box:" if present else ":material/check_box_outline_blank:")
-            st.multiselect("Add a missing label", [c.id for c in classes if c.id not in state[key]],
-                           key=f"add_{view.image_id}", format_func=lambda i: class_by_id[i].name,
-                           placeholder="type to search classes")
+                st.button(
+                    f"{k}. {md(sug.name)} — {sug.probability:.0%}",
+                    key=f"t{k}",
+                    width="stretch",
+                    type="primary" if present else "secondary",
+                    on_click=toggle,
+                    args=(sug.class_id,),
+                    icon=":material/check_box:" if present else ":material/check_box_outline_blank:",
+                )
+            st.multiselect(
+                "Add a missing label",
+                [c.id for c in classes if c.id not in state[key]],
+                key=f"add_{view.image_id}",
+                format_func=lambda i: class_by_id[i].name,
+                placeholder="type to search classes",
+            )
         else:
-            st.multiselect("Classes present", [c.id for c in classes], key=f"blind_{view.image_id}",
-                           default=[c for c, p in view.labels.items() if p and c in class_by_id],
-                           format_func=lambda i: class_by_id[i].name)
+            st.multiselect(
+                "Classes present",
+                [c.id for c in classes],
+                key=f"blind_{view.image_id}",
+                default=[c for c, p in view.labels.items() if p and c in class_by_id],
+                format_func=lambda i: class_by_id[i].name,
+            )
             st.checkbox("All other classes are absent", value=True, key=f"abs_{view.image_id}")
         b1, b2 = st.columns(2)
-        b1.button("Accept", type="primary", key="accept", width="stretch", help="ctrl+enter",
-                  on_click=on_submit, args=(False,))
-        b2.button("Reject all", key="reject", width="stretch", help="shift+enter: every suggestion absent",
-                  on_click=on_submit, args=(True,))
+        b1.button(
+            "Accept",
+            type="primary",
+            key="accept",
+            width="stretch",
+            help="ctrl+enter",
+            on_click=on_submit,
+            args=(False,),
+        )
+        b2.button(
+            "Reject all",
+            key="reject",
+            width="stretch",
+            help="shift+enter: every suggestion absent",
+            on_click=on_submit,
+            args=(True,),
+        )
         b3, b4, b5 = st.columns(3)
         b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0, on_click=on_move, args=(-1,))
         b4.button("Next →", key="next", width="stretch", on_click=on_move, args=(1,))
         b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission", on_click=do_undo)
     # The same shortcut set on every run: the component then stays mounted and keeps listening.
-    add_shortcuts(accept="ctrl+enter", reject="shift+enter", prev="arrowleft", next="arrowright", undo="ctrl+z",
-                  **{f"t{k}": str(k) for k in range(1, 10)})
+    add_shortcuts(
+        accept="ctrl+enter",
+        reject="shift+enter",
+        prev="arrowleft",
+        next="arrowright",
+        undo="ctrl+z",
+        **{f"t{k}": str(k) for k in range(1, 10)},
+    )
 else:
     c1, c2, c3 = st.columns([1, 2, 2])
     per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")
@@ -342,9 +436,20 @@ else:
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
-    views = image_views(s, claim(s, state.holder, s.actor.username, page_ids(state.offset, per_page),
-                                 unreviewed_only=status == "unreviewed" and not selection), version.id,
-                        top_k=3, thresholds=thresholds, display=TILE)
+    views = image_views(
+        s,
+        claim(
+            s,
+            state.holder,
+            s.actor.username,
+            page_ids(state.offset, per_page),
+            unreviewed_only=status == "unreviewed" and not selection,
+        ),
+        version.id,
+        top_k=3,
+        thresholds=thresholds,
+        display=TILE,
+    )
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     cols = st.columns(4)
     for k, view in enumerate(views):
@@ -360,8 +465,14 @@ else:
                 options = [c.id for c in classes]
                 default = [sg.class_id for sg in top if sg.probability >= t]
                 default += [c for c, p in view.labels.items() if p and c in class_by_id and c not in default]
-            chosen = st.multiselect("Present", options, default=default, key=f"g_{view.image_id}_{t}",
-                                    format_func=lambda i: class_by_id[i].name, label_visibility="collapsed")
+            chosen = st.multiselect(
+                "Present",
+                options,
+                default=default,
+                key=f"g_{view.image_id}_{t}",
+                format_func=lambda i: class_by_id[i].name,
+                label_visibility="collapsed",
+            )
             fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
     b1, b2, b3 = st.columns(3)
     try:

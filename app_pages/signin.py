@@ -24,8 +24,15 @@ from mumic_core.store.studio import Studio, open_studio
 
 COOKIE = "mumic_session"  # the cookie's token, so that a reload or a typed URL stays signed in
 COOKIE_ROUTE = "/auth/session-cookie"  # serve.py: POST a one-time code to get the cookie, DELETE to drop it
-PAGE_PERMISSIONS = {"review": "review", "dashboard": "review", "explore": "review", "classes": "classes",
-                    "import_export": "import", "training": "train", "jobs": "train"}
+PAGE_PERMISSIONS = {
+    "review": "review",
+    "dashboard": "review",
+    "explore": "review",
+    "classes": "classes",
+    "import_export": "import",
+    "training": "train",
+    "jobs": "train",
+}
 
 
 def signed_in_studio(permission: str | None = None) -> Studio:
@@ -46,8 +53,10 @@ def signed_in_studio(permission: str | None = None) -> Studio:
     if st.session_state.pop("remember_token", False):
         _ask_browser_for_cookie(cookie_code(studio, token))
     if permission and not actor.may(permission):
-        st.error(f"Signed in as **{actor.username}** ({actor.role}): this page needs the *{permission}* "
-                 "permission. Ask an admin.")
+        st.error(
+            f"Signed in as **{actor.username}** ({actor.role}): this page needs the *{permission}* "
+            "permission. Ask an admin."
+        )
         st.stop()
     return studio.as_actor(actor)
 
@@ -62,20 +71,22 @@ def _sign_in_form(studio: Studio) -> None:
     with st.form("sign_in", border=True, width=420):
         st.subheader("Sign in")
         username = st.text_input("Username", key="sign_in_user", autocomplete="username")
-        password = st.text_input("Password", type="password", key="sign_in_password",
-                                 autocomplete="current-password")
+        password = st.text_input("Password", type="password", key="sign_in_password", autocomplete="current-password")
         if st.form_submit_button("Sign in", type="primary"):
             address = st.context.ip_address  # None from this machine (and not a str in AppTest)
             try:
-                st.session_state["auth_token"] = sign_in(studio, username, password,
-                                                         address if isinstance(address, str) else None)
+                st.session_state["auth_token"] = sign_in(
+                    studio, username, password, address if isinstance(address, str) else None
+                )
             except PermissionDenied as exc:
                 st.error(str(exc).capitalize() + ".")
             else:
                 st.session_state["remember_token"] = True
                 st.rerun()
-    st.caption("No account? An admin adds one with `python -m mumic_core users add NAME`. The first admin's "
-               "password is printed by `make run` (or `python -m mumic_core init`) on first start.")
+    st.caption(
+        "No account? An admin adds one with `python -m mumic_core users add NAME`. The first admin's "
+        "password is printed by `make run` (or `python -m mumic_core init`) on first start."
+    )
 
 
 def sign_out_button(studio: Studio) -> None:
@@ -96,5 +107,8 @@ def _ask_browser_for_cookie(code: str | None) -> None:
     or a minute old, and the store still decides whether the cookie's token is valid (expiry,
     revocation)."""
     method, body = ("POST", json.dumps(code)) if code else ("DELETE", "null")
-    st.html(f"<script>fetch({json.dumps(COOKIE_ROUTE)}, {{method: '{method}', body: {body}, "
-            "credentials: 'same-origin'});</script>", unsafe_allow_javascript=True)
+    st.html(
+        f"<script>fetch({json.dumps(COOKIE_ROUTE)}, {{method: '{method}', body: {body}, "
+        "credentials: 'same-origin'});</script>",
+        unsafe_allow_javascript=True,
+    )

@@ -15,8 +15,7 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop directional isolate
 # Inside an isolate: isolate controls are dropped (a PDI would end it early) and paragraph
 # separators become spaces (a new paragraph would start outside it).
-_UNISOLATING = {ord(c): None for c in "\u2066\u2067\u2068\u2069"} | {
-    ord(c): " " for c in "\n\r\x1c\x1d\x1e\x85\u2029"}
+_UNISOLATING = {ord(c): None for c in "\u2066\u2067\u2068\u2069"} | {ord(c): " " for c in "\n\r\x1c\x1d\x1e\x85\u2029"}
 _log = logging.getLogger("mumic_core.app")
 
 
@@ -41,8 +40,9 @@ def show_image(where: DeltaGenerator, rendition: Rendition | None, caption: str 
         where.image(rendition.data, caption=caption, output_format=rendition.format, width="stretch")
         return
     why = rendition.problem if rendition is not None else "no display rendition was made"
-    where.warning(f"Cannot show this image: {why}." + (f" ({caption})" if caption else ""),
-                  icon=":material/broken_image:")
+    where.warning(
+        f"Cannot show this image: {why}." + (f" ({caption})" if caption else ""), icon=":material/broken_image:"
+    )
 
 
 def refuse(exc: Exception, context: str = "") -> None:

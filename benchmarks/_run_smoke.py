@@ -45,8 +45,17 @@ def run_one(script: Path, scratch: Path, timeout: float) -> tuple[bool, float, f
     start, cpu = time.monotonic(), children_cpu_seconds()
     with open(log, "w") as fh:
         try:
-            passed = subprocess.run([sys.executable, str(script), "--smoke", str(scratch / script.stem)], cwd=ROOT,
-                                    env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout).returncode == 0
+            passed = (
+                subprocess.run(
+                    [sys.executable, str(script), "--smoke", str(scratch / script.stem)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                ).returncode
+                == 0
+            )
         except subprocess.TimeoutExpired:
             fh.write(f"\nsmoke run stopped after the {timeout:.0f} s limit\n")
             passed = False
@@ -79,12 +88,16 @@ def main() -> None:
         if not passed:
             print("".join(f"    {line}" for line in log.read_text(errors="replace").splitlines(True)[-60:]), flush=True)
     failed = [name for name, passed, *_ in timings if not passed]
-    print(f"\nload average now {os.getloadavg()[0]:.1f}\n| benchmark | smoke run | seconds | CPU seconds |\n"
-          "|---|---|---:|---:|")
+    print(
+        f"\nload average now {os.getloadavg()[0]:.1f}\n| benchmark | smoke run | seconds | CPU seconds |\n"
+        "|---|---|---:|---:|"
+    )
     for name, passed, seconds, cpu in timings:
         print(f"| {name} | {'ok' if passed else '**failed**'} | {seconds:.1f} | {cpu:.1f} |")
-    print(f"| all | {len(timings) - len(failed)} of {len(timings)} ok | {sum(t[2] for t in timings):.1f} | "
-          f"{sum(t[3] for t in timings):.1f} |")
+    print(
+        f"| all | {len(timings) - len(failed)} of {len(timings)} ok | {sum(t[2] for t in timings):.1f} | "
+        f"{sum(t[3] for t in timings):.1f} |"
+    )
     if failed:
         sys.exit(f"error: smoke run failed: {', '.join(failed)} (logs in {scratch})")
     if args.keep:

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-SMOKE_HELP = ("run at smoke size (tiny inputs, the same code paths) with the store, inputs and results under DIR "
-              "(default: a new temporary folder), never benchmarks/results; a stand-in replaces the starter model "
-              "and its drawings where a run needs them")
+SMOKE_HELP = (
+    "run at smoke size (tiny inputs, the same code paths) with the store, inputs and results under DIR "
+    "(default: a new temporary folder), never benchmarks/results; a stand-in replaces the starter model "
+    "and its drawings where a run needs them"
+)
 STAMPS_PER_CATEGORY = 4  # split_held_out keeps one of each category's drawings out from 4 on
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,8 +51,7 @@ def stand_in_model(folder: Path) -> Path:
     """A random-weight model of the starter's architecture in ``folder`` (made once), standing
     in for ``make starter-model``; its label says so."""
     from mumic_core.encoders.factory import create_random_local_dir
-    from mumic_core.encoders.spec import CONFIG_NAME
-    from mumic_core.encoders.spec import STARTER_ARCH
+    from mumic_core.encoders.spec import CONFIG_NAME, STARTER_ARCH
 
     if not (folder / CONFIG_NAME).is_file():
         create_random_local_dir(STARTER_ARCH, folder, seed=0)
@@ -76,7 +77,8 @@ def stand_in_stamps(folder: Path, per_category: int = STAMPS_PER_CATEGORY) -> Pa
         for k in range(per_category):
             stem = f"{category.replace(' ', '_')}_{k}"
             shape_sprite(rng, shapes[i % len(shapes)], colours[(i + k) % len(colours)], SPRITE_SIZE).save(
-                stamp_dir / f"{stem}.png")
+                stamp_dir / f"{stem}.png"
+            )
             (stamp_dir / f"{stem}.txt").write_text(f"A smoke-test stand-in drawing of {category}.\n")
     return folder
 

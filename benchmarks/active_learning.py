@@ -36,16 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
-from mumic_core.model.active_learning import POOL, select_batch  # noqa: E402
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
-from mumic_core.model.head import zero_shot_head  # noqa: E402
-from mumic_core.model.label_quality import cross_validated_probabilities, rank_suspects  # noqa: E402
-from mumic_core.model.fitting import fit_head  # noqa: E402
-from mumic_core.model.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
 from mumic_core.encoders.factory import load_encoder  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
-from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
+from mumic_core.model.active_learning import POOL, select_batch  # noqa: E402
+from mumic_core.model.fitting import fit_head  # noqa: E402
+from mumic_core.model.head import zero_shot_head  # noqa: E402
+from mumic_core.model.label_quality import cross_validated_probabilities, rank_suspects  # noqa: E402
+from mumic_core.model.metrics import gap_at_k, mean_average_precision, tune_thresholds  # noqa: E402
 from mumic_core.pipeline.training import TrainConfig  # noqa: E402
+from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights  # noqa: E402
 
 STRATEGIES = {
     "random": {},  # the baseline: uniform over the whole unlabelled pool
@@ -65,8 +65,15 @@ def collection(home: Path, n: int, size: int) -> tuple[list[Path], np.ndarray]:
     names = [c.name for c in LONG_TAIL_CLASSES]
     truth_file = folder / "truth.npy"
     if not truth_file.exists():
-        rows = generate_collection(n, seed=123, out_dir=folder, size=size, classes=LONG_TAIL_CLASSES,
-                                   shape_p=zipf_weights(10), colour_p=zipf_weights(6))
+        rows = generate_collection(
+            n,
+            seed=123,
+            out_dir=folder,
+            size=size,
+            classes=LONG_TAIL_CLASSES,
+            shape_p=zipf_weights(10),
+            colour_p=zipf_weights(6),
+        )
         truth = np.array([[c in labels for c in names] for _, labels in rows], dtype=np.float32)
         np.save(truth_file, truth)
     return [folder / f"scene_{i:05d}.png" for i in range(n)], np.load(truth_file)
@@ -89,8 +96,18 @@ def metrics(prob: np.ndarray, truth: np.ndarray) -> dict:
     return {"map": float(mean_average_precision(prob, truth)), "gap_at_10": float(gap_at_k(prob, truth, 10))}
 
 
-def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.ndarray, pool: np.ndarray,
-        test: np.ndarray, rounds: int, batch: int, head_steps: int | None = None) -> list[dict]:
+def run(
+    strategy: str,
+    seed: int,
+    emb: np.ndarray,
+    text: np.ndarray,
+    truth: np.ndarray,
+    pool: np.ndarray,
+    test: np.ndarray,
+    rounds: int,
+    batch: int,
+    head_steps: int | None = None,
+) -> list[dict]:
     """One simulated labelling campaign: the test metrics after each round (``head_steps``: the
     head's training steps, None for the product's default)."""
     names = [c.name for c in LONG_TAIL_CLASSES]
@@ -108,13 +125,27 @@ def run(strategy: str, seed: int, emb: np.ndarray, text: np.ndarray, truth: np.n
             picked = rng.choice(len(left), batch, replace=False)
         else:  # as order_queue: the POOL most uncertain (a probability nearest 0.5), re-ordered
             near = np.argsort(np.abs(prob - 0.5).min(axis=1), kind="stable")[:POOL]
-            order = select_batch(prob[near], thresholds, batch, STRATEGIES[strategy], emb[left[near]],
-                           emb[labelled] if labelled else None, positives, seed=int(rng.integers(1 << 31)))
+            order = select_batch(
+                prob[near],
+                thresholds,
+                batch,
+                STRATEGIES[strategy],
+                emb[left[near]],
+                emb[labelled] if labelled else None,
+                positives,
+                seed=int(rng.integers(1 << 31)),
+            )
             picked = near[order]
         labelled += [int(left[k]) for k in picked]
         y = truth[labelled]
-        head, _ = fit_head(emb[labelled], text, y, np.ones_like(y), names, TrainConfig(mode="head", seed=seed,
-                                                                                steps=head_steps).head_fit())
+        head, _ = fit_head(
+            emb[labelled],
+            text,
+            y,
+            np.ones_like(y),
+            names,
+            TrainConfig(mode="head", seed=seed, steps=head_steps).head_fit(),
+        )
         cls = head.class_matrix(names, text)
         thresholds = tune_thresholds(head.probabilities(emb[labelled] @ cls.T, names), y)
         curve.append({"labels": len(labelled), **metrics(head.probabilities(emb[test] @ cls.T, names), truth[test])})
@@ -132,8 +163,9 @@ def labels_to_reach(labels: np.ndarray, values: np.ndarray, target: float) -> fl
     return None
 
 
-def label_error_detection(emb: np.ndarray, text: np.ndarray, truth: np.ndarray, rows: np.ndarray, rate: float,
-                          seed: int) -> dict:
+def label_error_detection(
+    emb: np.ndarray, text: np.ndarray, truth: np.ndarray, rows: np.ndarray, rate: float, seed: int
+) -> dict:
     """Flip labelled pairs (``rate`` x the positive labels), rank suspects, score the top k."""
     rng = np.random.default_rng(seed)
     names = [c.name for c in LONG_TAIL_CLASSES]
@@ -141,17 +173,28 @@ def label_error_detection(emb: np.ndarray, text: np.ndarray, truth: np.ndarray, 
     noisy = clean.copy()
     n_err = int(round(rate * clean.sum()))
     pos, neg = np.argwhere(clean > 0), np.argwhere(clean == 0)
-    flips = np.concatenate([pos[rng.choice(len(pos), n_err // 2, replace=False)],
-                            neg[rng.choice(len(neg), n_err - n_err // 2, replace=False)]])
+    flips = np.concatenate(
+        [
+            pos[rng.choice(len(pos), n_err // 2, replace=False)],
+            neg[rng.choice(len(neg), n_err - n_err // 2, replace=False)],
+        ]
+    )
     noisy[flips[:, 0], flips[:, 1]] = 1 - noisy[flips[:, 0], flips[:, 1]]
     wrong = {(int(r), int(c)) for r, c in flips}
     t = time.monotonic()
     probs = cross_validated_probabilities(emb[rows], text, noisy, np.ones_like(noisy), names, folds=5, seed=seed)
     ranked = [(r, c) for r, c, _ in rank_suspects(noisy, np.ones_like(noisy), probs)]
     seconds = time.monotonic() - t
-    out = {"labelled_images": int(len(rows)), "labelled_pairs": int(noisy.size), "positive_labels": int(clean.sum()),
-           "injected_errors": n_err, "chance_precision": round(n_err / noisy.size, 4),
-           "suspects_ranked": len(ranked), "seconds": round(seconds, 1), "top_k": {}}
+    out = {
+        "labelled_images": int(len(rows)),
+        "labelled_pairs": int(noisy.size),
+        "positive_labels": int(clean.sum()),
+        "injected_errors": n_err,
+        "chance_precision": round(n_err / noisy.size, 4),
+        "suspects_ranked": len(ranked),
+        "seconds": round(seconds, 1),
+        "top_k": {},
+    }
     for k in (n_err // 2, n_err, 2 * n_err):
         top = ranked[:k]
         hits = sum(p in wrong for p in top)
@@ -169,14 +212,30 @@ def plot(curves: dict, path: Path, target: float) -> None:
         x = [p["labels"] for p in runs[0]]
         y = np.array([[p["map"] for p in r] for r in runs])
         colour = "black" if name == "random" else qualitative.Plotly[k % len(qualitative.Plotly)]
-        fig.add_scatter(x=x + x[::-1], y=list(y.max(0)) + list(y.min(0)[::-1]), fill="toself", opacity=0.12,
-                        line={"width": 0, "color": colour}, hoverinfo="skip", showlegend=False)
-        fig.add_scatter(x=x, y=y.mean(0), name=name, mode="lines+markers", marker={"size": 4},
-                        line={"width": 3 if name == "random" else 2, "color": colour})
+        fig.add_scatter(
+            x=x + x[::-1],
+            y=list(y.max(0)) + list(y.min(0)[::-1]),
+            fill="toself",
+            opacity=0.12,
+            line={"width": 0, "color": colour},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+        fig.add_scatter(
+            x=x,
+            y=y.mean(0),
+            name=name,
+            mode="lines+markers",
+            marker={"size": 4},
+            line={"width": 3 if name == "random" else 2, "color": colour},
+        )
     fig.add_hline(y=target, line_dash="dot", line_color="grey")
-    fig.update_layout(title=f"Active learning on 80 long-tailed classes (mean and range of {len(runs)} seeds)",
-                      xaxis_title="labelled images (every class of each image labelled)",
-                      yaxis_title="test macro mAP", template="plotly_white")
+    fig.update_layout(
+        title=f"Active learning on 80 long-tailed classes (mean and range of {len(runs)} seeds)",
+        xaxis_title="labelled images (every class of each image labelled)",
+        yaxis_title="test macro mAP",
+        template="plotly_white",
+    )
     fig.write_image(path, width=1000, height=600)
 
 
@@ -218,35 +277,52 @@ def main() -> None:
     curves: dict[str, list[list[dict]]] = {}
     for name in STRATEGIES:
         t = time.monotonic()
-        curves[name] = [run(name, seed, emb, text, truth, pool, test, args.rounds, args.batch, args.head_steps)
-                        for seed, (pool, test) in enumerate(splits)]
+        curves[name] = [
+            run(name, seed, emb, text, truth, pool, test, args.rounds, args.batch, args.head_steps)
+            for seed, (pool, test) in enumerate(splits)
+        ]
         final = np.mean([c[-1]["map"] for c in curves[name]])
         print(f"{name:18s} final mAP {final:.4f}  ({time.monotonic() - t:.0f} s)", flush=True)
 
     x = np.array([p["labels"] for p in curves["random"][0]])
     mean = {n: np.mean([[p["map"] for p in r] for r in runs], axis=0) for n, runs in curves.items()}
     target = float(mean["random"][-1])
-    table = {n: {"zero_shot_map": round(float(mean[n][0]), 4), "final_map": round(float(mean[n][-1]), 4),
-                 "final_map_per_seed": [round(r[-1]["map"], 4) for r in curves[n]],
-                 "final_gap_at_10": round(float(np.mean([r[-1]["gap_at_10"] for r in curves[n]])), 4),
-                 "labels_to_reach_random_final": labels_to_reach(x, mean[n], target)}
-             for n in curves}
+    table = {
+        n: {
+            "zero_shot_map": round(float(mean[n][0]), 4),
+            "final_map": round(float(mean[n][-1]), 4),
+            "final_map_per_seed": [round(r[-1]["map"], 4) for r in curves[n]],
+            "final_gap_at_10": round(float(np.mean([r[-1]["gap_at_10"] for r in curves[n]])), 4),
+            "labels_to_reach_random_final": labels_to_reach(x, mean[n], target),
+        }
+        for n in curves
+    }
 
-    errors = [label_error_detection(emb, text, truth, pool[:args.rounds * args.batch], args.error_rate, seed)
-              for seed, (pool, _) in enumerate(splits)]
+    errors = [
+        label_error_detection(emb, text, truth, pool[: args.rounds * args.batch], args.error_rate, seed)
+        for seed, (pool, _) in enumerate(splits)
+    ]
     test_truth = truth[splits[0][1]]
     result = {
         "command": "python benchmarks/active_learning.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
         "classes": len(LONG_TAIL_CLASSES),
-        "pool_images": args.pool, "test_images": args.test, "rounds": args.rounds, "batch": args.batch,
+        "pool_images": args.pool,
+        "test_images": args.test,
+        "rounds": args.rounds,
+        "batch": args.batch,
         "seeds": args.seeds,
-        "test_positives_per_class": {"max": int(test_truth.sum(0).max()), "median": float(np.median(test_truth.sum(0))),
-                                     "min": int(test_truth.sum(0).min())},
+        "test_positives_per_class": {
+            "max": int(test_truth.sum(0).max()),
+            "median": float(np.median(test_truth.sum(0))),
+            "min": int(test_truth.sum(0).min()),
+        },
         "random_final_map": round(target, 4),
         "strategies": table,
-        "curves": {n: [[{k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()} for p in r]
-                       for r in runs] for n, runs in curves.items()},
+        "curves": {
+            n: [[{k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()} for p in r] for r in runs]
+            for n, runs in curves.items()
+        },
         "label_errors": errors,
         "seconds": round(time.monotonic() - started),
     }
@@ -262,26 +338,42 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Active learning, {r['classes']} long-tailed classes", "",
-             f"`{r['command']}` ({r['machine']}, {r['seconds']} s). Pool {r['pool_images']} images, test "
-             f"{r['test_images']} (seed 0's positives per class: max {r['test_positives_per_class']['max']}, median "
-             f"{r['test_positives_per_class']['median']:.0f}, min {r['test_positives_per_class']['min']}); "
-             f"{r['rounds']} rounds of {r['batch']} images, head retrained each round, {r['seeds']} seeds.", "",
-             "| strategy | zero-shot mAP | mAP after " + str(r["rounds"] * r["batch"]) + " images (mean) | per seed "
-             "| GAP@10 | images to reach random's final mAP |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Active learning, {r['classes']} long-tailed classes",
+        "",
+        f"`{r['command']}` ({r['machine']}, {r['seconds']} s). Pool {r['pool_images']} images, test "
+        f"{r['test_images']} (seed 0's positives per class: max {r['test_positives_per_class']['max']}, median "
+        f"{r['test_positives_per_class']['median']:.0f}, min {r['test_positives_per_class']['min']}); "
+        f"{r['rounds']} rounds of {r['batch']} images, head retrained each round, {r['seeds']} seeds.",
+        "",
+        "| strategy | zero-shot mAP | mAP after " + str(r["rounds"] * r["batch"]) + " images (mean) | per seed "
+        "| GAP@10 | images to reach random's final mAP |",
+        "|---|---|---|---|---|---|",
+    ]
     for n, t in r["strategies"].items():
         reach = t["labels_to_reach_random_final"]
-        lines.append(f"| {n} | {t['zero_shot_map']:.4f} | {t['final_map']:.4f} | "
-                     f"{', '.join(f'{v:.3f}' for v in t['final_map_per_seed'])} | {t['final_gap_at_10']:.4f} | "
-                     f"{'not reached' if reach is None else f'{reach:.0f}'} |")
-    lines += ["", "## Label errors (20 % injected)", "",
-              "Precision of a random pick of labelled pairs: "
-              + ", ".join(f"{e['chance_precision']:.3f}" for e in r["label_errors"]) + " (seeds 0, 1, …).", "",
-              "| seed | labelled images | injected errors | top-k | precision | recall |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {n} | {t['zero_shot_map']:.4f} | {t['final_map']:.4f} | "
+            f"{', '.join(f'{v:.3f}' for v in t['final_map_per_seed'])} | {t['final_gap_at_10']:.4f} | "
+            f"{'not reached' if reach is None else f'{reach:.0f}'} |"
+        )
+    lines += [
+        "",
+        "## Label errors (20 % injected)",
+        "",
+        "Precision of a random pick of labelled pairs: "
+        + ", ".join(f"{e['chance_precision']:.3f}" for e in r["label_errors"])
+        + " (seeds 0, 1, …).",
+        "",
+        "| seed | labelled images | injected errors | top-k | precision | recall |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, e in enumerate(r["label_errors"]):
         for k, v in e["top_k"].items():
-            lines.append(f"| {s} | {e['labelled_images']} | {e['injected_errors']} | {k} | {v['precision']:.3f} | "
-                         f"{v['recall']:.3f} |")
+            lines.append(
+                f"| {s} | {e['labelled_images']} | {e['injected_errors']} | {k} | {v['precision']:.3f} | "
+                f"{v['recall']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -28,8 +28,9 @@ from benchmarks._smoke import add_smoke_option, check_written, require, smoke_fo
 
 def cli(home: Path, *args: str) -> str:
     env = {"MUMIC_HOME": str(home), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "mumic_core", *args], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mumic_core", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
     return out.stdout
 
 
@@ -56,13 +57,19 @@ def main() -> None:
     print(cli(args.home, *train_args).strip().splitlines()[-1])
     timings["train_seconds"] = round(time.monotonic() - t, 1)
     results = json.loads(cli(args.home, "evaluate", "--json"))
-    table = {name: {k: round(m[k], 4) for k in ("gap_at_10", "gap", "map")} | {"kind": m["kind"]}
-             for name, m in results.items()}
+    table = {
+        name: {k: round(m[k], 4) for k in ("gap_at_10", "gap", "map")} | {"kind": m["kind"]}
+        for name, m in results.items()
+    }
     for name, row in table.items():
         print(f"{name}  {row['kind']:15s} GAP@10 {row['gap_at_10']:.4f}  GAP {row['gap']:.4f}  mAP {row['map']:.4f}")
-    out = {"command": " ".join(["benchmarks/demo_training.py", *sys.argv[1:]]),
-           "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
-           "mode": args.mode, "timings": timings, "holdout_metrics": table}
+    out = {
+        "command": " ".join(["benchmarks/demo_training.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {__import__('os').cpu_count()} cores",
+        "mode": args.mode,
+        "timings": timings,
+        "holdout_metrics": table,
+    }
     path = args.results / f"demo_training_{args.mode}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))

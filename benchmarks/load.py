@@ -43,19 +43,21 @@ PASSWORD = "correct horse battery"
 OFFLINE = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
 SMOKE = {"annotators": 2, "minutes": 0.25, "images": 60, "browsers": 1, "browser_seconds": 10.0}
 # The Review page's line "Image N of M · name · W×H": it changes when the next image is shown.
-IMAGE_HEADER = ("() => [...document.querySelectorAll(\"[data-testid='stMarkdownContainer']\")]"
-                ".map(e => e.innerText).find(t => t.startsWith('Image ')) || ''")
+IMAGE_HEADER = (
+    "() => [...document.querySelectorAll(\"[data-testid='stMarkdownContainer']\")]"
+    ".map(e => e.innerText).find(t => t.startsWith('Image ')) || ''"
+)
 
 
 def make_store(home: Path, n_images: int, n_users: int) -> None:
     for key in [k for k in os.environ if k.startswith("MUMIC_")]:
         del os.environ[key]
     os.environ.update({"MUMIC_HOME": str(home), **OFFLINE})
-    from mumic_core.store.auth import SYSTEM, add_user
     from mumic_core.config import load_settings
-    from mumic_core.services.demo import seed_demo
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.store.auth import SYSTEM, add_user
     from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(), actor=SYSTEM)
@@ -69,13 +71,13 @@ def make_store(home: Path, n_images: int, n_users: int) -> None:
 def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
     """One person: sign in, lease, look, decide, submit; sometimes undo. Logs every ack."""
     os.environ.update({"MUMIC_HOME": home, **OFFLINE})
-    from mumic_core.store.auth import actor_for_token, sign_in
     from mumic_core.config import load_settings
     from mumic_core.errors import StaleView
-    from mumic_core.store.leases import claim
-    from mumic_core.store.registry import active_version
-    from mumic_core.store.queue import QueueFilter, image_views, queue_page
     from mumic_core.services.review import submit, undo
+    from mumic_core.store.auth import actor_for_token, sign_in
+    from mumic_core.store.leases import claim
+    from mumic_core.store.queue import QueueFilter, image_views, queue_page
+    from mumic_core.store.registry import active_version
     from mumic_core.store.studio import open_studio
 
     rng = random.Random(k)
@@ -103,8 +105,18 @@ def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
             events.append({"kind": "stale", "image": ids[0], "error": str(exc)})
             continue
         t3 = time.perf_counter()
-        events.append({"kind": "submit", "submission": sid, "image": ids[0], "present": sorted(present),
-                       "absent": sorted(absent), "load_s": t1 - t0, "submit_s": t3 - t2, "at": time.time()})
+        events.append(
+            {
+                "kind": "submit",
+                "submission": sid,
+                "image": ids[0],
+                "present": sorted(present),
+                "absent": sorted(absent),
+                "load_s": t1 - t0,
+                "submit_s": t3 - t2,
+                "at": time.time(),
+            }
+        )
         if rng.random() < 0.05:
             t4 = time.perf_counter()
             undone = undo(me, name)
@@ -125,12 +137,21 @@ def verify(home: Path, logs: list[list[dict]]) -> dict:
     undone = {e["submission"] for log in logs for e in log if e["kind"] == "undo" and e["submission"]}
     acked = [e for log in logs for e in log if e["kind"] == "submit"]
     with studio.read() as s:
-        rows = s.execute(select(Annotation.submission_id, Annotation.image_id, Annotation.class_id,
-                                Annotation.positive, Annotation.annotator)
-                         .where(Annotation.source == "review")).all()
-        duplicated = s.execute(select(Annotation.image_id, Annotation.class_id).where(Annotation.is_current.is_(True))
-                               .group_by(Annotation.image_id, Annotation.class_id)
-                               .having(func.count() > 1)).all()
+        rows = s.execute(
+            select(
+                Annotation.submission_id,
+                Annotation.image_id,
+                Annotation.class_id,
+                Annotation.positive,
+                Annotation.annotator,
+            ).where(Annotation.source == "review")
+        ).all()
+        duplicated = s.execute(
+            select(Annotation.image_id, Annotation.class_id)
+            .where(Annotation.is_current.is_(True))
+            .group_by(Annotation.image_id, Annotation.class_id)
+            .having(func.count() > 1)
+        ).all()
     by_submission: dict[int, dict[tuple[int, int], bool]] = {}
     reviewers: dict[int, set[str]] = {}
     for sid, image, cls, positive, who in rows:
@@ -143,9 +164,14 @@ def verify(home: Path, logs: list[list[dict]]) -> dict:
         if sent and by_submission.get(e["submission"]) != sent:
             lost += 1
     double = sum(1 for who in reviewers.values() if len(who) > 1)
-    return {"acknowledged_submissions": len(acked), "undone": len(undone), "lost": lost,
-            "duplicated_current_labels": len(duplicated), "images_reviewed_by_two": double,
-            "stale_refusals": sum(1 for log in logs for e in log if e["kind"] == "stale")}
+    return {
+        "acknowledged_submissions": len(acked),
+        "undone": len(undone),
+        "lost": lost,
+        "duplicated_current_labels": len(duplicated),
+        "images_reviewed_by_two": double,
+        "stale_refusals": sum(1 for log in logs for e in log if e["kind"] == "stale"),
+    }
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -168,7 +194,9 @@ def service_load(args, home: Path, out: dict) -> None:
     subs = [e for log in events for e in log if e["kind"] == "submit"]
     load, submit_s = [e["load_s"] for e in subs], [e["submit_s"] for e in subs]
     out["service"] = {
-        "annotators": args.annotators, "seconds": round(seconds, 1), "crashed_processes": crashed,
+        "annotators": args.annotators,
+        "seconds": round(seconds, 1),
+        "crashed_processes": crashed,
         "submissions_per_s": round(len(subs) / seconds, 2),
         "labels_per_s": round(sum(len(e["present"]) + len(e["absent"]) for e in subs) / seconds, 1),
         "next_image_ms_p50": round(1000 * statistics.median(load), 1) if load else None,
@@ -183,7 +211,6 @@ def service_load(args, home: Path, out: dict) -> None:
 def browser_load(args, home: Path, out: dict) -> None:
     """Real browsers, each its own annotator, accepting images with Ctrl+Enter."""
     from playwright.sync_api import sync_playwright
-
     from test_browser import ARGS, CHROMIUM, serve, settle, sign_in
 
     counts = [0] * args.browsers
@@ -205,17 +232,23 @@ def browser_load(args, home: Path, out: dict) -> None:
                 t = time.perf_counter()
                 page.locator("[data-testid='stImage']").first.click()
                 page.keyboard.press("Control+Enter")
-                page.wait_for_function(f"b => {{ const h = ({IMAGE_HEADER})(); return h && h !== b; }}", arg=before,
-                                       timeout=30000)
+                page.wait_for_function(
+                    f"b => {{ const h = ({IMAGE_HEADER})(); return h && h !== b; }}", arg=before, timeout=30000
+                )
                 waits.append(time.perf_counter() - t)
                 counts[k] += 1
                 settle(page, 100)
         browser.close()
-    out["browsers"] = {"browsers": args.browsers, "seconds": args.browser_seconds, "accepted": counts,
-                       "next_image_ms_p50": round(1000 * statistics.median(waits), 1),
-                       "next_image_ms_p95": round(1000 * percentile(waits, 95), 1)}
-    out["browsers"].update({k: v for k, v in verify(home, []).items() if k in ("duplicated_current_labels",
-                                                                               "images_reviewed_by_two")})
+    out["browsers"] = {
+        "browsers": args.browsers,
+        "seconds": args.browser_seconds,
+        "accepted": counts,
+        "next_image_ms_p50": round(1000 * statistics.median(waits), 1),
+        "next_image_ms_p95": round(1000 * percentile(waits, 95), 1),
+    }
+    out["browsers"].update(
+        {k: v for k, v in verify(home, []).items() if k in ("duplicated_current_labels", "images_reviewed_by_two")}
+    )
     print(out["browsers"], flush=True)
 
 
@@ -223,24 +256,32 @@ def markdown(out: dict) -> str:
     lines = ["# Load", "", f"Machine: {out['machine']}. Command: `{out['command']}`.", ""]
     if "service" in out:
         s = out["service"]
-        lines += ["## Annotators through the service layer (real processes, one SQLite store)", "",
-                  "| annotators | seconds | submissions/s | labels/s | next image p50 / p95 ms | submit p50 / p95 ms "
-                  "| acknowledged | lost | duplicated | reviewed by two | stale refusals | crashed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|",
-                  f"| {s['annotators']} | {s['seconds']} | {s['submissions_per_s']} | {s['labels_per_s']} | "
-                  f"{s['next_image_ms_p50']} / {s['next_image_ms_p95']} | {s['submit_ms_p50']} / {s['submit_ms_p95']} | "
-                  f"{s['acknowledged_submissions']} | **{s['lost']}** | **{s['duplicated_current_labels']}** | "
-                  f"**{s['images_reviewed_by_two']}** | {s['stale_refusals']} | {s['crashed_processes']} |", "",
-                  "Each annotator looks at an image for 0.5-2 s before deciding; 5 % of submissions are undone. "
-                  "An undone image goes back to the queue, where someone else may review it: that is not counted "
-                  "as reviewed by two."]
+        lines += [
+            "## Annotators through the service layer (real processes, one SQLite store)",
+            "",
+            "| annotators | seconds | submissions/s | labels/s | next image p50 / p95 ms | submit p50 / p95 ms "
+            "| acknowledged | lost | duplicated | reviewed by two | stale refusals | crashed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| {s['annotators']} | {s['seconds']} | {s['submissions_per_s']} | {s['labels_per_s']} | "
+            f"{s['next_image_ms_p50']} / {s['next_image_ms_p95']} | {s['submit_ms_p50']} / {s['submit_ms_p95']} | "
+            f"{s['acknowledged_submissions']} | **{s['lost']}** | **{s['duplicated_current_labels']}** | "
+            f"**{s['images_reviewed_by_two']}** | {s['stale_refusals']} | {s['crashed_processes']} |",
+            "",
+            "Each annotator looks at an image for 0.5-2 s before deciding; 5 % of submissions are undone. "
+            "An undone image goes back to the queue, where someone else may review it: that is not counted "
+            "as reviewed by two.",
+        ]
     if "browsers" in out:
         b = out["browsers"]
-        lines += ["", "## Real browsers (Chromium via Playwright, `streamlit run`)", "",
-                  f"{b['browsers']} browsers, {b['seconds']} s, accepted {b['accepted']} images; time from "
-                  f"Ctrl+Enter to the next image: p50 {b['next_image_ms_p50']} ms, p95 {b['next_image_ms_p95']} ms; "
-                  f"duplicated labels {b['duplicated_current_labels']}, images reviewed by two "
-                  f"{b['images_reviewed_by_two']}."]
+        lines += [
+            "",
+            "## Real browsers (Chromium via Playwright, `streamlit run`)",
+            "",
+            f"{b['browsers']} browsers, {b['seconds']} s, accepted {b['accepted']} images; time from "
+            f"Ctrl+Enter to the next image: p50 {b['next_image_ms_p50']} ms, p95 {b['next_image_ms_p95']} ms; "
+            f"duplicated labels {b['duplicated_current_labels']}, images reviewed by two "
+            f"{b['images_reviewed_by_two']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -263,8 +304,10 @@ def main() -> None:
     t = time.time()
     make_store(home, args.images, args.annotators)
     print(f"store of {args.images} images ready in {time.time() - t:.0f} s", flush=True)
-    out = {"command": " ".join(["python benchmarks/load.py", *sys.argv[1:]]),
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+    out = {
+        "command": " ".join(["python benchmarks/load.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    }
     if args.annotators:
         service_load(args, home, out)
     if args.browsers:

@@ -54,17 +54,23 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_model,
 )
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
-from mumic_core.model.head import zero_shot_head  # noqa: E402
-from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
-from mumic_core.encoders.finetune import fit_full  # noqa: E402
-from mumic_core.model.fitting import fit_head  # noqa: E402
-from mumic_core.model.metrics import expected_calibration_error, gap, gap_at_k  # noqa: E402
-from mumic_core.model.metrics import mean_average_precision  # noqa: E402
 from mumic_core.encoders.factory import create_random_local_dir, load_encoder  # noqa: E402
-from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
-from mumic_core.encoders.spec import STARTER_ARCH  # noqa: E402
-from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
+from mumic_core.encoders.finetune import fit_full  # noqa: E402
+from mumic_core.encoders.spec import (
+    STARTER_ARCH,  # noqa: E402
+    EncoderSpec,  # noqa: E402
+)
+from mumic_core.model.fitting import fit_head  # noqa: E402
+from mumic_core.model.head import zero_shot_head  # noqa: E402
+from mumic_core.model.metrics import (  # noqa: E402
+    expected_calibration_error,
+    gap,
+    gap_at_k,
+    mean_average_precision,  # noqa: E402
+)
 from mumic_core.pipeline.training import TrainConfig  # noqa: E402
+from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
+from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 NOISE = (0.0, 0.2, 0.4)
@@ -73,8 +79,15 @@ ZERO_SHOT_CLASSES = ("bird", "fruit", "vehicle", "flower", "house")
 # "mumic" is the loss as the paper has it (global offset, negative margin 0.05, learned
 # temperature and offset); the ablations change one thing each. The product's defaults were then
 # chosen from these results (RESULTS.md): per-class offsets, no margin.
-PAPER = {"loss": "mumic", "gamma_pos": 1.0, "gamma_neg": 2.0, "neg_margin": 0.05, "per_class_offset": False,
-         "learn_temperature": True, "learn_offset": True}
+PAPER = {
+    "loss": "mumic",
+    "gamma_pos": 1.0,
+    "gamma_neg": 2.0,
+    "neg_margin": 0.05,
+    "per_class_offset": False,
+    "learn_temperature": True,
+    "learn_offset": True,
+}
 VARIANTS: dict[str, dict] = {
     "mumic": PAPER,
     "mumic, no hardness weighting": PAPER | {"gamma_pos": 0.0, "gamma_neg": 0.0},
@@ -115,10 +128,20 @@ def dataset(work: Path, corpus: Path, n_train: int, n_test: int, size: int = 128
         splits = {}
         for split, n, seed, drawings in (("train", n_train, 1, by_cat(train_d)), ("test", n_test, 2, by_cat(held))):
             rows = generate_scenes(n, seed, folder / split, classes, drawings, sprite, size=size)
-            splits[split] = {"files": [name for name, _ in rows],
-                             "truth": [[c in labels for c in classes.names] for _, labels in rows]}
-        meta.write_text(json.dumps({"classes": list(classes.names), "prompts": classes.prompts(),
-                                    "probabilities": classes.probabilities.tolist(), **splits}))
+            splits[split] = {
+                "files": [name for name, _ in rows],
+                "truth": [[c in labels for c in classes.names] for _, labels in rows],
+            }
+        meta.write_text(
+            json.dumps(
+                {
+                    "classes": list(classes.names),
+                    "prompts": classes.prompts(),
+                    "probabilities": classes.probabilities.tolist(),
+                    **splits,
+                }
+            )
+        )
         print(f"generated {n_train} + {n_test} scenes in {time.monotonic() - t:.0f} s", flush=True)
     data = json.loads(meta.read_text())
     for split in ("train", "test"):
@@ -151,8 +174,12 @@ def retrieval_map(emb: np.ndarray, truth: np.ndarray) -> float:
 
 
 def scores(prob: np.ndarray, truth: np.ndarray) -> dict:
-    return {"gap_at_10": gap_at_k(prob, truth, 10), "gap": gap(prob, truth),
-            "map": float(mean_average_precision(prob, truth)), "ece": expected_calibration_error(prob, truth)}
+    return {
+        "gap_at_10": gap_at_k(prob, truth, 10),
+        "gap": gap(prob, truth),
+        "map": float(mean_average_precision(prob, truth)),
+        "ece": expected_calibration_error(prob, truth),
+    }
 
 
 # ---------------------------------------------------------------- runs
@@ -176,10 +203,13 @@ class Setup:
         truth = data["test_truth"]
         rate = float(data["train_truth"].mean())
         zs_sim = self.emb["test"] @ self.text.T
-        self.before = {"zero_shot": scores(zero_shot_head(zs_sim, rate).probabilities(zs_sim, self.names)[:, self.seen],
-                                           truth[:, self.seen]),
-                       "held_out_classes_map": float(mean_average_precision(zs_sim[:, self.zs], truth[:, self.zs])),
-                       "retrieval_map": retrieval_map(self.emb["test"], truth)}
+        self.before = {
+            "zero_shot": scores(
+                zero_shot_head(zs_sim, rate).probabilities(zs_sim, self.names)[:, self.seen], truth[:, self.seen]
+            ),
+            "held_out_classes_map": float(mean_average_precision(zs_sim[:, self.zs], truth[:, self.zs])),
+            "retrieval_map": retrieval_map(self.emb["test"], truth),
+        }
 
     def labels(self, n: int, missed: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
         y = noisy_labels(self.data["train_truth"][:n], missed, np.random.default_rng(1000 + seed))
@@ -198,37 +228,47 @@ class Setup:
         sim = self.emb["test"] @ head.class_matrix(self.names, self.text).T
         prob = head.probabilities(sim, self.names)
         truth = self.data["test_truth"]
-        return {**scores(prob[:, self.seen], truth[:, self.seen]), "seconds": seconds,
-                "held_out_classes_map": float(mean_average_precision(sim[:, self.zs], truth[:, self.zs]))}
+        return {
+            **scores(prob[:, self.seen], truth[:, self.seen]),
+            "seconds": seconds,
+            "held_out_classes_map": float(mean_average_precision(sim[:, self.zs], truth[:, self.zs])),
+        }
 
-    def full_run(self, variant: dict, missed: float, seed: int, n: int, epochs: int, lr: float | None = None,
-                 split: str = "test") -> dict:
+    def full_run(
+        self, variant: dict, missed: float, seed: int, n: int, epochs: int, lr: float | None = None, split: str = "test"
+    ) -> dict:
         """Fine-tune on the first ``n`` training scenes; score the test scenes (or, with split
         "val", the 500 training scenes after them, to choose the learning rate)."""
         y, mask = self.labels(n, missed, seed)
         torch.manual_seed(seed)
         t = time.monotonic()
         config = TrainConfig(mode="full", seed=seed, epochs=epochs, lr=lr, **variant)
-        head, _, encoder = fit_full(self.encoder, self.data["train_paths"][:n], y, mask, self.prompts, self.names,
-                                    config.full_fit())
+        head, _, encoder = fit_full(
+            self.encoder, self.data["train_paths"][:n], y, mask, self.prompts, self.names, config.full_fit()
+        )
         seconds = time.monotonic() - t
-        paths, truth = ((self.data["test_paths"], self.data["test_truth"]) if split == "test" else
-                        (self.data["train_paths"][n:n + 500], self.data["train_truth"][n:n + 500]))
+        paths, truth = (
+            (self.data["test_paths"], self.data["test_truth"])
+            if split == "test"
+            else (self.data["train_paths"][n : n + 500], self.data["train_truth"][n : n + 500])
+        )
         emb = encode_images(encoder, paths, batch_size=128)
         text = encode_prompts(encoder, self.prompts).numpy()
         sim = emb @ text.T
         prob = head.probabilities(sim, self.names)
         if split != "test":
             return {"map": float(mean_average_precision(prob[:, self.seen], truth[:, self.seen]))}
-        return {**scores(prob[:, self.seen], truth[:, self.seen]), "seconds": seconds,
-                "held_out_classes_map": float(mean_average_precision(sim[:, self.zs], truth[:, self.zs])),
-                "retrieval_map": retrieval_map(emb, truth)}
+        return {
+            **scores(prob[:, self.seen], truth[:, self.seen]),
+            "seconds": seconds,
+            "held_out_classes_map": float(mean_average_precision(sim[:, self.zs], truth[:, self.zs])),
+            "retrieval_map": retrieval_map(emb, truth),
+        }
 
 
 def summarise(runs: Sequence[dict]) -> dict:
     keys = [k for k in runs[0] if isinstance(runs[0][k], float)]
-    return {k: {"mean": float(np.mean([r[k] for r in runs])), "sd": float(np.std([r[k] for r in runs]))}
-            for k in keys}
+    return {k: {"mean": float(np.mean([r[k] for r in runs])), "sd": float(np.std([r[k] for r in runs]))} for k in keys}
 
 
 # ---------------------------------------------------------------- report
@@ -237,25 +277,41 @@ def fmt(cell: dict, digits: int = 3) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Quality: the MuMIC loss against its ablations and baselines", "",
-             f"Machine: {result['machine']}. Command: `{result['command']}`. {result['seconds']:.0f} s in all.", "",
-             f"Data: {result['data']}", ""]
+    lines = [
+        "# Quality: the MuMIC loss against its ablations and baselines",
+        "",
+        f"Machine: {result['machine']}. Command: `{result['command']}`. {result['seconds']:.0f} s in all.",
+        "",
+        f"Data: {result['data']}",
+        "",
+    ]
     for model, setup in result["models"].items():
         b = setup["before"]
-        lines += [f"## {model}", "",
-                  f"Before any training (zero-shot, calibrated as the product does): GAP@10 "
-                  f"{b['zero_shot']['gap_at_10']:.3f}, GAP {b['zero_shot']['gap']:.3f}, mAP {b['zero_shot']['map']:.3f}, "
-                  f"ECE {b['zero_shot']['ece']:.3f}; held-out classes mAP {b['held_out_classes_map']:.3f}; "
-                  f"retrieval mAP {b['retrieval_map']:.3f}.", ""]
+        lines += [
+            f"## {model}",
+            "",
+            f"Before any training (zero-shot, calibrated as the product does): GAP@10 "
+            f"{b['zero_shot']['gap_at_10']:.3f}, GAP {b['zero_shot']['gap']:.3f}, mAP {b['zero_shot']['map']:.3f}, "
+            f"ECE {b['zero_shot']['ece']:.3f}; held-out classes mAP {b['held_out_classes_map']:.3f}; "
+            f"retrieval mAP {b['retrieval_map']:.3f}.",
+            "",
+        ]
         lr = setup.get("full_mode_lr")
         if lr:
             tried = ", ".join(f"{k}: {v:.3f}" for k, v in lr["validation_map"].items())
-            lines += [f"Full-mode learning rate: {lr['chosen']:g}, chosen by the mumic loss at 20 % missed labels "
-                      f"on 500 validation scenes of the training split (validation mAP by rate: {tried}).", ""]
+            lines += [
+                f"Full-mode learning rate: {lr['chosen']:g}, chosen by the mumic loss at 20 % missed labels "
+                f"on 500 validation scenes of the training split (validation mAP by rate: {tried}).",
+                "",
+            ]
         for mode, table in setup["modes"].items():
             extra = ["held-out classes mAP"] + (["retrieval mAP"] if mode.startswith("full") else [])
-            lines += [f"### {mode}", "", "| loss | missed labels | GAP@10 | GAP | mAP | ECE | " + " | ".join(extra)
-                      + " | s/run |", "|" + "---|" * (7 + len(extra))]
+            lines += [
+                f"### {mode}",
+                "",
+                "| loss | missed labels | GAP@10 | GAP | mAP | ECE | " + " | ".join(extra) + " | s/run |",
+                "|" + "---|" * (7 + len(extra)),
+            ]
             for key, cell in table.items():
                 variant, noise = key.split(" @ ")
                 vals = [fmt(cell[m]) for m in METRICS] + [fmt(cell["held_out_classes_map"])]
@@ -278,12 +334,22 @@ def plot(result: dict, out: Path) -> list[Path]:
             noises = list(dict.fromkeys(k.split(" @ ")[1] for k in table))
             for noise in noises:
                 cells = [table.get(f"{v} @ {noise}") for v in variants]
-                fig.add_bar(name=f"{noise} missed", x=variants, y=[c["map"]["mean"] if c else None for c in cells],
-                            error_y={"type": "data", "array": [c["map"]["sd"] if c else 0 for c in cells]})
+                fig.add_bar(
+                    name=f"{noise} missed",
+                    x=variants,
+                    y=[c["map"]["mean"] if c else None for c in cells],
+                    error_y={"type": "data", "array": [c["map"]["sd"] if c else 0 for c in cells]},
+                )
             zs = setup["before"]["zero_shot"]["map"]
             fig.add_hline(y=zs, line_dash="dot", annotation_text=f"zero-shot {zs:.3f}")
-            fig.update_layout(title=f"Test mAP, {model}, {mode}", barmode="group", yaxis_title="macro mAP (30 classes)",
-                              legend_title="training labels", template="plotly_white", margin={"b": 140})
+            fig.update_layout(
+                title=f"Test mAP, {model}, {mode}",
+                barmode="group",
+                yaxis_title="macro mAP (30 classes)",
+                legend_title="training labels",
+                template="plotly_white",
+                margin={"b": 140},
+            )
             path = out / f"quality_{model.split()[0].lower()}_{mode.split()[0]}.png"
             fig.write_image(path, width=1100, height=520, scale=1)
             written.append(path)
@@ -301,8 +367,13 @@ def main() -> None:
     ap.add_argument("--head-steps", type=int, default=None, help="head mode's training steps (default: the product's)")
     ap.add_argument("--full-train", type=int, default=400, help="training pictures in full mode")
     ap.add_argument("--full-epochs", type=int, default=3)
-    ap.add_argument("--full-lrs", type=float, nargs="+", default=[1e-5, 1e-4, 3e-4, 1e-3],
-                    help="full-mode learning rates to choose from (on validation scenes)")
+    ap.add_argument(
+        "--full-lrs",
+        type=float,
+        nargs="+",
+        default=[1e-5, 1e-4, 3e-4, 1e-3],
+        help="full-mode learning rates to choose from (on validation scenes)",
+    )
     ap.add_argument("--skip-random", action="store_true", help="no random-initialisation contrast")
     ap.add_argument("--plot-only", action="store_true", help="redraw the charts from quality.json")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of quality.{json,md} and the charts")
@@ -326,19 +397,25 @@ def main() -> None:
     random_dir = args.work / "random-init"
     if not (random_dir / "open_clip_config.json").exists():
         create_random_local_dir(STARTER_ARCH, random_dir, seed=0)
-    setups = {"starter model": EncoderSpec(f"local-dir:{args.starter.resolve()}", "", "starter", "starter"),
-              "random initialisation": EncoderSpec(f"local-dir:{random_dir}", "", "builtin-random", "random")}
+    setups = {
+        "starter model": EncoderSpec(f"local-dir:{args.starter.resolve()}", "", "starter", "starter"),
+        "random initialisation": EncoderSpec(f"local-dir:{random_dir}", "", "builtin-random", "random"),
+    }
     if args.skip_random:
         setups.pop("random initialisation")
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-              "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
-              "data": (f"{args.train} training and {args.test} test scenes, {len(data['classes'])} classes "
-                       f"(test positives per class: {int(data['test_truth'].sum(0).min())} to "
-                       f"{int(data['test_truth'].sum(0).max())}); held-out zero-shot classes: "
-                       f"{', '.join(ZERO_SHOT_CLASSES)}; full mode trains on the first {args.full_train} "
-                       f"training scenes for {args.full_epochs} epochs; {args.seeds} seeds."),
-              "models": {}}
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
+        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
+        "data": (
+            f"{args.train} training and {args.test} test scenes, {len(data['classes'])} classes "
+            f"(test positives per class: {int(data['test_truth'].sum(0).min())} to "
+            f"{int(data['test_truth'].sum(0).max())}); held-out zero-shot classes: "
+            f"{', '.join(ZERO_SHOT_CLASSES)}; full mode trains on the first {args.full_train} "
+            f"training scenes for {args.full_epochs} epochs; {args.seeds} seeds."
+        ),
+        "models": {},
+    }
     for model, spec in setups.items():
         setup = Setup(model, spec, data, args.work)
         modes: dict[str, dict] = {"head mode": {}, "full mode": {}}
@@ -361,14 +438,20 @@ def main() -> None:
         else:
             plan = [("mumic", 0.2), ("bce", 0.2)]
         for variant, missed in plan:
-            runs = [setup.full_run(VARIANTS[variant], missed, s, args.full_train, args.full_epochs, best_lr)
-                    for s in range(args.seeds)]
+            runs = [
+                setup.full_run(VARIANTS[variant], missed, s, args.full_train, args.full_epochs, best_lr)
+                for s in range(args.seeds)
+            ]
             cell = modes["full mode"][f"{variant} @ {missed:.0%}"] = summarise(runs)
-            print(f"{model} full {variant} @ {missed:.0%}: mAP {fmt(cell['map'])} "
-                  f"({time.monotonic() - started:.0f} s)", flush=True)
-        result["models"][model] = {"before": setup.before, "modes": modes,
-                                   "full_mode_lr": {"validation_map": {f"{k:g}": v for k, v in lrs.items()},
-                                                    "chosen": best_lr}}
+            print(
+                f"{model} full {variant} @ {missed:.0%}: mAP {fmt(cell['map'])} ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+        result["models"][model] = {
+            "before": setup.before,
+            "modes": modes,
+            "full_mode_lr": {"validation_map": {f"{k:g}": v for k, v in lrs.items()}, "chosen": best_lr},
+        }
         result["seconds"] = time.monotonic() - started
         (args.results / "quality.json").write_text(json.dumps(result, indent=1))
     (args.results / "quality.md").write_text(markdown(result))

@@ -24,7 +24,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--reviewed", type=float, default=0.05, help="fraction of images already reviewed")
     ap.add_argument("--deep-offset", type=int, default=50_000, help="offset of the deep page change")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/review_latency",
-                    help="result path without suffix (.json and .md are written)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks/results/review_latency",
+        help="result path without suffix (.json and .md are written)",
+    )
     ap.add_argument("--skip-apptest", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     add_smoke_option(ap)
@@ -68,19 +72,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 os.chdir(ROOT)
 
-from PIL import Image as PILImage, ImageDraw  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from PIL import ImageDraw
 from sqlalchemy import func, insert, select, text  # noqa: E402
 from sqlalchemy.dialects import sqlite as sqlite_dialect  # noqa: E402
 
 from db.models import Annotation, Image, Prediction, Submission  # noqa: E402
-from mumic_core.store.classes import add_class  # noqa: E402
 from mumic_core.config import load_settings  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
-from mumic_core.store.registry import register_version  # noqa: E402
-from mumic_core.store.queue import QueueFilter, _queue_query, image_views, page_query, queue_count, queue_page  # noqa: E402
-from mumic_core.services.review import accept_above, submit, undo  # noqa: E402
 from mumic_core.pipeline.scoring import _refresh_image_scores  # noqa: E402
+from mumic_core.services.review import accept_above, submit, undo  # noqa: E402
 from mumic_core.store.auth import SYSTEM, add_user, sign_in  # noqa: E402
+from mumic_core.store.classes import add_class  # noqa: E402
+from mumic_core.store.queue import QueueFilter, _queue_query, image_views, page_query, queue_count, queue_page  # noqa: E402
+from mumic_core.store.registry import register_version  # noqa: E402
 from mumic_core.store.studio import Studio, open_studio  # noqa: E402
 
 N_FILES = 20
@@ -90,6 +95,7 @@ IMAGE_CHUNK = 20_000
 
 
 # --------------------------------------------------------------------------- seeding
+
 
 def write_pngs(folder: Path, n: int, rng: np.random.Generator) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,19 +115,34 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
     t0 = time.perf_counter()
     classes = [add_class(studio, f"class {k:02d}", [f"a drawing of thing {k:02d}"]) for k in range(n_classes)]
     class_ids = [c.id for c in classes]
-    version = register_version(studio, "v0001", EncoderSpec("mumic-tiny-rn", "", "builtin-random", "benchmark model"),
-                               "builtin-random", "benchmark model", status="active")
+    version = register_version(
+        studio,
+        "v0001",
+        EncoderSpec("mumic-tiny-rn", "", "builtin-random", "benchmark model"),
+        "builtin-random",
+        "benchmark model",
+        status="active",
+    )
     rels = write_pngs(studio.settings.image_dir / "bench", N_FILES, rng)
     t["classes_version_files"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with studio.write() as s:
         for start in range(0, n_images, IMAGE_CHUNK):
             rows = [
-                {"id": i + 1, "sha256": f"{i:064x}", "original_name": f"bench/img_{i:06d}.png",
-                 "relpath": rels[i % N_FILES], "width": 96, "height": 96, "format": "PNG",
-                 "split": "val" if i % 5 == 0 else "train", "review_count": 0, "added_at": now}
+                {
+                    "id": i + 1,
+                    "sha256": f"{i:064x}",
+                    "original_name": f"bench/img_{i:06d}.png",
+                    "relpath": rels[i % N_FILES],
+                    "width": 96,
+                    "height": 96,
+                    "format": "PNG",
+                    "split": "val" if i % 5 == 0 else "train",
+                    "review_count": 0,
+                    "added_at": now,
+                }
                 for i in range(start, min(n_images, start + IMAGE_CHUNK))
             ]
             s.execute(insert(Image), rows)
@@ -137,9 +158,15 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
             prob = rng.beta(0.4, 1.6, size=(stop - start, n_classes)).tolist()
             sim = (rng.normal(0.2, 0.05, size=(stop - start, n_classes))).tolist()
             rows = [
-                {"model_version_id": version.id, "image_id": i + 1, "class_id": c,
-                 "similarity": sim[a][b], "score": prob[a][b]}
-                for a, i in enumerate(range(start, stop)) for b, c in enumerate(class_ids)
+                {
+                    "model_version_id": version.id,
+                    "image_id": i + 1,
+                    "class_id": c,
+                    "similarity": sim[a][b],
+                    "score": prob[a][b],
+                }
+                for a, i in enumerate(range(start, stop))
+                for b, c in enumerate(class_ids)
             ]
             s.execute(insert(Prediction), rows)
             n_pred += len(rows)
@@ -158,23 +185,46 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
     disputed = set(rng.choice(reviewed, size=max(1, n_rev // 10), replace=False).tolist()) if n_rev else set()
     subs, anns, counts = [], [], {}
     ann_id = 0
-    for k, image_id in enumerate(reviewed.tolist()):
+    for image_id in reviewed.tolist():
         picked = rng.choice(class_ids, size=min(3, n_classes), replace=False).tolist()
         sid_a = len(subs) + 1
         if image_id in disputed:
             subs.append({"id": sid_a, "annotator": "seed-b", "created_at": now, "image_ids": [image_id]})
             ann_id += 1
-            anns.append({"id": ann_id, "image_id": image_id, "class_id": picked[0], "positive": False,
-                         "annotator": "seed-b", "source": "review", "is_current": False, "supersedes_id": None,
-                         "created_at": now, "submission_id": sid_a, "suggested_score": None})
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "class_id": picked[0],
+                    "positive": False,
+                    "annotator": "seed-b",
+                    "source": "review",
+                    "is_current": False,
+                    "supersedes_id": None,
+                    "created_at": now,
+                    "submission_id": sid_a,
+                    "suggested_score": None,
+                }
+            )
             sid_a += 1
         subs.append({"id": sid_a, "annotator": "seed-a", "created_at": now, "image_ids": [image_id]})
         for j, c in enumerate(picked):
             ann_id += 1
-            anns.append({"id": ann_id, "image_id": image_id, "class_id": c, "positive": j == 0,
-                         "annotator": "seed-a", "source": "review", "is_current": True,
-                         "supersedes_id": ann_id - 1 if (j == 0 and image_id in disputed) else None,
-                         "created_at": now, "submission_id": sid_a, "suggested_score": None})
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "class_id": c,
+                    "positive": j == 0,
+                    "annotator": "seed-a",
+                    "source": "review",
+                    "is_current": True,
+                    "supersedes_id": ann_id - 1 if (j == 0 and image_id in disputed) else None,
+                    "created_at": now,
+                    "submission_id": sid_a,
+                    "suggested_score": None,
+                }
+            )
         counts[image_id] = 2 if image_id in disputed else 1
     with studio.write() as s:
         if subs:
@@ -184,8 +234,13 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
         for rc in (1, 2):
             ids = [i for i, c in counts.items() if c == rc]
             for start in range(0, len(ids), 10_000):
-                s.execute(text(f"UPDATE images SET review_count = {rc}, reviewed_at = :now WHERE id IN "
-                               f"({','.join(map(str, ids[start:start + 10_000]))})"), {"now": now.isoformat()})
+                s.execute(
+                    text(
+                        f"UPDATE images SET review_count = {rc}, reviewed_at = :now WHERE id IN "
+                        f"({','.join(map(str, ids[start : start + 10_000]))})"
+                    ),
+                    {"now": now.isoformat()},
+                )
     t["reviews"] = time.perf_counter() - t0
 
     # Fold the WAL back into the database file, as a long-running store would have done.
@@ -194,12 +249,19 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     t["checkpoint"] = time.perf_counter() - t0
     t["total"] = sum(t.values())
-    return {"seconds": {k: round(v, 2) for k, v in t.items()}, "version_id": version.id, "class_ids": class_ids,
-            "predictions": n_pred, "reviewed_images": n_rev, "disputed_images": len(disputed),
-            "annotations": len(anns)}
+    return {
+        "seconds": {k: round(v, 2) for k, v in t.items()},
+        "version_id": version.id,
+        "class_ids": class_ids,
+        "predictions": n_pred,
+        "reviewed_images": n_rev,
+        "disputed_images": len(disputed),
+        "annotations": len(anns),
+    }
 
 
 # --------------------------------------------------------------------------- machine load
+
 
 class OtherLoad:
     """CPU cores used by other processes while we measure (/proc/stat busy time minus our own),
@@ -229,7 +291,7 @@ class OtherLoad:
                 self.samples.append(max(0.0, (now[1] - prev[1]) - (now[2] - prev[2])) / (now[0] - prev[0]))
             prev = now
 
-    def __enter__(self) -> "OtherLoad":
+    def __enter__(self) -> OtherLoad:
         self._thread.start()
         return self
 
@@ -239,8 +301,12 @@ class OtherLoad:
 
     def summary(self) -> dict:
         x = np.array(self.samples or [0.0])
-        return {"mean_cores": round(float(x.mean()), 2), "p95_cores": round(float(np.percentile(x, 95)), 2),
-                "max_cores": round(float(x.max()), 2), "seconds": len(self.samples) / 2}
+        return {
+            "mean_cores": round(float(x.mean()), 2),
+            "p95_cores": round(float(np.percentile(x, 95)), 2),
+            "max_cores": round(float(x.max()), 2),
+            "seconds": len(self.samples) / 2,
+        }
 
 
 # --------------------------------------------------------------------------- timing
@@ -250,15 +316,24 @@ ROWS: list[dict] = []
 
 def record(group: str, op: str, samples_s: list[float], note: str = "") -> dict:
     ms = np.array(samples_s) * 1000.0
-    row = {"group": group, "operation": op, "n": len(ms), "median_ms": round(float(np.median(ms)), 1),
-           "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1)}
+    row = {
+        "group": group,
+        "operation": op,
+        "n": len(ms),
+        "median_ms": round(float(np.median(ms)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "max_ms": round(float(ms.max()), 1),
+    }
     row["over_budget"] = row["p95_ms"] > BUDGET_MS
     if note:
         row["note"] = note
     ROWS.append(row)
     flag = "  OVER 300 ms" if row["over_budget"] else ""
-    print(f"  {op:<58} n={row['n']:<3} median {row['median_ms']:>8.1f}  p95 {row['p95_ms']:>8.1f}  "
-          f"max {row['max_ms']:>8.1f} ms{flag}", flush=True)
+    print(
+        f"  {op:<58} n={row['n']:<3} median {row['median_ms']:>8.1f}  p95 {row['p95_ms']:>8.1f}  "
+        f"max {row['max_ms']:>8.1f} ms{flag}",
+        flush=True,
+    )
     return row
 
 
@@ -307,21 +382,35 @@ def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep
     print("service calls", flush=True)
     for name, f in filters.items():
         n = queue_count(studio, f)
-        record("service", f"queue_count [{name}] ({n:,} images)", timed(lambda: queue_count(studio, f), repeats))
-        record("service", f"queue_page offset 0, 1 image [{name}]", timed(lambda: queue_page(studio, f, 0, 1), repeats))
-        record("service", f"queue_count + queue_page [{name}]",
-               timed(lambda: (queue_count(studio, f), queue_page(studio, f, 0, 1)), repeats))
+        record("service", f"queue_count [{name}] ({n:,} images)", timed(lambda f=f: queue_count(studio, f), repeats))
+        record(
+            "service", f"queue_page offset 0, 1 image [{name}]", timed(lambda f=f: queue_page(studio, f, 0, 1), repeats)
+        )
+        record(
+            "service",
+            f"queue_count + queue_page [{name}]",
+            timed(lambda f=f: (queue_count(studio, f), queue_page(studio, f, 0, 1)), repeats),
+        )
     default = filters["unreviewed/priority (default)"]
     total = queue_count(studio, default)
     off = min(deep, max(0, total - 12))
-    record("service", f"page change: queue_page offset {off:,}, 1 image [unreviewed/priority]",
-           timed(lambda: queue_page(studio, default, off, 1), repeats))
-    record("service", f"page change: queue_page offset {off:,}, 12 images [unreviewed/priority]",
-           timed(lambda: queue_page(studio, default, off, 12), repeats))
+    record(
+        "service",
+        f"page change: queue_page offset {off:,}, 1 image [unreviewed/priority]",
+        timed(lambda: queue_page(studio, default, off, 1), repeats),
+    )
+    record(
+        "service",
+        f"page change: queue_page offset {off:,}, 12 images [unreviewed/priority]",
+        timed(lambda: queue_page(studio, default, off, 12), repeats),
+    )
     allc = filters["all/confidence"]
     off_all = min(deep, max(0, n_images - 12))
-    record("service", f"page change: queue_page offset {off_all:,}, 12 images [all/confidence]",
-           timed(lambda: queue_page(studio, allc, off_all, 12), repeats))
+    record(
+        "service",
+        f"page change: queue_page offset {off_all:,}, 12 images [all/confidence]",
+        timed(lambda: queue_page(studio, allc, off_all, 12), repeats),
+    )
     one = queue_page(studio, default, 0, 1)
     grid = queue_page(studio, default, off, 12)
     record("service", "image_views 1 image, top 9", timed(lambda: image_views(studio, one, vid, top_k=9), repeats))
@@ -365,19 +454,25 @@ def bench_services(studio: Studio, info: dict, n_images: int, repeats: int, deep
         record("service", "undo that page", acc_undo_t)
 
     from mumic_core.model.active_learning import DEFAULT_WEIGHTS
-
     from mumic_core.pipeline.planning import order_queue
     from mumic_core.store.leases import claim, leased_to_others, release
 
     mix = " + ".join(DEFAULT_WEIGHTS)
-    record("service", f"active-learning plan: order_queue [{mix}] over the 2,000 most uncertain",
-           timed(lambda: order_queue(studio, default, DEFAULT_WEIGHTS), max(5, repeats // 3)),
-           note="once per filter change; the plan is kept across submits")
+    record(
+        "service",
+        f"active-learning plan: order_queue [{mix}] over the 2,000 most uncertain",
+        timed(lambda: order_queue(studio, default, DEFAULT_WEIGHTS), max(5, repeats // 3)),
+        note="once per filter change; the plan is kept across submits",
+    )
     window = queue_page(studio, default, 0, 5)
-    record("service", "claim a lease on 1 image (write)", timed(lambda: claim(studio, "bench-a", "bench", window, 1),
-                                                                repeats))
-    record("service", "claim a 12-image grid page (write)",
-           timed(lambda: claim(studio, "bench-a", "bench", grid), repeats))
+    record(
+        "service",
+        "claim a lease on 1 image (write)",
+        timed(lambda: claim(studio, "bench-a", "bench", window, 1), repeats),
+    )
+    record(
+        "service", "claim a 12-image grid page (write)", timed(lambda: claim(studio, "bench-a", "bench", grid), repeats)
+    )
     record("service", "leased_to_others", timed(lambda: leased_to_others(studio, "bench-b"), repeats))
     release(studio, "bench-a")
     return filters
@@ -406,13 +501,16 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
             raise RuntimeError(f"Review page raised: {[e.value for e in at.exception]}")
         return dt
 
-    record("apptest", "first run (cold: imports, first queries)", [run(at.run)],
-           note="once per server process / browser session, not an interaction")
+    record(
+        "apptest",
+        "first run (cold: imports, first queries)",
+        [run(at.run)],
+        note="once per server process / browser session, not an interaction",
+    )
     if not any(b.key == "accept" for b in at.button):
         raise RuntimeError("the Review page did not show an image to review (signed out, or an empty queue?)")
     record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
-    record("apptest", "click Next",
-           [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
+    record("apptest", "click Next", [run(lambda: at.button(key="next").click().run()) for _ in range(repeats)])
 
     def toggle() -> None:
         # Suggestion toggles: checkboxes keyed t<k>_<image id> in older pages, buttons keyed t<k> now.
@@ -431,8 +529,7 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
         acc.append(run(lambda: at.button(key="accept").click().run()))
         und.append(run(lambda: at.button(key="undo").click().run()))
     with studio.read() as s:  # every Accept was a submission, every Undo undid it
-        subs = list(s.scalars(select(Submission).where(Submission.annotator == UI_USER,
-                                                       Submission.id >= first_new)))
+        subs = list(s.scalars(select(Submission).where(Submission.annotator == UI_USER, Submission.id >= first_new)))
     assert len(subs) == repeats and all(x.undone_at is not None for x in subs), "Accept/Undo did not round-trip"
     record("apptest", "click Accept (submit)", acc)
     record("apptest", "click Undo", und)
@@ -440,7 +537,9 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     by_status: dict[str, list[float]] = {}
     for _ in range(repeats):
         for value in ("all", "reviewed", "disputed", "unreviewed"):
-            by_status.setdefault(value, []).append(run(lambda: at.selectbox(key="status").set_value(value).run()))
+            by_status.setdefault(value, []).append(
+                run(lambda value=value: at.selectbox(key="status").set_value(value).run())
+            )
     for value, samples in by_status.items():
         record("apptest", f"status selectbox -> {value}", samples)
 
@@ -456,6 +555,7 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
 
 # --------------------------------------------------------------------------- output
 
+
 def markdown(result: dict) -> str:
     m, z = result["machine"], result["sizes"]
     lines = [
@@ -469,8 +569,9 @@ def markdown(result: dict) -> str:
         "",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, Python {m['python']}, SQLite {m['sqlite']}; "
         f"load average at start {m['loadavg_start']}; CPU cores used by other processes while measuring "
-        f"(mean / p95): " + ", ".join(f"{k} {v['mean_cores']} / {v['p95_cores']}"
-                                      for k, v in m["other_processes_cpu"].items()) + ".",
+        f"(mean / p95): "
+        + ", ".join(f"{k} {v['mean_cores']} / {v['p95_cores']}" for k, v in m["other_processes_cpu"].items())
+        + ".",
         "",
         "| operation | n | median ms | p95 ms | max ms | |",
         "|---|---:|---:|---:|---:|---|",
@@ -481,8 +582,10 @@ def markdown(result: dict) -> str:
             group = r["group"]
             title = "Service calls" if group == "service" else "AppTest round trips (server time of `run()`)"
             lines.append(f"| **{title}** | | | | | |")
-        lines.append(f"| {r['operation']} | {r['n']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | "
-                     f"{r['max_ms']:.1f} | {'**over 300 ms**' if r['over_budget'] else ''} |")
+        lines.append(
+            f"| {r['operation']} | {r['n']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['max_ms']:.1f} | {'**over 300 ms**' if r['over_budget'] else ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -505,21 +608,34 @@ def main() -> None:
         other["apptest"] = load.summary()
     print(f"CPU cores used by other processes while measuring: {other}", flush=True)
     result = {
-        "command": " ".join([".venv/bin/python", *[Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()],
-                             *sys.argv[1:]]),
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-                    "other_processes_cpu": other},
-        "sizes": {"images": args.images, "classes": args.classes, "predictions": info["predictions"],
-                  "reviewed_images": info["reviewed_images"], "disputed_images": info["disputed_images"],
-                  "annotations": info["annotations"], "repeats": args.repeats,
-                  "db_bytes": (args.home / "mumic.db").stat().st_size},
+        "command": " ".join(
+            [".venv/bin/python", *[Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()], *sys.argv[1:]]
+        ),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "loadavg_start": load_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "other_processes_cpu": other,
+        },
+        "sizes": {
+            "images": args.images,
+            "classes": args.classes,
+            "predictions": info["predictions"],
+            "reviewed_images": info["reviewed_images"],
+            "disputed_images": info["disputed_images"],
+            "annotations": info["annotations"],
+            "repeats": args.repeats,
+            "db_bytes": (args.home / "mumic.db").stat().st_size,
+        },
         "seeding_seconds": info["seconds"],
         "budget_ms": BUDGET_MS,
         "notes": "one untimed warm-up per service operation; AppTest times are AppTest.run() wall time "
-                 "(script runs in-process); the store gets the same sampled ANALYZE as the app after scoring",
+        "(script runs in-process); the store gets the same sampled ANALYZE as the app after scoring",
         "rows": ROWS,
         "over_budget": [r["operation"] for r in ROWS if r["over_budget"]],
         "query_plans": query_plans(studio, filters, args.deep_offset),
@@ -530,10 +646,16 @@ def main() -> None:
     print(markdown(result))
     check_written(args.out.with_suffix(".json"), args.out.with_suffix(".md"))
     require({r["group"] for r in ROWS}, ["service"] + ([] if args.skip_apptest else ["apptest"]), "the rows' groups")
-    require({r["operation"] for r in ROWS},
-            ["image_views 1 image, top 9", "submit 1 image (9 decisions)", "undo that submission"]
-            + ([] if args.skip_apptest else ["click Next", "click Accept (submit)", "click Undo",
-                                             "Grid: next page (number input +1)"]), "the rows")
+    require(
+        {r["operation"] for r in ROWS},
+        ["image_views 1 image, top 9", "submit 1 image (9 decisions)", "undo that submission"]
+        + (
+            []
+            if args.skip_apptest
+            else ["click Next", "click Accept (submit)", "click Undo", "Grid: next page (number input +1)"]
+        ),
+        "the rows",
+    )
     if result["over_budget"]:
         print("over budget (p95 > 300 ms):\n  " + "\n  ".join(result["over_budget"]))
 

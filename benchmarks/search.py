@@ -45,7 +45,7 @@ def synthetic(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         block = centres[rng.integers(clusters, size=m)] + 0.8 * rng.standard_normal((m, dim)).astype(np.float32)
-        out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -89,8 +89,15 @@ def real_embeddings(home: Path, starter: Path, n: int) -> tuple[np.ndarray, np.n
     if not cache.exists():
         folder = home / f"search-scenes-{n}"
         t = time.monotonic()
-        generate_collection(n, seed=99, out_dir=folder, size=96, classes=LONG_TAIL_CLASSES,
-                            shape_p=zipf_weights(10), colour_p=zipf_weights(6))
+        generate_collection(
+            n,
+            seed=99,
+            out_dir=folder,
+            size=96,
+            classes=LONG_TAIL_CLASSES,
+            shape_p=zipf_weights(10),
+            colour_p=zipf_weights(6),
+        )
         print(f"generated {n} scenes in {time.monotonic() - t:.0f} s", flush=True)
         t = time.monotonic()
         np.save(cache, encode_images(encoder, [folder / f"scene_{i:05d}.png" for i in range(n)], batch_size=128))
@@ -110,13 +117,22 @@ def real_recall(emb: np.ndarray, text: np.ndarray, held_out: int = 1000) -> dict
     t = time.monotonic()
     hnsw = VectorIndex(base.shape[1], approximate=True)
     hnsw.add(ids, base)
-    out: dict = {"vectors": len(base), "dim": int(base.shape[1]), "hnsw_build_s": round(time.monotonic() - t, 1),
-                 "image_queries": held_out, "text_queries": len(text), "by_ef_search": {}}
+    out: dict = {
+        "vectors": len(base),
+        "dim": int(base.shape[1]),
+        "hnsw_build_s": round(time.monotonic() - t, 1),
+        "image_queries": held_out,
+        "text_queries": len(text),
+        "by_ef_search": {},
+    }
     inner = __import__("faiss").downcast_index(hnsw.index.index)
     for ef in EF_SEARCH:
         inner.hnsw.efSearch = ef
-        row = {f"{kind}_recall_at_{k}": round(recall_at_k(hnsw, exact, q, k), 4)
-               for kind, q in (("image", queries), ("text", text)) for k in (10, 24)}
+        row = {
+            f"{kind}_recall_at_{k}": round(recall_at_k(hnsw, exact, q, k), 4)
+            for kind, q in (("image", queries), ("text", text))
+            for k in (10, 24)
+        }
         row.update(latency_ms(hnsw, queries[:200]))
         out["by_ef_search"][str(ef)] = row
         print(f"real {len(base):,} efSearch {ef}: {row}", flush=True)
@@ -125,30 +141,47 @@ def real_recall(emb: np.ndarray, text: np.ndarray, held_out: int = 1000) -> dict
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Search: the product's faiss index", "", f"`{r['command']}` ({r['machine']}).", "",
-             "## Latency (synthetic vectors, one query, k = 24)", "",
-             "The synthetic vectors are a worst case for recall: nearly orthogonal noise around 1,000 centres "
-             "(at 100k, a query's median cosine similarity to its 1st / 10th / 1,000th neighbour is 0.19 / 0.16 / "
-             "0.10; for the real embeddings below 0.97 / 0.95 / 0.86), so a graph index has no neighbourhoods "
-             "to follow. They measure latency; recall that means something is in the second table.", "",
-             "| vectors | dim | index | build | p50 | p95 | recall@10 vs exact |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Search: the product's faiss index",
+        "",
+        f"`{r['command']}` ({r['machine']}).",
+        "",
+        "## Latency (synthetic vectors, one query, k = 24)",
+        "",
+        "The synthetic vectors are a worst case for recall: nearly orthogonal noise around 1,000 centres "
+        "(at 100k, a query's median cosine similarity to its 1st / 10th / 1,000th neighbour is 0.19 / 0.16 / "
+        "0.10; for the real embeddings below 0.97 / 0.95 / 0.86), so a graph index has no neighbourhoods "
+        "to follow. They measure latency; recall that means something is in the second table.",
+        "",
+        "| vectors | dim | index | build | p50 | p95 | recall@10 vs exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in r["synthetic"]:
         for name in ("exact", "hnsw"):
             x = s[name]
-            lines.append(f"| {s['vectors']:,} | {s['dim']} | {name} | {x['build_s']} s | {x['p50_ms']} ms | "
-                         f"{x['p95_ms']} ms | {x.get('recall_at_10', 1.0)} |")
+            lines.append(
+                f"| {s['vectors']:,} | {s['dim']} | {name} | {x['build_s']} s | {x['p50_ms']} ms | "
+                f"{x['p95_ms']} ms | {x.get('recall_at_10', 1.0)} |"
+            )
     if r.get("real"):
         x = r["real"]
-        lines += ["", f"## Recall on real embeddings ({x['vectors']:,} starter-model embeddings of generated "
-                      f"scenes, dim {x['dim']}; HNSW built in {x['hnsw_build_s']} s)", "",
-                  f"Exact search: p50 {x['exact']['p50_ms']} ms, p95 {x['exact']['p95_ms']} ms. Queries: "
-                  f"{x['image_queries']} held-out images, {x['text_queries']} class prompts. The product uses "
-                  "efSearch 128.", "",
-                  "| efSearch | image recall@10 | image recall@24 | text recall@10 | text recall@24 | p50 | p95 |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Recall on real embeddings ({x['vectors']:,} starter-model embeddings of generated "
+            f"scenes, dim {x['dim']}; HNSW built in {x['hnsw_build_s']} s)",
+            "",
+            f"Exact search: p50 {x['exact']['p50_ms']} ms, p95 {x['exact']['p95_ms']} ms. Queries: "
+            f"{x['image_queries']} held-out images, {x['text_queries']} class prompts. The product uses "
+            "efSearch 128.",
+            "",
+            "| efSearch | image recall@10 | image recall@24 | text recall@10 | text recall@24 | p50 | p95 |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for ef, v in x["by_ef_search"].items():
-            lines.append(f"| {ef} | {v['image_recall_at_10']} | {v['image_recall_at_24']} | {v['text_recall_at_10']} "
-                         f"| {v['text_recall_at_24']} | {v['p50_ms']} ms | {v['p95_ms']} ms |")
+            lines.append(
+                f"| {ef} | {v['image_recall_at_10']} | {v['image_recall_at_24']} | {v['text_recall_at_10']} "
+                f"| {v['text_recall_at_24']} | {v['p50_ms']} ms | {v['p95_ms']} ms |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -168,9 +201,11 @@ def main() -> None:
         args.sizes, args.real, args.queries = [2_000], 300, 50
         args.starter, args.home, args.out = stand_in_model(folder / "starter"), folder / "home", folder / "search"
     args.home.mkdir(parents=True, exist_ok=True)
-    result: dict = {"command": "python benchmarks/search.py " + " ".join(sys.argv[1:]),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                    "faiss_threads": __import__("faiss").omp_get_max_threads()}
+    result: dict = {
+        "command": "python benchmarks/search.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "faiss_threads": __import__("faiss").omp_get_max_threads(),
+    }
     if args.real:
         if not (args.starter / "open_clip_config.json").is_file():
             sys.exit(f"no starter model in {args.starter}: build it with `make starter-model`, or pass --real 0")

@@ -46,10 +46,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 from benchmarks._smoke import add_smoke_option, check_written, require, smoke_folder, stand_in_model  # noqa: E402
 
 # What each part adds to the results.
-PART_KEYS = {"throughput": "throughput", "worker": "worker_rescoring", "new_class": "new_class", "head": "head_mode",
-             "full": "full_mode_demo"}
-SMOKE = {"images": 48, "labelled": 24, "throughput_images": 16, "vit_images": 4, "repeats": 1, "full_epochs": 1,
-         "demo_images": 40}
+PART_KEYS = {
+    "throughput": "throughput",
+    "worker": "worker_rescoring",
+    "new_class": "new_class",
+    "head": "head_mode",
+    "full": "full_mode_demo",
+}
+SMOKE = {
+    "images": 48,
+    "labelled": 24,
+    "throughput_images": 16,
+    "vit_images": 4,
+    "repeats": 1,
+    "full_epochs": 1,
+    "demo_images": 40,
+}
 
 
 def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
@@ -61,8 +73,8 @@ def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
     os.environ["MUMIC_HOME"] = str(home)
     if model_dir:
         os.environ["MUMIC_PRETRAINED"] = f"local-dir:{model_dir.resolve()}"
-    from mumic_core.store.auth import SYSTEM
     from mumic_core.config import load_settings
+    from mumic_core.store.auth import SYSTEM
     from mumic_core.store.studio import open_studio
 
     return open_studio(load_settings(), actor=SYSTEM)
@@ -81,7 +93,7 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
         with torch.inference_mode():
             start = time.perf_counter()
             for k in range(0, len(pixels), batch_size):
-                encoder.model.encode_image(pixels[k:k + batch_size].to(device))
+                encoder.model.encode_image(pixels[k : k + batch_size].to(device))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             rates.append(len(pixels) / (time.perf_counter() - start))
@@ -90,13 +102,26 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
 
 def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
     """``n`` generated long-tailed 96 px scenes in ``folder`` (made once) and their labels."""
-    from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, read_labels_csv, write_labels_csv, zipf_weights
+    from mumic_core.synthetic.scenes import (
+        LONG_TAIL_CLASSES,
+        generate_collection,
+        read_labels_csv,
+        write_labels_csv,
+        zipf_weights,
+    )
 
     labels = folder / "labels.csv"
     if not labels.exists():
         t = time.monotonic()
-        rows = generate_collection(n, seed=99, out_dir=folder, size=96, classes=LONG_TAIL_CLASSES,
-                                   shape_p=zipf_weights(10), colour_p=zipf_weights(6))
+        rows = generate_collection(
+            n,
+            seed=99,
+            out_dir=folder,
+            size=96,
+            classes=LONG_TAIL_CLASSES,
+            shape_p=zipf_weights(10),
+            colour_p=zipf_weights(6),
+        )
         write_labels_csv(rows, labels)
         print(f"generated {n} scenes in {time.monotonic() - t:.0f} s", flush=True)
     return read_labels_csv(labels)[:n]
@@ -112,19 +137,20 @@ def demo_classes(studio) -> None:
 
 def throughput(args, out: dict) -> None:
     """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
-    from mumic_core.store.collection import import_folder
     from mumic_core.encoders.factory import create_random_local_dir
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import load_scorer, score_collection
-    from mumic_core.store.collection import image_items
+    from mumic_core.store.collection import image_items, import_folder
 
     vit_dir = args.home / "vit-b-32-random"
     if not (vit_dir / "open_clip_config.json").exists():
         create_random_local_dir("ViT-B-32", vit_dir, seed=0)
     rows = scenes(args.home / "scenes", args.images)
     out["throughput"] = {}
-    models = (("starter model (mumic-small-rn96, 96 px)", args.starter, args.throughput_images),
-              ("ViT-B-32, random weights (224 px)", vit_dir, args.vit_images))
+    models = (
+        ("starter model (mumic-small-rn96, 96 px)", args.starter, args.throughput_images),
+        ("ViT-B-32, random weights (224 px)", vit_dir, args.vit_images),
+    )
     for k, (label, model_dir, n) in enumerate(models):
         with tempfile.TemporaryDirectory() as tmp:
             for name, _ in rows[:n]:
@@ -145,12 +171,16 @@ def throughput(args, out: dict) -> None:
             pipeline.append(n / (time.perf_counter() - t))
             raw.append(raw_forward_rate(scorer.encoder, paths, args.batch_size, repeats=1))
         ratios = [p / r for p, r in zip(pipeline, raw)]
-        out["throughput"][label] = {"images": n, "batch_size": args.batch_size, "model_load_seconds": round(load, 2),
-                                    "repeats": args.repeats,
-                                    "pipeline_images_per_s": round(statistics.median(pipeline), 1),
-                                    "raw_forward_images_per_s": round(statistics.median(raw), 1),
-                                    "ratio": round(statistics.median(ratios), 3),
-                                    "ratio_each": [round(x, 3) for x in ratios]}
+        out["throughput"][label] = {
+            "images": n,
+            "batch_size": args.batch_size,
+            "model_load_seconds": round(load, 2),
+            "repeats": args.repeats,
+            "pipeline_images_per_s": round(statistics.median(pipeline), 1),
+            "raw_forward_images_per_s": round(statistics.median(raw), 1),
+            "ratio": round(statistics.median(ratios), 3),
+            "ratio_each": [round(x, 3) for x in ratios],
+        }
         print(label, out["throughput"][label], flush=True)
 
 
@@ -163,10 +193,10 @@ def peak_memory_kib(pid: int) -> int:
 
 def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
-    from mumic_core.store.collection import import_folder
-    from mumic_core.store.jobs import get_job
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.queue import enqueue
+    from mumic_core.store.collection import import_folder
+    from mumic_core.store.jobs import get_job
 
     home = args.home / "big"
     rows = scenes(args.home / "scenes", args.images)
@@ -178,9 +208,24 @@ def big_store(args, out: dict):
     print(out["store"], flush=True)
     ensure_base_version(studio)
     env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}"}
-    worker = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey",
-                               "--workers", "1", "--worker-type", "thread", "--max-delay", "1"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "huey.bin.huey_consumer",
+            "mumic_core.pipeline.worker.huey",
+            "--workers",
+            "1",
+            "--worker-type",
+            "thread",
+            "--max-delay",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         t = time.monotonic()
         job_id = enqueue(studio, "score", {})
@@ -194,18 +239,21 @@ def big_store(args, out: dict):
         worker.wait(30)
     if job.status != "succeeded":
         sys.exit(f"the score job {job.status}: {job.error}")
-    out["worker_rescoring"] = {"images": len(rows), "seconds": round(seconds, 1),
-                               "images_per_s": round(len(rows) / seconds, 1),
-                               "peak_rss_mib": round(peak / 1024, 1),
-                               "note": "huey consumer as in the Procfile; VmHWM of its process after the job"}
+    out["worker_rescoring"] = {
+        "images": len(rows),
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(rows) / seconds, 1),
+        "peak_rss_mib": round(peak / 1024, 1),
+        "note": "huey consumer as in the Procfile; VmHWM of its process after the job",
+    }
     print(out["worker_rescoring"], flush=True)
     return studio, rows
 
 
 def new_class(studio, out: dict) -> None:
+    from mumic_core.pipeline.scoring import score_classes
     from mumic_core.store.classes import add_class
     from mumic_core.store.registry import active_version
-    from mumic_core.pipeline.scoring import score_classes
 
     version = active_version(studio)
     times = []
@@ -214,17 +262,21 @@ def new_class(studio, out: dict) -> None:
         cls = add_class(studio, name, [f"a picture of a {name}"])
         n = score_classes(studio, version, [cls.id])
         times.append(time.monotonic() - t)
-    out["new_class"] = {"images": n, "seconds_median": round(statistics.median(times), 2),
-                        "seconds_each": [round(x, 2) for x in times], "goal_seconds": 2.0}
+    out["new_class"] = {
+        "images": n,
+        "seconds_median": round(statistics.median(times), 2),
+        "seconds_each": [round(x, 2) for x in times],
+        "goal_seconds": 2.0,
+    }
     print(out["new_class"], flush=True)
 
 
 def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
-    from mumic_core.store.label_io import import_labels
     from mumic_core.pipeline.lifecycle import promote
+    from mumic_core.pipeline.training import TrainConfig, train
+    from mumic_core.store.label_io import import_labels
     from mumic_core.store.registry import active_version
     from mumic_core.synthetic.scenes import DEMO_CLASSES, write_labels_csv
-    from mumic_core.pipeline.training import TrainConfig, train
 
     names = {c.name for c in DEMO_CLASSES}
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,21 +288,24 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
     t_train = time.monotonic() - t
     t = time.monotonic()
     promote(studio, result.version)
-    out["head_mode"] = {"labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
-                        "train_seconds": round(t_train, 1), "promote_seconds": round(time.monotonic() - t, 1),
-                        "goal_train_seconds": 30.0, "val_map_before": round(result.parent_metrics["map"], 4),
-                        "val_map_after": round(result.metrics["map"], 4),
-                        "note": "promote = re-score every image with the new head and activate it"}
+    out["head_mode"] = {
+        "labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
+        "train_seconds": round(t_train, 1),
+        "promote_seconds": round(time.monotonic() - t, 1),
+        "goal_train_seconds": 30.0,
+        "val_map_before": round(result.parent_metrics["map"], 4),
+        "val_map_after": round(result.metrics["map"], 4),
+        "note": "promote = re-score every image with the new head and activate it",
+    }
     print(out["head_mode"], flush=True)
 
 
 def full_mode(args, out: dict) -> None:
     """Full mode on the demo collection (``--demo-images``, half of them labelled)."""
-    from mumic_core.services.demo import seed_demo
-    from mumic_core.pipeline.lifecycle import promote
-    from mumic_core.pipeline.lifecycle import ensure_base_version
+    from mumic_core.pipeline.lifecycle import ensure_base_version, promote
     from mumic_core.pipeline.scoring import score_collection
     from mumic_core.pipeline.training import TrainConfig, train
+    from mumic_core.services.demo import seed_demo
 
     studio = fresh_studio(args.home / "demo", args.starter)
     base = ensure_base_version(studio)
@@ -261,52 +316,79 @@ def full_mode(args, out: dict) -> None:
     t_train = time.monotonic() - t
     t = time.monotonic()
     promote(studio, result.version)
-    out["full_mode_demo"] = {"labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
-                             "epochs": result.version.training_config["epochs"] or 30,
-                             "train_seconds": round(t_train, 1), "promote_seconds": round(time.monotonic() - t, 1),
-                             "val_map_before": round(result.parent_metrics["map"], 4),
-                             "val_map_after": round(result.metrics["map"], 4)}
+    out["full_mode_demo"] = {
+        "labelled_images": result.metrics["n_train_images"] + result.metrics["n_val_images"],
+        "epochs": result.version.training_config["epochs"] or 30,
+        "train_seconds": round(t_train, 1),
+        "promote_seconds": round(time.monotonic() - t, 1),
+        "val_map_before": round(result.parent_metrics["map"], 4),
+        "val_map_after": round(result.metrics["map"], 4),
+    }
     print(out["full_mode_demo"], flush=True)
 
 
 def markdown(out: dict) -> str:
     commands = " and ".join(f"`{c}`" for c in out["commands"])
-    lines = ["# Speed", "", f"Machine: {out['machine']}. Commands: {commands} (a later run of some parts "
-             "replaces those parts only).", ""]
+    lines = [
+        "# Speed",
+        "",
+        f"Machine: {out['machine']}. Commands: {commands} (a later run of some parts replaces those parts only).",
+        "",
+    ]
     if "throughput" in out:
-        lines += ["## Scoring throughput (goal: pipeline / raw forward >= 0.9)", "",
-                  "Pipeline = `score_collection` with an empty embedding cache and the model loaded (decode, "
-                  "preprocess, forward, store); raw = `encode_image` on tensors prepared in advance. The two "
-                  "alternate; the ratio is the median of the pairs' ratios.", "",
-                  "| model | images | batch | pipeline img/s | raw forward img/s | ratio (each pair) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Scoring throughput (goal: pipeline / raw forward >= 0.9)",
+            "",
+            "Pipeline = `score_collection` with an empty embedding cache and the model loaded (decode, "
+            "preprocess, forward, store); raw = `encode_image` on tensors prepared in advance. The two "
+            "alternate; the ratio is the median of the pairs' ratios.",
+            "",
+            "| model | images | batch | pipeline img/s | raw forward img/s | ratio (each pair) |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, r in out["throughput"].items():
-            lines.append(f"| {label} | {r['images']} | {r['batch_size']} | {r['pipeline_images_per_s']} | "
-                         f"{r['raw_forward_images_per_s']} | **{r['ratio']}** ({r['ratio_each']}) |")
+            lines.append(
+                f"| {label} | {r['images']} | {r['batch_size']} | {r['pipeline_images_per_s']} | "
+                f"{r['raw_forward_images_per_s']} | **{r['ratio']}** ({r['ratio_each']}) |"
+            )
         lines.append("")
     if "worker_rescoring" in out:
         w = out["worker_rescoring"]
-        lines += ["## Worker re-scoring the store", "",
-                  f"{w['images']} images, 20 classes, from cold (decode, embed, store): {w['seconds']} s "
-                  f"({w['images_per_s']} img/s); peak resident memory of the worker process **{w['peak_rss_mib']} MiB**.",
-                  ""]
+        lines += [
+            "## Worker re-scoring the store",
+            "",
+            f"{w['images']} images, 20 classes, from cold (decode, embed, store): {w['seconds']} s "
+            f"({w['images_per_s']} img/s); peak resident memory of the worker process **{w['peak_rss_mib']} MiB**.",
+            "",
+        ]
     if "new_class" in out:
         c = out["new_class"]
-        lines += ["## A new class over the store (goal <= 2 s)", "",
-                  f"add_class + score_classes over {c['images']} images: median **{c['seconds_median']} s** "
-                  f"(each: {c['seconds_each']}).", ""]
+        lines += [
+            "## A new class over the store (goal <= 2 s)",
+            "",
+            f"add_class + score_classes over {c['images']} images: median **{c['seconds_median']} s** "
+            f"(each: {c['seconds_each']}).",
+            "",
+        ]
     if "head_mode" in out:
         h = out["head_mode"]
-        lines += ["## Head-mode retraining (goal <= 30 s)", "",
-                  f"{h['labelled_images']} labelled images: training {h['train_seconds']} s (validation mAP "
-                  f"{h['val_map_before']} -> {h['val_map_after']}); promotion (re-score + activate) "
-                  f"{h['promote_seconds']} s.", ""]
+        lines += [
+            "## Head-mode retraining (goal <= 30 s)",
+            "",
+            f"{h['labelled_images']} labelled images: training {h['train_seconds']} s (validation mAP "
+            f"{h['val_map_before']} -> {h['val_map_after']}); promotion (re-score + activate) "
+            f"{h['promote_seconds']} s.",
+            "",
+        ]
     if "full_mode_demo" in out:
         f = out["full_mode_demo"]
-        lines += ["## Full-mode retraining on the demo", "",
-                  f"{f['labelled_images']} labelled images, {f['epochs']} epochs: {f['train_seconds']} s "
-                  f"(validation mAP {f['val_map_before']} -> {f['val_map_after']}); promotion {f['promote_seconds']} s.",
-                  ""]
+        lines += [
+            "## Full-mode retraining on the demo",
+            "",
+            f"{f['labelled_images']} labelled images, {f['epochs']} epochs: {f['train_seconds']} s "
+            f"(validation mAP {f['val_map_before']} -> {f['val_map_after']}); promotion {f['promote_seconds']} s.",
+            "",
+        ]
     return "\n".join(lines)
 
 

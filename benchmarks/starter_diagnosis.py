@@ -36,12 +36,16 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_model,
 )
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
-from mumic_core.model.metrics import gap_at_k, mean_average_precision  # noqa: E402
 from mumic_core.encoders.factory import load_encoder  # noqa: E402
 from mumic_core.encoders.spec import EncoderSpec  # noqa: E402
 from mumic_core.encoders.starter import embed_held_out_scenes
-from mumic_core.synthetic.starter_corpus import category_prompts  # noqa: E402
-from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, split_held_out  # noqa: E402
+from mumic_core.model.metrics import gap_at_k, mean_average_precision  # noqa: E402
+from mumic_core.synthetic.starter_corpus import (  # noqa: E402
+    all_drawings,
+    category_prompts,  # noqa: E402
+    load_held_out,
+    split_held_out,
+)
 
 
 def main() -> None:
@@ -72,13 +76,19 @@ def main() -> None:
     protos /= np.linalg.norm(protos, axis=1, keepdims=True)
     probe = LogisticRegression(max_iter=2000).fit(train_emb, train_cls)
     single = truth.sum(1) == 1
-    scored = {"zero-shot (text prompts)": scenes @ text.T, "image prototypes": scenes @ protos.T,
-              "linear probe (supervised)": probe.decision_function(scenes)}
-    out = {name: {"map": round(mean_average_precision(s, truth), 4), "gap_at_10": round(gap_at_k(s, truth), 4)}
-           for name, s in scored.items()}
+    scored = {
+        "zero-shot (text prompts)": scenes @ text.T,
+        "image prototypes": scenes @ protos.T,
+        "linear probe (supervised)": probe.decision_function(scenes),
+    }
+    out = {
+        name: {"map": round(mean_average_precision(s, truth), 4), "gap_at_10": round(gap_at_k(s, truth), 4)}
+        for name, s in scored.items()
+    }
     out["zero-shot, single-drawing scenes only"] = {
         "map": round(mean_average_precision(scored["zero-shot (text prompts)"][single], truth[single]), 4),
-        "gap_at_10": round(gap_at_k(scored["zero-shot (text prompts)"][single], truth[single]), 4)}
+        "gap_at_10": round(gap_at_k(scored["zero-shot (text prompts)"][single], truth[single]), 4),
+    }
     out["training pictures per class"] = dict(zip(classes, np.bincount(train_cls, minlength=len(classes)).tolist()))
     result = {"model": str(args.model), "scenes": len(scenes), "classes": len(classes), **out}
     print(json.dumps(result, indent=1))

@@ -41,8 +41,18 @@ from mumic_core.synthetic.starter_corpus import (  # noqa: E402
     split_held_out,
 )
 
-DEFAULTS = {"model": "mumic-small-rn96", "lr": 5e-4, "batch": 128, "steps": 700, "unique": True,
-            "variants": 2, "composites": 4000, "seed": 0, "pack": "", "eval_scenes": 600}
+DEFAULTS = {
+    "model": "mumic-small-rn96",
+    "lr": 5e-4,
+    "batch": 128,
+    "steps": 700,
+    "unique": True,
+    "variants": 2,
+    "composites": 4000,
+    "seed": 0,
+    "pack": "",
+    "eval_scenes": 600,
+}
 SMOKE_VARIANT = {"name": "smoke", "batch": 8, "steps": 2, "variants": 1, "composites": 8, "eval_scenes": 24}
 
 
@@ -88,24 +98,38 @@ def run_variant(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(2)
-    from mumic_core.encoders.spec import EncoderSpec
     from mumic_core.encoders.pretraining import PretrainConfig, pretrain
+    from mumic_core.encoders.spec import EncoderSpec
     from mumic_core.encoders.starter import zero_shot_held_out
 
     drawings, sprites = load_pack(Path(v["pack"]))
     _, held = split_held_out(drawings, seed=0)
     out = Path(work) / f"model-{v['name']}"
     t0 = time.monotonic()
-    config = PretrainConfig(model=v["model"], minutes=1e6, batch_size=v["batch"], lr=v["lr"], seed=v["seed"],
-                            max_steps=v["steps"], unique_captions=v["unique"])
+    config = PretrainConfig(
+        model=v["model"],
+        minutes=1e6,
+        batch_size=v["batch"],
+        lr=v["lr"],
+        seed=v["seed"],
+        max_steps=v["steps"],
+        unique_captions=v["unique"],
+    )
     result = pretrain(Path(work) / corpus_key(v) / "captions.csv", out, config)
     with tempfile.TemporaryDirectory() as tmp:
-        zs = zero_shot_held_out(EncoderSpec(f"local-dir:{out}", "", "starter", ""), held, Path(tmp), v["eval_scenes"],
-                                sprites=sprites)
-    row = {**v, "seconds": round(time.monotonic() - t0, 1), "final_loss": result.final_loss,
-           "map": round(zs["map"], 4), "gap_at_10": round(zs["gap_at_10"], 4), "gap": round(zs["gap"], 4),
-           "chance": round(zs["chance_positive_rate"], 4), "device": str(torch.cuda.get_device_name(0))
-           if torch.cuda.is_available() else "cpu"}
+        zs = zero_shot_held_out(
+            EncoderSpec(f"local-dir:{out}", "", "starter", ""), held, Path(tmp), v["eval_scenes"], sprites=sprites
+        )
+    row = {
+        **v,
+        "seconds": round(time.monotonic() - t0, 1),
+        "final_loss": result.final_loss,
+        "map": round(zs["map"], 4),
+        "gap_at_10": round(zs["gap_at_10"], 4),
+        "gap": round(zs["gap"], 4),
+        "chance": round(zs["chance_positive_rate"], 4),
+        "device": str(torch.cuda.get_device_name(0)) if torch.cuda.is_available() else "cpu",
+    }
     print(json.dumps(row), flush=True)
     with open(Path(out_dir) / "rows.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -130,8 +154,10 @@ def run(pack_dir: Path, out: Path, variants: list[dict], processes: int, work: P
     for r in rows:
         require(r, ["name", "seconds", "final_loss", "map", "gap_at_10", "gap", "chance"], f"the row of {r['name']}")
     for r in sorted(rows, key=lambda r: -r["map"]):
-        print(f"{r['name']:<24} mAP {r['map']:.4f}  GAP@10 {r['gap_at_10']:.4f}  loss {r['final_loss']:.3f}  "
-              f"{r['seconds']:.0f}s")
+        print(
+            f"{r['name']:<24} mAP {r['map']:.4f}  GAP@10 {r['gap_at_10']:.4f}  loss {r['final_loss']:.3f}  "
+            f"{r['seconds']:.0f}s"
+        )
     return rows
 
 

@@ -38,13 +38,17 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_model,
 )
 from mumic_core.synthetic.scenes import write_labels_csv  # noqa: E402
-from mumic_core.synthetic.starter_corpus import category_prompts  # noqa: E402
-from mumic_core.synthetic.starter_corpus import held_out_scenes, load_held_out  # noqa: E402
+from mumic_core.synthetic.starter_corpus import (  # noqa: E402
+    category_prompts,  # noqa: E402
+    held_out_scenes,
+    load_held_out,
+)
 
 
 def cli(env: dict, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mumic_core", *args], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mumic_core", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
     return out.stdout
 
 
@@ -73,8 +77,9 @@ def main() -> None:
     write_labels_csv(noisy, args.home / "labels.csv")
     write_labels_csv(rows[half:], args.home / "holdout.csv")
     with open(args.home / "classes.csv", "w") as fh:
-        fh.write("name,prompt\n" + "".join(f"{c},{p}\n" for c, ps in zip(classes, category_prompts(classes))
-                                           for p in ps))
+        fh.write(
+            "name,prompt\n" + "".join(f"{c},{p}\n" for c, ps in zip(classes, category_prompts(classes)) for p in ps)
+        )
 
     results = {}
     for label, pretrained in [("untrained", None), ("starter", f"local-dir:{args.starter.resolve()}")]:
@@ -98,9 +103,15 @@ def main() -> None:
         results[label] = {names[v]: {k: round(m[k], 4) for k in ("map", "gap_at_10", "gap")} for v, m in ev.items()}
         results[label]["train_seconds"] = timings
     truth = np.array([[c in labels for c in classes] for _, labels in rows[half:]], dtype=float)
-    out = {"command": " ".join(["benchmarks/starter_transfer.py", *sys.argv[1:]]),
-           "scenes": args.scenes, "classes": len(classes), "labelled": half, "evaluated": len(rows) - half,
-           "chance_positive_rate": round(float(truth.mean()), 4), "results": results}
+    out = {
+        "command": " ".join(["benchmarks/starter_transfer.py", *sys.argv[1:]]),
+        "scenes": args.scenes,
+        "classes": len(classes),
+        "labelled": half,
+        "evaluated": len(rows) - half,
+        "chance_positive_rate": round(float(truth.mean()), 4),
+        "results": results,
+    }
     print(json.dumps(out, indent=1))
     path = args.results / "starter_transfer.json"
     path.parent.mkdir(parents=True, exist_ok=True)

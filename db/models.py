@@ -7,11 +7,12 @@ place except to mark it superseded by the row that corrects it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -20,11 +21,10 @@ from sqlalchemy import (
     LargeBinary,
     PrimaryKeyConstraint,
     String,
-    ColumnElement,
     Text,
     and_,
-    select,
     false,
+    select,
     text,
     true,
 )
@@ -33,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     """Timezone-aware now, stored as UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -65,7 +65,7 @@ class LabelClass(Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    prompts: Mapped[list["ClassPrompt"]] = relationship(
+    prompts: Mapped[list[ClassPrompt]] = relationship(
         back_populates="label_class",
         order_by="ClassPrompt.position",
         cascade="all, delete-orphan",
@@ -164,8 +164,11 @@ class Prediction(Base):
     def of_images(cls, version_id: int, image_ids: Iterable[int]) -> ColumnElement[bool]:
         """WHERE clause for some images' predictions that seeks the (version, class, image) key
         once per class and image, instead of scanning the whole version."""
-        return and_(cls.model_version_id == version_id, cls.class_id.in_(select(LabelClass.id)),
-                    cls.image_id.in_(list(image_ids)))
+        return and_(
+            cls.model_version_id == version_id,
+            cls.class_id.in_(select(LabelClass.id)),
+            cls.image_id.in_(list(image_ids)),
+        )
 
 
 class ImageScore(Base):
@@ -178,9 +181,7 @@ class ImageScore(Base):
         Index("ix_image_scores_version_uncertainty", "model_version_id", "uncertainty", "image_id"),
     )
 
-    model_version_id: Mapped[int] = mapped_column(
-        ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True
-    )
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     max_score: Mapped[float] = mapped_column(Float)
     uncertainty: Mapped[float] = mapped_column(Float)  # min over classes of |p - 0.5|: low = uncertain

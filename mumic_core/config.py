@@ -134,5 +134,5 @@ def _json_object(text: str, name: str) -> dict:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{name} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object, e.g. {{\"client_kwargs\": {{\"endpoint_url\": ...}}}}")
+        raise ValueError(f'{name} must be a JSON object, e.g. {{"client_kwargs": {{"endpoint_url": ...}}}}')
     return value

@@ -14,7 +14,8 @@ def without_server_paths(text: str) -> str:
     """``text`` with every absolute server path shortened to its last part (``…/name``)."""
     text = text.replace("sqlite:////", "sqlite:/// /")  # a database file's absolute path, then put back
     return _SERVER_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text).replace(
-        "sqlite:/// …/", "sqlite:///…/")
+        "sqlite:/// …/", "sqlite:///…/"
+    )
 
 
 def one_line(exc: BaseException, explained: tuple[type[BaseException], ...] = ()) -> str:

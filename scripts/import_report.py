@@ -94,8 +94,10 @@ def main() -> int:
     files += [ROOT / name for name in ("app.py", "serve.py") if (ROOT / name).exists()]
     deferred = function_level_imports(files)
     unexplained = [d for d in deferred if not d[3]]
-    print(f"imports inside functions: {len(deferred)} ({len(deferred) - len(unexplained)} deferred on purpose, "
-          f"{len(unexplained)} unexplained)")
+    print(
+        f"imports inside functions: {len(deferred)} ({len(deferred) - len(unexplained)} deferred on purpose, "
+        f"{len(unexplained)} unexplained)"
+    )
     for file, line, statement, explained in deferred:
         print(f"  {file}:{line}: {statement}" + ("" if explained else "   <- unexplained"))
     return 1 if args.strict and (found or unexplained) else 0

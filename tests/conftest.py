@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mumic_core.store.auth import SYSTEM
 from mumic_core.config import load_settings
+from mumic_core.store.auth import SYSTEM
 from mumic_core.store.studio import Studio, open_studio
 
 # Nothing listens on port 9 here: "is the model hub reachable?" is answered "no" at once.
@@ -104,9 +104,9 @@ def studio(home: Path) -> Studio:
 @pytest.fixture
 def demo_studio(studio: Studio) -> Studio:
     """A small demo collection (60 images, 20 classes, half pre-labelled), scored by the base model."""
-    from mumic_core.services.demo import seed_demo
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
 
     version = ensure_base_version(studio)
     seed_demo(studio, n_images=60, seed=3)

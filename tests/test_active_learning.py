@@ -46,7 +46,9 @@ def test_mixed_selection_and_errors():
     assert select_batch(prob, thresholds, 1, {"uncertainty": 1.0})[0] == 7
     picked = select_batch(prob, thresholds, 10, {"uncertainty": 1.0, "random": 1.0}, seed=1)
     assert len(set(picked)) == 10 and all(0 <= i < 50 for i in picked)
-    assert select_batch(prob, thresholds, 5, {"random": 1.0}, seed=1) != select_batch(prob, thresholds, 5, {"random": 1.0}, seed=2)
+    assert select_batch(prob, thresholds, 5, {"random": 1.0}, seed=1) != select_batch(
+        prob, thresholds, 5, {"random": 1.0}, seed=2
+    )
     emb = rng.normal(size=(50, 8))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     assert len(select_batch(prob, thresholds, 4, {"diversity": 1.0}, embeddings=emb)) == 4
@@ -59,8 +61,8 @@ def test_mixed_selection_and_errors():
 
 def test_order_queue_reorders_the_unreviewed_queue(demo_studio):
     from mumic_core.pipeline.planning import order_queue
-    from mumic_core.store.registry import active_version
     from mumic_core.store.queue import QueueFilter, queue_count
+    from mumic_core.store.registry import active_version
 
     studio = demo_studio
     f = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
@@ -78,9 +80,9 @@ def test_order_queue_diversity_uses_each_candidates_own_embedding(demo_studio):
 
     from db.models import Annotation
     from mumic_core.pipeline.planning import order_queue
-    from mumic_core.store.registry import active_version
-    from mumic_core.store.queue import QueueFilter, queue_page
     from mumic_core.pipeline.scoring import image_embeddings, load_scorer
+    from mumic_core.store.queue import QueueFilter, queue_page
+    from mumic_core.store.registry import active_version
 
     studio = demo_studio
     version = active_version(studio)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import PASSWORD, signed_in_app
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from conftest import PASSWORD, signed_in_app
 from db.models import AuditEvent, User, UserSession
 from mumic_core.store import auth
 from mumic_core.store.auth import (
@@ -66,10 +66,17 @@ def test_repeated_wrong_passwords_lock_the_name_for_a_while(studio, monkeypatch)
     assert actor_for_token(studio, sign_in(studio, "ann", PASSWORD)).username == "ann"
 
 
-@pytest.mark.parametrize("name,password,message", [
-    ("a", PASSWORD, "2-40 characters"), ("x" * 41, PASSWORD, "2-40"), ("ann smith", PASSWORD, "2-40"),
-    ("<script>", PASSWORD, "2-40"), ("ann", "short", "at least 10"), ("ann", "p" * 1025, "at most 1024"),
-])
+@pytest.mark.parametrize(
+    "name,password,message",
+    [
+        ("a", PASSWORD, "2-40 characters"),
+        ("x" * 41, PASSWORD, "2-40"),
+        ("ann smith", PASSWORD, "2-40"),
+        ("<script>", PASSWORD, "2-40"),
+        ("ann", "short", "at least 10"),
+        ("ann", "p" * 1025, "at most 1024"),
+    ],
+)
 def test_bad_accounts_are_refused(studio, name, password, message):
     with pytest.raises(AccountError, match=message):
         add_user(studio, name, password)
@@ -143,8 +150,8 @@ def test_role_checks_live_in_the_service_layer(demo_studio):
     whatever the UI shows; an anonymous studio may change nothing at all."""
     from mumic_core.store.classes import add_class, list_classes, rename_class
     from mumic_core.store.collection import annotate, import_files, undo_last_submission
-    from mumic_core.store.label_io import export_labels
     from mumic_core.store.jobs import create_job
+    from mumic_core.store.label_io import export_labels
     from mumic_core.store.registry import activate, active_version
     from mumic_core.store.settings import set_setting
 
@@ -163,7 +170,7 @@ def test_role_checks_live_in_the_service_layer(demo_studio):
         "change settings": lambda st: set_setting(st, "auto_retrain_labels", 5),
         "add a user": lambda st: add_user(st, "eve", PASSWORD, "admin"),
     }
-    for what, action in admin_actions.items():
+    for action in admin_actions.values():
         with pytest.raises(PermissionDenied, match="annotator and may not"):
             action(ann)
         with pytest.raises(PermissionDenied, match="sign in first"):
@@ -201,8 +208,12 @@ def test_users_cli_adds_lists_disables(home):
     runner = CliRunner()
     result = runner.invoke(main, ["users", "add", "Ann", "--password-stdin"], input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
-    assert runner.invoke(main, ["users", "add", "bob", "--role", "admin", "--password-stdin"],
-                         input=PASSWORD + "\n").exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["users", "add", "bob", "--role", "admin", "--password-stdin"], input=PASSWORD + "\n"
+        ).exit_code
+        == 0
+    )
     bad = runner.invoke(main, ["users", "add", "carl", "--password-stdin"], input="short\n")
     assert bad.exit_code == 1 and "at least 10" in bad.output
     listing = runner.invoke(main, ["users", "list"]).output
@@ -212,8 +223,9 @@ def test_users_cli_adds_lists_disables(home):
 
 
 def test_pages_show_only_a_sign_in_form_without_a_session(demo_studio):
-    for script in ["app.py"] + [f"app_pages/{p}.py" for p in
-                                ("review", "classes", "dashboard", "import_export", "explore", "training", "jobs")]:
+    for script in ["app.py"] + [
+        f"app_pages/{p}.py" for p in ("review", "classes", "dashboard", "import_export", "explore", "training", "jobs")
+    ]:
         at = AppTest.from_file(str(ROOT / script), default_timeout=60).run()
         assert not at.exception, script
         assert [b.label for b in at.button] == ["Sign in"], script

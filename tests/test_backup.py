@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mumic_core.store.backup import BackupError, backup, restore
 from mumic_core.cli import main
+from mumic_core.store.backup import BackupError, backup, restore
 
 pytestmark = pytest.mark.sqlite_only  # backup covers the embedded SQLite store
 
@@ -84,35 +84,70 @@ def cases(good: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     not_tar = tmp_path / "not-a-tar.tar"
     not_tar.write_bytes(b"hello" * 200)
     return {
-        "garbage database": (doctored(good, tmp_path, "garbage", mumic_dot_db=b"not a database " * 100),
-                             "not an SQLite database"),
-        "truncated database": (doctored(good, tmp_path, "truncated", mumic_dot_db=db[: len(db) // 2]),
-                               "damaged"),
-        "manifest is a list": (doctored(good, tmp_path, "list", manifest_dot_json=b"[1, 2]"),
-                               "manifest.json is not"),
-        "manifest not JSON": (doctored(good, tmp_path, "notjson", manifest_dot_json=b"{rows"),
-                              "manifest.json is not"),
-        "manifest lacks keys": (doctored(good, tmp_path, "nokeys", manifest_dot_json=json.dumps(
-            {k: v for k, v in manifest.items() if k != "rows"}).encode()), "manifest.json is not"),
-        "no product tables": (doctored(good, tmp_path, "notables", mumic_dot_db=sqlite_bytes(
-            tmp_path, "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
-            "INSERT INTO alembic_version VALUES ('0007')")), "lacks the tables"),
-        "unknown schema version": (doctored(good, tmp_path, "future",
-                                            mumic_dot_db=sqlite_with_version(db, tmp_path, "9999")),
-                                   "schema version '9999'"),
-        "no schema version": (doctored(good, tmp_path, "noversion", mumic_dot_db=sqlite_bytes(
-            tmp_path, "CREATE TABLE images (id INTEGER)")), "no schema version"),
-        "a link among the images": (write_archive(tmp_path / "link.tar", entries, {"images/ab/link.png": "abcd.png"}),
-                                    "not a plain file"),
-        "a folder named mumic.db": (write_archive(tmp_path / "dirdb.tar", entries | {"mumic.db": None}),
-                                    "not a plain file"),
+        "garbage database": (
+            doctored(good, tmp_path, "garbage", mumic_dot_db=b"not a database " * 100),
+            "not an SQLite database",
+        ),
+        "truncated database": (doctored(good, tmp_path, "truncated", mumic_dot_db=db[: len(db) // 2]), "damaged"),
+        "manifest is a list": (doctored(good, tmp_path, "list", manifest_dot_json=b"[1, 2]"), "manifest.json is not"),
+        "manifest not JSON": (doctored(good, tmp_path, "notjson", manifest_dot_json=b"{rows"), "manifest.json is not"),
+        "manifest lacks keys": (
+            doctored(
+                good,
+                tmp_path,
+                "nokeys",
+                manifest_dot_json=json.dumps({k: v for k, v in manifest.items() if k != "rows"}).encode(),
+            ),
+            "manifest.json is not",
+        ),
+        "no product tables": (
+            doctored(
+                good,
+                tmp_path,
+                "notables",
+                mumic_dot_db=sqlite_bytes(
+                    tmp_path,
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)",
+                    "INSERT INTO alembic_version VALUES ('0007')",
+                ),
+            ),
+            "lacks the tables",
+        ),
+        "unknown schema version": (
+            doctored(good, tmp_path, "future", mumic_dot_db=sqlite_with_version(db, tmp_path, "9999")),
+            "schema version '9999'",
+        ),
+        "no schema version": (
+            doctored(
+                good, tmp_path, "noversion", mumic_dot_db=sqlite_bytes(tmp_path, "CREATE TABLE images (id INTEGER)")
+            ),
+            "no schema version",
+        ),
+        "a link among the images": (
+            write_archive(tmp_path / "link.tar", entries, {"images/ab/link.png": "abcd.png"}),
+            "not a plain file",
+        ),
+        "a folder named mumic.db": (
+            write_archive(tmp_path / "dirdb.tar", entries | {"mumic.db": None}),
+            "not a plain file",
+        ),
         "not a tar file": (not_tar, "not a tar file"),
     }
 
 
-CASES = ("garbage database", "truncated database", "manifest is a list", "manifest not JSON", "manifest lacks keys",
-         "no product tables", "unknown schema version", "no schema version", "a link among the images",
-         "a folder named mumic.db", "not a tar file")
+CASES = (
+    "garbage database",
+    "truncated database",
+    "manifest is a list",
+    "manifest not JSON",
+    "manifest lacks keys",
+    "no product tables",
+    "unknown schema version",
+    "no schema version",
+    "a link among the images",
+    "a folder named mumic.db",
+    "not a tar file",
+)
 
 
 @pytest.mark.parametrize("label", CASES)

@@ -37,8 +37,9 @@ def test_every_area_the_issue_asks_for_is_covered():
 SLOW = pytest.mark.slow(reason="starts and kills real worker processes")
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=SLOW) if c.slow else c for c in CASES],
-                         ids=[c.what for c in CASES])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=SLOW) if c.slow else c for c in CASES], ids=[c.what for c in CASES]
+)
 def test_bad_input(store, case):
     studio, ann, tmp = store
     before = counts(studio)

@@ -22,8 +22,9 @@ def benchmark_scripts() -> list[str]:
 
 
 def test_the_smoke_runner_runs_every_benchmark_and_ci_runs_it():
-    listed = subprocess.run([sys.executable, str(RUNNER), "--list"], cwd=ROOT, capture_output=True, text=True,
-                            check=True, timeout=60).stdout.split()
+    listed = subprocess.run(
+        [sys.executable, str(RUNNER), "--list"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
     assert listed == benchmark_scripts()
     assert "python benchmarks/_run_smoke.py" in (ROOT / "Makefile").read_text().split("bench-smoke: install", 1)[1]
     assert "make bench-smoke" in (ROOT / ".ci" / "run").read_text()
@@ -31,9 +32,17 @@ def test_the_smoke_runner_runs_every_benchmark_and_ci_runs_it():
 
 def test_every_benchmark_offers_a_smoke_size():
     env = {"PATH": "/usr/bin:/bin", **OFFLINE_ENV}
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / name), "--help"], cwd=ROOT, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for name in benchmark_scripts()}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / name), "--help"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in benchmark_scripts()
+    }
     helps = {name: p.communicate(timeout=120)[0] for name, p in procs.items()}
     without = [name for name, text in helps.items() if procs[name].returncode != 0 or "--smoke" not in text]
     assert not without, {name: helps[name][-500:] for name in without}

@@ -18,20 +18,26 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORD, make_env
 from sqlalchemy import select
+from test_procfile import free_port
 
 from db.models import Annotation, LabelClass, Prediction
 from mumic_core.store.auth import SYSTEM
-
-from conftest import PASSWORD, make_env
-from test_procfile import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 SCREENSHOT_DIR = os.environ.get("MUMIC_SCREENSHOT_DIR")  # read before fixtures clear MUMIC_* variables
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @contextlib.contextmanager
@@ -40,10 +46,26 @@ def serve(home: Path):
     ``home``; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=make_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "serve.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT,
+        env=make_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -68,8 +90,8 @@ def server(demo_studio):
 def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin") -> None:
     """Create ``user`` if new and sign in through the form; the session cookie keeps the
     browser signed in across page loads."""
-    from mumic_core.store.auth import AccountError, add_user
     from mumic_core.config import load_settings
+    from mumic_core.store.auth import AccountError, add_user
     from mumic_core.store.studio import open_studio
 
     studio = open_studio(load_settings(make_env(home)), migrate=False, actor=SYSTEM)
@@ -147,8 +169,9 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         page.wait_for_selector("text=of 30", timeout=20000)
         settle(page)
         with studio.read() as s:
-            assert not list(s.scalars(select(Annotation).where(Annotation.source == "review",
-                                                               Annotation.is_current.is_(True))))
+            assert not list(
+                s.scalars(select(Annotation).where(Annotation.source == "review", Annotation.is_current.is_(True)))
+            )
 
         page.get_by_text("Grid", exact=True).click()
         settle(page, 2000)
@@ -175,8 +198,12 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         print(f"new class: suggestions over {n} images visible {elapsed:.2f} s after clicking Add")
         (out / "new_class_seconds.txt").write_text(f"{elapsed:.2f}\n")
 
-        for path, name in [("dashboard", "dashboard"), ("import_export", "import_export"), ("training", "training"),
-                           ("jobs", "jobs")]:
+        for path, name in [
+            ("dashboard", "dashboard"),
+            ("import_export", "import_export"),
+            ("training", "training"),
+            ("jobs", "jobs"),
+        ]:
             page.goto(f"{server}/{path}")
             page.wait_for_selector("h1")
             settle(page, 2500)
@@ -225,8 +252,11 @@ def test_explore_search_map_and_suspicious_labels_queue(server, demo_studio, tmp
         page.wait_for_selector("text=Suspicious:", timeout=30000)
         page.mouse.move(700, 5)  # no tooltip over the page
         settle(page, 1500)
-        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=30000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)",
+            timeout=30000,
+        )
         shot(page, "review_suspicious", out)
         browser.close()
 
@@ -235,17 +265,16 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
     """The Training page follows a job the worker runs, cancels it from the browser, and compares
     versions once a retraining has been promoted (screenshots: training_running, training_versions)."""
     from playwright.sync_api import sync_playwright
+    from test_worker import start_worker, stop, wait_for
 
-    from mumic_core.services.demo import seed_demo
-    from mumic_core.store.jobs import active_job, get_job, list_jobs
-    from mumic_core.services.training import request_training
-    from mumic_core.store.registry import active_version
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
+    from mumic_core.services.training import request_training
+    from mumic_core.store.jobs import active_job, get_job, list_jobs
+    from mumic_core.store.registry import active_version
     from mumic_core.store.settings import set_setting
     from mumic_core.store.workers import live_workers
-
-    from test_worker import start_worker, stop, wait_for
 
     out = Path(SCREENSHOT_DIR or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,8 +303,10 @@ def test_training_page_live_job_cancel_and_version_comparison(studio, tmp_path: 
             assert get_job(studio, first.id).status == "succeeded"
             # A longer full-mode run to watch and cancel.
             job_id = request_training(studio, {"mode": "full", "epochs": 40, "activate": "always"})
-            wait_for(lambda: get_job(studio, job_id).phase == "training" and get_job(studio, job_id).progress > 0.1,
-                     timeout=240)
+            wait_for(
+                lambda: get_job(studio, job_id).phase == "training" and get_job(studio, job_id).progress > 0.1,
+                timeout=240,
+            )
             page.set_viewport_size({"width": 1400, "height": 1500})
             page.wait_for_selector("text=left in this phase", timeout=30000)
             page.wait_for_timeout(1500)

@@ -4,12 +4,12 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Annotation, AuditEvent, LabelClass
+from mumic_core.errors import ClassError
+from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
 from mumic_core.store.classes import list_classes, merge_classes, rename_class, set_active, set_prompts
 from mumic_core.store.collection import annotate, current_labels
-from mumic_core.errors import ClassError
-from mumic_core.store.registry import active_version
 from mumic_core.store.queue import top_images_for_class
-from mumic_core.pipeline.scoring import rank_images_for_prompts, score_classes
+from mumic_core.store.registry import active_version
 
 
 def _id(studio, name):
@@ -91,4 +91,5 @@ def test_merge_into_an_inactive_class_is_refused_and_an_inactive_source_can_be_f
         assert not s.get(LabelClass, star).active and s.get(LabelClass, ring).active
         merges = list(s.scalars(select(AuditEvent).where(AuditEvent.action == "merge_classes")))
     assert [(e.details["source"], e.details["target"], e.details["labels_added"]) for e in merges] == [
-        ("star", "ring", added)]
+        ("star", "ring", added)
+    ]

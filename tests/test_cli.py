@@ -13,9 +13,9 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from db.models import Image, Job
-from mumic_core.encoders import factory as mf
 from mumic_core.cli import main
 from mumic_core.config import load_settings
+from mumic_core.encoders import factory as mf
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -90,8 +90,10 @@ def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_file(demo_studi
     monkeypatch.undo()
     assert run("export", "labels", "--out", str(out)).exit_code == 0
     assert out.read_text() == run("export", "labels").stdout != "yesterday's export\n"
-    assert_one_line_error(run("export", "labels", "--out", str(tmp_path / "nowhere" / "x.csv")),
-                          f"{tmp_path / 'nowhere' / 'x.csv'}: No such file or directory")
+    assert_one_line_error(
+        run("export", "labels", "--out", str(tmp_path / "nowhere" / "x.csv")),
+        f"{tmp_path / 'nowhere' / 'x.csv'}: No such file or directory",
+    )
 
 
 def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path, monkeypatch, home: Path):
@@ -124,9 +126,13 @@ def test_bad_pretraining_settings_are_one_line_and_save_nothing(home: Path, tmp_
     captions = tmp_path / "captions.csv"
     captions.write_text("filename,caption\n" + "".join(f"{i}.png,a red thing {i}\n" for i in range(4)))
     out = tmp_path / "out"
-    for args, needle in ((["--batch-size", "0"], "batch size"), (["--minutes", "-1"], "minutes"),
-                         (["--lr", "-1"], "learning rate"), (["--max-steps", "0"], "steps"),
-                         (["--model", "no-such-architecture"], "unknown architecture 'no-such-architecture'")):
+    for args, needle in (
+        (["--batch-size", "0"], "batch size"),
+        (["--minutes", "-1"], "minutes"),
+        (["--lr", "-1"], "learning rate"),
+        (["--max-steps", "0"], "steps"),
+        (["--model", "no-such-architecture"], "unknown architecture 'no-such-architecture'"),
+    ):
         result = run("pretrain", "--captions", str(captions), "--out", str(out), "--max-steps", "1", *args)
         line = assert_one_line_error(result, needle)
         assert len(line) < 300, line

@@ -7,14 +7,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import make_env
 from sqlalchemy import func, select
 
 from db.models import Annotation, Image
 from mumic_core.store.classes import add_class
 from mumic_core.store.collection import import_files
 from mumic_core.synthetic.scenes import generate_collection
-
-from conftest import make_env
 
 WORKER = textwrap.dedent("""
     import sys
@@ -46,9 +45,15 @@ def test_two_processes_annotate_without_losing_updates(studio, tmp_path: Path):
     rounds = 25
     env = make_env(studio.settings.home)
     procs = [
-        subprocess.Popen([sys.executable, str(script), who, str(rounds), ",".join(map(str, images)),
-                          ",".join(map(str, classes))], env=env, cwd=Path(__file__).parents[1],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), who, str(rounds), ",".join(map(str, images)), ",".join(map(str, classes))],
+            env=env,
+            cwd=Path(__file__).parents[1],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for who in ("a", "b")
     ]
     for p in procs:
@@ -66,7 +71,8 @@ def test_two_processes_annotate_without_losing_updates(studio, tmp_path: Path):
         total_rows = s.scalar(select(func.count(Annotation.id)))
         current = s.execute(
             select(Annotation.image_id, Annotation.class_id, func.count())
-            .where(Annotation.is_current.is_(True)).group_by(Annotation.image_id, Annotation.class_id)
+            .where(Annotation.is_current.is_(True))
+            .group_by(Annotation.image_id, Annotation.class_id)
         ).all()
         superseded = list(s.scalars(select(Annotation.supersedes_id).where(Annotation.supersedes_id.is_not(None))))
         per_annotator = dict(s.execute(select(Annotation.annotator, func.count()).group_by(Annotation.annotator)).all())

@@ -22,8 +22,10 @@ def test_classes_are_long_tailed_and_prompted():
 
 
 def test_scenes_label_what_they_draw(tmp_path):
-    drawings = {"bird": [Drawing("b1", "robin", "", "animals/birds", "bird")],
-                "fruit": [Drawing("f1", "apple", "", "food/fruit", "fruit")]}
+    drawings = {
+        "bird": [Drawing("b1", "robin", "", "animals/birds", "bird")],
+        "fruit": [Drawing("f1", "apple", "", "food/fruit", "fruit")],
+    }
     classes = long_tailed_classes(["bird", "fruit", "fish"], seed=0)  # fish: no drawings, never drawn
     rows = generate_scenes(60, 5, tmp_path, classes, drawings, _sprite, size=64)
     again = generate_scenes(60, 5, tmp_path / "again", classes, drawings, _sprite, size=64)

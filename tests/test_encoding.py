@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mumic_core.pipeline import scoring
 from mumic_core.encoders.encoding import _pixels, encode_images, split_preprocess
-from mumic_core.encoders.pixels import load_rgb
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
+from mumic_core.encoders.pixels import load_rgb
+from mumic_core.pipeline import scoring
 from mumic_core.synthetic.scenes import generate_collection
 
 

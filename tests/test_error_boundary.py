@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import signed_in_app
+
 from mumic_core.errors import REFUSALS, ClassError, MumicError, ServiceUnavailable, one_line
-from mumic_core.store.jobs import create_job, get_job, job_log
 from mumic_core.pipeline.runner import run_job
-from mumic_core.store.reports import job_summary
+from mumic_core.store.jobs import create_job, get_job, job_log
 from mumic_core.store.registry import active_version, head_path, load_head
+from mumic_core.store.reports import job_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_error_boundary_message():
     assert one_line(ClassError("class name is empty")) == "class name is empty"
     message = one_line(FileNotFoundError(2, "No such file", "/srv/mumic/images/ab/abc.png"))
     assert message == "Unexpected error (FileNotFoundError); details are in the server log."
-    assert one_line(ClassError("first line\n  File \"/x.py\", line 3")) == "first line"
+    assert one_line(ClassError('first line\n  File "/x.py", line 3')) == "first line"
 
 
 def test_streamlit_never_shows_tracebacks():
@@ -105,6 +105,8 @@ def test_a_failed_job_shows_one_line_without_server_paths(demo_studio, monkeypat
 def test_refusals_show_their_reason_without_server_paths():
     assert one_line(KeyError("no image with id 7"), REFUSALS) == "no image with id 7"
     assert one_line(FileNotFoundError("not a folder: /srv/data/incoming/x"), REFUSALS) == "not a folder: …/x"
-    assert (one_line(ServiceUnavailable("cannot reach the database sqlite:////srv/m/mumic.db: locked"))
-            == "cannot reach the database sqlite:///…/mumic.db: locked")
+    assert (
+        one_line(ServiceUnavailable("cannot reach the database sqlite:////srv/m/mumic.db: locked"))
+        == "cannot reach the database sqlite:///…/mumic.db: locked"
+    )
     assert one_line(ValueError("see http://127.0.0.1:9000/bucket/a"), REFUSALS) == "see http://127.0.0.1:9000/bucket/a"

@@ -15,9 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mumic_core.store import images
-from mumic_core.store.images import ImageRejected, ImageStore, ImportReport, ValidatedImage, iter_image_files, validate_file, validate_image
 from mumic_core.encoders.pixels import load_rgb, to_rgb
+from mumic_core.store import images
+from mumic_core.store.images import (
+    ImageRejected,
+    ImageStore,
+    ImportReport,
+    ValidatedImage,
+    iter_image_files,
+    validate_file,
+    validate_image,
+)
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -39,12 +47,7 @@ def huge_png(width: int, height: int) -> bytes:
     """A tiny PNG whose (valid, CRC-checked) header claims width x height pixels."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
     idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", idat)
-        + png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
 def rejected(data: bytes, **kw) -> str:
@@ -140,9 +143,7 @@ def test_huge_dimensions_rejected_without_decoding() -> None:
 def test_pixel_limit_override_and_global_restored() -> None:
     saved = Image.MAX_IMAGE_PIXELS
     data = encode(noise((200, 100)), "PNG")
-    assert rejected(data, max_pixels=10_000) == (
-        "too large: 200 x 100 pixels exceeds the 10,000 pixel limit"
-    )
+    assert rejected(data, max_pixels=10_000) == ("too large: 200 x 100 pixels exceeds the 10,000 pixel limit")
     assert Image.MAX_IMAGE_PIXELS == saved
     assert validate_image(data, max_pixels=20_000).width == 200
     assert Image.MAX_IMAGE_PIXELS == saved
@@ -204,27 +205,51 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
 
 
-@pytest.mark.parametrize(("name", "data", "kind"), [
-    ("TIFF with an HTML page appended", encode(noise(), "TIFF") + HTML, "HTML"),
-    ("PNG with a ZIP inside a private chunk", png_with_chunk(b"zIPp", zip_archive()), "ZIP"),
-    ("PNG with PHP in a text chunk", png_with_chunk(b"tEXt", b"Comment\0<?php system($_GET['c']); ?>"), "PHP"),
-    ("JPEG with a script in a comment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
-        0xFE, b"<SCRIPT SRC=//evil.example/x.js></SCRIPT>")), "HTML"),
-    ("JPEG with an SVG document in an APP segment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
-        0xE9, b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>')), "SVG"),
-    ("GIF with an event handler in its comment", encode(noise(), "GIF", comment=b"<img src=x onerror=alert(1)>"),
-     "HTML"),
-    ("WEBP with a PDF appended", encode(noise(), "WEBP") + PDF, "PDF"),
-    ("BMP with a ZIP appended", encode(noise(), "BMP") + zip_archive(), "ZIP"),
-    ("TIFF with a ZIP in the middle", encode(noise(), "TIFF", description=zip_archive().decode("latin-1")), "ZIP"),
-    ("PNG with a custom element's handler after long padding", png_with_chunk(
-        b"tEXt", b"c\0<x-y " + b"data-a=b " * 100 + b"onpointerenter=alert(1)>"), "HTML"),
-    ("GIF with <svg/onload=...>", encode(noise(), "GIF", comment=b"<svg/onload=alert(1)>"), "HTML"),
-    ("PNG with a handler right after a quoted value", png_with_chunk(b"tEXt", b'c\0<img src="x"OnError=alert(1)>'),
-     "HTML"),
-    ("JPEG with a javascript: link in a comment", insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(
-        0xFE, b"<a href='JavaScript:alert(1)'>x</a>")), "HTML"),
-])
+@pytest.mark.parametrize(
+    ("name", "data", "kind"),
+    [
+        ("TIFF with an HTML page appended", encode(noise(), "TIFF") + HTML, "HTML"),
+        ("PNG with a ZIP inside a private chunk", png_with_chunk(b"zIPp", zip_archive()), "ZIP"),
+        ("PNG with PHP in a text chunk", png_with_chunk(b"tEXt", b"Comment\0<?php system($_GET['c']); ?>"), "PHP"),
+        (
+            "JPEG with a script in a comment",
+            insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(0xFE, b"<SCRIPT SRC=//evil.example/x.js></SCRIPT>")),
+            "HTML",
+        ),
+        (
+            "JPEG with an SVG document in an APP segment",
+            insert_after_soi(
+                encode(noise(), "JPEG"),
+                jpeg_segment(0xE9, b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>'),
+            ),
+            "SVG",
+        ),
+        (
+            "GIF with an event handler in its comment",
+            encode(noise(), "GIF", comment=b"<img src=x onerror=alert(1)>"),
+            "HTML",
+        ),
+        ("WEBP with a PDF appended", encode(noise(), "WEBP") + PDF, "PDF"),
+        ("BMP with a ZIP appended", encode(noise(), "BMP") + zip_archive(), "ZIP"),
+        ("TIFF with a ZIP in the middle", encode(noise(), "TIFF", description=zip_archive().decode("latin-1")), "ZIP"),
+        (
+            "PNG with a custom element's handler after long padding",
+            png_with_chunk(b"tEXt", b"c\0<x-y " + b"data-a=b " * 100 + b"onpointerenter=alert(1)>"),
+            "HTML",
+        ),
+        ("GIF with <svg/onload=...>", encode(noise(), "GIF", comment=b"<svg/onload=alert(1)>"), "HTML"),
+        (
+            "PNG with a handler right after a quoted value",
+            png_with_chunk(b"tEXt", b'c\0<img src="x"OnError=alert(1)>'),
+            "HTML",
+        ),
+        (
+            "JPEG with a javascript: link in a comment",
+            insert_after_soi(encode(noise(), "JPEG"), jpeg_segment(0xFE, b"<a href='JavaScript:alert(1)'>x</a>")),
+            "HTML",
+        ),
+    ],
+)
 def test_polyglots_are_refused_wherever_the_payload_is(name: str, data: bytes, kind: str) -> None:
     with Image.open(io.BytesIO(data)) as img:  # Pillow reads them as images
         img.load()
@@ -235,13 +260,20 @@ def test_camera_trailers_and_metadata_are_allowed() -> None:
     """What cameras and editors put around and inside photos: XMP, a second image (MPO),
     Samsung's trailer, a motion photo's video, a lone local-file header or PDF signature."""
     photo = encode(noise((96, 64), seed=5), "JPEG")
-    xmp = (b'http://ns.adobe.com/xap/1.0/\0<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-           b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-           b'<rdf:Description dc:description="a &lt;b&gt;bold&lt;/b&gt; cat on the onion field"/></rdf:RDF>'
-           b'</x:xmpmeta><?xpacket end="w"?>')
+    xmp = (
+        b'http://ns.adobe.com/xap/1.0/\0<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description dc:description="a &lt;b&gt;bold&lt;/b&gt; cat on the onion field"/></rdf:RDF>'
+        b'</x:xmpmeta><?xpacket end="w"?>'
+    )
     samsung = b"\x00\x00\x23\x00\x00\x00Image_UTC_Data1700000000000SEFH\x20\x00\x00\x00\x01\x00\x00\x00SEFT"
-    motion = struct.pack(">I", 24) + b"ftypmp42\0\0\0\0isommp42" + struct.pack(">I", 4104) + b"mdat" + random.Random(
-        3).randbytes(4096)
+    motion = (
+        struct.pack(">I", 24)
+        + b"ftypmp42\0\0\0\0isommp42"
+        + struct.pack(">I", 4104)
+        + b"mdat"
+        + random.Random(3).randbytes(4096)
+    )
     mpo = encode(noise((96, 64)), "MPO", save_all=True, append_images=[noise((96, 64), seed=9)])
     allowed = {
         "JPEG with XMP": insert_after_soi(photo, jpeg_segment(0xE1, xmp)),

@@ -8,16 +8,21 @@ import sys
 import zlib
 from pathlib import Path
 
-from PIL import Image
-
 from conftest import make_env
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mumic_core", *args], cwd=ROOT, env=make_env(home),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mumic_core", *args],
+        cwd=ROOT,
+        env=make_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -25,8 +30,10 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def huge_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mumic_core.pipeline.label_errors import out_of_sample_probabilities, suspicious_labels
-
 from mumic_core.model.label_quality import rank_suspects
+from mumic_core.pipeline.label_errors import out_of_sample_probabilities, suspicious_labels
 from mumic_core.store.registry import active_version
 
 
@@ -66,12 +65,11 @@ def test_suspicious_labels_disagree_with_their_out_of_fold_model(demo_studio):
 def test_large_collections_find_wrong_labels_in_a_worker_job(demo_studio, monkeypatch):
     """Above INLINE_LABELLED_IMAGES the Review page queues a job; its result opens the queue."""
     from streamlit.testing.v1 import AppTest
+    from test_pages import page
 
     from mumic_core.pipeline import label_errors
-    from mumic_core.store.jobs import list_jobs
     from mumic_core.pipeline.runner import run_job
-
-    from test_pages import page
+    from mumic_core.store.jobs import list_jobs
 
     monkeypatch.setattr(label_errors, "INLINE_LABELLED_IMAGES", 5)
     at: AppTest = page("review.py").run()

@@ -9,21 +9,21 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import signed_in_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 
-from conftest import signed_in_app
 from db.models import Annotation, Image, Job
+from mumic_core.config import load_settings
+from mumic_core.pipeline.lifecycle import ensure_base_version
+from mumic_core.pipeline.scoring import score_collection, unscored_count
 from mumic_core.store.auth import SYSTEM
 from mumic_core.store.classes import add_class
 from mumic_core.store.collection import annotate, collection_counts, import_files
-from mumic_core.config import load_settings
 from mumic_core.store.csv_rows import from_cell, read_csv_rows, to_cell
 from mumic_core.store.label_io import export_labels, import_labels
-from mumic_core.pipeline.lifecycle import ensure_base_version
-from mumic_core.pipeline.scoring import score_collection, unscored_count
 from mumic_core.store.studio import open_studio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +50,19 @@ def current(studio) -> dict:
     from db.models import LabelClass
 
     with studio.read() as s:
-        rows = s.execute(select(Image.sha256, LabelClass.name, Annotation.positive, Annotation.annotator,
-                                Annotation.source, Annotation.created_at)
-                         .join(Image, Image.id == Annotation.image_id)
-                         .join(LabelClass, LabelClass.id == Annotation.class_id)
-                         .where(Annotation.is_current.is_(True))).all()
+        rows = s.execute(
+            select(
+                Image.sha256,
+                LabelClass.name,
+                Annotation.positive,
+                Annotation.annotator,
+                Annotation.source,
+                Annotation.created_at,
+            )
+            .join(Image, Image.id == Annotation.image_id)
+            .join(LabelClass, LabelClass.id == Annotation.class_id)
+            .where(Annotation.is_current.is_(True))
+        ).all()
     return {(sha, name): (p, who, src, at.replace(tzinfo=None)) for sha, name, p, who, src, at in rows}
 
 
@@ -99,18 +107,21 @@ def test_ambiguous_names_are_refused_and_rows_can_name_an_image_by_path_id_or_sh
     studio, images, cls = store(tmp_path / "h", ["x/IMG_0001.jpg", "y/IMG_0001.jpg", "z.png"])
     with studio.read() as s:
         sha = s.scalar(select(Image.sha256).where(Image.original_name == "y/IMG_0001.jpg"))
-    data = ("filename,image_id,sha256,labels\n"
-            "IMG_0001.jpg,,,cat\n"  # which one?
-            f"x/IMG_0001.jpg,,,dog\n"
-            f",,{sha},tree\n"
-            f",{images['z.png']},,cat\n"
-            f"z.png,{images['x/IMG_0001.jpg']},,cat\n").encode()
+    data = (
+        "filename,image_id,sha256,labels\n"
+        "IMG_0001.jpg,,,cat\n"  # which one?
+        f"x/IMG_0001.jpg,,,dog\n"
+        f",,{sha},tree\n"
+        f",{images['z.png']},,cat\n"
+        f"z.png,{images['x/IMG_0001.jpg']},,cat\n"
+    ).encode()
     report = import_labels(studio, data, "lead")
     assert len(report.errors) == 2
     assert report.errors[0].startswith("line 2:") and "could be 2 images" in report.errors[0]
     assert report.errors[1].startswith("line 6:") and "is named" in report.errors[1]
-    got = {(name, c) for (sha_, c), _ in current(studio).items() for name, i in images.items()
-           if _sha(studio, i) == sha_}
+    got = {
+        (name, c) for (sha_, c), _ in current(studio).items() for name, i in images.items() if _sha(studio, i) == sha_
+    }
     assert got == {("x/IMG_0001.jpg", "dog"), ("y/IMG_0001.jpg", "tree"), ("z.png", "cat")}
 
 
@@ -144,8 +155,9 @@ def test_semicolons_and_tabs_are_read_and_a_wrong_separator_is_named(tmp_path):
         import_labels(studio, b"file|labels\na.png|cat\n", "lead")
 
 
-@pytest.mark.parametrize("value", ["=cmd|' /C calc'!A0", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "'=x", "''", "ok",
-                                   "'plain", ""])
+@pytest.mark.parametrize(
+    "value", ["=cmd|' /C calc'!A0", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "'=x", "''", "ok", "'plain", ""]
+)
 def test_formula_cells_are_neutralised_and_read_back(value):
     cell = to_cell(value)
     assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
@@ -181,8 +193,12 @@ def test_exports_say_which_image_by_id_and_sha_and_leave_out_inactive_classes(tm
 
 def test_earlier_json_exports_and_bad_json_items(tmp_path):
     studio, images, cls = store(tmp_path / "h", ["a.png", "b.png"])
-    old = [{"filename": "a.png", "positives": ["cat"], "negatives": ["dog"]}, "junk",
-           {"filename": "nope.png", "positives": ["cat"]}, {"filename": "b.png", "labels": "cat"}]
+    old = [
+        {"filename": "a.png", "positives": ["cat"], "negatives": ["dog"]},
+        "junk",
+        {"filename": "nope.png", "positives": ["cat"]},
+        {"filename": "b.png", "labels": "cat"},
+    ]
     report = import_labels(studio, json.dumps(old).encode(), "lead")
     assert report.labels_added == 2
     assert [e.split(":")[0] for e in report.errors] == ["item 2", "item 3", "item 4"]
@@ -192,13 +208,15 @@ def test_earlier_json_exports_and_bad_json_items(tmp_path):
 
 def test_contradicting_rows_and_bad_statement_fields_are_refused_by_line(tmp_path):
     studio, images, cls = store(tmp_path / "h", ["a.png"])
-    data = ("filename,class,state,annotator,source,labelled_at\n"
-            "a.png,cat,positive,ann,review,2026-01-02T03:04:05+00:00\n"
-            "a.png,cat,negative,bob,review,\n"
-            "a.png,dog,maybe,,,\n"
-            "a.png,tree,negative,,DROP TABLE,\n"
-            "a.png,tree,negative,,,yesterday\n"
-            "a.png,unicorn,positive,,,\n").encode()
+    data = (
+        b"filename,class,state,annotator,source,labelled_at\n"
+        b"a.png,cat,positive,ann,review,2026-01-02T03:04:05+00:00\n"
+        b"a.png,cat,negative,bob,review,\n"
+        b"a.png,dog,maybe,,,\n"
+        b"a.png,tree,negative,,DROP TABLE,\n"
+        b"a.png,tree,negative,,,yesterday\n"
+        b"a.png,unicorn,positive,,,\n"
+    )
     report = import_labels(studio, data, "lead")
     assert [e.split(":")[0] for e in report.errors] == [f"line {n}" for n in (3, 4, 5, 6, 7)]
     assert report.labels_added == 1
@@ -218,8 +236,9 @@ def test_import_page_imports_a_labels_file_and_shows_the_exports(demo_studio):
     at = signed_in_app(ROOT / "app_pages" / "import_export.py", "lead", "admin").run()
     assert not at.exception
     assert len(at.get("download_button")) == 4  # the export buttons are drawn
-    at.file_uploader(key="labels_file").upload("tags.csv", b"filename,labels\nscene_00040.png,circle|red object\n"
-                                                           b"missing.png,circle\n", "text/csv")
+    at.file_uploader(key="labels_file").upload(
+        "tags.csv", b"filename,labels\nscene_00040.png,circle|red object\nmissing.png,circle\n", "text/csv"
+    )
     at.run()
     at.button(key="import_labels").click().run()
     assert not at.exception
@@ -280,8 +299,12 @@ def test_cli_import_scores_new_images_without_a_worker(studio, tmp_path):
 
 statement = st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans())  # (image, class, present)
 step = st.one_of(
-    st.tuples(st.just("label"), st.sampled_from(["ann", "bob", "=cmd"]), st.sampled_from(["review", "second_review"]),
-              st.lists(statement, min_size=1, max_size=5)),
+    st.tuples(
+        st.just("label"),
+        st.sampled_from(["ann", "bob", "=cmd"]),
+        st.sampled_from(["review", "second_review"]),
+        st.lists(statement, min_size=1, max_size=5),
+    ),
     st.tuples(st.just("undo"), st.sampled_from(["ann", "bob", "=cmd"]), st.just(""), st.just([])),
 )
 
@@ -310,5 +333,7 @@ def test_any_label_history_reads_back_exactly(tmp_path_factory, history, fmt):
     assert not report.errors
     assert current(new) == current(old)
     with old.read() as s:
-        labelled = s.scalar(select(func.count(func.distinct(Annotation.image_id))).where(Annotation.is_current.is_(True)))
+        labelled = s.scalar(
+            select(func.count(func.distinct(Annotation.image_id))).where(Annotation.is_current.is_(True))
+        )
     assert reviewed(new) == labelled

@@ -9,8 +9,8 @@ from sqlalchemy import update
 
 from db.models import ReviewLease, utcnow
 from mumic_core.store.leases import claim, leased_to_others, release
-from mumic_core.store.registry import active_version
 from mumic_core.store.queue import QueueFilter, queue_count, queue_page
+from mumic_core.store.registry import active_version
 
 
 def test_claims_skip_other_sessions_and_release_the_previous_image(demo_studio):
@@ -72,8 +72,9 @@ def test_browser_seat_survives_a_new_mask():
     from mumic_core.store.leases import browser_seat
 
     token, masks = bytes(range(16)), (bytes([7, 1, 2, 3]), bytes([200, 9, 9, 1]))
-    cookies = ["2|" + m.hex() + "|" + bytes(b ^ m[k % 4] for k, b in enumerate(token)).hex() + "|1795808515"
-               for m in masks]
+    cookies = [
+        "2|" + m.hex() + "|" + bytes(b ^ m[k % 4] for k, b in enumerate(token)).hex() + "|1795808515" for m in masks
+    ]
     assert cookies[0] != cookies[1]
     assert browser_seat(cookies[0]) == browser_seat(cookies[1]) is not None  # one browser, two page loads
     assert browser_seat(cookies[0].replace("|0", "|1", 1)) != browser_seat(cookies[0])
@@ -83,8 +84,8 @@ def test_browser_seat_survives_a_new_mask():
 def test_an_image_reviewed_after_the_queue_was_read_is_not_handed_out(demo_studio):
     """The race the load benchmark found: B reads the queue, A reviews the top image and moves
     on (releasing its lease), then B claims from its old list. B must get the next image."""
-    from mumic_core.store.queue import image_views
     from mumic_core.services.review import submit
+    from mumic_core.store.queue import image_views
 
     s = demo_studio
     f = QueueFilter(version_id=active_version(s).id, status="unreviewed")

@@ -14,28 +14,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import diverging_loss
 from sqlalchemy import func, select, update
+from test_worker import start_worker, stop, wait_for
 
 from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
-from mumic_core.pipeline import lifecycle
-from conftest import diverging_loss
-from mumic_core.model import fitting
-from mumic_core.services import training as training_service
-from mumic_core.store.auth import Actor
 from mumic_core.cli import main
 from mumic_core.encoders.cache import EmbeddingCache
-from mumic_core.errors import TrainingError
-from mumic_core.store.jobs import JobConflict, create_job, get_job, job_log, list_jobs, progress_reporter, request_cancel
-from mumic_core.pipeline.runner import run_job
-from mumic_core.services.training import maybe_auto_retrain, new_human_labels, request_activation, request_training
 from mumic_core.encoders.factory import create_random_local_dir
 from mumic_core.encoders.spec import EncoderSpec
-from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
-from mumic_core.store.queue import QueueFilter, image_views, queue_page
+from mumic_core.errors import TrainingError
+from mumic_core.model import fitting
+from mumic_core.pipeline import lifecycle
+from mumic_core.pipeline.runner import run_job
+from mumic_core.services import training as training_service
 from mumic_core.services.review import submit
+from mumic_core.services.training import maybe_auto_retrain, new_human_labels, request_activation, request_training
+from mumic_core.store.auth import Actor
+from mumic_core.store.jobs import (
+    JobConflict,
+    create_job,
+    get_job,
+    job_log,
+    list_jobs,
+    progress_reporter,
+    request_cancel,
+)
+from mumic_core.store.queue import QueueFilter, image_views, queue_page
+from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
 from mumic_core.store.settings import set_setting
-
-from test_worker import start_worker, stop, wait_for
 
 
 def prediction_count(studio, version_id: int) -> int:
@@ -66,8 +73,13 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
     image_id = queue_page(studio, QueueFilter(new.id), 0, 1)[0]
     view = image_views(studio, [image_id], new.id)[0]
     with studio.read() as s:
-        stored = dict(s.execute(select(Prediction.class_id, Prediction.score).where(
-            Prediction.image_id == image_id, Prediction.model_version_id == new.id)).all())
+        stored = dict(
+            s.execute(
+                select(Prediction.class_id, Prediction.score).where(
+                    Prediction.image_id == image_id, Prediction.model_version_id == new.id
+                )
+            ).all()
+        )
     assert view.suggestions and all(abs(stored[x.class_id] - x.probability) < 1e-6 for x in view.suggestions)
     # The Training page compares both: the base model through the comparison made at training.
     from mumic_core.store.reports import per_class_ap, validation_metrics
@@ -189,9 +201,9 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
 
 def _start_big_collection(studio, n: int) -> None:
-    from mumic_core.services.demo import seed_demo
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import score_collection
+    from mumic_core.services.demo import seed_demo
 
     version = ensure_base_version(studio)
     seed_demo(studio, n_images=n, seed=4)
@@ -222,8 +234,13 @@ def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
     # image before it becomes active. Small embedding parts make the resume visible.
     other_dir = home / "models" / "other-encoder"
     create_random_local_dir("mumic-small-rn96", other_dir, seed=5)
-    other = register_version(studio, "v0002", EncoderSpec(f"local-dir:{other_dir}", "", "pretrained", "other"),
-                             "pretrained", "another encoder")
+    other = register_version(
+        studio,
+        "v0002",
+        EncoderSpec(f"local-dir:{other_dir}", "", "pretrained", "other"),
+        "pretrained",
+        "another encoder",
+    )
     cache_dir = home / "embeddings" / encoder_spec(studio, other).key
     proc = start_worker(home, MUMIC_EMBEDDING_CHUNK="32")
     try:
@@ -270,8 +287,9 @@ def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):
 def _review_as(studio, annotator: str, n_images: int) -> None:
     """``annotator`` (signed in, an annotator) reviews ``n_images`` images: 2 labels each."""
     version = active_version(studio)
-    views = image_views(studio, queue_page(studio, QueueFilter(version.id, status="unreviewed"), 0, n_images),
-                        version.id)
+    views = image_views(
+        studio, queue_page(studio, QueueFilter(version.id, status="unreviewed"), 0, n_images), version.id
+    )
     for view in views:
         submit(studio, view, [view.suggestions[0].class_id], [view.suggestions[1].class_id], annotator)
 
@@ -298,8 +316,9 @@ def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo
     queue_down = replace(demo_studio.settings, queue_url="redis://127.0.0.1:9/0")  # nothing listens there
     ann = replace(demo_studio, settings=queue_down).as_actor(Actor("ann", "annotator"))
     _review_as(ann, "ann", 1)  # labels saved; the queue cannot be reached: logged, not raised
-    assert any("automatic retraining was not queued" in r.message and "cannot be reached" in r.message
-               for r in caplog.records)
+    assert any(
+        "automatic retraining was not queued" in r.message and "cannot be reached" in r.message for r in caplog.records
+    )
     with demo_studio.read() as s:
         assert s.scalar(select(func.count()).select_from(Annotation).where(Annotation.annotator == "ann")) == 2
         [job] = s.scalars(select(Job).where(Job.kind == "train"))
@@ -327,8 +346,11 @@ def test_retraining_when_validation_has_no_positives(demo_studio):
     half-state (a registered version with a failed job)."""
     with demo_studio.write() as s:
         val = s.scalars(select(Image.id).where(Image.split == "val")).all()
-        labelled = s.execute(update(Annotation).where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
-                             .values(positive=False)).rowcount
+        labelled = s.execute(
+            update(Annotation)
+            .where(Annotation.image_id.in_(val), Annotation.is_current.is_(True))
+            .values(positive=False)
+        ).rowcount
     assert labelled > 0
     result = CliRunner().invoke(main, ["train", "--steps", "20", "--activate", "always"])
     assert result.exit_code == 0, (result.output, result.exception)
@@ -350,11 +372,17 @@ def test_a_scoring_of_new_images_cut_off_by_a_dead_worker_is_queued_again(demo_s
     dead = subprocess.Popen(["true"])
     dead.wait()
     with studio.write() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(status="running", phase="scoring",
-                                                              worker_pid=dead.pid, worker_host=os.uname().nodename))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", phase="scoring", worker_pid=dead.pid, worker_host=os.uname().nodename)
+        )
     queued = lifecycle.resume_interrupted(studio)
     assert get_job(studio, job_id).status == "failed"
     assert len(queued) == 1
     again = get_job(studio, queued[0])
-    assert again.kind == "score" and again.params == {"version": version.name, "new_images": True,
-                                                      "resumes_job": job_id}
+    assert again.kind == "score" and again.params == {
+        "version": version.name,
+        "new_images": True,
+        "resumes_job": job_id,
+    }

@@ -97,10 +97,25 @@ def test_expected_calibration_error():
 
 
 def test_evaluate_returns_json_serialisable_keys():
-    out = evaluate(SCORES, TRUTH, class_names=["cat", "dog", "bird"], majority_min_positives=2,
-                   thresholds=tune_thresholds(SCORES, TRUTH))
-    expected_keys = {"gap_at_10", "gap", "map", "map_majority", "per_class_ap", "n_images",
-                     "n_classes", "n_positives", "f1_macro", "f1_micro"}
+    out = evaluate(
+        SCORES,
+        TRUTH,
+        class_names=["cat", "dog", "bird"],
+        majority_min_positives=2,
+        thresholds=tune_thresholds(SCORES, TRUTH),
+    )
+    expected_keys = {
+        "gap_at_10",
+        "gap",
+        "map",
+        "map_majority",
+        "per_class_ap",
+        "n_images",
+        "n_classes",
+        "n_positives",
+        "f1_macro",
+        "f1_micro",
+    }
     assert set(out) == expected_keys
     assert out["per_class_ap"]["bird"] is None
     assert out["map"] == pytest.approx(2 / 3)

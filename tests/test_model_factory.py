@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mumic_core.encoders import factory as mf
 from mumic_core.config import load_settings
+from mumic_core.encoders import factory as mf
 from mumic_core.errors import ModelUnavailable
 from mumic_core.synthetic.scenes import generate_collection
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conftest import signed_in_app
 from PIL import Image as PILImage
 from sqlalchemy import func, select
-
-from db.models import Annotation, LabelClass, Prediction, ReviewLease
-from mumic_core.store.registry import active_version
-from mumic_core.store.queue import QueueFilter, queue_count
-from app_pages.ui import md
-from conftest import signed_in_app
 from streamlit.testing.v1 import AppTest
+
+from app_pages.ui import md
+from db.models import Annotation, LabelClass, Prediction, ReviewLease
+from mumic_core.store.queue import QueueFilter, queue_count
+from mumic_core.store.registry import active_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,8 +50,9 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
     assert "Image 1 of 30" in at.markdown[0].value  # the undone image is back in the (planned) queue
     assert review_rows(studio) >= 1  # history is kept; the rows are no longer current
     with studio.read() as s:
-        current = s.scalar(select(func.count(Annotation.id)).where(Annotation.source == "review",
-                                                                   Annotation.is_current.is_(True)))
+        current = s.scalar(
+            select(func.count(Annotation.id)).where(Annotation.source == "review", Annotation.is_current.is_(True))
+        )
     assert current == 0
     at.toggle(key="blind").set_value(True).run()
     assert not [b for b in at.button if b.key.startswith("t")]
@@ -61,7 +62,9 @@ def test_review_one_image_accept_undo_and_blind(demo_studio):
 def test_review_grid_bulk_accept(demo_studio):
     at = page("review.py").run()
     at.radio(key="mode").set_value("Grid").run()
-    assert not at.exception and len([m for m in at.multiselect if m.label == "Present"]) == 12  # one "present" picker per image on the page
+    assert (
+        not at.exception and len([m for m in at.multiselect if m.label == "Present"]) == 12
+    )  # one "present" picker per image on the page
     at.slider(key="grid_t").set_value(0.3).run()
     bulk = next(b for b in at.button if b.label.startswith("Accept every suggestion"))
     bulk.click().run()
@@ -145,8 +148,10 @@ def test_suspicious_labels_queue(demo_studio):
     at.button(key="suspicious").click().run()
     assert not at.exception
     assert any("chosen from suspicious labels" in i.value for i in at.info)
-    assert any(w.value.startswith("Suspicious:") and "never saw this image" in w.value and "is labelled" in w.value
-               for w in at.warning)
+    assert any(
+        w.value.startswith("Suspicious:") and "never saw this image" in w.value and "is labelled" in w.value
+        for w in at.warning
+    )
 
 
 def test_review_default_order_is_active_learning(demo_studio):
@@ -155,8 +160,9 @@ def test_review_default_order_is_active_learning(demo_studio):
 
     at = page("review.py").run()
     assert not at.exception and at.selectbox(key="sort").value == "active learning"
-    plan = order_queue(demo_studio, QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"),
-                       DEFAULT_WEIGHTS)
+    plan = order_queue(
+        demo_studio, QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"), DEFAULT_WEIGHTS
+    )
     assert at.session_state["plan"] == plan and "Image 1 of 30" in at.markdown[0].value
     at.selectbox(key="sort").set_value("priority").run()
     assert not at.exception
@@ -169,8 +175,11 @@ def test_strategy_weights_change_the_plan(demo_studio):
     at.slider(key="w_uncertainty").set_value(0.0).run()
     at.slider(key="w_diversity").set_value(0.5).run()
     assert not at.exception
-    plan = order_queue(demo_studio, QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"),
-                       {"rare": 1.0, "diversity": 0.5})
+    plan = order_queue(
+        demo_studio,
+        QueueFilter(version_id=active_version(demo_studio).id, status="unreviewed"),
+        {"rare": 1.0, "diversity": 0.5},
+    )
     assert at.session_state["plan"] == plan
     assert any("rare 1 · diversity 0.5" in c.value for c in at.caption), [c.value for c in at.caption]
 
@@ -191,6 +200,8 @@ def test_two_annotators_at_once_are_shown_different_images(demo_studio):
         at.radio(key="mode").set_value("Grid").run()
         assert not at.exception
     with demo_studio.read() as s:
-        held = [set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.holder == at.session_state["holder"])))
-                for at in (ann, bob)]
+        held = [
+            set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.holder == at.session_state["holder"])))
+            for at in (ann, bob)
+        ]
     assert len(held[0]) == len(held[1]) == 12 and not held[0] & held[1]

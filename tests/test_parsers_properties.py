@@ -26,8 +26,11 @@ def test_well_formed_rows_round_trip(rows):
     data = to_csv([["filename", "labels"], *map(list, rows)])
     parsed = read_csv_rows(data, ["filename", "labels"])
     kept = [(r["filename"], r["labels"]) for _, r in parsed.rows]
-    expected = [(from_cell(a), from_cell(b)) for a, b in rows  # values as written (a name may start with a space)
-                if (a.strip() or b.strip()) and "\x00" not in a + b]
+    expected = [
+        (from_cell(a), from_cell(b))
+        for a, b in rows  # values as written (a name may start with a space)
+        if (a.strip() or b.strip()) and "\x00" not in a + b
+    ]
     assert kept == expected
     assert all("NUL" in e for e in parsed.errors)
 
@@ -51,9 +54,15 @@ def test_a_file_is_refused_whole_only_for_its_header(data):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(st.sampled_from(["scene_00000.png", "scene_00001.png", "missing.png", "", "x"]),
-                               st.lists(st.sampled_from(["circle", "square", "unicorn", "CIRCLE ", ""]), max_size=3)),
-                     max_size=8))
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["scene_00000.png", "scene_00001.png", "missing.png", "", "x"]),
+            st.lists(st.sampled_from(["circle", "square", "unicorn", "CIRCLE ", ""]), max_size=3),
+        ),
+        max_size=8,
+    )
+)
 def test_label_import_records_only_known_statements(demo_studio, tmp_path_factory, rows):
     from sqlalchemy import func, select
 
@@ -71,6 +80,13 @@ def test_label_import_records_only_known_statements(demo_studio, tmp_path_factor
     assert report.images_labelled == len({f for f, names in good if any(n.strip() for n in names)})
     assert len(report.errors) == len(bad)
     with demo_studio.read() as s:
-        new_rows = s.execute(select(Annotation.annotator, LabelClass.normalized_name).join(
-            LabelClass, LabelClass.id == Annotation.class_id).where(Annotation.id > before)).all() if before else []
+        new_rows = (
+            s.execute(
+                select(Annotation.annotator, LabelClass.normalized_name)
+                .join(LabelClass, LabelClass.id == Annotation.class_id)
+                .where(Annotation.id > before)
+            ).all()
+            if before
+            else []
+        )
     assert all(who == "csv-import" and name in known for who, name in new_rows)

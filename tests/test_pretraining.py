@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 
 from mumic_core.config import load_settings
-from mumic_core.errors import MumicError
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
+from mumic_core.encoders.pretraining import (
+    PretrainConfig,
+    lr_scale,
+    pick_captions,
+    pretrain,
+    read_captions,
+    run_fraction,
+)
 from mumic_core.encoders.spec import WEIGHTS_NAME
-from mumic_core.encoders.pretraining import PretrainConfig, lr_scale, pick_captions, pretrain, read_captions, run_fraction
+from mumic_core.errors import MumicError
 from mumic_core.synthetic.scenes import generate_collection
 
 
@@ -31,8 +38,11 @@ def captioned_folder(tmp_path: Path, n: int = 8) -> Path:
 def test_pretraining_learns_and_saves_a_loadable_local_dir(home: Path, tmp_path: Path, monkeypatch):
     csv_path = captioned_folder(tmp_path)
     out = tmp_path / "pretrained"
-    result = pretrain(csv_path, out, PretrainConfig(model="mumic-tiny-rn", minutes=5, max_steps=40, batch_size=8,
-                                                    lr=1e-3, label="test model"))
+    result = pretrain(
+        csv_path,
+        out,
+        PretrainConfig(model="mumic-tiny-rn", minutes=5, max_steps=40, batch_size=8, lr=1e-3, label="test model"),
+    )
     assert result.steps == 40 and result.images_seen == 320 and result.images_per_second > 0
     losses = [r["loss"] for r in result.losses]
     assert losses[-1] < 0.7 * losses[0], losses  # contrastive loss really goes down

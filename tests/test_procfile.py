@@ -12,12 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mumic_core.store.auth import SYSTEM
-from mumic_core.config import load_settings
-from mumic_core.store.workers import live_workers
-from mumic_core.store.studio import Studio
-
 from conftest import make_env
+
+from mumic_core.config import load_settings
+from mumic_core.store.auth import SYSTEM
+from mumic_core.store.studio import Studio
+from mumic_core.store.workers import live_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,15 @@ def test_procfile_starts_web_and_worker(demo_studio):
     env = make_env(demo_studio.settings.home, MUMIC_PORT=str(port))
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     honcho = shutil.which("honcho", path=env["PATH"])
-    proc = subprocess.Popen([honcho, "start"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [honcho, "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     studio = Studio(load_settings(env), SYSTEM)
     try:
         deadline = time.monotonic() + 90

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import signed_in_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from conftest import signed_in_app
 from db.models import Image
+from mumic_core.pipeline.scoring import score_collection
 from mumic_core.store.collection import import_files
 from mumic_core.store.registry import active_version
 from mumic_core.store.renditions import MAX_ASPECT, TILE, VIEW, renditions
-from mumic_core.pipeline.scoring import score_collection
 
 ROOT = Path(__file__).resolve().parents[1]
 

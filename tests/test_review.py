@@ -4,10 +4,10 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation, Image
-from mumic_core.store.collection import annotate
-from mumic_core.store.registry import active_version
-from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page
 from mumic_core.services.review import accept_above, submit, undo
+from mumic_core.store.collection import annotate
+from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page
+from mumic_core.store.registry import active_version
 
 
 def _filter(studio, **kw) -> QueueFilter:
@@ -23,8 +23,9 @@ def test_queue_filters_and_orders(demo_studio):
     views = image_views(studio, ids, active_version(studio).id)
     tops = [v.suggestions[0].probability for v in views]
     assert tops == sorted(tops, reverse=True)
-    prio = image_views(studio, queue_page(studio, _filter(studio, status="all", sort="priority"), 0, 60),
-                       active_version(studio).id)
+    prio = image_views(
+        studio, queue_page(studio, _filter(studio, status="all", sort="priority"), 0, 60), active_version(studio).id
+    )
     unc = [min(abs(s.probability - 0.5) for s in v.suggestions) for v in prio]
     assert unc == sorted(unc)  # the top-9 suggestions contain the most uncertain class here
     # a class and a confidence range
@@ -55,8 +56,9 @@ def test_every_present_label_and_every_suspect_is_a_suggestion(demo_studio):
     shown = [sg.class_id for sg in view.suggestions]
     present = [c for c, p in view.labels.items() if p]
     assert shown[:2] == ranked[:2] and low in shown and lower in shown and set(present) <= set(shown)
-    assert [sg.probability for sg in view.suggestions] == sorted((sg.probability for sg in view.suggestions),
-                                                                 reverse=True)
+    assert [sg.probability for sg in view.suggestions] == sorted(
+        (sg.probability for sg in view.suggestions), reverse=True
+    )
 
 
 def test_submit_then_undo_restores_the_previous_labels(demo_studio):
@@ -69,8 +71,11 @@ def test_submit_then_undo_restores_the_previous_labels(demo_studio):
     [after] = image_views(studio, [view.image_id], version.id)
     assert after.labels[a] is True and after.labels[b] is False and after.review_count == view.review_count + 1
     with studio.read() as s:
-        row = s.scalar(select(Annotation).where(Annotation.image_id == view.image_id, Annotation.class_id == a,
-                                                Annotation.is_current.is_(True)))
+        row = s.scalar(
+            select(Annotation).where(
+                Annotation.image_id == view.image_id, Annotation.class_id == a, Annotation.is_current.is_(True)
+            )
+        )
     if before.get(a) is not True:
         assert row.annotator == "ann" and row.suggested_score == pytest.approx(view.suggestions[0].probability)
     assert undo(studio, "someone-else") is None  # undo is per person

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 
 import mumic_core
 from db.models import Base, ModelVersion, Prediction, ReviewLease
-from mumic_core.store.auth import PERMISSIONS, PermissionDenied, Actor
+from mumic_core.store.auth import PERMISSIONS, Actor, PermissionDenied
 
 ANNOTATOR = Actor("ann", "annotator")
 
@@ -29,39 +29,83 @@ ANNOTATOR = Actor("ann", "annotator")
 READ_ONLY = {
     "pipeline.planning.order_queue",
     "store.classes.list_classes",
-    "store.collection.class_counts", "store.collection.collection_counts", "store.collection.current_labels",
+    "store.collection.class_counts",
+    "store.collection.collection_counts",
+    "store.collection.current_labels",
     "store.collection.importable_folders",
-    "store.dashboard.annotator_agreement", "store.dashboard.correction_rates", "store.dashboard.model_history",
+    "store.dashboard.annotator_agreement",
+    "store.dashboard.correction_rates",
+    "store.dashboard.model_history",
     "store.dashboard.per_class_ap",
     "services.demo.is_empty",
-    "pipeline.encode_batches.claim_batch", "pipeline.encode_batches.encode_in_parallel", "pipeline.encode_batches.plan_batches",
-    "pipeline.encode_batches.release_dead_claims", "pipeline.encode_batches.work_on_batches",
-    "pipeline.evaluation.evaluate_folder", "pipeline.evaluation.evaluate_stored",
-    "store.jobs.active_job", "store.jobs.get_job", "store.jobs.job_log", "store.jobs.list_jobs",
-    "pipeline.label_errors.labelled_image_count", "pipeline.label_errors.out_of_sample_probabilities",
-    "pipeline.label_errors.run_label_errors_job", "pipeline.label_errors.suspicious_labels",
+    "pipeline.encode_batches.claim_batch",
+    "pipeline.encode_batches.encode_in_parallel",
+    "pipeline.encode_batches.plan_batches",
+    "pipeline.encode_batches.release_dead_claims",
+    "pipeline.encode_batches.work_on_batches",
+    "pipeline.evaluation.evaluate_folder",
+    "pipeline.evaluation.evaluate_stored",
+    "store.jobs.active_job",
+    "store.jobs.get_job",
+    "store.jobs.job_log",
+    "store.jobs.list_jobs",
+    "pipeline.label_errors.labelled_image_count",
+    "pipeline.label_errors.out_of_sample_probabilities",
+    "pipeline.label_errors.run_label_errors_job",
+    "pipeline.label_errors.suspicious_labels",
     "store.leases.leased_to_others",
-    "services.training.new_human_labels", "services.training.training_params",
-    "store.registry.active_version", "store.registry.encoder_spec", "store.registry.get_version", "store.registry.head_path",
-    "store.registry.list_versions", "store.registry.load_head", "store.registry.next_version_name",
-    "store.queue.image_views", "store.queue.newest_image_id", "store.queue.queue_count", "store.queue.queue_page",
-    "store.queue.submission_image_ids", "store.queue.top_images_for_class",
-    "store.classes.active_classes", "store.collection.all_image_ids", "pipeline.scoring.image_embeddings", "store.collection.image_items",
-    "pipeline.scoring.load_scorer", "pipeline.scoring.observed_positive_rate", "pipeline.scoring.predict",
-    "pipeline.scoring.rank_images_for_prompts", "pipeline.scoring.top_predictions", "pipeline.scoring.unscored_count",
+    "services.training.new_human_labels",
+    "services.training.training_params",
+    "store.registry.active_version",
+    "store.registry.encoder_spec",
+    "store.registry.get_version",
+    "store.registry.head_path",
+    "store.registry.list_versions",
+    "store.registry.load_head",
+    "store.registry.next_version_name",
+    "store.queue.image_views",
+    "store.queue.newest_image_id",
+    "store.queue.queue_count",
+    "store.queue.queue_page",
+    "store.queue.submission_image_ids",
+    "store.queue.top_images_for_class",
+    "store.classes.active_classes",
+    "store.collection.all_image_ids",
+    "pipeline.scoring.image_embeddings",
+    "store.collection.image_items",
+    "pipeline.scoring.load_scorer",
+    "pipeline.scoring.observed_positive_rate",
+    "pipeline.scoring.predict",
+    "pipeline.scoring.rank_images_for_prompts",
+    "pipeline.scoring.top_predictions",
+    "pipeline.scoring.unscored_count",
     "pipeline.scoring.unscored_image_ids",
     "store.renditions.renditions",
-    "pipeline.search.build_index", "pipeline.search.embedding_map", "pipeline.search.index_dir", "pipeline.search.load_index",
-    "pipeline.search.near_duplicate_groups", "pipeline.search.search_text", "pipeline.search.similar_images",
+    "pipeline.search.build_index",
+    "pipeline.search.embedding_map",
+    "pipeline.search.index_dir",
+    "pipeline.search.load_index",
+    "pipeline.search.near_duplicate_groups",
+    "pipeline.search.search_text",
+    "pipeline.search.similar_images",
     "store.settings.get_setting",
     "pipeline.training.gather_labels",
     "pipeline.queue.ask_for_help",
-    "store.workers.is_alive", "store.workers.live_workers",
+    "store.workers.is_alive",
+    "store.workers.live_workers",
 }
 # Signing in and out establish who acts, and the first admin is made on a store without
 # accounts; the checks themselves take the studio too.
-WITHOUT_ACCOUNT = {"store.auth.actor_for_token", "store.auth.cookie_code", "store.auth.ensure_first_admin",
-                   "store.auth.redeem_cookie_code", "store.auth.sign_in", "store.auth.sign_out", "store.auth.require", "store.auth.require_self"}
+WITHOUT_ACCOUNT = {
+    "store.auth.actor_for_token",
+    "store.auth.cookie_code",
+    "store.auth.ensure_first_admin",
+    "store.auth.redeem_cookie_code",
+    "store.auth.sign_in",
+    "store.auth.sign_out",
+    "store.auth.require",
+    "store.auth.require_self",
+}
 
 
 def service_functions() -> dict[str, Callable]:
@@ -81,10 +125,13 @@ def service_functions() -> dict[str, Callable]:
     return found
 
 
-def test_every_service_function_is_marked_or_reads_only(home):  # importing mumic_core.pipeline.worker makes folders there
+def test_every_service_function_is_marked_or_reads_only(
+    home,
+):  # importing mumic_core.pipeline.worker makes folders there
     functions = service_functions()
-    unmarked = sorted(n for n, fn in functions.items()
-                      if not hasattr(fn, "requires") and n not in READ_ONLY | WITHOUT_ACCOUNT)
+    unmarked = sorted(
+        n for n, fn in functions.items() if not hasattr(fn, "requires") and n not in READ_ONLY | WITHOUT_ACCOUNT
+    )
     assert not unmarked, f"mark these with @auth.requires(...) or list them as reading only: {unmarked}"
     marked_yet_listed = sorted(n for n, fn in functions.items() if hasattr(fn, "requires") and n in READ_ONLY)
     assert not marked_yet_listed
@@ -112,8 +159,11 @@ def call_with_placeholders(fn: Callable, studio, acting_as: str | None) -> None:
     """Call ``fn`` with ``studio`` and a placeholder for every other argument (the check comes
     first, so the placeholders are never used); the person acted for is someone else."""
     params = list(inspect.signature(fn).parameters.values())[1:]
-    args = {p.name: ("someone-else" if p.name == acting_as else None)
-            for p in params if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
+    args = {
+        p.name: ("someone-else" if p.name == acting_as else None)
+        for p in params
+        if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD
+    }
     if acting_as:
         args[acting_as] = "someone-else"
     fn(studio, **args)
@@ -134,15 +184,21 @@ def test_every_changing_function_refuses_annotators_and_strangers_before_changin
                 call_with_placeholders(fn, annotator, fn.acting_as)
         checked.append(name)
     assert store_fingerprint(demo_studio) == before
-    assert {"store.registry.register_version", "pipeline.scoring.score_classes", "store.leases.release",
-            "store.leases.claim", "store.collection.record_labels", "store.jobs.create_job"} <= set(checked)
+    assert {
+        "store.registry.register_version",
+        "pipeline.scoring.score_classes",
+        "store.leases.release",
+        "store.leases.claim",
+        "store.collection.record_labels",
+        "store.jobs.create_job",
+    } <= set(checked)
 
 
 def test_an_annotator_cannot_create_model_versions_or_write_scores(demo_studio):
     """The three functions the review found unchecked: an annotator's studio created a model
     version, and could overwrite the stored scores."""
-    from mumic_core.store.registry import active_version, register_version
     from mumic_core.pipeline.scoring import score_classes
+    from mumic_core.store.registry import active_version, register_version
 
     ann = demo_studio.as_actor(ANNOTATOR)
     version = active_version(demo_studio)

@@ -14,16 +14,16 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from test_worker import start_worker, stop, wait_for
 
 from db.models import EncodeBatch, Job, JobLog, Prediction, utcnow
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.pipeline.encode_batches import plan_batches
-from mumic_core.store.jobs import get_job
 from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.pipeline.scoring import load_scorer, score_collection
 from mumic_core.store.collection import all_image_ids
+from mumic_core.store.jobs import get_job
 from mumic_core.store.workers import live_workers
-from test_worker import start_worker, stop, wait_for
 
 
 def _free_port() -> int:
@@ -39,8 +39,23 @@ def redis_url(tmp_path):
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -79,8 +94,11 @@ def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redi
         jobs = [get_job(studio, j) for j in job_ids]
         assert [j.status for j in jobs] == ["succeeded"] * 10, [j.error for j in jobs]
         with studio.read() as s:
-            starts = s.execute(select(JobLog.job_id, func.count()).where(
-                JobLog.job_id.in_(job_ids), JobLog.message.like("started by process%")).group_by(JobLog.job_id)).all()
+            starts = s.execute(
+                select(JobLog.job_id, func.count())
+                .where(JobLog.job_id.in_(job_ids), JobLog.message.like("started by process%"))
+                .group_by(JobLog.job_id)
+            ).all()
         assert dict(starts) == {j: 1 for j in job_ids}  # each job ran exactly once
         pids = {w.pid for w in live_workers(studio)}
         assert {j.worker_pid for j in jobs} == pids and len(pids) == 2  # and both workers took some
@@ -90,8 +108,8 @@ def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redi
 
 
 def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_url, monkeypatch):
-    from mumic_core.services.demo import seed_demo
     from mumic_core.pipeline.queue import enqueue
+    from mumic_core.services.demo import seed_demo
 
     studio = _studio_on(studio, redis_url, monkeypatch, MUMIC_EMBEDDING_CHUNK="16")
     version = ensure_base_version(studio)
@@ -195,10 +213,28 @@ def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studi
         for job_id, host in ((live_id, "gpu-box"), (dead_id, "cpu-box")):
             job = s.get(Job, job_id)
             job.status, job.worker_host, job.worker_pid = "running", host, 4242
-        s.add(Worker(name="gpu-box:4242", host="gpu-box", pid=4242, device="cuda: H100", queue="redis",
-                     started_at=utcnow(), heartbeat_at=utcnow()))
-        s.add(Worker(name="cpu-box:4242", host="cpu-box", pid=4242, device="cpu", queue="redis",
-                     started_at=utcnow(), heartbeat_at=utcnow() - timedelta(minutes=5)))
+        s.add(
+            Worker(
+                name="gpu-box:4242",
+                host="gpu-box",
+                pid=4242,
+                device="cuda: H100",
+                queue="redis",
+                started_at=utcnow(),
+                heartbeat_at=utcnow(),
+            )
+        )
+        s.add(
+            Worker(
+                name="cpu-box:4242",
+                host="cpu-box",
+                pid=4242,
+                device="cpu",
+                queue="redis",
+                started_at=utcnow(),
+                heartbeat_at=utcnow() - timedelta(minutes=5),
+            )
+        )
     assert [j.id for j in fail_orphaned_jobs(studio)] == [dead_id]
     assert get_job(studio, live_id).status == "running"
     assert "ran on cpu-box" in get_job(studio, dead_id).error
@@ -208,8 +244,8 @@ def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studi
 def test_unreachable_database_or_queue_is_a_clear_error_and_loses_nothing(studio, monkeypatch):
     from mumic_core.config import load_settings
     from mumic_core.errors import ServiceUnavailable
-    from mumic_core.store.studio import Studio, open_studio
     from mumic_core.pipeline.queue import enqueue
+    from mumic_core.store.studio import Studio, open_studio
 
     monkeypatch.setenv("MUMIC_DATABASE_URL", f"postgresql+psycopg://mumic:secret@127.0.0.1:{_free_port()}/mumic")
     with pytest.raises(ServiceUnavailable, match=r"cannot reach the database .*mumic:\*\*\*@") as err:
@@ -234,17 +270,34 @@ def test_batches_of_workers_that_are_gone_are_put_back_at_once(studio):
     dead = subprocess.Popen(["true"])
     dead.wait()
     here = socket.gethostname()
-    holders = {f"{here}:{dead.pid}": "pending",  # this machine, process gone
-               f"{here}:{os.getppid()}": "running",  # this machine, process alive
-               "gpu-box:7": "running",  # another machine, heartbeat fresh
-               "cpu-box:7": "pending"}  # another machine, heartbeat stopped
+    holders = {
+        f"{here}:{dead.pid}": "pending",  # this machine, process gone
+        f"{here}:{os.getppid()}": "running",  # this machine, process alive
+        "gpu-box:7": "running",  # another machine, heartbeat fresh
+        "cpu-box:7": "pending",
+    }  # another machine, heartbeat stopped
     with studio.write() as s:
         s.add(Worker(name="gpu-box:7", host="gpu-box", pid=7, started_at=utcnow(), heartbeat_at=utcnow()))
-        s.add(Worker(name="cpu-box:7", host="cpu-box", pid=7, started_at=utcnow(),
-                     heartbeat_at=utcnow() - timedelta(minutes=3)))
+        s.add(
+            Worker(
+                name="cpu-box:7",
+                host="cpu-box",
+                pid=7,
+                started_at=utcnow(),
+                heartbeat_at=utcnow() - timedelta(minutes=3),
+            )
+        )
         for k, holder in enumerate(holders):
-            s.add(EncodeBatch(encoder_key="k", version_id=version.id, image_ids=[k], status="running",
-                              holder=holder, heartbeat_at=utcnow()))
+            s.add(
+                EncodeBatch(
+                    encoder_key="k",
+                    version_id=version.id,
+                    image_ids=[k],
+                    status="running",
+                    holder=holder,
+                    heartbeat_at=utcnow(),
+                )
+            )
     assert release_dead_claims(studio) == 2
     with studio.read() as s:
         after = {b.image_ids[0]: b.status for b in s.scalars(select(EncodeBatch))}
@@ -257,12 +310,14 @@ def test_concurrent_first_saves_of_a_setting_all_succeed(studio):
 
     from mumic_core.store.settings import get_setting, set_setting
 
-    for key, values in (("auto_retrain_labels", list(range(10, 18))),
-                        ("promotion_policy", ["always", "never"] * 4),
-                        ("auto_retrain_mode", ["head", "full"] * 4)):
+    for key, values in (
+        ("auto_retrain_labels", list(range(10, 18))),
+        ("promotion_policy", ["always", "never"] * 4),
+        ("auto_retrain_mode", ["head", "full"] * 4),
+    ):
         barrier, errors = threading.Barrier(len(values)), []
 
-        def save(value) -> None:
+        def save(value, key=key, barrier=barrier, errors=errors) -> None:
             barrier.wait()
             try:
                 set_setting(studio, key, value)

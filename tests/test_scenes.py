@@ -56,7 +56,7 @@ def test_class_catalogue():
 def test_collection_is_deterministic(tmp_path: Path):
     a = generate_collection(6, seed=5, out_dir=tmp_path / "a")
     b = generate_collection(6, seed=5, out_dir=tmp_path / "b")
-    c = generate_collection(6, seed=6, out_dir=tmp_path / "c")
+    generate_collection(6, seed=6, out_dir=tmp_path / "c")  # another seed: other pictures
     assert [name for name, _ in a] == [f"scene_{i:05d}.png" for i in range(6)]
     assert a == b
     assert all((tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes() for n, _ in a)
@@ -145,8 +145,9 @@ def test_long_tailed_classes_label_colour_shape_pairs_consistently():
     rng = np.random.default_rng(0)
     counts = {c.name: 0 for c in LONG_TAIL_CLASSES}
     for _ in range(400):
-        scene = generate_scene(rng, size=32, classes=LONG_TAIL_CLASSES, shape_p=zipf_weights(10),
-                               colour_p=zipf_weights(6))
+        scene = generate_scene(
+            rng, size=32, classes=LONG_TAIL_CLASSES, shape_p=zipf_weights(10), colour_p=zipf_weights(6)
+        )
         for label in scene.labels:
             counts[label] += 1
             colour, _, shape = label.partition(" ")

@@ -7,12 +7,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from db.models import Image
-from mumic_core.store.collection import import_files
 from mumic_core.pipeline.lifecycle import promote
-from mumic_core.store.registry import active_version
-from mumic_core.synthetic.scenes import generate_collection
 from mumic_core.pipeline.search import index_dir, search_text, similar_images
 from mumic_core.pipeline.training import TrainConfig, train
+from mumic_core.store.collection import import_files
+from mumic_core.store.registry import active_version
+from mumic_core.synthetic.scenes import generate_collection
 
 
 def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path):

@@ -8,10 +8,10 @@ import urllib.request
 from email.message import Message
 
 from conftest import PASSWORD
-from mumic_core.store.auth import actor_for_token, add_user, cookie_code, sign_in, sign_out
 from test_browser import serve
 
 from app_pages.signin import COOKIE, COOKIE_ROUTE
+from mumic_core.store.auth import actor_for_token, add_user, cookie_code, sign_in, sign_out
 
 
 def call(url: str, method: str, body: bytes | None = None, site: str = "same-origin") -> tuple[int, Message]:

@@ -10,17 +10,31 @@ from PIL import Image, ImageDraw
 
 from mumic_core.config import load_settings
 from mumic_core.encoders.factory import create_random_local_dir, resolve_base_spec
-from mumic_core.store.registry import active_version
-from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
 from mumic_core.encoders.spec import STARTER_LABEL, starter_dir
 from mumic_core.encoders.starter import zero_shot_scenes
-from mumic_core.synthetic.starter_corpus import (Drawing, build_corpus, captions_for, emoji_category, emoji_subgroups,
-                                      eval_category, held_out_scenes, load_held_out, split_held_out)
+from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
+from mumic_core.store.registry import active_version
+from mumic_core.synthetic.starter_corpus import (
+    Drawing,
+    build_corpus,
+    captions_for,
+    emoji_category,
+    emoji_subgroups,
+    eval_category,
+    held_out_scenes,
+    load_held_out,
+    split_held_out,
+)
 
 
 def fake_stamps(root: Path) -> None:
-    shapes = {"animals/birds": "ellipse", "food/fruit/cartoon": "rectangle", "clothes/hats": "polygon",
-              "clothes": "ellipse", "symbols/music": "rectangle"}
+    shapes = {
+        "animals/birds": "ellipse",
+        "food/fruit/cartoon": "rectangle",
+        "clothes/hats": "polygon",
+        "clothes": "ellipse",
+        "symbols/music": "rectangle",
+    }
     for k, (folder, shape) in enumerate(shapes.items()):
         for i in range(5):
             d = root / folder
@@ -45,14 +59,20 @@ def test_eval_categories_use_the_longest_folder_prefix():
 
 def test_emoji_join_evaluation_classes_through_their_unicode_subgroup(tmp_path: Path):
     test_file = tmp_path / "emoji-test.txt"
-    test_file.write_text("# subgroup: animal-bird\n1F426 ; fully-qualified # bird\n"
-                         "# subgroup: transport-ground\n1F68C ; fully-qualified # bus\n"
-                         "1F6A5 ; fully-qualified # horizontal traffic light\n"
-                         "# subgroup: clothing\n1F3A9 ; fully-qualified # top hat\n"
-                         "1F468 200D 1F373 ; fully-qualified # a sequence, ignored\n")
+    test_file.write_text(
+        "# subgroup: animal-bird\n1F426 ; fully-qualified # bird\n"
+        "# subgroup: transport-ground\n1F68C ; fully-qualified # bus\n"
+        "1F6A5 ; fully-qualified # horizontal traffic light\n"
+        "# subgroup: clothing\n1F3A9 ; fully-qualified # top hat\n"
+        "1F468 200D 1F373 ; fully-qualified # a sequence, ignored\n"
+    )
     groups = emoji_subgroups(test_file)
-    assert groups == {0x1F426: "animal-bird", 0x1F68C: "transport-ground", 0x1F6A5: "transport-ground",
-                      0x1F3A9: "clothing"}
+    assert groups == {
+        0x1F426: "animal-bird",
+        0x1F68C: "transport-ground",
+        0x1F6A5: "transport-ground",
+        0x1F3A9: "clothing",
+    }
     assert emoji_category("animal-bird", "dove") == "bird" and emoji_category("clothing", "top hat") == "hat"
     assert emoji_category("clothing", "t-shirt") == "piece of clothing"
     assert emoji_category("transport-ground", "bus") == "vehicle"

@@ -13,18 +13,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mumic_core.store.auth import SYSTEM
-from mumic_core.store.collection import import_files
 from mumic_core.config import load_settings
-from mumic_core.services.demo import seed_demo
-from mumic_core.store.registry import export_model_zip, get_version, head_path, load_head
 from mumic_core.pipeline.lifecycle import ensure_base_version
-from mumic_core.store.queue import image_views
 from mumic_core.pipeline.scoring import score_collection
-from mumic_core.store.collection import image_items
+from mumic_core.pipeline.training import TrainConfig, train
+from mumic_core.services.demo import seed_demo
+from mumic_core.store.auth import SYSTEM
+from mumic_core.store.collection import image_items, import_files
+from mumic_core.store.queue import image_views
+from mumic_core.store.registry import export_model_zip, get_version, head_path, load_head
 from mumic_core.store.storage import Storage, storage_for
 from mumic_core.store.studio import open_studio
-from mumic_core.pipeline.training import TrainConfig, train
 
 
 def _free_port() -> int:
@@ -50,8 +49,11 @@ def s3(s3_endpoint: str, home: Path, monkeypatch: pytest.MonkeyPatch):
     Returns (an s3fs filesystem on the server, "bucket/prefix")."""
     import s3fs
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     options = {"client_kwargs": {"endpoint_url": s3_endpoint}}
@@ -94,8 +96,10 @@ def test_storage_round_trip_on_s3(s3, home: Path):
     (src / "head.json").write_text("{}")
     (src / "encoder" / "w.bin").write_bytes(b"\0" * 10)
     assert store.upload_dir(src, "v0009") == 2
-    assert sorted(fs.find(f"{root}/models/v0009")) == [f"{root}/models/v0009/encoder/w.bin",
-                                                       f"{root}/models/v0009/head.json"]
+    assert sorted(fs.find(f"{root}/models/v0009")) == [
+        f"{root}/models/v0009/encoder/w.bin",
+        f"{root}/models/v0009/head.json",
+    ]
     dest = home / "elsewhere" / "v0009"
     assert store.local_dir("v0009", dest=dest) == dest
     assert (dest / "head.json").read_text() == "{}" and (dest / "encoder" / "w.bin").read_bytes() == b"\0" * 10

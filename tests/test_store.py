@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db.models import Annotation, Image
 from db.session import get_engine
-from mumic_core.store.classes import add_class, list_classes, normalize_name
 from mumic_core.errors import ClassError
+from mumic_core.store.classes import add_class, list_classes, normalize_name
 from mumic_core.store.collection import annotate, import_files
 from mumic_core.store.label_io import export_labels
 from mumic_core.synthetic.scenes import generate_collection
@@ -27,8 +27,18 @@ def _images(studio, tmp_path, n=3):
 def test_migrations_create_the_schema(studio):
     engine = get_engine(studio.url)
     tables = set(inspect(engine).get_table_names())
-    assert {"images", "classes", "class_prompts", "annotations", "predictions", "model_versions", "jobs",
-            "alembic_version", "workers", "encode_batches"} <= tables
+    assert {
+        "images",
+        "classes",
+        "class_prompts",
+        "annotations",
+        "predictions",
+        "model_versions",
+        "jobs",
+        "alembic_version",
+        "workers",
+        "encode_batches",
+    } <= tables
 
 
 @pytest.mark.sqlite_only
@@ -51,8 +61,13 @@ def test_migrations_match_the_models(studio):
 
 def test_class_names_are_validated(studio):
     add_class(studio, "Red Object", ["a red thing"])
-    for bad, msg in [("", "empty"), ("   ", "empty"), ("red   object", "already exists"),
-                     ("RED OBJECT", "already exists"), ("x" * 81, "limit is 80")]:
+    for bad, msg in [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("red   object", "already exists"),
+        ("RED OBJECT", "already exists"),
+        ("x" * 81, "limit is 80"),
+    ]:
         with pytest.raises(ClassError, match=msg):
             add_class(studio, bad)
     assert [c.name for c in list_classes(studio)] == ["Red Object"]
@@ -96,8 +111,10 @@ def test_export_formats(studio, tmp_path):
     annotate(studio, images[0].id, {cat: True, dog: False}, "ann")
     rows = list(csv.DictReader(io.StringIO(export_labels(studio, "csv"))))
     assert [(r["filename"], r["class"], r["state"], r["annotator"]) for r in rows] == [
-        (images[0].original_name, "cat", "positive", "ann"), (images[0].original_name, "dog", "negative", "ann"),
-        (images[1].original_name, "", "", "")]  # an image without labels has one empty row
+        (images[0].original_name, "cat", "positive", "ann"),
+        (images[0].original_name, "dog", "negative", "ann"),
+        (images[1].original_name, "", "", ""),
+    ]  # an image without labels has one empty row
     js = json.loads(export_labels(studio, "json"))
     assert [(x["class"], x["state"]) for x in js["images"][0]["labels"]] == [("cat", "positive"), ("dog", "negative")]
     coco = json.loads(export_labels(studio, "coco"))
@@ -147,22 +164,36 @@ def test_migration_0005_keeps_every_prediction(tmp_path):
     command.upgrade(alembic_config(url), "0004")
     engine = get_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO model_versions (id, name, kind, description, architecture, weights, "
-                             "training_config, metrics, status, created_at) VALUES "
-                             "(1, 'v1', 'base', '', 'a', 'b', '{}', '{}', 'ready', '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO classes (id, name, normalized_name, description, active, created_at) "
-                             "VALUES (1, 'a', 'a', '', 1, '2026-01-01'), (2, 'b', 'b', '', 1, '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO images (id, sha256, original_name, relpath, width, height, format, split, "
-                             "added_at) VALUES (1, 'x', 'x.png', 'x.png', 1, 1, 'PNG', 'train', '2026-01-01'), "
-                             "(2, 'y', 'y.png', 'y.png', 1, 1, 'PNG', 'train', '2026-01-01')")
-        conn.exec_driver_sql("INSERT INTO predictions VALUES (1, 1, 1, 0.1, 0.2), (1, 1, 2, 0.3, 0.4), "
-                             "(1, 2, 1, 0.5, 0.6), (1, 2, 2, 0.7, 0.8)")
+        conn.exec_driver_sql(
+            "INSERT INTO model_versions (id, name, kind, description, architecture, weights, "
+            "training_config, metrics, status, created_at) VALUES "
+            "(1, 'v1', 'base', '', 'a', 'b', '{}', '{}', 'ready', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO classes (id, name, normalized_name, description, active, created_at) "
+            "VALUES (1, 'a', 'a', '', 1, '2026-01-01'), (2, 'b', 'b', '', 1, '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO images (id, sha256, original_name, relpath, width, height, format, split, "
+            "added_at) VALUES (1, 'x', 'x.png', 'x.png', 1, 1, 'PNG', 'train', '2026-01-01'), "
+            "(2, 'y', 'y.png', 'y.png', 1, 1, 'PNG', 'train', '2026-01-01')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO predictions VALUES (1, 1, 1, 0.1, 0.2), (1, 1, 2, 0.3, 0.4), "
+            "(1, 2, 1, 0.5, 0.6), (1, 2, 2, 0.7, 0.8)"
+        )
     engine.dispose()
     command.upgrade(alembic_config(url), "head")
     engine = get_engine(url)
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql("SELECT model_version_id, image_id, class_id, similarity, score "
-                                    "FROM predictions ORDER BY image_id, class_id").all()
-    assert [tuple(r) for r in rows] == [(1, 1, 1, 0.1, 0.2), (1, 1, 2, 0.3, 0.4), (1, 2, 1, 0.5, 0.6),
-                                        (1, 2, 2, 0.7, 0.8)]
+        rows = conn.exec_driver_sql(
+            "SELECT model_version_id, image_id, class_id, similarity, score "
+            "FROM predictions ORDER BY image_id, class_id"
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, 1, 1, 0.1, 0.2),
+        (1, 1, 2, 0.3, 0.4),
+        (1, 2, 1, 0.5, 0.6),
+        (1, 2, 2, 0.7, 0.8),
+    ]
     assert inspect(engine).get_pk_constraint("predictions")["constrained_columns"][1] == "class_id"

@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation
+from mumic_core.errors import StaleView
+from mumic_core.services.review import submit
 from mumic_core.store.auth import Actor
 from mumic_core.store.dashboard import annotator_agreement
-from mumic_core.errors import StaleView
-from mumic_core.store.registry import active_version
 from mumic_core.store.queue import QueueFilter, image_views, queue_count, queue_page
-from mumic_core.services.review import submit
+from mumic_core.store.registry import active_version
 
 
 def as_user(studio, name):
@@ -28,8 +28,10 @@ def test_a_submission_on_a_stale_view_is_refused_and_names_who_changed_it(demo_s
     with pytest.raises(StaleView, match="by bob at"):
         submit(ann, seen_by_ann, set(), {cls}, "ann")
     with demo_studio.read() as s:
-        assert s.scalar(select(Annotation.annotator).where(Annotation.image_id == image,
-                                                           Annotation.is_current.is_(True))) == "bob"
+        assert (
+            s.scalar(select(Annotation.annotator).where(Annotation.image_id == image, Annotation.is_current.is_(True)))
+            == "bob"
+        )
     fresh = image_views(ann, [image], version)[0]  # reloaded: bob's label is visible, ann decides again
     assert fresh.labels == {cls: True}
     submit(ann, fresh, set(), {cls}, "ann")
@@ -37,8 +39,11 @@ def test_a_submission_on_a_stale_view_is_refused_and_names_who_changed_it(demo_s
     submit(ann, again, {cls}, set(), "ann")
     submit(ann, again, set(), {cls}, "ann")  # stale only by ann's own change: hers to overwrite
     with demo_studio.read() as s:
-        rows = s.execute(select(Annotation.annotator, Annotation.positive, Annotation.is_current)
-                         .where(Annotation.image_id == image).order_by(Annotation.id)).all()
+        rows = s.execute(
+            select(Annotation.annotator, Annotation.positive, Annotation.is_current)
+            .where(Annotation.image_id == image)
+            .order_by(Annotation.id)
+        ).all()
     assert [tuple(r) for r in rows][-1] == ("ann", False, True)
 
 
@@ -52,8 +57,9 @@ def test_second_review_confirms_or_changes_and_feeds_agreement(demo_studio):
         submit(ann, v, {c}, set(), "ann")
     second = QueueFilter(version_id=version, status="second review", reviewer="bob")
     assert set(queue_page(bob, second, 0, 100)) >= set(images)
-    assert queue_count(ann, QueueFilter(version_id=version, status="second review", reviewer="ann")) \
-        < queue_count(bob, second)  # nobody second-reviews their own labels
+    assert queue_count(ann, QueueFilter(version_id=version, status="second review", reviewer="ann")) < queue_count(
+        bob, second
+    )  # nobody second-reviews their own labels
     for k, (image, c) in enumerate(zip(images, classes)):
         v = image_views(bob, [image], version)[0]
         agree = k < 4  # bob confirms four, changes two
@@ -63,8 +69,9 @@ def test_second_review_confirms_or_changes_and_feeds_agreement(demo_studio):
     assert sum(r["pairs"] for r in table) == 6
     assert sum(r["agreement"] * r["pairs"] for r in table) == pytest.approx(4)
     with demo_studio.read() as s:
-        confirmations = s.scalar(select(Annotation.id).where(Annotation.source == "second_review",
-                                                             Annotation.positive.is_(True)).limit(1))
+        confirmations = s.scalar(
+            select(Annotation.id).where(Annotation.source == "second_review", Annotation.positive.is_(True)).limit(1)
+        )
     assert confirmations is not None  # a confirmation is recorded, not skipped as "no change"
 
 
@@ -79,8 +86,14 @@ def test_kappa_is_cohens_from_scikit_learn(demo_studio):
     second = [True, False, False, False, True, True, True, False]
     for image, a, b in zip(images, first, second):
         submit(ann, image_views(ann, [image], version)[0], {cls} if a else set(), set() if a else {cls}, "ann")
-        submit(bob, image_views(bob, [image], version)[0], {cls} if b else set(), set() if b else {cls}, "bob",
-               second_review=True)
+        submit(
+            bob,
+            image_views(bob, [image], version)[0],
+            {cls} if b else set(),
+            set() if b else {cls},
+            "bob",
+            second_review=True,
+        )
     [row] = [r for r in annotator_agreement(demo_studio) if r["pairs"] == 8]
     assert row["Cohen's kappa"] == round(cohen_kappa_score(first, second), 3)
     assert row["agreement"] == pytest.approx(6 / 8)
@@ -94,20 +107,25 @@ def test_backup_and_restore_round_trip(demo_studio, tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from mumic_core.store.backup import BackupError, backup, restore
     from mumic_core.cli import main
+    from mumic_core.store.backup import BackupError, backup, restore
 
     def snapshot(home):
         con = sqlite3.connect(home / "mumic.db")
         tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         rows = {t: sorted(map(repr, con.execute(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
         con.close()
-        files = {str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
-                 for f in ("images", "models") for p in sorted((home / f).rglob("*")) if p.is_file()}
+        files = {
+            str(p.relative_to(home)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for f in ("images", "models")
+            for p in sorted((home / f).rglob("*"))
+            if p.is_file()
+        }
         return rows, files
 
-    submit(as_user(demo_studio, "ann"), image_views(demo_studio, [1], active_version(demo_studio).id)[0],
-           {1}, {2}, "ann")
+    submit(
+        as_user(demo_studio, "ann"), image_views(demo_studio, [1], active_version(demo_studio).id)[0], {1}, {2}, "ann"
+    )
     archive = tmp_path / "store.tar"
     manifest = backup(demo_studio, archive)
     assert manifest["rows"]["annotations"] > 0 and manifest["files"]["images"] == 60

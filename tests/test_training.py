@@ -3,25 +3,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import diverging_loss
 from sqlalchemy import func, select
 
 from db.models import ImageScore, Prediction
-from conftest import diverging_loss
 from mumic_core.encoders.factory import load_encoder
 from mumic_core.encoders.finetune import default_full_lr
+from mumic_core.errors import TrainingError
 from mumic_core.model import fitting
 from mumic_core.model.fitting import HeadFit
 from mumic_core.model.head import calibrate
 from mumic_core.model.losses import LossConfig
-from mumic_core.store.classes import add_class
-from mumic_core.services.demo import seed_demo
-from mumic_core.errors import TrainingError
 from mumic_core.pipeline.evaluation import evaluate_stored
-from mumic_core.pipeline.lifecycle import promote
-from mumic_core.store.registry import active_version, encoder_spec, list_versions, load_head
-from mumic_core.pipeline.lifecycle import ensure_base_version
+from mumic_core.pipeline.lifecycle import ensure_base_version, promote
 from mumic_core.pipeline.scoring import _refresh_image_scores, score_classes, score_collection
 from mumic_core.pipeline.training import TrainConfig, gather_labels, train
+from mumic_core.services.demo import seed_demo
+from mumic_core.store.classes import add_class
+from mumic_core.store.registry import active_version, encoder_spec, list_versions, load_head
 
 
 @pytest.fixture
@@ -75,10 +74,17 @@ def test_full_training_of_the_last_blocks_only(demo120):
 
     after = load_file(str(studio.settings.model_dir / result.version.name / "encoder" / "open_clip_model.safetensors"))
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    odd = sorted(k for k in changed if not k.startswith((
-        "visual.attnpool", "visual.layer4", "text_projection", "ln_final", "transformer.resblocks.2.")))
-    assert changed and all(k.startswith(("visual.attnpool", "visual.layer4", "text_projection", "ln_final",
-                                         "transformer.resblocks.2.")) for k in changed), odd[:8]
+    odd = sorted(
+        k
+        for k in changed
+        if not k.startswith(
+            ("visual.attnpool", "visual.layer4", "text_projection", "ln_final", "transformer.resblocks.2.")
+        )
+    )
+    assert changed and all(
+        k.startswith(("visual.attnpool", "visual.layer4", "text_projection", "ln_final", "transformer.resblocks.2."))
+        for k in changed
+    ), odd[:8]
     assert not any(k.startswith("visual.layer1") for k in changed)
 
 
@@ -124,15 +130,21 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
         raise AssertionError("images were encoded again: the cache was not used")
 
     monkeypatch.setattr("mumic_core.encoders.cache.encode_images", no_encoding)
-    summary = select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty).where(
-        ImageScore.model_version_id == version.id).order_by(ImageScore.image_id)
+    summary = (
+        select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty)
+        .where(ImageScore.model_version_id == version.id)
+        .order_by(ImageScore.image_id)
+    )
     with studio.read() as s:
         before = np.array(s.execute(summary).all(), dtype=float)
     n = score_classes(studio, version, [new.id])
     assert n == 120
     with studio.read() as s:
-        scores = list(s.scalars(select(Prediction.score).where(Prediction.class_id == new.id,
-                                                                Prediction.model_version_id == version.id)))
+        scores = list(
+            s.scalars(
+                select(Prediction.score).where(Prediction.class_id == new.id, Prediction.model_version_id == version.id)
+            )
+        )
         total = s.scalar(select(func.count()).select_from(Prediction))
     assert len(scores) == 120 and all(0.0 < p < 1.0 for p in scores)
     assert total == 120 * 21
@@ -154,8 +166,11 @@ def test_a_new_class_is_folded_into_the_image_summaries_as_a_full_refresh_would(
         return sim, prob
 
     monkeypatch.setattr(scoring, "predict", confident)
-    summary = select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty).where(
-        ImageScore.model_version_id == version.id).order_by(ImageScore.image_id)
+    summary = (
+        select(ImageScore.image_id, ImageScore.max_score, ImageScore.uncertainty)
+        .where(ImageScore.model_version_id == version.id)
+        .order_by(ImageScore.image_id)
+    )
     with studio.read() as s:
         before = np.array(s.execute(summary).all(), dtype=float)
     score_classes(studio, version, [add_class(studio, "purple thing", ["a purple object"]).id])
@@ -185,9 +200,17 @@ def test_fixed_temperature_and_offset_stay_at_their_initial_values():
     targets = (rng.random((60, 3)) < 0.3).astype(np.float32)
     mask = np.ones_like(targets)
     names = ["a", "b", "c"]
-    fixed, _ = fitting.fit_head(emb, text, targets, mask, names, HeadFit(
-        LossConfig(per_class_offset=False, learn_temperature=False, learn_offset=False), steps=50))
-    learned, _ = fitting.fit_head(emb, text, targets, mask, names, HeadFit(LossConfig(per_class_offset=False), steps=50))
+    fixed, _ = fitting.fit_head(
+        emb,
+        text,
+        targets,
+        mask,
+        names,
+        HeadFit(LossConfig(per_class_offset=False, learn_temperature=False, learn_offset=False), steps=50),
+    )
+    learned, _ = fitting.fit_head(
+        emb, text, targets, mask, names, HeadFit(LossConfig(per_class_offset=False), steps=50)
+    )
     tau0, b0 = calibrate(emb @ text.T, positive_rate=float(targets.mean()))
     assert fixed.temperature == pytest.approx(tau0, rel=1e-5)
     assert fixed.offset == pytest.approx(b0, abs=1e-6)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from conftest import signed_in_app
 from PIL import Image as PILImage
 from sqlalchemy import select
 
 from app_pages.ui import isolate, md
-from conftest import signed_in_app
 from db.models import Image
+from mumic_core.pipeline.scoring import score_collection
 from mumic_core.store.collection import import_files
 from mumic_core.store.registry import active_version
-from mumic_core.pipeline.scoring import score_collection
 
 ROOT = Path(__file__).resolve().parents[1]
 RLO, FSI, PDI = "\u202e", "\u2068", "\u2069"

@@ -9,14 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import make_env
 from sqlalchemy import func, select
 
 from db.models import Job, Prediction
+from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.store.jobs import create_job, get_job
 from mumic_core.store.workers import live_workers
-from mumic_core.pipeline.lifecycle import ensure_base_version
-
-from conftest import make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,9 +23,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_worker(home: Path, **env: str) -> subprocess.Popen:
     """The worker as the Procfile starts it, in its own process group (so kill -9 takes it all)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey", "--workers", "1",
-         "--max-delay", "0.5"],
-        cwd=ROOT, env=make_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "huey.bin.huey_consumer",
+            "mumic_core.pipeline.worker.huey",
+            "--workers",
+            "1",
+            "--max-delay",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env=make_env(home, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
 

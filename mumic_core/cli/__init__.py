@@ -16,11 +16,20 @@ from mumic_core.errors import MumicError
 
 # command -> module:attribute that defines it
 COMMANDS = {
-    "init": "collection:init", "demo": "collection:demo", "import": "collection:import_",
-    "classes": "collection:classes", "export": "collection:export",
-    "score": "models:score", "train": "models:train", "evaluate": "models:evaluate", "models": "models:models",
-    "pretrain": "starter:pretrain", "starter": "starter:starter",
-    "users": "accounts:users", "backup": "accounts:backup_cmd", "restore": "accounts:restore_cmd",
+    "init": "collection:init",
+    "demo": "collection:demo",
+    "import": "collection:import_",
+    "classes": "collection:classes",
+    "export": "collection:export",
+    "score": "models:score",
+    "train": "models:train",
+    "evaluate": "models:evaluate",
+    "models": "models:models",
+    "pretrain": "starter:pretrain",
+    "starter": "starter:starter",
+    "users": "accounts:users",
+    "backup": "accounts:backup_cmd",
+    "restore": "accounts:restore_cmd",
 }
 
 

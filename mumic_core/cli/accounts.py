@@ -76,8 +76,7 @@ def users_passwd(username: str, password_stdin: bool) -> None:
 def backup_cmd(out: Path) -> None:
     """Write the store (database, images, models) to the tar file OUT, while the app runs."""
     manifest = backup(system_studio(), out)
-    click.echo(f"backup {out}: {sum(manifest['rows'].values())} rows, "
-               f"{sum(manifest['files'].values())} files")
+    click.echo(f"backup {out}: {sum(manifest['rows'].values())} rows, {sum(manifest['files'].values())} files")
 
 
 @click.command("restore")

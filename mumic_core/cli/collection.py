@@ -36,14 +36,19 @@ def init(demo: bool) -> None:
         done = set_up(system_studio(), demo, progress=bar.update)
     click.echo(f"model: {describe(done.version)}")
     if done.demo:
-        click.echo(f"demo: {done.demo.images} images, {done.demo.labelled} pre-labelled "
-                   f"({done.demo.missed_labels} labels missed on purpose)")
+        click.echo(
+            f"demo: {done.demo.images} images, {done.demo.labelled} pre-labelled "
+            f"({done.demo.missed_labels} labels missed on purpose)"
+        )
     if done.scored:
         click.echo(f"scored: {done.scored} image-class pairs with {done.version.name}")
     if done.admin_password:
-        click.secho(f"\nFirst start: an admin account was created.\n  username: admin\n  password: {done.admin_password}\n"
-                    "It is shown only this once. Change it: python -m mumic_core users passwd admin\n"
-                    "Add people: python -m mumic_core users add NAME --role annotator\n", fg="yellow")
+        click.secho(
+            f"\nFirst start: an admin account was created.\n  username: admin\n  password: {done.admin_password}\n"
+            "It is shown only this once. Change it: python -m mumic_core users passwd admin\n"
+            "Add people: python -m mumic_core users add NAME --role annotator\n",
+            fg="yellow",
+        )
 
 
 @click.command()
@@ -55,18 +60,27 @@ def demo(n_images: int, seed: int) -> None:
     if not is_empty(studio):
         raise ValueError("the collection is not empty; use a fresh MUMIC_HOME for the demo")
     s = seed_demo(studio, n_images=n_images, seed=seed)
-    click.echo(f"demo: {s.images} images, {s.labelled} pre-labelled ({s.missed_labels} labels missed); "
-               f"held-out truth in {s.holdout_csv}")
+    click.echo(
+        f"demo: {s.images} images, {s.labelled} pre-labelled ({s.missed_labels} labels missed); "
+        f"held-out truth in {s.holdout_csv}"
+    )
 
 
 @click.command("import")
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A labels file: filename,labels CSV (labels joined by '|'), or a CSV/JSON export.")
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A labels file: filename,labels CSV (labels joined by '|'), or a CSV/JSON export.",
+)
 @click.option("--complete", is_flag=True, help="Listed labels are complete: other classes are negatives.")
 @click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
-@click.option("--score/--no-score", default=True, show_default=True,
-              help="Score the new images with the active model (by a running worker, else here).")
+@click.option(
+    "--score/--no-score",
+    default=True,
+    show_default=True,
+    help="Score the new images with the active model (by a running worker, else here).",
+)
 def import_(folder: Path | None, labels: Path | None, complete: bool, annotator: str | None, score: bool) -> None:
     """Import every image below FOLDER (bad files are named with their reason) and/or a labels file."""
     if folder is None and labels is None:
@@ -82,8 +96,10 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
         if report.added and score:
             _score_new_images(studio)
         if report.stopped:
-            click.echo(f"error: import stopped: {report.stopped}; free space and import again (what was "
-                       "imported is skipped)", err=True)
+            click.echo(
+                f"error: import stopped: {report.stopped}; free space and import again (what was imported is skipped)",
+                err=True,
+            )
             sys.exit(1)
     if labels:
         lr = import_labels(studio, labels, annotator or default_annotator(), complete=complete)
@@ -107,8 +123,9 @@ def _score_new_images(studio: Studio) -> None:
         job = run_job(studio, job_id, extra_progress=report)
     finally:
         bar.close()
-    click.echo(f"scored the new images with {job.result.get('version')}: {job.result.get('predictions', 0)} "
-               "predictions")
+    click.echo(
+        f"scored the new images with {job.result.get('version')}: {job.result.get('predictions', 0)} predictions"
+    )
 
 
 @click.group()

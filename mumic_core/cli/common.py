@@ -25,16 +25,19 @@ def system_studio() -> Studio:
 
 def progress_bar(desc: str):
     """A tqdm bar and the progress callback that drives it: phase, %, time, then epoch/step/loss."""
-    bar = tqdm(total=100, desc=desc, unit="%",
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+    bar = tqdm(
+        total=100, desc=desc, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}"
+    )
 
     def report(phase: str, fraction: float, info: dict) -> None:
         bar.set_description_str(phase)  # set_description would append a second ': '
         bar.n = round(100 * fraction)
-        parts = [f"epoch {info['epoch']}/{info['epochs']}" if "epochs" in info and "epoch" in info else "",
-                 f"step {info['step']}" if "step" in info else "",
-                 f"{info['img/s']:.0f} img/s" if "img/s" in info else "",
-                 f"loss {info['loss']:.4f}" if "loss" in info else ""]
+        parts = [
+            f"epoch {info['epoch']}/{info['epochs']}" if "epochs" in info and "epoch" in info else "",
+            f"step {info['step']}" if "step" in info else "",
+            f"{info['img/s']:.0f} img/s" if "img/s" in info else "",
+            f"loss {info['loss']:.4f}" if "loss" in info else "",
+        ]
         bar.set_postfix_str(", ".join(p for p in parts if p))  # tqdm puts ", " before it
         bar.refresh()
 

@@ -47,17 +47,35 @@ def score(model_name: str | None) -> None:
 @click.option("--steps", type=int, default=None, help="Head mode: optimiser steps (default 300).")
 @click.option("--epochs", type=int, default=None, help="Full mode: passes over the labelled images (default 30).")
 @click.option("--lr", type=float, default=None)
-@click.option("--per-class-offset/--global-offset", default=True, show_default=True,
-              help="One learned offset per class, or one for all classes.")
+@click.option(
+    "--per-class-offset/--global-offset",
+    default=True,
+    show_default=True,
+    help="One learned offset per class, or one for all classes.",
+)
 @click.option("--unfreeze", type=click.Choice(["all", "last"]), default="all", show_default=True)
-@click.option("--activate", "activate_policy", type=click.Choice(["if-better", "always", "never"]),
-              default="if-better", show_default=True)
+@click.option(
+    "--activate",
+    "activate_policy",
+    type=click.Choice(["if-better", "always", "never"]),
+    default="if-better",
+    show_default=True,
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
 def train(loss, mode, steps, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
     """Train a new model version from the human labels (candidate; promoted by --activate)."""
-    params = {"loss": loss, "mode": mode, "steps": steps, "epochs": epochs, "lr": lr, "per_class_offset": per_class_offset,
-              "unfreeze": unfreeze, "activate": activate_policy, "seed": seed}
+    params = {
+        "loss": loss,
+        "mode": mode,
+        "steps": steps,
+        "epochs": epochs,
+        "lr": lr,
+        "per_class_offset": per_class_offset,
+        "unfreeze": unfreeze,
+        "activate": activate_policy,
+        "seed": seed,
+    }
     studio = system_studio()
     if queue:
         click.echo(f"queued job {request_training(studio, params)}; follow it on the Training page")
@@ -72,8 +90,10 @@ def train(loss, mode, steps, epochs, lr, per_class_offset, unfreeze, activate_po
         raise click.ClickException(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result
     fmt = lambda m: " ".join(f"{k}={format_metric(v)}" for k, v in m.items())  # noqa: E731
-    click.echo(f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
-               f"{'activated and re-scored' if r['activated'] else 'kept as candidate'}")
+    click.echo(
+        f"{r['version']}: validation {fmt(r['val'])} (was {fmt(r['parent_val'])}); "
+        f"{'activated and re-scored' if r['activated'] else 'kept as candidate'}"
+    )
 
 
 @click.command()
@@ -99,8 +119,10 @@ def evaluate(images_dir: Path | None, truth: Path | None, model_name: str | None
     click.echo(f"truth: {truth} ({next(iter(results.values()))['n_images']} images)")
     click.echo(f"{'version':8s} {'kind':15s} {'status':9s} {'GAP@10':>7s} {'GAP':>7s} {'mAP':>7s}")
     for name, m in results.items():
-        click.echo(f"{name:8s} {m['kind']:15s} {m['status']:9s} "
-                   + " ".join(f"{format_metric(m[k]):>7s}" for k in ("gap_at_10", "gap", "map")))
+        click.echo(
+            f"{name:8s} {m['kind']:15s} {m['status']:9s} "
+            + " ".join(f"{format_metric(m[k]):>7s}" for k in ("gap_at_10", "gap", "map"))
+        )
 
 
 @click.group()

@@ -86,7 +86,7 @@ class EmbeddingCache:
             if missing:
                 items = list(locate(missing))
                 for start in range(0, len(items), self.chunk):
-                    chunk = items[start:start + self.chunk]
+                    chunk = items[start : start + self.chunk]
                     new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
                     self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
                 cached, emb = self.load()

@@ -49,9 +49,9 @@ def split_preprocess(preprocess) -> tuple[Callable | None, Callable | None]:
     if not steps or sum(n in ("ToTensor", "MaybeToTensor") for n in names) != 1:
         return None, None
     cut = next(k for k, n in enumerate(names) if n in ("ToTensor", "MaybeToTensor"))
-    if not all(n == "Normalize" for n in names[cut + 1:]):
+    if not all(n == "Normalize" for n in names[cut + 1 :]):
         return None, None
-    return Compose(steps[:cut]), Compose(steps[cut + 1:])
+    return Compose(steps[:cut]), Compose(steps[cut + 1 :])
 
 
 def _pixels(encoder: Encoder, paths: Sequence[Path]) -> Tensor:
@@ -82,6 +82,7 @@ def encode_images(
     out = np.zeros((len(paths), encoder.model_cfg["embed_dim"]), dtype=np.float32)
     starts = list(range(0, len(paths), batch_size))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mumic-decode") as pool:
+
         def decode(start: int):
             batch = paths[start : start + batch_size]
             return pool.submit(_pixels, encoder, batch) if device.type != "cpu" else _Ready(_pixels(encoder, batch))

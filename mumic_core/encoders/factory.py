@@ -111,9 +111,7 @@ def obtainable(architecture: str, weights: str, timeout: float) -> bool:
         return True
     if not is_pretrained_tag(architecture, weights):
         return False
-    return cached_pretrained_file(architecture, weights) is not None or host_reachable(
-        _hub_host(), timeout=timeout
-    )
+    return cached_pretrained_file(architecture, weights) is not None or host_reachable(_hub_host(), timeout=timeout)
 
 
 def builtin_dir(settings: Settings) -> Path:
@@ -243,17 +241,17 @@ def _load_encoder(arch: str, weights: str, device: str) -> Encoder:
     _check_architecture(open_clip, arch)
     named = f"{arch} with weights {weights}" if weights else arch
     try:
-        model, train_pp, val_pp = open_clip.create_model_and_transforms(
-            arch, pretrained=pretrained, device=device
-        )
+        model, train_pp, val_pp = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
         if arch.startswith("local-dir:"):
             cfg = json.loads((Path(arch.removeprefix("local-dir:")) / CONFIG_NAME).read_text())["model_cfg"]
         else:
             cfg = open_clip.get_model_config(arch)
     except Exception as exc:  # noqa: BLE001 - open_clip, torch and safetensors raise many kinds
         if _is_corrupt_weights(exc):
-            raise ModelUnavailable(f"cannot load {named}: its weights file is truncated or corrupt "
-                                   f"({_first_line(exc)}); copy or download it again") from exc
+            raise ModelUnavailable(
+                f"cannot load {named}: its weights file is truncated or corrupt "
+                f"({_first_line(exc)}); copy or download it again"
+            ) from exc
         if isinstance(exc, (RuntimeError, OSError, ValueError, KeyError)):
             raise ModelUnavailable(f"cannot load {named}: {_first_line(exc)}") from exc
         raise
@@ -274,15 +272,18 @@ def _check_architecture(open_clip, architecture: str) -> None:
     """ModelUnavailable for an architecture name open_clip does not know (its own error lists
     every known name on one very long line)."""
     if not architecture.startswith(("local-dir:", "hf-hub:")) and open_clip.get_model_config(architecture) is None:
-        raise ModelUnavailable(f"unknown architecture {architecture!r}: not an open_clip model name "
-                               "(open_clip.list_models() lists them) nor local-dir:FOLDER")
+        raise ModelUnavailable(
+            f"unknown architecture {architecture!r}: not an open_clip model name "
+            "(open_clip.list_models() lists them) nor local-dir:FOLDER"
+        )
 
 
 def _is_corrupt_weights(exc: Exception) -> bool:
     """A weights file that cannot be decoded: cut short, or not weights at all. Torch names a
     broken checkpoint archive only in its RuntimeError's message."""
     return isinstance(exc, (SafetensorError, pickle.UnpicklingError, EOFError)) or (
-        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc))
+        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc)
+    )
 
 
 def _first_line(exc: BaseException) -> str:

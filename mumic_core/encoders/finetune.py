@@ -54,8 +54,15 @@ def _set_trainable(model: nn.Module, unfreeze: str) -> list[nn.Parameter]:
     if unfreeze == "all":
         return [p for p in model.parameters()]
     last_res = len(model.transformer.resblocks) - 1
-    keys = ("visual.attnpool", "visual.layer4", "visual.ln_post", "visual.proj", "ln_final",
-            "text_projection", f"transformer.resblocks.{last_res}.")
+    keys = (
+        "visual.attnpool",
+        "visual.layer4",
+        "visual.ln_post",
+        "visual.proj",
+        "ln_final",
+        "text_projection",
+        f"transformer.resblocks.{last_res}.",
+    )
     vis = getattr(model.visual, "transformer", None)
     if vis is not None:
         keys += (f"visual.transformer.resblocks.{len(vis.resblocks) - 1}.",)
@@ -73,7 +80,8 @@ def _train_mode(model: nn.Module) -> None:
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters(recurse=False)):
+            p.requires_grad for p in module.parameters(recurse=False)
+        ):
             module.eval()
 
 
@@ -90,9 +98,17 @@ def default_full_lr(encoder: Encoder) -> float:
     return 3e-4 if n_parameters < SMALL_MODEL_PARAMETERS else 1e-5
 
 
-def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray,
-             prompts: Sequence[Sequence[str]], names: Sequence[str], fit: FullFit = FullFit(),
-             report: Progress | None = None, started: float | None = None) -> tuple[Head, list[dict], Encoder]:
+def fit_full(
+    base: Encoder,
+    paths: Sequence[Path],
+    targets: np.ndarray,
+    mask: np.ndarray,
+    prompts: Sequence[Sequence[str]],
+    names: Sequence[str],
+    fit: FullFit = FullFit(),
+    report: Progress | None = None,
+    started: float | None = None,
+) -> tuple[Head, list[dict], Encoder]:
     """Full mode on arrays: fine-tunes a copy of ``base`` (all of it, or its last blocks) with
     class embeddings computed from ``prompts`` by the text encoder at every step; pairs where
     ``mask`` is 0 are left out of the loss. Returns the head, the loss history and the encoder."""
@@ -100,25 +116,32 @@ def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np
     started = time.monotonic() if started is None else started
     encoder = copy.copy(base)
     encoder.model = copy.deepcopy(base.model)
-    data = _LabelledImages(list(paths), np.asarray(targets, dtype=np.float32), np.asarray(mask, dtype=np.float32),
-                           base.train_preprocess)
-    loader = torch.utils.data.DataLoader(data, batch_size=fit.batch_size, shuffle=True, num_workers=0,
-                                         generator=torch.Generator().manual_seed(fit.seed))
+    data = _LabelledImages(
+        list(paths), np.asarray(targets, dtype=np.float32), np.asarray(mask, dtype=np.float32), base.train_preprocess
+    )
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=fit.batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(fit.seed)
+    )
     device = next(encoder.model.parameters()).device
     with torch.no_grad():
         encoder.model.eval()
         sample = torch.stack([base.preprocess(load_rgb(p)) for p in data.paths[:256]]).to(device)
         sim0 = F.normalize(encoder.model.encode_image(sample).float(), dim=-1) @ encode_prompts(encoder, prompts).T
-    tau, b = calibrate(sim0.cpu().numpy(), positive_rate=positive_rate(data.targets, data.mask > 0, default=0.1),
-                       per_class=fit.loss.per_class_offset)
+    tau, b = calibrate(
+        sim0.cpu().numpy(),
+        positive_rate=positive_rate(data.targets, data.mask > 0, default=0.1),
+        per_class=fit.loss.per_class_offset,
+    )
     loss_module = create_loss(fit.loss, len(names), tau, b).to(device)
     lr = fit.lr or default_full_lr(base)
     trainable = _set_trainable(encoder.model, fit.unfreeze)
     _train_mode(encoder.model)
-    opt = torch.optim.AdamW([
-        {"params": trainable, "lr": lr, "weight_decay": 0.05},
-        {"params": loss_module.parameters(), "lr": 1e-2, "weight_decay": 0.0},
-    ])
+    opt = torch.optim.AdamW(
+        [
+            {"params": trainable, "lr": lr, "weight_decay": 0.05},
+            {"params": loss_module.parameters(), "lr": 1e-2, "weight_decay": 0.0},
+        ]
+    )
     epochs = fit.epochs
     total = epochs * len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 1e-2], total_steps=total, pct_start=0.1)
@@ -136,8 +159,11 @@ def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np
             sched.step()
             step += 1
             running.append(loss.item())
-            report("training", step / total, {"epoch": epoch + 1, "epochs": epochs, "step": step,
-                                              "steps": total, "loss": loss.item()})
+            report(
+                "training",
+                step / total,
+                {"epoch": epoch + 1, "epochs": epochs, "step": step, "steps": total, "loss": loss.item()},
+            )
         history.append({"epoch": epoch + 1, "loss": round(float(np.mean(running)), 5)})
         if fit.max_minutes and time.monotonic() - started > 60 * fit.max_minutes:
             break
@@ -146,8 +172,9 @@ def fit_full(base: Encoder, paths: Sequence[Path], targets: np.ndarray, mask: np
     return head, history, encoder
 
 
-def full_probabilities(encoder: Encoder, head: Head, paths: Sequence[Path], prompts: Sequence[Sequence[str]],
-                       names: Sequence[str]) -> np.ndarray:
+def full_probabilities(
+    encoder: Encoder, head: Head, paths: Sequence[Path], prompts: Sequence[Sequence[str]], names: Sequence[str]
+) -> np.ndarray:
     """(N, C) probabilities of the images at ``paths`` by a fine-tuned encoder and its head."""
     emb = encode_images(encoder, paths)
     cls = encode_prompts(encoder, prompts).cpu().numpy()

@@ -108,8 +108,7 @@ def lr_scale(frac: float, warmup_fraction: float) -> float:
     return max(0.5 * (1 + math.cos(math.pi * (frac - warmup_fraction) / (1 - warmup_fraction))), 0.01)
 
 
-def pick_captions(batch: list[int], captions: list[list[str]], rng: random.Random,
-                  unique: bool = True) -> list[str]:
+def pick_captions(batch: list[int], captions: list[list[str]], rng: random.Random, unique: bool = True) -> list[str]:
     """One caption per image of the batch. With ``unique``, a caption already taken by another
     image of the batch is swapped for one of this image's other captions where it has one:
     ClipLoss treats every other caption in the batch as a negative, so a shared caption such as
@@ -129,13 +128,15 @@ def pick_captions(batch: list[int], captions: list[list[str]], rng: random.Rando
 def train_transform(image_size: int, mean, std) -> T.Compose:
     """Augmentation for small collections: crops, flips, mild light changes (no hue shifts,
     since captions may name colours)."""
-    return T.Compose([
-        T.RandomResizedCrop(image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ColorJitter(brightness=0.2, contrast=0.2),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.ColorJitter(brightness=0.2, contrast=0.2),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
 
 
 def _spec_for(config: PretrainConfig, out_dir: Path) -> EncoderSpec:
@@ -147,8 +148,9 @@ def _spec_for(config: PretrainConfig, out_dir: Path) -> EncoderSpec:
     return EncoderSpec(f"local-dir:{init_dir}", "", "builtin-random", "random init")
 
 
-def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
-             progress: ProgressFn | None = None) -> PretrainResult:
+def pretrain(
+    captions_csv: Path, out_dir: Path, config: PretrainConfig, progress: ProgressFn | None = None
+) -> PretrainResult:
     """Contrastive pretraining within ``config.minutes``; writes the model to ``out_dir``."""
     config.validate()
     random.seed(config.seed)
@@ -165,8 +167,15 @@ def pretrain(captions_csv: Path, out_dir: Path, config: PretrainConfig,
             shutil.rmtree(spec.architecture.removeprefix("local-dir:"), ignore_errors=True)
 
 
-def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str]], out_dir: Path,
-                   config: PretrainConfig, progress: ProgressFn | None, rng: random.Random) -> PretrainResult:
+def _pretrain_from(
+    spec: EncoderSpec,
+    paths: list[Path],
+    captions: list[list[str]],
+    out_dir: Path,
+    config: PretrainConfig,
+    progress: ProgressFn | None,
+    rng: random.Random,
+) -> PretrainResult:
     from open_clip.loss import ClipLoss  # deferred: open_clip takes 1.6 s to import
 
     base = load_encoder(spec)
@@ -182,9 +191,13 @@ def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str
     loss_fn = ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
-                            fused=True)  # one kernel: optimizer steps 7x faster than the for-loop on CPU
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        fused=True,
+    )  # one kernel: optimizer steps 7x faster than the for-loop on CPU
     budget = 60.0 * config.minutes
     start = time.monotonic()
     step, seen, losses, last_loss = 0, 0, [], float("nan")
@@ -198,7 +211,7 @@ def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str
             group["lr"] = config.lr * scale
         if len(order) < config.batch_size:
             order += random.sample(range(len(paths)), len(paths))
-        batch, order = order[: config.batch_size], order[config.batch_size:]
+        batch, order = order[: config.batch_size], order[config.batch_size :]
         pixels = torch.stack([transform(images[i]) for i in batch]).to(device, memory_format=torch.channels_last)
         tokens = base.tokenizer(pick_captions(batch, captions, rng, config.unique_captions)).to(device)
         image_f, text_f, logit_scale = model(pixels, tokens)[:3]
@@ -216,13 +229,23 @@ def _pretrain_from(spec: EncoderSpec, paths: list[Path], captions: list[list[str
         if step % 10 == 0 or step == 1:
             losses.append({"step": step, "seconds": round(elapsed, 1), "loss": round(last_loss, 4)})
         if progress:
-            progress(run_fraction(time.monotonic() - start, budget, step, config.max_steps),
-                     {"step": step, "loss": last_loss, "img/s": seen / max(1e-6, time.monotonic() - start)})
+            progress(
+                run_fraction(time.monotonic() - start, budget, step, config.max_steps),
+                {"step": step, "loss": last_loss, "img/s": seen / max(1e-6, time.monotonic() - start)},
+            )
     seconds = time.monotonic() - start
     model = model.to(memory_format=torch.contiguous_format).eval()
     label = config.label or f"pretrained contrastively on {len(paths)} captioned images"
     save_local_dir(model, base.model_cfg, out_dir, label=label)
-    result = PretrainResult(str(out_dir), step, seen, round(seconds, 1), round(seen / max(seconds, 1e-6), 1),
-                            round(last_loss, 4), len(paths), losses)
+    result = PretrainResult(
+        str(out_dir),
+        step,
+        seen,
+        round(seconds, 1),
+        round(seen / max(seconds, 1e-6), 1),
+        round(last_loss, 4),
+        len(paths),
+        losses,
+    )
     (out_dir / "pretrain_info.json").write_text(json.dumps({"config": asdict(config), **asdict(result)}, indent=1))
     return result

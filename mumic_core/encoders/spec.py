@@ -35,8 +35,13 @@ class EncoderSpec:
         modification time, so a model rebuilt in place (e.g. the starter recipe run again)
         never reuses the embeddings of the old weights."""
         ident = f"{self.architecture}|{self.weights}"
-        files = [Path(self.architecture.removeprefix("local-dir:")) / WEIGHTS_NAME] \
-            if self.architecture.startswith("local-dir:") else [Path(self.weights)] if self.weights else []
+        files = (
+            [Path(self.architecture.removeprefix("local-dir:")) / WEIGHTS_NAME]
+            if self.architecture.startswith("local-dir:")
+            else [Path(self.weights)]
+            if self.weights
+            else []
+        )
         for f in files:
             try:
                 st = f.stat()

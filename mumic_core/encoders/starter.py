@@ -39,8 +39,9 @@ def zero_shot_scenes(spec: EncoderSpec, corpus: Path, n_scenes: int = 600, seed:
         return zero_shot_held_out(spec, held, Path(tmp), n_scenes, seed, root=root, font=font)
 
 
-def embed_held_out_scenes(enc: Encoder, held: Sequence[Drawing], work: Path, n_scenes: int = 600, seed: int = 11,
-                          **scene_kw) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def embed_held_out_scenes(
+    enc: Encoder, held: Sequence[Drawing], work: Path, n_scenes: int = 600, seed: int = 11, **scene_kw
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(image embeddings, truth, classes) of multi-label scenes of held-out drawings, written to
     ``work``; classes are the evaluation categories present among the drawings."""
     classes = sorted({d.category for d in held if d.category in EVAL_CATEGORIES})
@@ -50,8 +51,9 @@ def embed_held_out_scenes(enc: Encoder, held: Sequence[Drawing], work: Path, n_s
     return emb, truth, classes
 
 
-def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600,
-                       seed: int = 11, **scene_kw) -> dict:
+def zero_shot_held_out(
+    spec: EncoderSpec, held: Sequence[Drawing], work: Path, n_scenes: int = 600, seed: int = 11, **scene_kw
+) -> dict:
     """``zero_shot_scenes`` on given held-out drawings; scenes are written to ``work``."""
     enc = load_encoder(spec)
     emb, truth, classes = embed_held_out_scenes(enc, held, work, n_scenes, seed, **scene_kw)
@@ -59,6 +61,8 @@ def zero_shot_held_out(spec: EncoderSpec, held: Sequence[Drawing], work: Path, n
     scores = emb @ text.T
     metrics = evaluate(scores, truth, classes)
     metrics["chance_positive_rate"] = float(truth.mean())
-    metrics["shuffled_chance"] = {"map": shuffled_chance(scores, truth, mean_average_precision),
-                                  "gap_at_10": shuffled_chance(scores, truth, gap_at_k)}
+    metrics["shuffled_chance"] = {
+        "map": shuffled_chance(scores, truth, mean_average_precision),
+        "gap_at_10": shuffled_chance(scores, truth, gap_at_k),
+    }
     return metrics

@@ -101,18 +101,20 @@ def select_batch(
         elif name == "entropy":
             s = entropy(prob)
         elif name == "rare":
-            s = rare_class_boost(prob, positives_per_class if positives_per_class is not None
-                                 else np.zeros(prob.shape[1]))
+            s = rare_class_boost(
+                prob, positives_per_class if positives_per_class is not None else np.zeros(prob.shape[1])
+            )
         elif name == "diversity":
             if embeddings is None:
                 raise ValueError("the diversity strategy needs the images' embeddings")
-            order = k_center_greedy(embeddings, labelled_embeddings if labelled_embeddings is not None
-                                    else np.zeros((0, embeddings.shape[1])), n)
+            order = k_center_greedy(
+                embeddings,
+                labelled_embeddings if labelled_embeddings is not None else np.zeros((0, embeddings.shape[1])),
+                n,
+            )
             s = np.empty(n)
             s[order] = np.arange(n, 0, -1)
         else:
             s = rng.random(n)
         total += w * _ranks(s)
     return [int(i) for i in np.argsort(-total, kind="stable")[:batch]]
-
-

@@ -34,9 +34,16 @@ def check_finite(loss: torch.Tensor, step: int) -> None:
         raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}; no version was made")
 
 
-def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray, names: Sequence[str],
-             fit: HeadFit = HeadFit(), progress: Progress | None = None,
-             started: float | None = None) -> tuple[Head, list[dict]]:
+def fit_head(
+    emb: np.ndarray,
+    text: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray,
+    names: Sequence[str],
+    fit: HeadFit = HeadFit(),
+    progress: Progress | None = None,
+    started: float | None = None,
+) -> tuple[Head, list[dict]]:
     """Class embeddings (starting from the prompts' ``text`` embeddings), temperature and offset
     fitted to frozen image embeddings ``emb`` with the configured loss; pairs where ``mask`` is 0
     are left out of the loss. Classes without any labelled pair keep scoring zero-shot.
@@ -48,12 +55,15 @@ def fit_head(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.nd
     targets_t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
     sim0 = (emb_t @ text_t.T).numpy()
-    tau, b = calibrate(sim0, positive_rate=positive_rate(targets, mask > 0, default=0.1),
-                       per_class=fit.loss.per_class_offset)
+    tau, b = calibrate(
+        sim0, positive_rate=positive_rate(targets, mask > 0, default=0.1), per_class=fit.loss.per_class_offset
+    )
     class_emb = nn.Parameter(text_t.clone())
     loss_module = create_loss(fit.loss, len(names), tau, b)
-    opt = torch.optim.AdamW([{"params": [class_emb], "weight_decay": 0.0},
-                             {"params": loss_module.parameters(), "weight_decay": 0.0}], lr=fit.lr)
+    opt = torch.optim.AdamW(
+        [{"params": [class_emb], "weight_decay": 0.0}, {"params": loss_module.parameters(), "weight_decay": 0.0}],
+        lr=fit.lr,
+    )
     history = []
     for step in range(fit.steps):
         loss = loss_module(emb_t @ F.normalize(class_emb, dim=-1).T, targets_t, mask_t)

@@ -33,13 +33,17 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 def positive_rate(targets: np.ndarray, mask: np.ndarray | None = None, default: float = DEFAULT_POSITIVE_RATE) -> float:
     """The share of labelled pairs that are positive, clipped to ``RATE_RANGE`` (``default``
     when nothing is labelled): the prior the calibration starts from."""
-    labelled = np.asarray(targets, dtype=np.float64)[np.asarray(mask, dtype=bool)] if mask is not None else \
-        np.asarray(targets, dtype=np.float64).ravel()
+    labelled = (
+        np.asarray(targets, dtype=np.float64)[np.asarray(mask, dtype=bool)]
+        if mask is not None
+        else np.asarray(targets, dtype=np.float64).ravel()
+    )
     return float(np.clip(labelled.mean(), *RATE_RANGE)) if labelled.size else default
 
 
-def calibrate(similarity: np.ndarray, positive_rate: float = 0.1, per_class: bool = False
-              ) -> tuple[float, float | np.ndarray]:
+def calibrate(
+    similarity: np.ndarray, positive_rate: float = 0.1, per_class: bool = False
+) -> tuple[float, float | np.ndarray]:
     """(temperature, offset) from a sample of similarities: the offset is their
     (1 - positive_rate) quantile (per column of an (N, C) array when ``per_class``), the
     temperature their standard deviation (at least 1e-3), so that the tempered logits are O(1)."""
@@ -73,18 +77,26 @@ class Head:
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (small: C x D floats)."""
-        return {"temperature": self.temperature, "offset": self.offset,
-                "class_embeddings": {k: v.astype(float).round(7).tolist() for k, v in self.class_embeddings.items()},
-                "offsets": self.offsets, "thresholds": self.thresholds}
+        return {
+            "temperature": self.temperature,
+            "offset": self.offset,
+            "class_embeddings": {k: v.astype(float).round(7).tolist() for k, v in self.class_embeddings.items()},
+            "offsets": self.offsets,
+            "thresholds": self.thresholds,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Head:
         """The head of :meth:`to_dict`; KeyError/TypeError/ValueError when ``data`` is not one."""
-        return cls(temperature=float(data["temperature"]), offset=float(data["offset"]),
-                   class_embeddings={str(k): np.asarray(v, dtype=np.float32)
-                                     for k, v in dict(data["class_embeddings"]).items()},
-                   offsets={str(k): float(v) for k, v in dict(data.get("offsets", {})).items()},
-                   thresholds={str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()})
+        return cls(
+            temperature=float(data["temperature"]),
+            offset=float(data["offset"]),
+            class_embeddings={
+                str(k): np.asarray(v, dtype=np.float32) for k, v in dict(data["class_embeddings"]).items()
+            },
+            offsets={str(k): float(v) for k, v in dict(data.get("offsets", {})).items()},
+            thresholds={str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()},
+        )
 
     def class_matrix(self, names: Sequence[str], text_embeddings: np.ndarray) -> np.ndarray:
         """(C, D): learned embeddings where present, text embeddings otherwise."""

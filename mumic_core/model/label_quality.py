@@ -12,9 +12,16 @@ from mumic_core.model import fitting
 from mumic_core.model.fitting import HeadFit
 
 
-def cross_validated_probabilities(emb: np.ndarray, text: np.ndarray, targets: np.ndarray, mask: np.ndarray,
-                                  names: list[str], folds: int = 5, seed: int = 0,
-                                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+def cross_validated_probabilities(
+    emb: np.ndarray,
+    text: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray,
+    names: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """(N, C) probabilities, each image's from a head (``fitting.fit_head``) trained on the other folds."""
     n = len(targets)
     if n < 2 * folds:

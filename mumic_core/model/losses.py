@@ -49,20 +49,30 @@ class TemperedLoss(nn.Module):
 
     PARAMS: ClassVar[dict[str, float]] = {}
 
-    def __init__(self, n_classes: int, temperature: float, offset: float | np.ndarray | Tensor,
-                 per_class_offset: bool = True, learn_temperature: bool = True, learn_offset: bool = True,
-                 **params: float) -> None:
+    def __init__(
+        self,
+        n_classes: int,
+        temperature: float,
+        offset: float | np.ndarray | Tensor,
+        per_class_offset: bool = True,
+        learn_temperature: bool = True,
+        learn_offset: bool = True,
+        **params: float,
+    ) -> None:
         super().__init__()
         unknown = sorted(set(params) - set(self.PARAMS))
         if unknown:
-            raise ValueError(f"the {self.name} loss has no parameter {', '.join(unknown)}; "
-                             f"its parameters: {', '.join(self.PARAMS) or 'none'}")
+            raise ValueError(
+                f"the {self.name} loss has no parameter {', '.join(unknown)}; "
+                f"its parameters: {', '.join(self.PARAMS) or 'none'}"
+            )
         self.params = {**self.PARAMS, **params}
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
         b = torch.as_tensor(offset, dtype=torch.float32)
         b = b.mean() if b.dim() and not per_class_offset else b
-        self.offset = nn.Parameter(b.expand(n_classes).clone() if per_class_offset else b.reshape(()),
-                                   requires_grad=learn_offset)
+        self.offset = nn.Parameter(
+            b.expand(n_classes).clone() if per_class_offset else b.reshape(()), requires_grad=learn_offset
+        )
 
     @property
     def name(self) -> str:
@@ -84,9 +94,12 @@ class TemperedLoss(nn.Module):
     def head(self, names: list[str], class_embeddings: dict[str, np.ndarray] | None = None) -> Head:
         """The inference head of what this loss learned: its temperature and offsets."""
         offset = self.offset.detach().cpu().float()
-        return Head(temperature=float(self.log_temperature.detach().exp()), offset=float(offset.mean()),
-                    class_embeddings=class_embeddings or {},
-                    offsets={n: float(offset[k]) for k, n in enumerate(names)} if offset.dim() else {})
+        return Head(
+            temperature=float(self.log_temperature.detach().exp()),
+            offset=float(offset.mean()),
+            class_embeddings=class_embeddings or {},
+            offsets={n: float(offset[k]) for k, n in enumerate(names)} if offset.dim() else {},
+        )
 
 
 class MuMICLoss(TemperedLoss):
@@ -127,8 +140,9 @@ class ASLLoss(TemperedLoss):
         p = torch.sigmoid(logits)
         q = (1.0 - p + self.params["clip"]).clamp(max=1.0)  # 1 - shifted p
         with torch.no_grad():
-            weight = torch.where(targets > 0, (1.0 - p).pow(self.params["gamma_pos"]),
-                                 (1.0 - q).pow(self.params["gamma_neg"]))
+            weight = torch.where(
+                targets > 0, (1.0 - p).pow(self.params["gamma_pos"]), (1.0 - q).pow(self.params["gamma_neg"])
+            )
         return -weight * (targets * torch.log(p.clamp(min=1e-8)) + (1.0 - targets) * torch.log(q.clamp(min=1e-8)))
 
 
@@ -154,11 +168,18 @@ LOSSES: dict[str, type[TemperedLoss]] = {"mumic": MuMICLoss, "bce": BCELoss, "as
 LOSS_NAMES = tuple(LOSSES)
 
 
-def create_loss(config: LossConfig, n_classes: int, temperature: float,
-                offset: float | np.ndarray | Tensor) -> TemperedLoss:
+def create_loss(
+    config: LossConfig, n_classes: int, temperature: float, offset: float | np.ndarray | Tensor
+) -> TemperedLoss:
     """The loss ``config`` names, starting from the given temperature and offset."""
     if config.name not in LOSSES:
         raise ValueError(f"unknown loss {config.name!r}; use one of {', '.join(LOSS_NAMES)}")
-    return LOSSES[config.name](n_classes, temperature, offset, per_class_offset=config.per_class_offset,
-                               learn_temperature=config.learn_temperature, learn_offset=config.learn_offset,
-                               **config.params)
+    return LOSSES[config.name](
+        n_classes,
+        temperature,
+        offset,
+        per_class_offset=config.per_class_offset,
+        learn_temperature=config.learn_temperature,
+        learn_offset=config.learn_offset,
+        **config.params,
+    )

@@ -77,8 +77,9 @@ def mean_average_precision(scores: Any, truth: Any, min_positives: int = 1) -> f
     return float(np.mean(per_class_average_precision(s, t)[selected]))
 
 
-def shuffled_chance(scores: Any, truth: Any, metric: Callable[[np.ndarray, np.ndarray], float],
-                    n_shuffles: int = 200, seed: int = 0) -> dict[str, float]:
+def shuffled_chance(
+    scores: Any, truth: Any, metric: Callable[[np.ndarray, np.ndarray], float], n_shuffles: int = 200, seed: int = 0
+) -> dict[str, float]:
     """What ``metric`` gives by chance on these labels: each class's scores shuffled among the
     images, ``n_shuffles`` times. Returns the mean and the 99th percentile; a model whose metric
     is above that percentile ranks better than chance with 99 % confidence."""

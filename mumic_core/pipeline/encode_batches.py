@@ -43,11 +43,14 @@ def plan_batches(studio: Studio, version_id: int, key: str, missing: list[int], 
     how many batches of this encoder are unfinished or waiting to be stored."""
     with studio.write() as s:
         s.execute(delete(EncodeBatch).where(EncodeBatch.encoder_key == key, EncodeBatch.status == "stored"))
-        held = {int(i) for ids in s.scalars(select(EncodeBatch.image_ids).where(EncodeBatch.encoder_key == key))
-                for i in ids}
+        held = {
+            int(i)
+            for ids in s.scalars(select(EncodeBatch.image_ids).where(EncodeBatch.encoder_key == key))
+            for i in ids
+        }
         new = [i for i in missing if i not in held]
         for start in range(0, len(new), size):
-            s.add(EncodeBatch(encoder_key=key, version_id=version_id, image_ids=new[start:start + size]))
+            s.add(EncodeBatch(encoder_key=key, version_id=version_id, image_ids=new[start : start + size]))
         s.flush()
         return s.scalar(select(func.count()).select_from(EncodeBatch).where(_unfinished(key)))
 
@@ -65,18 +68,28 @@ def _stored(s, batch_id: int) -> None:
 def claim_batch(studio: Studio, key: str | None = None) -> tuple[int, int, list[int]] | None:
     """Take the oldest pending batch (or one whose holder stopped beating): (id, version, image ids)."""
     stale = utcnow() - timedelta(seconds=studio.settings.batch_stale_seconds)
-    q = (select(EncodeBatch.id, EncodeBatch.version_id, EncodeBatch.image_ids)
-         .where(or_(EncodeBatch.status == "pending",
-                    and_(EncodeBatch.status == "running", EncodeBatch.heartbeat_at < stale)))
-         .order_by(EncodeBatch.id).limit(1).with_for_update(skip_locked=True))
+    q = (
+        select(EncodeBatch.id, EncodeBatch.version_id, EncodeBatch.image_ids)
+        .where(
+            or_(
+                EncodeBatch.status == "pending", and_(EncodeBatch.status == "running", EncodeBatch.heartbeat_at < stale)
+            )
+        )
+        .order_by(EncodeBatch.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
     if key is not None:
         q = q.where(EncodeBatch.encoder_key == key)
     with studio.write() as s:
         row = s.execute(q).first()
         if row is None:
             return None
-        s.execute(update(EncodeBatch).where(EncodeBatch.id == row.id).values(
-            status="running", holder=this_process(), heartbeat_at=utcnow(), attempts=EncodeBatch.attempts + 1))
+        s.execute(
+            update(EncodeBatch)
+            .where(EncodeBatch.id == row.id)
+            .values(status="running", holder=this_process(), heartbeat_at=utcnow(), attempts=EncodeBatch.attempts + 1)
+        )
     _held_here.add(int(row.id))
     return int(row.id), int(row.version_id), [int(i) for i in row.image_ids]
 
@@ -93,8 +106,11 @@ def release_dead_claims(studio: Studio) -> int:
             dead.append(batch_id)
     if dead:
         with studio.write() as s:
-            s.execute(update(EncodeBatch).where(EncodeBatch.id.in_(dead), EncodeBatch.status == "running")
-                      .values(status="pending", holder=None))
+            s.execute(
+                update(EncodeBatch)
+                .where(EncodeBatch.id.in_(dead), EncodeBatch.status == "running")
+                .values(status="pending", holder=None)
+            )
     return len(dead)
 
 
@@ -105,8 +121,12 @@ def _beat(studio: Studio, batch_id: int) -> Progress:
         if time.monotonic() - last[0] >= _HEARTBEAT_EVERY:
             last[0] = time.monotonic()
             with studio.write() as s:
-                s.execute(update(EncodeBatch).where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
-                          .values(heartbeat_at=utcnow()))
+                s.execute(
+                    update(EncodeBatch)
+                    .where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
+                    .values(heartbeat_at=utcnow())
+                )
+
     return beat
 
 
@@ -114,8 +134,10 @@ def _encode(studio: Studio, version_id: int, ids: list[int], progress: Progress)
     """(ids, embeddings) of the batch's images that still exist."""
     encoder = load_encoder(encoder_spec(studio, get_version(studio, version_id)))
     items = image_items(studio, ids)
-    return (np.array([i for i, _ in items], dtype=np.int64),
-            encode_images(encoder, [p for _, p in items], progress=progress))
+    return (
+        np.array([i for i, _ in items], dtype=np.int64),
+        encode_images(encoder, [p for _, p in items], progress=progress),
+    )
 
 
 def work_on_batches(studio: Studio, key: str | None = None) -> int:
@@ -129,17 +151,22 @@ def work_on_batches(studio: Studio, key: str | None = None) -> int:
             found, emb = _encode(studio, version_id, ids, _beat(studio, batch_id))
         except BaseException:
             with studio.write() as s:
-                s.execute(update(EncodeBatch).where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
-                          .values(status="pending", holder=None))
+                s.execute(
+                    update(EncodeBatch)
+                    .where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
+                    .values(status="pending", holder=None)
+                )
             raise
         finally:
             _held_here.discard(batch_id)
         buf = io.BytesIO()
         np.save(buf, emb.astype(np.float32))
         with studio.write() as s:  # unless it was taken over meanwhile, in which case both results agree
-            s.execute(update(EncodeBatch).where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
-                      .values(status="done", image_ids=found.tolist(), embeddings=buf.getvalue(),
-                              heartbeat_at=utcnow()))
+            s.execute(
+                update(EncodeBatch)
+                .where(EncodeBatch.id == batch_id, EncodeBatch.holder == this_process())
+                .values(status="done", image_ids=found.tolist(), embeddings=buf.getvalue(), heartbeat_at=utcnow())
+            )
         done += 1
     return done
 
@@ -147,8 +174,11 @@ def work_on_batches(studio: Studio, key: str | None = None) -> int:
 def _store_finished(studio: Studio, key: str, cache: EmbeddingCache) -> int:
     """Move the embeddings that helpers handed back into the cache; returns images stored."""
     with studio.read() as s:
-        done = s.execute(select(EncodeBatch.id, EncodeBatch.image_ids, EncodeBatch.embeddings)
-                         .where(EncodeBatch.encoder_key == key, EncodeBatch.status == "done")).all()
+        done = s.execute(
+            select(EncodeBatch.id, EncodeBatch.image_ids, EncodeBatch.embeddings).where(
+                EncodeBatch.encoder_key == key, EncodeBatch.status == "done"
+            )
+        ).all()
     for batch_id, ids, blob in done:
         cache.add(np.asarray(ids, dtype=np.int64), np.load(io.BytesIO(blob)))
         with studio.write() as s:
@@ -156,8 +186,15 @@ def _store_finished(studio: Studio, key: str, cache: EmbeddingCache) -> int:
     return sum(len(ids) for _, ids, _ in done)
 
 
-def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, key: str, missing: list[int],
-                       progress: Progress | None = None, poll: float = 0.5) -> None:
+def encode_in_parallel(
+    studio: Studio,
+    version_id: int,
+    cache: EmbeddingCache,
+    key: str,
+    missing: list[int],
+    progress: Progress | None = None,
+    poll: float = 0.5,
+) -> None:
     """Embed ``missing`` images into ``cache`` with the help of every live worker, taking
     batches itself too; returns when every batch of this encoder is stored."""
     n = plan_batches(studio, version_id, key, missing, studio.settings.embedding_chunk)
@@ -174,7 +211,7 @@ def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, k
                 batch_id, batch_version, ids = batch
                 try:
                     beat = _beat(studio, batch_id)
-                    found, emb = _encode(studio, batch_version, ids, lambda k: (beat(k), report(k)))
+                    found, emb = _encode(studio, batch_version, ids, lambda k, beat=beat: (beat(k), report(k)))
                     cache.add(found, emb)
                     with studio.write() as s:
                         _stored(s, batch_id)
@@ -192,7 +229,12 @@ def encode_in_parallel(studio: Studio, version_id: int, cache: EmbeddingCache, k
     except BaseException:
         with studio.write() as s:  # a cancelled or failed job leaves no work for helpers to start
             s.execute(delete(EncodeBatch).where(EncodeBatch.encoder_key == key, EncodeBatch.status == "pending"))
-            s.execute(delete(EncodeBatch).where(EncodeBatch.encoder_key == key, EncodeBatch.status == "running",
-                                                EncodeBatch.holder == this_process(),
-                                                EncodeBatch.id.not_in(_held_here or {0})))
+            s.execute(
+                delete(EncodeBatch).where(
+                    EncodeBatch.encoder_key == key,
+                    EncodeBatch.status == "running",
+                    EncodeBatch.holder == this_process(),
+                    EncodeBatch.id.not_in(_held_here or {0}),
+                )
+            )
         raise

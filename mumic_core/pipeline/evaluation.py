@@ -30,8 +30,7 @@ def read_truth_csv(path: Path) -> list[tuple[str, frozenset[str]]]:
         raise ValueError(f"{Path(path).name}: {parsed.errors[0]}")
     if not parsed.rows:
         raise ValueError(f"{Path(path).name}: no images listed")
-    return [(row["filename"], frozenset(n for n in row["labels"].split("|") if n.strip()))
-            for _, row in parsed.rows]
+    return [(row["filename"], frozenset(n for n in row["labels"].split("|") if n.strip())) for _, row in parsed.rows]
 
 
 def _truth_matrix(rows: list[tuple[str, frozenset[str]]], class_names: list[str]) -> np.ndarray:

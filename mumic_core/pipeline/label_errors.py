@@ -36,26 +36,41 @@ class Suspect:
 INLINE_LABELLED_IMAGES = 2000
 
 
-def out_of_sample_probabilities(studio: Studio, version: VersionInfo, folds: int = 5, seed: int = 0,
-                                progress: Callable[[int], None] | None = None):
+def out_of_sample_probabilities(
+    studio: Studio, version: VersionInfo, folds: int = 5, seed: int = 0, progress: Callable[[int], None] | None = None
+):
     """(labels, probabilities): every human-labelled image scored by a head trained on the other folds."""
     labels: LabelSet = gather_labels(studio)
     scorer = load_scorer(studio, version)
     emb = image_embeddings(studio, scorer, labels.image_ids)
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
-    probs = cross_validated_probabilities(emb, text, labels.targets, labels.mask, [c.name for c in labels.classes],
-                                          folds, seed, progress)
+    probs = cross_validated_probabilities(
+        emb, text, labels.targets, labels.mask, [c.name for c in labels.classes], folds, seed, progress
+    )
     return labels, probs
 
 
-def suspicious_labels(studio: Studio, version: VersionInfo, limit: int = 200, folds: int = 5,
-                      progress: Callable[[int], None] | None = None) -> list[Suspect]:
+def suspicious_labels(
+    studio: Studio,
+    version: VersionInfo,
+    limit: int = 200,
+    folds: int = 5,
+    progress: Callable[[int], None] | None = None,
+) -> list[Suspect]:
     """The human labels most likely to be wrong, most suspicious first (``progress`` gets the
     number of folds done)."""
     labels, probs = out_of_sample_probabilities(studio, version, folds, progress=progress)
-    return [Suspect(labels.image_ids[r], labels.classes[c].id, labels.classes[c].name, bool(labels.targets[r, c]),
-                    float(probs[r, c]), q)
-            for r, c, q in rank_suspects(labels.targets, labels.mask, probs)[:limit]]
+    return [
+        Suspect(
+            labels.image_ids[r],
+            labels.classes[c].id,
+            labels.classes[c].name,
+            bool(labels.targets[r, c]),
+            float(probs[r, c]),
+            q,
+        )
+        for r, c, q in rank_suspects(labels.targets, labels.mask, probs)[:limit]
+    ]
 
 
 def run_label_errors_job(studio: Studio, params: dict, report) -> dict:
@@ -63,9 +78,13 @@ def run_label_errors_job(studio: Studio, params: dict, report) -> dict:
     version = get_version(studio, int(params["version_id"]))
     folds = int(params.get("folds", 5))
     report("cross-validating", 0.0, {"folds": folds})
-    found = suspicious_labels(studio, version, limit=int(params.get("limit", 200)), folds=folds,
-                              progress=lambda done: report("cross-validating", done / folds,
-                                                           {"fold": done, "folds": folds}))
+    found = suspicious_labels(
+        studio,
+        version,
+        limit=int(params.get("limit", 200)),
+        folds=folds,
+        progress=lambda done: report("cross-validating", done / folds, {"fold": done, "folds": folds}),
+    )
     return {"version_id": version.id, "suspects": [asdict(x) for x in found]}
 
 

@@ -49,8 +49,14 @@ def ensure_base_version(studio: Studio) -> VersionInfo:
     if version is not None:
         return version
     spec = resolve_base_spec(studio.settings)
-    return register_version(studio, "v0001" if not list_versions(studio) else next_version_name(studio),
-                            spec, spec.kind, spec.description, status="active")
+    return register_version(
+        studio,
+        "v0001" if not list_versions(studio) else next_version_name(studio),
+        spec,
+        spec.kind,
+        spec.description,
+        status="active",
+    )
 
 
 @requires("models")
@@ -67,8 +73,9 @@ def adopt_starter_model(studio: Studio) -> VersionInfo | None:
 
 
 @requires("train")
-def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
-            remember: Callable[..., None] | None = None) -> dict:
+def retrain(
+    studio: Studio, params: dict, report: Report, note: Note = _quiet, remember: Callable[..., None] | None = None
+) -> dict:
     """Train a candidate on top of the active version; promote it if the policy says so."""
     config = TrainConfig(**{k: v for k, v in params.items() if k in {f.name for f in fields(TrainConfig)}})
     parent = active_version(studio) or ensure_base_version(studio)
@@ -78,16 +85,21 @@ def retrain(studio: Studio, params: dict, report: Report, note: Note = _quiet,
     if remember:
         remember(candidate=name, promote=result.promote)
     fmt = lambda m: f"mAP {format_metric(m.get('map'))}, GAP@10 {format_metric(m.get('gap_at_10'))}"  # noqa: E731
-    note(f"candidate {name}: {fmt(result.metrics)} on {result.metrics.get('n_images', '?')} held-out images; "
-         f"{parent.name}: {fmt(result.parent_metrics)}")
+    note(
+        f"candidate {name}: {fmt(result.metrics)} on {result.metrics.get('n_images', '?')} held-out images; "
+        f"{parent.name}: {fmt(result.parent_metrics)}"
+    )
     if result.promote:
         note(f"policy '{config.activate}': promoting {name}")
         promote(studio, result.version, report, note)
     else:
         note(f"policy '{config.activate}': {name} stays a candidate")
-    return {"version": name, "activated": result.promote,
-            "val": {k: result.metrics.get(k) for k in ("gap_at_10", "gap", "map")},
-            "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")}}
+    return {
+        "version": name,
+        "activated": result.promote,
+        "val": {k: result.metrics.get(k) for k in ("gap_at_10", "gap", "map")},
+        "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")},
+    }
 
 
 @requires("models")
@@ -159,5 +171,3 @@ def resume_interrupted(studio: Studio) -> list[int]:
         log(studio, job.id, f"its {what} resumes as job {new_id}")
         queued.append(new_id)
     return queued
-
-

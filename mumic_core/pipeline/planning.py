@@ -18,7 +18,9 @@ from mumic_core.store.registry import get_version, load_head
 from mumic_core.store.studio import Studio
 
 
-def order_queue(studio: Studio, f: QueueFilter, weights: Mapping[str, float], pool: int = POOL, seed: int = 0) -> list[int]:
+def order_queue(
+    studio: Studio, f: QueueFilter, weights: Mapping[str, float], pool: int = POOL, seed: int = 0
+) -> list[int]:
     """Image ids of the review queue ``f`` (a ``review.QueueFilter``) in active-learning order:
     the ``pool`` most uncertain images by the stored summaries, re-ordered by the weighted
     strategies on the version's probabilities, thresholds and image embeddings."""
@@ -30,14 +32,25 @@ def order_queue(studio: Studio, f: QueueFilter, weights: Mapping[str, float], po
     row = {i: k for k, i in enumerate(candidates)}
     prob = np.zeros((len(candidates), len(classes)), dtype=np.float32)
     with studio.read() as s:
-        for i, c, p in s.execute(select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                Prediction.of_images(f.version_id, candidates))):
+        for i, c, p in s.execute(
+            select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
+                Prediction.of_images(f.version_id, candidates)
+            )
+        ):
             if c in col:
                 prob[row[i], col[c]] = p
-        per_class = dict(s.execute(select(Annotation.class_id, func.count()).where(
-            Annotation.is_current.is_(True), Annotation.positive.is_(True)).group_by(Annotation.class_id)).all())
-        seen = list(s.scalars(select(Annotation.image_id).where(Annotation.is_current.is_(True))
-                              .distinct().limit(pool))) if weights.get("diversity", 0) > 0 else []
+        per_class = dict(
+            s.execute(
+                select(Annotation.class_id, func.count())
+                .where(Annotation.is_current.is_(True), Annotation.positive.is_(True))
+                .group_by(Annotation.class_id)
+            ).all()
+        )
+        seen = (
+            list(s.scalars(select(Annotation.image_id).where(Annotation.is_current.is_(True)).distinct().limit(pool)))
+            if weights.get("diversity", 0) > 0
+            else []
+        )
     version = get_version(studio, f.version_id)
     head = load_head(studio, version)
     thr = thresholds_for(head.thresholds if head else None, [c.name for c in classes])

@@ -75,8 +75,9 @@ def enqueue(studio: Studio, kind: str, params: dict | None = None) -> int:
     try:
         queue_for(studio.settings.queue).run_job(job_id)
     except Exception as exc:  # noqa: BLE001 - the queue server is down or unreachable
-        reason = (f"the job queue {without_password(studio.settings.queue)} cannot be reached "
-                  f"({type(exc).__name__}: {exc})")
+        reason = (
+            f"the job queue {without_password(studio.settings.queue)} cannot be reached ({type(exc).__name__}: {exc})"
+        )
         fail_unqueued(studio.as_actor(SYSTEM), job_id, reason)  # the caller was allowed to queue it
         raise ServiceUnavailable(f"{reason}; job {job_id} was not queued") from None
     return job_id

@@ -73,8 +73,9 @@ def load_scorer(studio: Studio, version: VersionInfo) -> Scorer:
     return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
 
 
-def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
-                     progress: Progress | None = None) -> np.ndarray:
+def image_embeddings(
+    studio: Studio, scorer: Scorer, image_ids: Sequence[int], progress: Progress | None = None
+) -> np.ndarray:
     """(N, D) embeddings of stored images, in the order given; only uncached ones are encoded,
     by every live worker when they are more than one batch."""
     if not len(image_ids):  # an empty collection: (0, D), so products with class embeddings keep their shape
@@ -83,7 +84,6 @@ def image_embeddings(studio: Studio, scorer: Scorer, image_ids: Sequence[int],
     cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
     missing = cache.missing(image_ids)
     if len(missing) > chunk:  # in batches that every live worker helps with
-
         encode_in_parallel(studio, scorer.version.id, cache, key, missing, progress)
     return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
 
@@ -95,8 +95,13 @@ def observed_positive_rate(studio: Studio) -> float:
     return positive_rate(np.array(rows, dtype=np.float32)) if len(rows) >= 20 else DEFAULT_POSITIVE_RATE
 
 
-def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: Sequence[ClassInfo],
-            progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    studio: Studio,
+    scorer: Scorer,
+    image_ids: Sequence[int],
+    classes: Sequence[ClassInfo],
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, probability) arrays of shape (N, C) for stored images. A version without a
     head yet (a base model before its first scoring) is calibrated on these similarities."""
     emb = image_embeddings(studio, scorer, image_ids, progress)
@@ -107,8 +112,15 @@ def predict(studio: Studio, scorer: Scorer, image_ids: Sequence[int], classes: S
     return sim, head.probabilities(sim, names)
 
 
-def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, class_ids: Sequence[int],
-                       sim: np.ndarray, prob: np.ndarray, replace_all: bool) -> int:
+def _write_predictions(
+    studio: Studio,
+    version_id: int,
+    image_ids: np.ndarray,
+    class_ids: Sequence[int],
+    sim: np.ndarray,
+    prob: np.ndarray,
+    replace_all: bool,
+) -> int:
     """Replace the version's predictions (all, or those of ``class_ids``) in one transaction.
     Rows are built a chunk at a time, so memory stays flat at 100k+ images."""
     image_ids = np.asarray(image_ids, dtype=np.int64)
@@ -119,9 +131,18 @@ def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, c
         # PostgreSQL: one writer of a version's predictions at a time (SQLite's write lock does this),
         # else a second job's DELETE would not see the rows the first one just inserted
         conn.execute(select(ModelVersion.id).where(ModelVersion.id == version_id).with_for_update())
-        new_classes = not replace_all and conn.scalar(  # class_id, not image_id: SQLite then walks
-            select(table.c.class_id).where(table.c.model_version_id == version_id,  # the class index
-                                           table.c.class_id.in_(class_ids)).limit(1)) is None
+        new_classes = (
+            not replace_all
+            and conn.scalar(  # class_id, not image_id: SQLite then walks
+                select(table.c.class_id)
+                .where(
+                    table.c.model_version_id == version_id,  # the class index
+                    table.c.class_id.in_(class_ids),
+                )
+                .limit(1)
+            )
+            is None
+        )
         q = delete(table).where(table.c.model_version_id == version_id)
         if not replace_all:
             q = q.where(table.c.class_id.in_(class_ids))
@@ -130,9 +151,18 @@ def _write_predictions(studio: Studio, version_id: int, image_ids: np.ndarray, c
         for b, class_id in enumerate(class_ids):  # in key order (class, then image): inserts append
             for start in range(0, len(image_ids), _INSERT_CHUNK):
                 end = min(start + _INSERT_CHUNK, len(image_ids))
-                insert_many(conn, table, columns, zip(
-                    [version_id] * (end - start), image_ids[start:end].tolist(), [class_id] * (end - start),
-                    sim[start:end, b].tolist(), prob[start:end, b].tolist()))
+                insert_many(
+                    conn,
+                    table,
+                    columns,
+                    zip(
+                        [version_id] * (end - start),
+                        image_ids[start:end].tolist(),
+                        [class_id] * (end - start),
+                        sim[start:end, b].tolist(),
+                        prob[start:end, b].tolist(),
+                    ),
+                )
         if not (new_classes and _merge_image_scores(conn, version_id, image_ids, prob)):
             _refresh_image_scores(conn, version_id)
         refresh_statistics(conn)
@@ -157,8 +187,11 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
     only the summaries that change (a new class over 100k images: well under a second).
     False when the summaries do not cover exactly these images (then they are rebuilt)."""
     table = ImageScore.__table__
-    rows = conn.execute(select(table.c.image_id, table.c.max_score, table.c.uncertainty)
-                        .where(table.c.model_version_id == version_id).order_by(table.c.image_id)).all()
+    rows = conn.execute(
+        select(table.c.image_id, table.c.max_score, table.c.uncertainty)
+        .where(table.c.model_version_id == version_id)
+        .order_by(table.c.image_id)
+    ).all()
     if len(rows) != len(image_ids) or not len(rows):
         return False
     current = np.array([tuple(r) for r in rows], dtype=np.float64)
@@ -170,24 +203,36 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
     changed = np.flatnonzero((top != current[:, 1]) | (unsure != current[:, 2]))
     if len(changed):
         conn.execute(
-            update(table).where(table.c.model_version_id == version_id, table.c.image_id == bindparam("b_id"))
+            update(table)
+            .where(table.c.model_version_id == version_id, table.c.image_id == bindparam("b_id"))
             .values(max_score=bindparam("b_top"), uncertainty=bindparam("b_unsure")),
-            [{"b_id": i, "b_top": t, "b_unsure": u} for i, t, u in
-             zip(current[changed, 0].astype(np.int64).tolist(), top[changed].tolist(), unsure[changed].tolist())])
+            [
+                {"b_id": i, "b_top": t, "b_unsure": u}
+                for i, t, u in zip(
+                    current[changed, 0].astype(np.int64).tolist(), top[changed].tolist(), unsure[changed].tolist()
+                )
+            ],
+        )
     return True
 
 
 def _refresh_image_scores(conn, version_id: int) -> None:
     """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
     conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
-    conn.execute(insert(ImageScore.__table__).from_select(
-        ["model_version_id", "image_id", "max_score", "uncertainty"],
-        select(Prediction.model_version_id, Prediction.image_id, func.max(Prediction.score),
-               func.min(func.abs(Prediction.score - 0.5)))
-        .join(LabelClass, LabelClass.id == Prediction.class_id)
-        .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
-        .group_by(Prediction.model_version_id, Prediction.image_id),
-    ))
+    conn.execute(
+        insert(ImageScore.__table__).from_select(
+            ["model_version_id", "image_id", "max_score", "uncertainty"],
+            select(
+                Prediction.model_version_id,
+                Prediction.image_id,
+                func.max(Prediction.score),
+                func.min(func.abs(Prediction.score - 0.5)),
+            )
+            .join(LabelClass, LabelClass.id == Prediction.class_id)
+            .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
+            .group_by(Prediction.model_version_id, Prediction.image_id),
+        )
+    )
 
 
 def refresh_statistics(conn) -> None:
@@ -213,8 +258,11 @@ def score_collection(studio: Studio, version: VersionInfo, progress: Progress | 
 def unscored_image_ids(studio: Studio, version_id: int) -> np.ndarray:
     """Images the version has not scored yet (imported since it scored the collection), ascending."""
     with studio.read() as s:
-        ids = s.scalars(select(Image.id).where(Image.id.not_in(
-            select(ImageScore.image_id).where(ImageScore.model_version_id == version_id))).order_by(Image.id)).all()
+        ids = s.scalars(
+            select(Image.id)
+            .where(Image.id.not_in(select(ImageScore.image_id).where(ImageScore.model_version_id == version_id)))
+            .order_by(Image.id)
+        ).all()
     return np.array(ids, dtype=np.int64)
 
 
@@ -222,8 +270,9 @@ def unscored_count(studio: Studio, version_id: int) -> int:
     """How many images wait for this version's scores (they are not in its review queue yet)."""
     with studio.read() as s:
         images = s.scalar(select(func.count(Image.id))) or 0
-        scored = s.scalar(select(func.count()).select_from(ImageScore)
-                          .where(ImageScore.model_version_id == version_id)) or 0
+        scored = (
+            s.scalar(select(func.count()).select_from(ImageScore).where(ImageScore.model_version_id == version_id)) or 0
+        )
     return max(0, images - scored)
 
 
@@ -248,12 +297,22 @@ def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | 
         ids, sim, prob = ids[keep], sim[keep], prob[keep]
         columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
         for b, cls in enumerate(classes):
-            insert_many(conn, table, columns, zip([version.id] * len(ids), ids.tolist(), [cls.id] * len(ids),
-                                                  sim[:, b].tolist(), prob[:, b].tolist()))
+            insert_many(
+                conn,
+                table,
+                columns,
+                zip(
+                    [version.id] * len(ids), ids.tolist(), [cls.id] * len(ids), sim[:, b].tolist(), prob[:, b].tolist()
+                ),
+            )
         top = prob.max(axis=1) if prob.shape[1] else np.zeros(len(ids))
         unsure = np.abs(prob - 0.5).min(axis=1) if prob.shape[1] else np.full(len(ids), 0.5)
-        insert_many(conn, summaries, ("model_version_id", "image_id", "max_score", "uncertainty"),
-                    zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()))
+        insert_many(
+            conn,
+            summaries,
+            ("model_version_id", "image_id", "max_score", "uncertainty"),
+            zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()),
+        )
         refresh_statistics(conn)
     return len(ids) * len(classes)
 
@@ -262,9 +321,14 @@ def unscored_image_ids_in(conn, version_id: int, image_ids: np.ndarray) -> list[
     """Which of ``image_ids`` still have no summary row for the version (inside a transaction)."""
     scored: set[int] = set()
     for k in range(0, len(image_ids), ID_SLICE):
-        part = image_ids[k:k + ID_SLICE].tolist()
-        scored |= set(conn.scalars(select(ImageScore.image_id).where(ImageScore.model_version_id == version_id,
-                                                                     ImageScore.image_id.in_(part))))
+        part = image_ids[k : k + ID_SLICE].tolist()
+        scored |= set(
+            conn.scalars(
+                select(ImageScore.image_id).where(
+                    ImageScore.model_version_id == version_id, ImageScore.image_id.in_(part)
+                )
+            )
+        )
     return [i for i in image_ids.tolist() if i not in scored]
 
 
@@ -279,8 +343,9 @@ def score_classes(studio: Studio, version: VersionInfo, class_ids: Sequence[int]
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, False)
 
 
-def rank_images_for_prompts(studio: Studio, version: VersionInfo, prompts: Sequence[str], k: int = 12,
-                            name: str | None = None) -> list[tuple[int, float]]:
+def rank_images_for_prompts(
+    studio: Studio, version: VersionInfo, prompts: Sequence[str], k: int = 12, name: str | None = None
+) -> list[tuple[int, float]]:
     """Preview without storing anything: the k images that a class defined by ``prompts`` would
     score highest (one matrix product against the cached embeddings)."""
     scorer = load_scorer(studio, version)
@@ -304,8 +369,8 @@ def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int =
         rows = s.execute(
             select(LabelClass.name, Prediction.score)
             .join(LabelClass, LabelClass.id == Prediction.class_id)
-            .where(Prediction.of_images(version_id, [image_id]),
-                   LabelClass.active.is_(True))
-            .order_by(Prediction.score.desc()).limit(limit)
+            .where(Prediction.of_images(version_id, [image_id]), LabelClass.active.is_(True))
+            .order_by(Prediction.score.desc())
+            .limit(limit)
         ).all()
     return [(n, float(p)) for n, p in rows]

@@ -31,7 +31,9 @@ def build_index(studio: Studio, version: VersionInfo) -> VectorIndex:
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
     emb = image_embeddings(studio, scorer, ids)
-    index = VectorIndex.build(ids, emb if len(ids) else np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), np.float32))
+    index = VectorIndex.build(
+        ids, emb if len(ids) else np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), np.float32)
+    )
     index.save(index_dir(studio, version))
     return index
 
@@ -89,8 +91,9 @@ def similar_images(studio: Studio, version: VersionInfo, image_id: int, k: int =
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and i != image_id][:k]
 
 
-def near_duplicate_groups(studio: Studio, version: VersionInfo, min_similarity: float = 0.97,
-                          relative: float = 0.1, neighbours: int = 5) -> list[list[int]]:
+def near_duplicate_groups(
+    studio: Studio, version: VersionInfo, min_similarity: float = 0.97, relative: float = 0.1, neighbours: int = 5
+) -> list[list[int]]:
     """Groups of nearly identical images, largest first. Two images are linked when their cosine
     distance is within ``1 - min_similarity`` and also under ``relative`` times the median
     distance of images to their nearest neighbour (a model that finds everything alike, such
@@ -101,8 +104,12 @@ def near_duplicate_groups(studio: Studio, version: VersionInfo, min_similarity: 
         return []
     queries = np.stack([index.index.reconstruct(int(i)) for i in ids])
     found, scores = index.search(queries, neighbours + 1)
-    first = np.array([1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
-                      for i, row, sims in zip(ids, found, scores)])
+    first = np.array(
+        [
+            1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
+            for i, row, sims in zip(ids, found, scores)
+        ]
+    )
     max_distance = min(1.0 - min_similarity, relative * float(np.median(first)))
     parent = {i: i for i in ids}
 
@@ -122,8 +129,9 @@ def near_duplicate_groups(studio: Studio, version: VersionInfo, min_similarity: 
     return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
 
 
-def embedding_map(studio: Studio, version: VersionInfo, max_points: int = 5000,
-                  seed: int = 0) -> tuple[list[int], np.ndarray]:
+def embedding_map(
+    studio: Studio, version: VersionInfo, max_points: int = 5000, seed: int = 0
+) -> tuple[list[int], np.ndarray]:
     """(image ids, (N, 2) coordinates): a PCA projection of up to ``max_points`` images' embeddings."""
     ids = all_image_ids(studio)
     if len(ids) > max_points:

@@ -85,16 +85,26 @@ class TrainConfig:
 
     def loss_config(self) -> LossConfig:
         """The loss and what it learns; the MuMIC loss's gammas and margin come from this config."""
-        params = ({"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "margin": self.neg_margin}
-                  if self.loss == "mumic" else {})
+        params = (
+            {"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "margin": self.neg_margin}
+            if self.loss == "mumic"
+            else {}
+        )
         return LossConfig(self.loss, params, self.per_class_offset, self.learn_temperature, self.learn_offset)
 
     def head_fit(self) -> HeadFit:
         return HeadFit(self.loss_config(), steps=self.steps or 300, lr=self.lr or 5e-3, max_minutes=self.max_minutes)
 
     def full_fit(self) -> FullFit:
-        return FullFit(self.loss_config(), epochs=self.epochs or 30, batch_size=self.batch_size, lr=self.lr,
-                       unfreeze=self.unfreeze, seed=self.seed, max_minutes=self.max_minutes)
+        return FullFit(
+            self.loss_config(),
+            epochs=self.epochs or 30,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            unfreeze=self.unfreeze,
+            seed=self.seed,
+            max_minutes=self.max_minutes,
+        )
 
 
 @dataclass
@@ -152,8 +162,7 @@ def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: n
 
 
 @requires("train")
-def train(studio: Studio, config: TrainConfig, parent: VersionInfo,
-          progress: ProgressFn | None = None) -> TrainResult:
+def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: ProgressFn | None = None) -> TrainResult:
     """Train a candidate version on top of ``parent`` and decide, by the activation policy,
     whether it should become active (see ``lifecycle.promote``)."""
     config.validate()
@@ -186,29 +195,53 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo,
         probs = _head_probs(studio, scorer, head, labels)
     else:
         prompts, names = [c.prompt_texts for c in labels.classes], [c.name for c in labels.classes]
-        head, history, encoder = fit_full(scorer.encoder, [labels.paths[r] for r in train_rows],
-                                          labels.targets[train_rows], labels.mask[train_rows], prompts, names,
-                                          config.full_fit(), report, started)
-        save_local_dir(encoder.model, encoder.model_cfg, out_dir / "encoder",
-                       label=f"{name}: fine-tuned from {parent.name}")
+        head, history, encoder = fit_full(
+            scorer.encoder,
+            [labels.paths[r] for r in train_rows],
+            labels.targets[train_rows],
+            labels.mask[train_rows],
+            prompts,
+            names,
+            config.full_fit(),
+            report,
+            started,
+        )
+        save_local_dir(
+            encoder.model, encoder.model_cfg, out_dir / "encoder", label=f"{name}: fine-tuned from {parent.name}"
+        )
         spec = EncoderSpec(f"local-dir:{out_dir / 'encoder'}", "", "fine-tuned", "")
         probs = full_probabilities(encoder, head, labels.paths, prompts, names)
     thresholds = tune_thresholds(probs[val_rows], labels.targets[val_rows] * labels.mask[val_rows])
     head.thresholds = {c.name: float(t) for c, t in zip(labels.classes, thresholds)}
     metrics = _metrics(probs[val_rows], labels, val_rows, thresholds)
-    metrics.update({"n_train_images": int(len(train_rows)), "n_val_images": int(len(val_rows)),
-                    "seconds": round(time.monotonic() - started, 1)})
+    metrics.update(
+        {
+            "n_train_images": int(len(train_rows)),
+            "n_val_images": int(len(val_rows)),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    )
     save_head(studio, name, head)
 
     base_kind = parent.training_config.get("base_kind", parent.kind)
-    cfg = asdict(config) | {"parent": parent.name, "base_kind": base_kind,
-                            "classes": [c.name for c in labels.classes],
-                            "val_is_train": bool(len(labels.subset("val")) == 0)}
+    cfg = asdict(config) | {
+        "parent": parent.name,
+        "base_kind": base_kind,
+        "classes": [c.name for c in labels.classes],
+        "val_is_train": bool(len(labels.subset("val")) == 0),
+    }
     description = f"{config.mode} mode, {config.loss} loss, from {parent.name}"
     publish_version_folder(studio, name)  # complete before it is registered
-    version = register_version(studio, name, spec, config.mode, description, parent_id=parent.id,
-                               training_config=cfg, metrics={"val": metrics, "parent_val": parent_metrics,
-                                                             "history": history[-50:]})
+    version = register_version(
+        studio,
+        name,
+        spec,
+        config.mode,
+        description,
+        parent_id=parent.id,
+        training_config=cfg,
+        metrics={"val": metrics, "parent_val": parent_metrics, "history": history[-50:]},
+    )
     better = _not_worse(metrics, parent_metrics)
     promote = config.activate == "always" or (config.activate == "if-better" and better)
     return TrainResult(version, promote, metrics, parent_metrics, history)
@@ -226,9 +259,18 @@ def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet) ->
     return predict(studio, trained, labels.image_ids, labels.classes)[1]
 
 
-def _train_head(studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarray, config: TrainConfig,
-                report, started: float) -> tuple[Head, list[dict]]:
+def _train_head(
+    studio: Studio, scorer: Scorer, labels: LabelSet, rows: np.ndarray, config: TrainConfig, report, started: float
+) -> tuple[Head, list[dict]]:
     emb = image_embeddings(studio, scorer, [labels.image_ids[r] for r in rows])
     text = scorer.text_embeddings([c.prompt_texts for c in labels.classes])
-    return fit_head(emb, text, labels.targets[rows], labels.mask[rows], [c.name for c in labels.classes],
-                    config.head_fit(), report, started)
+    return fit_head(
+        emb,
+        text,
+        labels.targets[rows],
+        labels.mask[rows],
+        [c.name for c in labels.classes],
+        config.head_fit(),
+        report,
+        started,
+    )

@@ -52,8 +52,11 @@ handle("look_after_workers", look_after_workers)
 @huey.on_startup()
 def _startup() -> None:
     global _heartbeat
-    _heartbeat = register(open_studio(settings, actor=SYSTEM),
-                          "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite", device_name())
+    _heartbeat = register(
+        open_studio(settings, actor=SYSTEM),
+        "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite",
+        device_name(),
+    )
     look_after_workers()
 
 

@@ -34,8 +34,9 @@ class DemoSummary:
 
 
 @requires("import")
-def seed_demo(studio: Studio, n_images: int = 400, seed: int = 7, labelled_fraction: float = 0.5,
-              miss_rate: float = 0.25) -> DemoSummary:
+def seed_demo(
+    studio: Studio, n_images: int = 400, seed: int = 7, labelled_fraction: float = 0.5, miss_rate: float = 0.25
+) -> DemoSummary:
     """Generate the demo: classes, images, truth files, and noisy labels on a part of it.
 
     The first ``labelled_fraction`` of the images get human-style labels in which each true
@@ -67,8 +68,9 @@ def seed_demo(studio: Studio, n_images: int = 400, seed: int = 7, labelled_fract
     for name, labels in rows[:n_labelled]:
         kept = {lab for lab in labels if rng.random() >= miss_rate}
         missed += len(labels) - len(kept)
-        annotate(studio, ids[name], {cid: (cname in kept) for cname, cid in class_ids.items()},
-                 DEMO_ANNOTATOR, source="demo")
+        annotate(
+            studio, ids[name], {cid: (cname in kept) for cname, cid in class_ids.items()}, DEMO_ANNOTATOR, source="demo"
+        )
     return DemoSummary(len(report.added), n_labelled, missed, truth_csv, holdout_csv)
 
 

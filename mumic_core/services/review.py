@@ -13,16 +13,26 @@ from mumic_core.store.studio import Studio
 
 
 @requires("review", acting_as="annotator")
-def submit(studio: Studio, view: ImageView, positives: Iterable[int], negatives: Iterable[int],
-           annotator: str, second_review: bool = False) -> int:
+def submit(
+    studio: Studio,
+    view: ImageView,
+    positives: Iterable[int],
+    negatives: Iterable[int],
+    annotator: str,
+    second_review: bool = False,
+) -> int:
     """Record one image's review: explicit positives and negatives; returns the submission id."""
-    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator,
-                       second_review)
+    return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator, second_review)
 
 
 @requires("review", acting_as="annotator")
-def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]], views: Sequence[ImageView],
-                annotator: str, second_review: bool = False) -> int:
+def submit_many(
+    studio: Studio,
+    decisions: dict[int, tuple[set[int], set[int]]],
+    views: Sequence[ImageView],
+    annotator: str,
+    second_review: bool = False,
+) -> int:
     """Record reviews of several images as one submission (one undo step). A second review
     records every decision, also one that confirms the first reviewer's label."""
     if not annotator.strip():
@@ -35,19 +45,25 @@ def submit_many(studio: Studio, decisions: dict[int, tuple[set[int], set[int]]],
         labels[image_id] = {c: True for c in pos} | {c: False for c in neg}
     suggested = {v.image_id: {s.class_id: s.probability for s in v.suggestions} for v in views}
     seen = {v.image_id: dict(v.labels) for v in views if v.image_id in labels}
-    submission_id = record_labels(studio, labels, annotator.strip(), source=SECOND_REVIEW if second_review
-                                  else "review", suggested=suggested, seen=seen)[0]
+    submission_id = record_labels(
+        studio,
+        labels,
+        annotator.strip(),
+        source=SECOND_REVIEW if second_review else "review",
+        suggested=suggested,
+        seen=seen,
+    )[0]
 
     maybe_auto_retrain(studio)
     return submission_id
 
 
 @requires("review", acting_as="annotator")
-def accept_above(studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str,
-                 second_review: bool = False) -> int:
+def accept_above(
+    studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str, second_review: bool = False
+) -> int:
     """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
-    decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set())
-                 for v in views}
+    decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set()) for v in views}
     decisions = {k: v for k, v in decisions.items() if v[0]}
     if not decisions:
         return 0

@@ -69,8 +69,14 @@ def new_human_labels(studio: Studio) -> int:
     with studio.read() as s:
         last = s.scalar(select(Job).where(Job.kind == "train").order_by(Job.id.desc()).limit(1))
         upto = (last.params or {}).get("labels_upto_submission", 0) if last else 0
-        return s.scalar(select(func.count()).select_from(Annotation).where(
-            Annotation.submission_id > upto, Annotation.source == "review")) or 0
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Annotation)
+                .where(Annotation.submission_id > upto, Annotation.source == "review")
+            )
+            or 0
+        )
 
 
 @requires("review")
@@ -85,8 +91,9 @@ def maybe_auto_retrain(studio: Studio) -> int | None:
         return None
     reason = f"automatic: {threshold}+ new human labels, after a submit by {reviewer.username}"
     try:
-        return request_training(studio.as_actor(SYSTEM),
-                                {"mode": get_setting(studio, "auto_retrain_mode"), "reason": reason})
+        return request_training(
+            studio.as_actor(SYSTEM), {"mode": get_setting(studio, "auto_retrain_mode"), "reason": reason}
+        )
     except MumicError as exc:  # one was queued meanwhile, the queue is down, a bad setting
         log.warning("automatic retraining was not queued: %s", exc)
     except Exception:  # noqa: BLE001 - the labels are saved: nothing after that may fail the submit

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from argon2 import PasswordHasher
@@ -34,8 +34,16 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "annotator": frozenset({"review"}),
     "admin": frozenset({"review", "classes", "import", "export", "train", "models", "users", "settings"}),
 }
-_DOING = {"classes": "change classes", "import": "import", "export": "export", "train": "train or re-score models",
-          "models": "activate models", "users": "manage accounts", "settings": "change settings", "review": "review"}
+_DOING = {
+    "classes": "change classes",
+    "import": "import",
+    "export": "export",
+    "train": "train or re-score models",
+    "models": "activate models",
+    "users": "manage accounts",
+    "settings": "change settings",
+    "review": "review",
+}
 SESSION_IDLE = timedelta(hours=8)
 SESSION_MAX = timedelta(hours=24)
 COOKIE_CODE_TTL = timedelta(seconds=60)  # how long a browser has to exchange its one-time cookie code
@@ -108,8 +116,9 @@ def require_self(studio, annotator: str, permission: str = "review") -> Actor:
     return actor
 
 
-def requires(permission: str, *, acting_as: str | None = None, unless_own: str | None = None
-             ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def requires(
+    permission: str, *, acting_as: str | None = None, unless_own: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Mark a service function that changes something (or reads what only some may read): the
     studio's actor must hold ``permission``, checked before the function runs.
 
@@ -146,18 +155,19 @@ def audit(session, studio, action: str, **details) -> None:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def normalize_username(name: str) -> str:
     clean = (name or "").strip().lower()
     if not _USERNAME.fullmatch(clean):
-        raise AccountError("a username is 2-40 characters: letters, digits, '.', '_' or '-', starting with a "
-                           "letter or digit")
+        raise AccountError(
+            "a username is 2-40 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return clean
 
 
@@ -200,8 +210,11 @@ def set_active(studio, username: str, active: bool) -> None:
         user = s.scalar(select(User).where(User.username == name))
         if user is None:
             raise AccountError(f"no user {name!r}")
-        if not active and user.role == "admin" and s.scalar(
-                select(User.id).where(User.role == "admin", User.active.is_(True), User.id != user.id)) is None:
+        if (
+            not active
+            and user.role == "admin"
+            and s.scalar(select(User.id).where(User.role == "admin", User.active.is_(True), User.id != user.id)) is None
+        ):
             raise AccountError(f"{name!r} is the last active admin; add another admin first")
         user.active = active
         if not active:
@@ -267,8 +280,15 @@ def sign_in(studio, username: str, password: str, address: str | None = None) ->
         raise refused
     token, now = secrets.token_urlsafe(32), _now()
     with studio.write() as s:
-        s.add(UserSession(token_hash=_token_hash(token), user_id=user.id, created_at=now, last_seen_at=now,
-                          expires_at=now + SESSION_IDLE))
+        s.add(
+            UserSession(
+                token_hash=_token_hash(token),
+                user_id=user.id,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + SESSION_IDLE,
+            )
+        )
         s.execute(update(SignInAttempt).where(SignInAttempt.id == attempt_id).values(outcome="succeeded"))
         if _hasher.check_needs_rehash(user.password_hash):
             s.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
@@ -285,18 +305,28 @@ def _begin_attempt(studio, name: str, address: str) -> tuple[int, User | None]:
             key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
             s.execute(select(func.pg_advisory_xact_lock(key)))
         s.execute(delete(SignInAttempt).where(SignInAttempt.at < now - ATTEMPTS_KEPT))
-        counted = (SignInAttempt.username == name, SignInAttempt.at > now - LOCKOUT,
-                   SignInAttempt.outcome.in_(("pending", "failed")))
+        counted = (
+            SignInAttempt.username == name,
+            SignInAttempt.at > now - LOCKOUT,
+            SignInAttempt.outcome.in_(("pending", "failed")),
+        )
         here, failed = SignInAttempt.address == address, SignInAttempt.outcome == "failed"
-        total, at_address, failed_total, failed_here = s.execute(select(
-            func.count(), func.count().filter(here), func.count().filter(failed),
-            func.count().filter(and_(here, failed))).where(*counted)).one()
+        total, at_address, failed_total, failed_here = s.execute(
+            select(
+                func.count(),
+                func.count().filter(here),
+                func.count().filter(failed),
+                func.count().filter(and_(here, failed)),
+            ).where(*counted)
+        ).one()
         if at_address >= MAX_FAILURES or total >= MAX_FAILURES_PER_NAME:
             if failed_here >= MAX_FAILURES or failed_total >= MAX_FAILURES_PER_NAME:
-                raise PermissionDenied(f"too many failed sign-ins for this name; try again in "
-                                       f"{LOCKOUT.seconds // 60} minutes")
-            raise PermissionDenied("too many sign-ins for this name at once (still being checked); try again in "
-                                   "a moment")
+                raise PermissionDenied(
+                    f"too many failed sign-ins for this name; try again in {LOCKOUT.seconds // 60} minutes"
+                )
+            raise PermissionDenied(
+                "too many sign-ins for this name at once (still being checked); try again in a moment"
+            )
         attempt = SignInAttempt(username=name, address=address, at=now, outcome="pending")
         s.add(attempt)
         user = s.scalar(select(User).where(User.username == name))
@@ -322,8 +352,9 @@ def actor_for_token(studio, token: str | None) -> Actor | None:
     key = _token_hash(token)
     now = _now()
     with studio.read() as s:
-        row = s.execute(select(UserSession, User).join(User, User.id == UserSession.user_id)
-                        .where(_of_token(key))).first()
+        row = s.execute(
+            select(UserSession, User).join(User, User.id == UserSession.user_id).where(_of_token(key))
+        ).first()
     if row is None:
         return None
     sess, user = row
@@ -331,8 +362,11 @@ def actor_for_token(studio, token: str | None) -> Actor | None:
         return None
     if now - _aware(sess.last_seen_at) > _SLIDE_EVERY:
         with studio.write() as s:
-            s.execute(update(UserSession).where(UserSession.token_hash == sess.token_hash).values(
-                last_seen_at=now, expires_at=min(now + SESSION_IDLE, _aware(sess.created_at) + SESSION_MAX)))
+            s.execute(
+                update(UserSession)
+                .where(UserSession.token_hash == sess.token_hash)
+                .values(last_seen_at=now, expires_at=min(now + SESSION_IDLE, _aware(sess.created_at) + SESSION_MAX))
+            )
     return Actor(user.username, user.role)
 
 
@@ -352,8 +386,11 @@ def cookie_code(studio, token: str) -> str | None:
         return None
     code = secrets.token_urlsafe(32)
     with studio.write() as s:
-        s.execute(update(UserSession).where(_of_token(_token_hash(token))).values(
-            cookie_code_hash=_token_hash(code), cookie_code_until=_now() + COOKIE_CODE_TTL))
+        s.execute(
+            update(UserSession)
+            .where(_of_token(_token_hash(token)))
+            .values(cookie_code_hash=_token_hash(code), cookie_code_until=_now() + COOKIE_CODE_TTL)
+        )
     return code
 
 
@@ -368,5 +405,6 @@ def redeem_cookie_code(studio, code: str | None) -> str | None:
         redeemed = s.execute(
             update(UserSession)
             .where(UserSession.cookie_code_hash == _token_hash(code), UserSession.cookie_code_until > _now())
-            .values(cookie_hash=_token_hash(token), cookie_code_hash=None, cookie_code_until=None)).rowcount
+            .values(cookie_hash=_token_hash(token), cookie_code_hash=None, cookie_code_until=None)
+        ).rowcount
     return token if redeemed and actor_for_token(studio, token) else None

@@ -13,7 +13,7 @@ import sqlite3
 import tarfile
 import tempfile
 from contextlib import closing, suppress
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from db.migrate import known_revisions
@@ -34,8 +34,10 @@ class BackupError(MumicError, RuntimeError):
 
 def _sqlite_path(url: str) -> Path:
     if not url.startswith("sqlite:///"):
-        raise BackupError("backup covers the embedded SQLite store; for PostgreSQL use pg_dump, and copy "
-                          "MUMIC_HOME/images and MUMIC_HOME/models")
+        raise BackupError(
+            "backup covers the embedded SQLite store; for PostgreSQL use pg_dump, and copy "
+            "MUMIC_HOME/images and MUMIC_HOME/models"
+        )
     return Path(url.removeprefix("sqlite:///"))
 
 
@@ -66,7 +68,7 @@ def _write_backup(studio: Studio, db: Path, out: Path, partial: Path) -> dict:
             tables = [r[0] for r in dst.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             rows = {t: dst.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in sorted(tables)}
         files = {f: sum(1 for p in (studio.settings.home / f).rglob("*") if p.is_file()) for f in FOLDERS}
-        manifest = {"created": datetime.now(timezone.utc).isoformat(), "rows": rows, "files": files}
+        manifest = {"created": datetime.now(UTC).isoformat(), "rows": rows, "files": files}
         (Path(tmp) / MANIFEST).write_text(json.dumps(manifest, indent=1))
         with open(partial, "wb") as fh:
             with tarfile.open(fileobj=fh, mode="w") as tar:
@@ -129,10 +131,14 @@ def _checked_manifest(tar: tarfile.TarFile, archive: Path) -> dict:
         manifest = json.loads(tar.extractfile(entries[MANIFEST]).read())
     except (UnicodeDecodeError, json.JSONDecodeError):
         manifest = None
-    if not (isinstance(manifest, dict) and isinstance(manifest.get("created"), str)
-            and all(isinstance(manifest.get(k), dict) for k in ("rows", "files"))):
-        raise BackupError(f"{archive}: its {MANIFEST} is not a backup manifest (a JSON object with "
-                          "created, rows and files)")
+    if not (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("created"), str)
+        and all(isinstance(manifest.get(k), dict) for k in ("rows", "files"))
+    ):
+        raise BackupError(
+            f"{archive}: its {MANIFEST} is not a backup manifest (a JSON object with created, rows and files)"
+        )
     return manifest
 
 
@@ -156,8 +162,10 @@ def _check_database(db: Path, archive: Path) -> None:
             raise BackupError(f"{archive}: its {DB_NAME} is not an SQLite database") from None
         raise BackupError(f"{archive}: its database is damaged ({exc})") from None
     if len(versions) != 1 or versions[0] not in known_revisions():
-        raise BackupError(f"{archive}: its database has schema version {', '.join(map(repr, versions)) or 'none'}, "
-                          "which this version of MuMIC Studio does not know (made by a newer one?)")
+        raise BackupError(
+            f"{archive}: its database has schema version {', '.join(map(repr, versions)) or 'none'}, "
+            "which this version of MuMIC Studio does not know (made by a newer one?)"
+        )
 
 
 def _move_into_place(staging: Path, home: Path) -> None:

@@ -69,8 +69,9 @@ class ClassInfo:
 
     @classmethod
     def of(cls, row: LabelClass) -> ClassInfo:
-        return cls(row.id, row.name, row.normalized_name, row.description or "", bool(row.active),
-                   list(row.prompt_texts))
+        return cls(
+            row.id, row.name, row.normalized_name, row.description or "", bool(row.active), list(row.prompt_texts)
+        )
 
 
 @requires("classes")
@@ -190,17 +191,31 @@ def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str
         source, target = _get(s, source_id), _get(s, target_id)
         if not target.active:
             raise ClassError(f"cannot merge into '{target.name}': '{target.name}' is inactive; reactivate it first")
-        rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-                         .where(Annotation.class_id.in_([source_id, target_id]), Annotation.is_current.is_(True))).all()
+        rows = s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                Annotation.class_id.in_([source_id, target_id]), Annotation.is_current.is_(True)
+            )
+        ).all()
     source_labels = {i: p for i, c, p in rows if c == source_id}
     target_labels = {i: p for i, c, p in rows if c == target_id}
-    labels = {i: {target_id: p or target_labels.get(i, False)}
-              for i, p in source_labels.items() if target_labels.get(i) is not True}
+    labels = {
+        i: {target_id: p or target_labels.get(i, False)}
+        for i, p in source_labels.items()
+        if target_labels.get(i) is not True
+    }
     added = record_labels(studio, labels, annotator, source="merge")[1] if labels else 0
     with studio.write() as s:
         _get(s, source_id).active = False
-        audit(s, studio, "merge_classes", source=source.name, target=target.name, source_id=source_id,
-              target_id=target_id, labels_added=added)
+        audit(
+            s,
+            studio,
+            "merge_classes",
+            source=source.name,
+            target=target.name,
+            source_id=source_id,
+            target_id=target_id,
+            labels_added=added,
+        )
     return added
 
 

@@ -42,8 +42,9 @@ def split_for(sha256: str, val_fraction: float = VAL_FRACTION) -> str:
 
 
 @requires("import")
-def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
-                 progress: Callable[[int], None] | None = None) -> ImportReport:
+def import_files(
+    studio: Studio, files: Iterable[tuple[str, Path | bytes]], progress: Callable[[int], None] | None = None
+) -> ImportReport:
     """Validate, store and register images; bad files are reported one by one, never fatal. When
     the image store cannot be written (a full disk), the import stops there: the images stored
     before are registered, the report says why it stopped, and importing again adds the rest."""
@@ -72,12 +73,21 @@ def import_files(studio: Studio, files: Iterable[tuple[str, Path | bytes]],
         try:
             relpath = studio.store.put(data, info)
         except OSError as exc:
-            report.stopped = (f"the image store could not be written ({exc.strerror or type(exc).__name__}) at "
-                              f"{name!r}; it and the files after it were not imported")
+            report.stopped = (
+                f"the image store could not be written ({exc.strerror or type(exc).__name__}) at "
+                f"{name!r}; it and the files after it were not imported"
+            )
             break
         pending.append(
-            Image(sha256=info.sha256, original_name=name, relpath=relpath, width=info.width,
-                  height=info.height, format=info.format, split=split_for(info.sha256))
+            Image(
+                sha256=info.sha256,
+                original_name=name,
+                relpath=relpath,
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                split=split_for(info.sha256),
+            )
         )
         if len(pending) >= _BATCH:
             _register(studio, pending, report)
@@ -111,8 +121,10 @@ def import_folder(studio: Studio, folder: Path, progress: Callable[[int], None] 
         root = studio.settings.import_root
         real = (folder if folder.is_absolute() or root is None else root / folder).expanduser().resolve()
         if root is None or not real.is_relative_to(root):
-            raise PermissionDenied("only folders in the import folder (MUMIC_IMPORT_ROOT) can be imported from the "
-                                   "browser; the command line imports any folder: `python -m mumic_core import FOLDER`")
+            raise PermissionDenied(
+                "only folders in the import folder (MUMIC_IMPORT_ROOT) can be imported from the "
+                "browser; the command line imports any folder: `python -m mumic_core import FOLDER`"
+            )
         folder = real
     if not folder.is_dir():
         raise FileNotFoundError(f"not a folder: {folder}")
@@ -128,8 +140,9 @@ def importable_folders(studio: Studio, depth: int = 2) -> list[str]:
     found: list[str] = []
     level = [root]
     for _ in range(depth):
-        below = sorted(p for d in level for p in d.iterdir()
-                       if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+        below = sorted(
+            p for d in level for p in d.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        )
         found += [p.relative_to(root).as_posix() for p in below]
         level = below
     return sorted(found)
@@ -169,8 +182,10 @@ def record_labels(
     the first read (BEGIN IMMEDIATE), on PostgreSQL the images' rows are locked FOR UPDATE, so
     concurrent writers never lose an update.
     """
-    statements = {int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
-                  for i, labels in labels_by_image.items()}
+    statements = {
+        int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
+        for i, labels in labels_by_image.items()
+    }
     with studio.write() as s:
         _lock_images(s, statements)
         if seen is not None:
@@ -178,15 +193,15 @@ def record_labels(
         submission = Submission(annotator=annotator, image_ids=[])
         s.add(submission)
         s.flush()
-        changed, added = _write_statements(s, submission.id, statements, suggested or {},
-                                           count_all=source in _REVIEWS)
+        changed, added = _write_statements(s, submission.id, statements, suggested or {}, count_all=source in _REVIEWS)
         submission.image_ids = sorted(statements) if source in _REVIEWS else changed
         return submission.id, added
 
 
 @requires("import")
-def import_statements(studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str,
-                      batch: int = 500) -> tuple[int, int, int]:
+def import_statements(
+    studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str, batch: int = 500
+) -> tuple[int, int, int]:
     """Record statements that carry their own authors, sources and times (a labels file) as one
     submission of ``importer`` (one undo step), in short transactions of ``batch`` images.
     Statements equal to the current ones change nothing, so importing a file twice adds nothing.
@@ -200,7 +215,7 @@ def import_statements(studio: Studio, statements: Mapping[int, Mapping[int, Stat
         audit(s, studio, "import_labels", images=len(ids), submission=submission_id)
     changed_total, added_total = 0, 0
     for start in range(0, len(ids), batch):
-        part = {i: statements[i] for i in ids[start:start + batch]}
+        part = {i: statements[i] for i in ids[start : start + batch]}
         with studio.write() as s:
             _lock_images(s, part)
             changed, added = _write_statements(s, submission_id, part, {}, count_all=False)
@@ -216,8 +231,13 @@ def _lock_images(s, statements: Mapping[int, object]) -> None:
     s.execute(select(Image.id).where(Image.id.in_(sorted(statements))).order_by(Image.id).with_for_update())
 
 
-def _write_statements(s, submission_id: int, statements: Mapping[int, Mapping[int, Statement]],
-                      suggested: Mapping[int, Mapping[int, float]], count_all: bool) -> tuple[list[int], int]:
+def _write_statements(
+    s,
+    submission_id: int,
+    statements: Mapping[int, Mapping[int, Statement]],
+    suggested: Mapping[int, Mapping[int, float]],
+    count_all: bool,
+) -> tuple[list[int], int]:
     """Add the rows that change current labels; count images as reviewed (all of them, or those
     that changed). Returns (changed image ids, rows added)."""
     known = set(s.scalars(select(Image.id).where(Image.id.in_(list(statements)))))
@@ -225,9 +245,13 @@ def _write_statements(s, submission_id: int, statements: Mapping[int, Mapping[in
     if missing:
         raise KeyError(f"no image with id {missing[0]}")
     current: dict[tuple[int, int], Annotation] = {
-        (a.image_id, a.class_id): a for a in s.scalars(
-            select(Annotation).where(Annotation.image_id.in_(list(statements)), Annotation.is_current.is_(True))
-            .with_for_update())}
+        (a.image_id, a.class_id): a
+        for a in s.scalars(
+            select(Annotation)
+            .where(Annotation.image_id.in_(list(statements)), Annotation.is_current.is_(True))
+            .with_for_update()
+        )
+    }
     changed: list[int] = []
     added = 0
     for image_id, labels in statements.items():
@@ -241,26 +265,39 @@ def _write_statements(s, submission_id: int, statements: Mapping[int, Mapping[in
             if old is not None:
                 old.is_current = False
                 s.flush()
-            s.add(Annotation(image_id=image_id, class_id=class_id, positive=st.positive, annotator=st.annotator,
-                             source=st.source, supersedes_id=old.id if old else None, submission_id=submission_id,
-                             suggested_score=shown.get(class_id), created_at=st.at or utcnow()))
+            s.add(
+                Annotation(
+                    image_id=image_id,
+                    class_id=class_id,
+                    positive=st.positive,
+                    annotator=st.annotator,
+                    source=st.source,
+                    supersedes_id=old.id if old else None,
+                    submission_id=submission_id,
+                    suggested_score=shown.get(class_id),
+                    created_at=st.at or utcnow(),
+                )
+            )
             rows += 1
         added += rows
         if rows:
             changed.append(image_id)
     counted = sorted(statements) if count_all else changed
     if counted:
-        s.execute(update(Image).where(Image.id.in_(counted))
-                  .values(review_count=Image.review_count + 1, reviewed_at=utcnow()))
+        s.execute(
+            update(Image).where(Image.id.in_(counted)).values(review_count=Image.review_count + 1, reviewed_at=utcnow())
+        )
     return changed, added
 
 
 def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> None:
     """StaleView when another person's current labels differ from what ``annotator`` saw (inside
     the write transaction, so nobody can slip in between the check and the write)."""
-    rows = s.execute(select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.annotator,
-                            Annotation.created_at)
-                     .where(Annotation.image_id.in_(list(seen)), Annotation.is_current.is_(True))).all()
+    rows = s.execute(
+        select(
+            Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.annotator, Annotation.created_at
+        ).where(Annotation.image_id.in_(list(seen)), Annotation.is_current.is_(True))
+    ).all()
     now: dict[int, dict[int, tuple]] = {i: {} for i in seen}
     for image_id, class_id, positive, who, when in rows:
         now[image_id][class_id] = (positive, who, when)
@@ -276,15 +313,20 @@ def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> 
                 stale[image_id] = (current[1], current[2])
     if stale:
         names = dict(s.execute(select(Image.id, Image.original_name).where(Image.id.in_(list(stale)))).all())
-        parts = [f"{names.get(i, i)} (by {who}{' at ' + when.strftime('%H:%M:%S') if when else ''})"
-                 for i, (who, when) in sorted(stale.items())]
-        raise StaleView("changed by someone else after you opened it, so nothing was saved: " + "; ".join(parts)
-                        + ". Their labels are shown now; check and submit again.", sorted(stale))
+        parts = [
+            f"{names.get(i, i)} (by {who}{' at ' + when.strftime('%H:%M:%S') if when else ''})"
+            for i, (who, when) in sorted(stale.items())
+        ]
+        raise StaleView(
+            "changed by someone else after you opened it, so nothing was saved: "
+            + "; ".join(parts)
+            + ". Their labels are shown now; check and submit again.",
+            sorted(stale),
+        )
 
 
 @requires("review", acting_as="annotator")
-def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str,
-             source: str = "review") -> int:
+def annotate(studio: Studio, image_id: int, labels: Mapping[int, bool], annotator: str, source: str = "review") -> int:
     """Record labels for one image; returns the number of new annotation rows."""
     return record_labels(studio, {image_id: labels}, annotator, source)[1]
 
@@ -297,12 +339,21 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
     someone changed that label since (their later statement stands). Nothing is deleted.
     """
     with studio.write() as s:
-        sub = s.scalar(select(Submission).where(Submission.annotator == annotator, Submission.undone_at.is_(None))
-                       .order_by(Submission.id.desc()).limit(1).with_for_update())
+        sub = s.scalar(
+            select(Submission)
+            .where(Submission.annotator == annotator, Submission.undone_at.is_(None))
+            .order_by(Submission.id.desc())
+            .limit(1)
+            .with_for_update()
+        )
         if sub is None:
             return None
-        s.execute(select(Image.id).where(Image.id.in_(sorted(int(i) for i in sub.image_ids)))
-                  .order_by(Image.id).with_for_update())  # as record_labels does (PostgreSQL)
+        s.execute(
+            select(Image.id)
+            .where(Image.id.in_(sorted(int(i) for i in sub.image_ids)))
+            .order_by(Image.id)
+            .with_for_update()
+        )  # as record_labels does (PostgreSQL)
         rows = list(s.scalars(select(Annotation).where(Annotation.submission_id == sub.id)))
         for row in rows:
             if not row.is_current:
@@ -313,8 +364,11 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
                 s.execute(update(Annotation).where(Annotation.id == row.supersedes_id).values(is_current=True))
         images = set(sub.image_ids)
         if images:
-            s.execute(update(Image).where(Image.id.in_(images), Image.review_count > 0)
-                      .values(review_count=Image.review_count - 1))
+            s.execute(
+                update(Image)
+                .where(Image.id.in_(images), Image.review_count > 0)
+                .values(review_count=Image.review_count - 1)
+            )
         sub.undone_at = utcnow()
         return sub.id
 
@@ -322,10 +376,14 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
 def current_labels(studio: Studio) -> list[tuple[int, int, bool]]:
     """(image_id, class_id, positive) for every current annotation."""
     with studio.read() as s:
-        return [tuple(r) for r in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-            .where(Annotation.is_current.is_(True))
-        ).all()]
+        return [
+            tuple(r)
+            for r in s.execute(
+                select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                    Annotation.is_current.is_(True)
+                )
+            ).all()
+        ]
 
 
 def collection_counts(studio: Studio) -> dict[str, int]:
@@ -345,17 +403,29 @@ def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5)
         classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
         human = s.execute(
             select(Annotation.class_id, Annotation.positive, func.count())
-            .where(Annotation.is_current.is_(True)).group_by(Annotation.class_id, Annotation.positive)
+            .where(Annotation.is_current.is_(True))
+            .group_by(Annotation.class_id, Annotation.positive)
         ).all()
-        predicted = dict(s.execute(
-            select(Prediction.class_id, func.count())
-            .where(Prediction.model_version_id == version_id, Prediction.score >= threshold)
-            .group_by(Prediction.class_id)
-        ).all()) if version_id is not None else {}
+        predicted = (
+            dict(
+                s.execute(
+                    select(Prediction.class_id, func.count())
+                    .where(Prediction.model_version_id == version_id, Prediction.score >= threshold)
+                    .group_by(Prediction.class_id)
+                ).all()
+            )
+            if version_id is not None
+            else {}
+        )
     counts = {(c, p): n for c, p, n in human}
     return [
-        {"class": c.name, "prompts": " | ".join(c.prompt_texts), "human +": counts.get((c.id, True), 0),
-         "human −": counts.get((c.id, False), 0), f"predicted ≥ {threshold:g}": predicted.get(c.id, 0)}
+        {
+            "class": c.name,
+            "prompts": " | ".join(c.prompt_texts),
+            "human +": counts.get((c.id, True), 0),
+            "human −": counts.get((c.id, False), 0),
+            f"predicted ≥ {threshold:g}": predicted.get(c.id, 0),
+        }
         for c in classes
     ]
 
@@ -376,7 +446,10 @@ def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[
             rows = s.execute(q).all()
         else:  # in slices: SQLite caps the number of bound parameters
             wanted = sorted({int(i) for i in image_ids})
-            rows = [r for k in range(0, len(wanted), ID_SLICE)
-                    for r in s.execute(q.where(Image.id.in_(wanted[k:k + ID_SLICE]))).all()]
+            rows = [
+                r
+                for k in range(0, len(wanted), ID_SLICE)
+                for r in s.execute(q.where(Image.id.in_(wanted[k : k + ID_SLICE]))).all()
+            ]
     paths = studio.store.paths([rel for _, rel in rows])
     return [(i, path) for (i, _), path in zip(rows, paths)]

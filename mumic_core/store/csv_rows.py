@@ -99,8 +99,9 @@ def _header(text: str, required: Sequence[str], optional: Sequence[str]) -> tupl
     if missing:
         other = next((d for d in DELIMITERS[1:] if d in first and "," not in first), None)
         hint = f"; it seems to use {_DELIMITER_NAMES[other]} between columns" if other else ""
-        raise ValueError(f"expected a header naming the columns {', '.join(required)} "
-                         f"(missing {', '.join(missing)}{hint})")
+        raise ValueError(
+            f"expected a header naming the columns {', '.join(required)} (missing {', '.join(missing)}{hint})"
+        )
     unknown = [h for h in header if h and h not in (*required, *optional)]
     if unknown:
         raise ValueError(f"unknown column {unknown[0]!r}; the columns are {', '.join((*required, *optional))}")

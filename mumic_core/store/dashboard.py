@@ -18,8 +18,9 @@ def model_history(studio: Studio) -> list[dict]:
         val = v.metrics.get("val") or {}
         for key, label in (("gap_at_10", "GAP@10"), ("gap", "GAP"), ("map", "mAP")):
             if val.get(key) is not None:
-                rows.append({"version": v.name, "created": v.created_at, "status": v.status, "metric": label,
-                             "value": val[key]})
+                rows.append(
+                    {"version": v.name, "created": v.created_at, "status": v.status, "metric": label, "value": val[key]}
+                )
     return rows
 
 
@@ -30,24 +31,37 @@ def per_class_ap(studio: Studio) -> list[dict]:
         return []
     v = trained[-1]
     parent = v.metrics.get("parent_val", {}).get("per_class_ap", {})
-    return [{"class": name, f"AP {v.name}": ap, "AP parent": parent.get(name)}
-            for name, ap in sorted(v.metrics["val"]["per_class_ap"].items())]
+    return [
+        {"class": name, f"AP {v.name}": ap, "AP parent": parent.get(name)}
+        for name, ap in sorted(v.metrics["val"]["per_class_ap"].items())
+    ]
 
 
 def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
     """Per class: how often a reviewer's label differed from what the model proposed
     (proposed = probability at or above ``threshold`` when the image was shown)."""
-    changed = case(((Annotation.positive.is_(True)) & (Annotation.suggested_score < threshold), 1),
-                   ((Annotation.positive.is_(False)) & (Annotation.suggested_score >= threshold), 1), else_=0)
+    changed = case(
+        ((Annotation.positive.is_(True)) & (Annotation.suggested_score < threshold), 1),
+        ((Annotation.positive.is_(False)) & (Annotation.suggested_score >= threshold), 1),
+        else_=0,
+    )
     with studio.read() as s:
         rows = s.execute(
             select(LabelClass.name, func.count(Annotation.id), func.sum(changed))
             .join(LabelClass, LabelClass.id == Annotation.class_id)
             .where(Annotation.suggested_score.is_not(None), Annotation.source == "review")
-            .group_by(LabelClass.name).order_by(LabelClass.name)
+            .group_by(LabelClass.name)
+            .order_by(LabelClass.name)
         ).all()
-    return [{"class": n, "reviewed labels": int(total), "changed": int(ch or 0),
-             "change rate": (ch or 0) / total if total else None} for n, total, ch in rows]
+    return [
+        {
+            "class": n,
+            "reviewed labels": int(total),
+            "changed": int(ch or 0),
+            "change rate": (ch or 0) / total if total else None,
+        }
+        for n, total, ch in rows
+    ]
 
 
 def annotator_agreement(studio: Studio) -> list[dict]:
@@ -69,6 +83,12 @@ def annotator_agreement(studio: Studio) -> list[dict]:
     for name, p in sorted(pairs.items()):
         a, b = [x for x, _ in p], [y for _, y in p]
         kappa = float(cohen_kappa_score(a, b, labels=[False, True])) if len(set(a) | set(b)) > 1 else None
-        out.append({"class": name, "pairs": len(p), "agreement": sum(x == y for x, y in p) / len(p),
-                    "Cohen's kappa": None if kappa is None or kappa != kappa else round(kappa, 3)})
+        out.append(
+            {
+                "class": name,
+                "pairs": len(p),
+                "agreement": sum(x == y for x, y in p) / len(p),
+                "Cohen's kappa": None if kappa is None or kappa != kappa else round(kappa, 3),
+            }
+        )
     return out

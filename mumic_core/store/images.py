@@ -73,8 +73,14 @@ def _fmt_bytes(n: int) -> str:
 
 # Signatures of the accepted formats: a file that starts with one but that Pillow cannot open is a
 # damaged image of that format (a bad checksum, a zero size), not "not an image".
-_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
-               b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 
 def _sniff_damaged(data: bytes) -> str | None:
@@ -137,9 +143,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
-def validate_image(
-    data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES
-) -> ValidatedImage:
+def validate_image(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_FILE_BYTES) -> ValidatedImage:
     """Fully decode ``data`` and return its facts, or raise :class:`ImageRejected`.
 
     The header dimensions are checked against ``max_pixels`` before any pixel data is
@@ -162,7 +166,10 @@ def validate_image(
                 damaged, kind = _sniff_damaged(data), _sniff_unsupported(data)
                 raise ImageRejected(
                     f"a damaged {damaged} file (its header cannot be read: a bad checksum, size or field)"
-                    if damaged else f"unsupported format {kind}" if kind else "not an image (unrecognised format)"
+                    if damaged
+                    else f"unsupported format {kind}"
+                    if kind
+                    else "not an image (unrecognised format)"
                 ) from None
             except Exception as exc:
                 raise ImageRejected(f"truncated or corrupt image data ({_describe(exc)})") from exc
@@ -172,9 +179,7 @@ def validate_image(
                     raise ImageRejected(f"unsupported format {img.format or 'unknown'}")
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise ImageRejected(
-                        f"too large: {width} x {height} pixels exceeds the {max_pixels:,} pixel limit"
-                    )
+                    raise ImageRejected(f"too large: {width} x {height} pixels exceeds the {max_pixels:,} pixel limit")
                 try:
                     img.load()  # first frame only for animated GIF/MPO/TIFF
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

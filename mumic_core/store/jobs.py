@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -55,9 +55,24 @@ class JobInfo:
 
     @classmethod
     def of(cls, row: Job) -> JobInfo:
-        return cls(row.id, row.kind, row.status, row.phase or "", float(row.progress or 0.0), dict(row.params or {}),
-                   dict(row.result or {}), row.error, dict(row.details or {}), bool(row.cancel_requested),
-                   row.exclusive_key, row.worker_pid, row.worker_host, row.created_at, row.started_at, row.finished_at)
+        return cls(
+            row.id,
+            row.kind,
+            row.status,
+            row.phase or "",
+            float(row.progress or 0.0),
+            dict(row.params or {}),
+            dict(row.result or {}),
+            row.error,
+            dict(row.details or {}),
+            bool(row.cancel_requested),
+            row.exclusive_key,
+            row.worker_pid,
+            row.worker_host,
+            row.created_at,
+            row.started_at,
+            row.finished_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -88,14 +103,17 @@ def create_job(studio: Studio, kind: str, params: dict | None = None) -> int:
             s.add(job)
             audit(s, studio, "queue_job", kind=kind, params=params or {})
             s.flush()
-            s.add(JobLog(job_id=job.id, message=f"queued {kind} job" + (f" with {_fmt_params(params)}" if params
-                                                                       else "")))
+            s.add(
+                JobLog(job_id=job.id, message=f"queued {kind} job" + (f" with {_fmt_params(params)}" if params else ""))
+            )
             job_id = job.id
     except IntegrityError:
         other = active_job(studio, kind)
         since = f", {other.status} since {_hhmm(other.started_at or other.created_at)}" if other else ""
-        raise JobConflict(f"a {kind} job is already queued or running (job {other.id if other else '?'}{since}); "
-                          "wait for it to finish or cancel it first") from None
+        raise JobConflict(
+            f"a {kind} job is already queued or running (job {other.id if other else '?'}{since}); "
+            "wait for it to finish or cancel it first"
+        ) from None
     return job_id
 
 
@@ -166,7 +184,7 @@ def time_left(job: JobInfo, now: datetime | None = None) -> float | None:
     frac = job.progress or 0.0
     if job.status != "running" or not started or frac <= 0.0:
         return None
-    elapsed = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(started)).total_seconds()
+    elapsed = ((now or datetime.now(UTC)) - datetime.fromisoformat(started)).total_seconds()
     return max(0.0, elapsed * (1 - frac) / frac) if elapsed >= 2.0 else None
 
 
@@ -192,8 +210,11 @@ def progress_reporter(studio: Studio, job_id: int, min_interval: float = 1.0) ->
         details = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in info.items()}
         details["phase_started"] = state["phase_started"]
         with studio.write() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(
-                phase=phase[:100], progress=float(fraction), details=details, heartbeat_at=utcnow()))
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(phase=phase[:100], progress=float(fraction), details=details, heartbeat_at=utcnow())
+            )
             cancel = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
         if cancel:
             raise JobCancelled(f"cancelled during {phase}")
@@ -206,8 +227,7 @@ def claim(studio: Studio, job_id: int) -> bool:
     """Atomically move a queued job to running; False if someone else has it or it was cancelled.
     On PostgreSQL the row is taken with FOR UPDATE SKIP LOCKED: a worker racing for it moves on."""
     with studio.write() as s:
-        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued")
-                       .with_for_update(skip_locked=True))
+        job = s.scalar(select(Job).where(Job.id == job_id, Job.status == "queued").with_for_update(skip_locked=True))
         if job is None:
             return False
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
@@ -242,12 +262,15 @@ def fail_orphaned_jobs(studio: Studio) -> list[JobInfo]:
     gone = [j.id for j in running if j.id not in running_here and not is_alive(studio, j.worker_host, j.worker_pid)]
     failed = []
     with studio.write() as s:  # another worker checking at the same moment skips what this one takes
-        for job in s.scalars(select(Job).where(Job.id.in_(gone), Job.status == "running")
-                             .with_for_update(skip_locked=True)):
+        for job in s.scalars(
+            select(Job).where(Job.id.in_(gone), Job.status == "running").with_for_update(skip_locked=True)
+        ):
             job.status, job.finished_at, job.exclusive_key = "failed", utcnow(), None
             when = f"during this job's '{job.phase}' phase" if job.phase else "as this job started"
-            job.error = (f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "
-                         f"activated (it ran on {job.worker_host or 'an unknown host'})")
+            job.error = (
+                f"the worker (pid {job.worker_pid}) stopped {when}; nothing it was making was "
+                f"activated (it ran on {job.worker_host or 'an unknown host'})"
+            )
             failed.append(JobInfo.of(job))
     for job in failed:
         log(studio, job.id, job.error)

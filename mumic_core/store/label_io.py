@@ -21,7 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
@@ -56,11 +56,14 @@ class LabelImportReport:
     submission_id: int | None = None
 
     def summary(self) -> str:
-        return (f"{self.images_labelled} images labelled ({self.images_changed} changed, {self.labels_added} "
-                f"labels added); {len(self.errors)} rows refused")
+        return (
+            f"{self.images_labelled} images labelled ({self.images_changed} changed, {self.labels_added} "
+            f"labels added); {len(self.errors)} rows refused"
+        )
 
 
 # --- export -----------------------------------------------------------------------------------
+
 
 @dataclass
 class _ExportImage:
@@ -75,13 +78,19 @@ class _ExportImage:
 def _export_rows(studio: Studio) -> tuple[list[str], list[_ExportImage]]:
     """Active class names, and every image with its current labels of active classes."""
     with studio.read() as s:
-        classes = {c.id: c.name for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True))
-                                                   .order_by(LabelClass.id))}
-        images = {im.id: _ExportImage(im.id, im.sha256, im.original_name, im.width, im.height, [])
-                  for im in s.scalars(select(Image).order_by(Image.id))}
-        for a in s.scalars(select(Annotation).where(Annotation.is_current.is_(True),
-                                                    Annotation.class_id.in_(list(classes)))
-                           .order_by(Annotation.image_id, Annotation.class_id)):
+        classes = {
+            c.id: c.name
+            for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id))
+        }
+        images = {
+            im.id: _ExportImage(im.id, im.sha256, im.original_name, im.width, im.height, [])
+            for im in s.scalars(select(Image).order_by(Image.id))
+        }
+        for a in s.scalars(
+            select(Annotation)
+            .where(Annotation.is_current.is_(True), Annotation.class_id.in_(list(classes)))
+            .order_by(Annotation.image_id, Annotation.class_id)
+        ):
             images[a.image_id].labels.append((classes[a.class_id], a))
     return list(classes.values()), list(images.values())
 
@@ -89,7 +98,7 @@ def _export_rows(studio: Studio) -> tuple[list[str], list[_ExportImage]]:
 def _when(at: datetime | None) -> str:
     if at is None:
         return ""
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).isoformat()
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
 @requires("export")
@@ -104,28 +113,64 @@ def export_labels(studio: Studio, fmt: str) -> str:
         rows: list[tuple] = []
         for im in images:
             ident = (im.image_id, im.sha256, im.filename)
-            rows += [(*ident, name, "positive" if a.positive else "negative", a.annotator, a.source,
-                      _when(a.created_at)) for name, a in im.labels] or [(*ident, "", "", "", "", "")]
+            rows += [
+                (*ident, name, "positive" if a.positive else "negative", a.annotator, a.source, _when(a.created_at))
+                for name, a in im.labels
+            ] or [(*ident, "", "", "", "", "")]
         return write_csv(EXPORT_COLUMNS, rows)
     if fmt == "json":
-        return json.dumps({
-            "format": JSON_FORMAT, "version": 1, "classes": classes,
-            "images": [{"image_id": im.image_id, "sha256": im.sha256, "filename": im.filename,
-                        "labels": [{"class": name, "state": "positive" if a.positive else "negative",
-                                    "annotator": a.annotator, "source": a.source, "labelled_at": _when(a.created_at)}
-                                   for name, a in im.labels]} for im in images]}, indent=1, ensure_ascii=False)
+        return json.dumps(
+            {
+                "format": JSON_FORMAT,
+                "version": 1,
+                "classes": classes,
+                "images": [
+                    {
+                        "image_id": im.image_id,
+                        "sha256": im.sha256,
+                        "filename": im.filename,
+                        "labels": [
+                            {
+                                "class": name,
+                                "state": "positive" if a.positive else "negative",
+                                "annotator": a.annotator,
+                                "source": a.source,
+                                "labelled_at": _when(a.created_at),
+                            }
+                            for name, a in im.labels
+                        ],
+                    }
+                    for im in images
+                ],
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
     category = {name: k for k, name in enumerate(classes, start=1)}
     positives = [(im.image_id, category[name]) for im in images for name, a in im.labels if a.positive]
-    return json.dumps({
-        "info": {"description": "MuMIC Studio image-level labels (positives only)"},
-        "images": [{"id": im.image_id, "file_name": im.filename, "sha256": im.sha256, "width": im.width,
-                    "height": im.height} for im in images],
-        "categories": [{"id": k, "name": name} for name, k in category.items()],
-        "annotations": [{"id": k, "image_id": i, "category_id": c} for k, (i, c) in enumerate(positives, start=1)],
-    }, indent=1, ensure_ascii=False)
+    return json.dumps(
+        {
+            "info": {"description": "MuMIC Studio image-level labels (positives only)"},
+            "images": [
+                {
+                    "id": im.image_id,
+                    "file_name": im.filename,
+                    "sha256": im.sha256,
+                    "width": im.width,
+                    "height": im.height,
+                }
+                for im in images
+            ],
+            "categories": [{"id": k, "name": name} for name, k in category.items()],
+            "annotations": [{"id": k, "image_id": i, "category_id": c} for k, (i, c) in enumerate(positives, start=1)],
+        },
+        indent=1,
+        ensure_ascii=False,
+    )
 
 
 # --- import -----------------------------------------------------------------------------------
+
 
 def _nfc(name: str) -> str:
     """A file name in Unicode's composed form: macOS file systems give names decomposed (NFD, an
@@ -162,19 +207,27 @@ class _ImageIndex:
             if not raw_id.isdigit() or int(raw_id) not in self.by_id:
                 raise ValueError(f"no image with id {raw_id[:20]!r}")
             image_id = int(raw_id)
-            if name.strip() and name not in (_nfc(self.by_id[image_id]), _nfc(PurePosixPath(self.by_id[image_id]).name)):
+            if name.strip() and name not in (
+                _nfc(self.by_id[image_id]),
+                _nfc(PurePosixPath(self.by_id[image_id]).name),
+            ):
                 raise ValueError(f"image {image_id} is named {self.by_id[image_id][:100]!r}, not {name[:100]!r}")
             return image_id
         if not name.strip():
             raise ValueError("names no image (filename, image_id and sha256 are all empty)")
-        for candidates in (self.by_name.get(name), self.by_name.get(name.strip()),
-                           self.by_base.get(PurePosixPath(name.strip()).name)):
+        for candidates in (
+            self.by_name.get(name),
+            self.by_name.get(name.strip()),
+            self.by_base.get(PurePosixPath(name.strip()).name),
+        ):
             if candidates and len(candidates) == 1:
                 return candidates[0]
             if candidates:
                 shown = ", ".join(f"{self.by_id[i][:60]!r} (id {i})" for i in candidates[:3])
-                raise ValueError(f"{name[:100]!r} could be {len(candidates)} images: {shown}; name one by its "
-                                 "path, image_id or sha256")
+                raise ValueError(
+                    f"{name[:100]!r} could be {len(candidates)} images: {shown}; name one by its "
+                    "path, image_id or sha256"
+                )
         raise ValueError(f"unknown image {name[:200]!r}")
 
 
@@ -198,8 +251,9 @@ class _Reader:
         key = normalize_name(name)
         if key in self.classes:
             return self.classes[key]
-        raise ValueError(f"class {name[:100]!r} is inactive" if key in self.inactive
-                         else f"unknown class {name[:100]!r}")
+        raise ValueError(
+            f"class {name[:100]!r} is inactive" if key in self.inactive else f"unknown class {name[:100]!r}"
+        )
 
     def add(self, where: int, image_id: int, said: Mapping[int, Statement]) -> None:
         """Record a row's statements unless one contradicts an earlier row of the file."""
@@ -267,15 +321,19 @@ def _parse_time(text: str) -> datetime | None:
         at = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"labelled_at {text[:40]!r} is not an ISO 8601 time") from None
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _reader(studio: Studio, importer: str) -> _Reader:
     with studio.read() as s:
         index = _ImageIndex(s.execute(select(Image.id, Image.sha256, Image.original_name)).all())
         classes = list(s.scalars(select(LabelClass)))
-    return _Reader(index, {c.normalized_name: c.id for c in classes if c.active},
-                   {c.normalized_name for c in classes if not c.active}, importer)
+    return _Reader(
+        index,
+        {c.normalized_name: c.id for c in classes if c.active},
+        {c.normalized_name for c in classes if not c.active},
+        importer,
+    )
 
 
 def _read_csv(reader: _Reader, data: bytes, complete: bool) -> None:
@@ -289,8 +347,10 @@ def _read_csv(reader: _Reader, data: bytes, complete: bool) -> None:
         except ValueError as as_tags:
             first = data[:2000].split(b"\n", 1)[0].lower()
             reason = as_statements if b"class" in first and b"labels" not in first else as_tags
-            raise ValueError(f"{reason}; a labels CSV has the columns filename,labels (one row per image) or "
-                             f"{','.join(EXPORT_COLUMNS)} (one row per label, as exported)") from None
+            raise ValueError(
+                f"{reason}; a labels CSV has the columns filename,labels (one row per image) or "
+                f"{','.join(EXPORT_COLUMNS)} (one row per label, as exported)"
+            ) from None
     if not set(parsed.columns) & set(IDENTIFIERS):
         raise ValueError("expected a column naming the image: filename, image_id or sha256")
     reader.errors += [(int(e.split()[1].rstrip(":")), e) for e in parsed.errors]
@@ -341,16 +401,25 @@ def _read_json(reader: _Reader, doc: object) -> None:
         ident = {key: str(item[key]) for key in IDENTIFIERS if item.get(key) is not None}
         labels = item.get("labels")
         if labels is None and ("positives" in item or "negatives" in item):
-            labels = [{"class": n, "state": state} for state, key in (("positive", "positives"), ("negative", "negatives"))
-                      for n in item.get(key) or []]
+            labels = [
+                {"class": n, "state": state}
+                for state, key in (("positive", "positives"), ("negative", "negatives"))
+                for n in item.get(key) or []
+            ]
         if not isinstance(labels, list) or not all(isinstance(x, dict) for x in labels):
             reader.refuse(k, "'labels' must be a list of objects with class and state")
             continue
         if not labels:
             reader.statement_row(k, ident)  # checks that the image exists
         for label in labels:
-            reader.statement_row(k, ident | {key: "" if label.get(key) is None else str(label[key])
-                                             for key in ("class", "state", "annotator", "source", "labelled_at")})
+            reader.statement_row(
+                k,
+                ident
+                | {
+                    key: "" if label.get(key) is None else str(label[key])
+                    for key in ("class", "state", "annotator", "source", "labelled_at")
+                },
+            )
 
 
 @requires("import")

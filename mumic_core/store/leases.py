@@ -43,8 +43,15 @@ def browser_seat(xsrf_cookie: str | None) -> str | None:
 
 
 @requires("review", acting_as="annotator")
-def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int], want: int | None = None,
-          seconds: int = LEASE_SECONDS, unreviewed_only: bool = False) -> list[int]:
+def claim(
+    studio: Studio,
+    holder: str,
+    annotator: str,
+    image_ids: Sequence[int],
+    want: int | None = None,
+    seconds: int = LEASE_SECONDS,
+    unreviewed_only: bool = False,
+) -> list[int]:
     """Lease up to ``want`` (default: all) of ``image_ids`` to ``holder``, in the given order,
     skipping images another holder has; the holder's other leases are released. Returns the
     images now leased to the holder. With ``unreviewed_only``, images someone reviewed since the
@@ -59,13 +66,16 @@ def claim(studio: Studio, holder: str, annotator: str, image_ids: Sequence[int],
     return []
 
 
-def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: int, seconds: int,
-           unreviewed_only: bool) -> list[int]:
+def _claim(
+    studio: Studio, holder: str, annotator: str, ids: list[int], want: int, seconds: int, unreviewed_only: bool
+) -> list[int]:
     now = utcnow()
     with studio.write() as s:
         if s.bind.dialect.name != "sqlite" and ids:  # PostgreSQL: lock the first ``want`` free images,
-            leased = select(ReviewLease.image_id).where(ReviewLease.holder != holder,  # passing over
-                                                        ReviewLease.expires_at >= now)  # those another
+            leased = select(ReviewLease.image_id).where(
+                ReviewLease.holder != holder,  # passing over
+                ReviewLease.expires_at >= now,
+            )  # those another
             q = select(Image.id).where(Image.id.in_(ids), Image.id.not_in(leased))  # claim is taking
             if unreviewed_only:
                 q = q.where(Image.review_count == 0)
@@ -73,8 +83,9 @@ def _claim(studio: Studio, holder: str, annotator: str, ids: list[int], want: in
             free = set(s.scalars(q.order_by(order).limit(want).with_for_update(of=Image, skip_locked=True)))
             ids = [i for i in ids if i in free]
         s.execute(delete(ReviewLease).where(ReviewLease.expires_at < now))
-        others = set(s.scalars(select(ReviewLease.image_id).where(ReviewLease.image_id.in_(ids),
-                                                                  ReviewLease.holder != holder)))
+        others = set(
+            s.scalars(select(ReviewLease.image_id).where(ReviewLease.image_id.in_(ids), ReviewLease.holder != holder))
+        )
         if unreviewed_only:
             others |= set(s.scalars(select(Image.id).where(Image.id.in_(ids), Image.review_count > 0)))
         mine = [i for i in ids if i not in others][:want]
@@ -105,8 +116,9 @@ def release(studio: Studio, holder: str, image_ids: Iterable[int] | None = None)
 
 def leased_to_others(studio: Studio, holder: str, image_ids: Iterable[int] | None = None) -> dict[int, str]:
     """Image id -> annotator, for live leases held by other sessions."""
-    q = select(ReviewLease.image_id, ReviewLease.annotator).where(ReviewLease.holder != holder,
-                                                                  ReviewLease.expires_at >= utcnow())
+    q = select(ReviewLease.image_id, ReviewLease.annotator).where(
+        ReviewLease.holder != holder, ReviewLease.expires_at >= utcnow()
+    )
     if image_ids is not None:
         q = q.where(ReviewLease.image_id.in_(list(image_ids)))
     with studio.read() as s:

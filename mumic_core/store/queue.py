@@ -78,16 +78,25 @@ def _disputed_images():
     return (
         select(Annotation.image_id)
         .group_by(Annotation.image_id, Annotation.class_id)
-        .having(and_(func.count(func.distinct(Annotation.positive)) > 1,
-                     func.count(func.distinct(Annotation.annotator)) > 1))
+        .having(
+            and_(
+                func.count(func.distinct(Annotation.positive)) > 1, func.count(func.distinct(Annotation.annotator)) > 1
+            )
+        )
     )
 
 
 def _queue_query(f: QueueFilter, columns):
     q = select(*columns).select_from(Image)
     if f.class_id is not None and f.version_id is not None:
-        q = q.join(Prediction, and_(Prediction.image_id == Image.id, Prediction.model_version_id == f.version_id,
-                                    Prediction.class_id == f.class_id))
+        q = q.join(
+            Prediction,
+            and_(
+                Prediction.image_id == Image.id,
+                Prediction.model_version_id == f.version_id,
+                Prediction.class_id == f.class_id,
+            ),
+        )
         score, uncertainty, tiebreak = Prediction.score, func.abs(Prediction.score - 0.5), Image.id
     elif f.version_id is not None:
         q = q.join(ImageScore, and_(ImageScore.image_id == Image.id, ImageScore.model_version_id == f.version_id))
@@ -106,16 +115,26 @@ def _queue_query(f: QueueFilter, columns):
     elif f.status == "second review":
         if not f.reviewer:
             raise ValueError("a second review needs the reviewer's name")
-        q = q.where(Image.id.in_(select(Annotation.image_id).where(
-            Annotation.is_current.is_(True), Annotation.source == "review", Annotation.annotator != f.reviewer)),
-            Image.id.not_in(select(Annotation.image_id).where(Annotation.source == SECOND_REVIEW)))
+        q = q.where(
+            Image.id.in_(
+                select(Annotation.image_id).where(
+                    Annotation.is_current.is_(True), Annotation.source == "review", Annotation.annotator != f.reviewer
+                )
+            ),
+            Image.id.not_in(select(Annotation.image_id).where(Annotation.source == SECOND_REVIEW)),
+        )
     elif f.status != "all":
         raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
     if f.image_ids is not None:
         q = q.where(Image.id.in_(list(f.image_ids)))
     if f.skip_leased_by_others is not None:
-        q = q.where(Image.id.not_in(select(ReviewLease.image_id).where(
-            ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow())))
+        q = q.where(
+            Image.id.not_in(
+                select(ReviewLease.image_id).where(
+                    ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow()
+                )
+            )
+        )
     return q, score, uncertainty, tiebreak
 
 
@@ -150,9 +169,12 @@ def page_query(f: QueueFilter):
 def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int = 12) -> list[tuple[int, float]]:
     """(image id, probability) of the k images that score highest for a class."""
     with studio.read() as s:
-        rows = s.execute(select(Prediction.image_id, Prediction.score)
-                         .where(Prediction.model_version_id == version_id, Prediction.class_id == class_id)
-                         .order_by(Prediction.score.desc()).limit(k)).all()
+        rows = s.execute(
+            select(Prediction.image_id, Prediction.score)
+            .where(Prediction.model_version_id == version_id, Prediction.class_id == class_id)
+            .order_by(Prediction.score.desc())
+            .limit(k)
+        ).all()
     return [(i, float(p)) for i, p in rows]
 
 
@@ -161,9 +183,15 @@ def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str
     return {n: float(t.get(n, DEFAULT_THRESHOLD)) for n in names}
 
 
-def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None, top_k: int = 9,
-                thresholds: dict[str, float] | None = None,
-                also: Mapping[int, Iterable[int]] | None = None, display: int | None = None) -> list[ImageView]:
+def image_views(
+    studio: Studio,
+    image_ids: Sequence[int],
+    version_id: int | None,
+    top_k: int = 9,
+    thresholds: dict[str, float] | None = None,
+    also: Mapping[int, Iterable[int]] | None = None,
+    display: int | None = None,
+) -> list[ImageView]:
     """Images with their current labels and suggestions (active classes, best first): the top
     k, every class a person has marked present, and the classes in ``also[image_id]`` (e.g.
     the suspected labels), so every label a person must see is a suggestion to toggle. With
@@ -176,8 +204,9 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
         images = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(ids)))}
         labels: dict[int, dict[int, bool]] = {i: {} for i in image_ids}
         for image_id, class_id, positive in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-            .where(Annotation.image_id.in_(ids), Annotation.is_current.is_(True))
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                Annotation.image_id.in_(ids), Annotation.is_current.is_(True)
+            )
         ):
             labels[image_id][class_id] = positive
         wanted = {(i, c) for i in ids for c, p in labels[i].items() if p}
@@ -185,9 +214,15 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
         preds: dict[int, dict[int, Suggestion]] = {i: {} for i in image_ids}
         if version_id is not None:
             ranked = (
-                select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score,
-                       func.row_number().over(partition_by=Prediction.image_id,
-                                              order_by=Prediction.score.desc()).label("rank"))
+                select(
+                    Prediction.image_id,
+                    Prediction.class_id,
+                    LabelClass.name,
+                    Prediction.score,
+                    func.row_number()
+                    .over(partition_by=Prediction.image_id, order_by=Prediction.score.desc())
+                    .label("rank"),
+                )
                 .join(LabelClass, LabelClass.id == Prediction.class_id)
                 .where(Prediction.of_images(version_id, ids), LabelClass.active.is_(True))
                 .subquery()
@@ -198,9 +233,13 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
                 rows += s.execute(
                     select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score, literal(0))
                     .join(LabelClass, LabelClass.id == Prediction.class_id)
-                    .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True),
-                           Prediction.image_id.in_({i for i, _ in extra}),
-                           Prediction.class_id.in_({c for _, c in extra}))).all()
+                    .where(
+                        Prediction.model_version_id == version_id,
+                        LabelClass.active.is_(True),
+                        Prediction.image_id.in_({i for i, _ in extra}),
+                        Prediction.class_id.in_({c for _, c in extra}),
+                    )
+                ).all()
             for image_id, class_id, name, score, rank in rows:
                 if rank or (image_id, class_id) in wanted:
                     t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
@@ -212,21 +251,26 @@ def image_views(studio: Studio, image_ids: Sequence[int], version_id: int | None
     for i, rendition in zip(shown, shows):
         im = images[i]
         sug = sorted(preds[i].values(), key=lambda x: -x.probability)
-        out.append(ImageView(i, im.original_name, paths[i], im.width, im.height, im.review_count, sug,
-                             labels[i], rendition))
+        out.append(
+            ImageView(i, im.original_name, paths[i], im.width, im.height, im.review_count, sug, labels[i], rendition)
+        )
     return out
 
 
 def submission_image_ids(studio: Studio, submission_id: int) -> list[int]:
     """The images one submission labelled."""
     with studio.read() as s:
-        return list(s.scalars(select(Annotation.image_id).where(Annotation.submission_id == submission_id)
-                              .distinct().order_by(Annotation.image_id)))
+        return list(
+            s.scalars(
+                select(Annotation.image_id)
+                .where(Annotation.submission_id == submission_id)
+                .distinct()
+                .order_by(Annotation.image_id)
+            )
+        )
 
 
 def newest_image_id(studio: Studio) -> int:
     """The highest image id (0 when empty): it grows when images are imported."""
     with studio.read() as s:
         return int(s.scalar(select(func.max(Image.id))) or 0)
-
-

@@ -41,8 +41,19 @@ class VersionInfo:
 
     @classmethod
     def of(cls, row: ModelVersion) -> VersionInfo:
-        return cls(row.id, row.name, row.kind, row.description or "", row.architecture, row.weights, row.parent_id,
-                   dict(row.training_config or {}), dict(row.metrics or {}), row.status, row.created_at)
+        return cls(
+            row.id,
+            row.name,
+            row.kind,
+            row.description or "",
+            row.architecture,
+            row.weights,
+            row.parent_id,
+            dict(row.training_config or {}),
+            dict(row.metrics or {}),
+            row.status,
+            row.created_at,
+        )
 
 
 @requires("train")
@@ -84,9 +95,12 @@ def _from_stored(studio: Studio, architecture: str) -> str:
 def encoder_spec(studio: Studio, version: VersionInfo) -> EncoderSpec:
     """The encoder a version runs on."""
     _materialise(studio, version)
-    return EncoderSpec(_from_stored(studio, version.architecture), version.weights,
-                       version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
-                       version.description)
+    return EncoderSpec(
+        _from_stored(studio, version.architecture),
+        version.weights,
+        version.kind if version.kind in ("pretrained", "builtin-random", "starter") else "fine-tuned",
+        version.description,
+    )
 
 
 def head_path(studio: Studio, version: VersionInfo) -> Path:
@@ -131,8 +145,11 @@ def active_version(studio: Studio) -> VersionInfo | None:
 def get_version(studio: Studio, name_or_id: str | int) -> VersionInfo:
     with studio.read() as s:
         q = select(ModelVersion)
-        q = q.where(ModelVersion.id == int(name_or_id)) if str(name_or_id).isdigit() else q.where(
-            ModelVersion.name == str(name_or_id))
+        q = (
+            q.where(ModelVersion.id == int(name_or_id))
+            if str(name_or_id).isdigit()
+            else q.where(ModelVersion.name == str(name_or_id))
+        )
         version = s.scalar(q)
     if version is None:
         raise KeyError(f"no model version {name_or_id!r}")
@@ -166,9 +183,14 @@ def register_version(
     """Record a model version whose files are already complete on disk."""
     with studio.write() as s:
         version = ModelVersion(
-            name=name, kind=kind, description=description,
-            architecture=_to_stored(studio, spec.architecture), weights=spec.weights,
-            parent_id=parent_id, training_config=training_config or {}, metrics=metrics or {},
+            name=name,
+            kind=kind,
+            description=description,
+            architecture=_to_stored(studio, spec.architecture),
+            weights=spec.weights,
+            parent_id=parent_id,
+            training_config=training_config or {},
+            metrics=metrics or {},
             status="candidate",
         )
         s.add(version)
@@ -185,8 +207,11 @@ def activate(studio: Studio, version_id: int) -> None:
     with studio.write() as s:
         if s.get(ModelVersion, version_id) is None:
             raise KeyError(f"no model version {version_id}")
-        s.execute(update(ModelVersion).where(ModelVersion.status == "active", ModelVersion.id != version_id)
-                  .values(status="retired"))
+        s.execute(
+            update(ModelVersion)
+            .where(ModelVersion.status == "active", ModelVersion.id != version_id)
+            .values(status="retired")
+        )
         s.execute(update(ModelVersion).where(ModelVersion.id == version_id).values(status="active"))
         audit(s, studio, "activate_model", version_id=version_id)
 
@@ -197,7 +222,11 @@ def describe(version: VersionInfo) -> str:
         return f"{version.name}: UNTRAINED built-in model (random weights) — suggestions are not meaningful yet"
     if version.kind in ("head", "full"):
         base = version.training_config.get("base_kind")
-        origin = " on your labels only, from the untrained built-in model (no pretraining)" if base == "builtin-random" else ""
+        origin = (
+            " on your labels only, from the untrained built-in model (no pretraining)"
+            if base == "builtin-random"
+            else ""
+        )
         return f"{version.name}: fine-tuned{origin} ({version.description})"
     return f"{version.name}: {version.description}"
 
@@ -208,9 +237,15 @@ def export_model_zip(studio: Studio, version: VersionInfo) -> bytes:
     and a manifest naming the architecture and weights."""
     buf = io.BytesIO()
     spec = encoder_spec(studio, version)
-    manifest = {"name": version.name, "kind": version.kind, "description": version.description,
-                "architecture": version.architecture, "weights": version.weights,
-                "training_config": version.training_config, "metrics": version.metrics.get("val", {})}
+    manifest = {
+        "name": version.name,
+        "kind": version.kind,
+        "description": version.description,
+        "architecture": version.architecture,
+        "weights": version.weights,
+        "training_config": version.training_config,
+        "metrics": version.metrics.get("val", {}),
+    }
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         if spec.architecture.startswith(_LOCAL):
             folder = Path(spec.architecture.removeprefix(_LOCAL))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mumic_core.store.jobs import JobInfo, time_left
 from mumic_core.store.registry import VersionInfo, describe
@@ -37,9 +37,15 @@ def version_rows(versions: list[VersionInfo]) -> list[dict]:
     metrics = validation_metrics(versions)
     for v in versions:
         val, parent = metrics.get(v.name, {}), v.metrics.get("parent_val", {})
-        row = {"version": v.name, "status": v.status, "kind": v.kind, "description": describe(v),
-               "held-out images": val.get("n_images"), "parent": v.training_config.get("parent", ""),
-               "created": v.created_at.strftime("%Y-%m-%d %H:%M")}
+        row = {
+            "version": v.name,
+            "status": v.status,
+            "kind": v.kind,
+            "description": describe(v),
+            "held-out images": val.get("n_images"),
+            "parent": v.training_config.get("parent", ""),
+            "created": v.created_at.strftime("%Y-%m-%d %H:%M"),
+        }
         row |= {label: val.get(key) for label, key in METRICS.items()}
         row |= {f"parent {label}": parent.get(key) for label, key in METRICS.items()}
         rows.append(row)
@@ -49,23 +55,34 @@ def version_rows(versions: list[VersionInfo]) -> list[dict]:
 def metric_bars(versions: list[VersionInfo]) -> list[dict]:
     """Long-format rows (version, metric, value) for a grouped bar chart of versions with metrics."""
     metrics = validation_metrics(versions)
-    return [{"version": v.name + (" (active)" if v.status == "active" else ""), "metric": label,
-             "value": metrics[v.name][key]}
-            for v in versions if v.name in metrics
-            for label, key in METRICS.items() if metrics[v.name].get(key) is not None]
+    return [
+        {
+            "version": v.name + (" (active)" if v.status == "active" else ""),
+            "metric": label,
+            "value": metrics[v.name][key],
+        }
+        for v in versions
+        if v.name in metrics
+        for label, key in METRICS.items()
+        if metrics[v.name].get(key) is not None
+    ]
 
 
 def per_class_ap(versions: list[VersionInfo], chosen: list[str]) -> list[dict]:
     """Long-format rows (class, version, AP) of the chosen versions."""
     metrics = validation_metrics(versions)
-    return [{"class": name, "version": v, "AP": ap}
-            for v in chosen for name, ap in metrics.get(v, {}).get("per_class_ap", {}).items() if ap is not None]
+    return [
+        {"class": name, "version": v, "AP": ap}
+        for v in chosen
+        for name, ap in metrics.get(v, {}).get("per_class_ap", {}).items()
+        if ap is not None
+    ]
 
 
 def job_summary(job: JobInfo, now: datetime | None = None) -> dict:
     """Phase, epoch/step, loss and time left of a job, ready to display."""
     d = job.details or {}
-    left = time_left(job, now or datetime.now(timezone.utc))
+    left = time_left(job, now or datetime.now(UTC))
     parts = []
     if d.get("epoch"):
         parts.append(f"epoch {d['epoch']}/{d.get('epochs', '?')}")
@@ -75,11 +92,18 @@ def job_summary(job: JobInfo, now: datetime | None = None) -> dict:
         parts.append(f"{d['images']:,}/{d['of']:,} images")
     if d.get("loss") is not None:
         parts.append(f"loss {d['loss']:.4f}")
-    return {"id": job.id, "kind": job.kind, "status": job.status, "phase": job.phase or "waiting for the worker",
-            "progress": float(job.progress or 0.0), "position": ", ".join(parts),
-            "time_left": _duration(left) if left is not None else "",
-            "params": {k: v for k, v in (job.params or {}).items() if v not in (None, "", False)},
-            "result": job.result or {}, "error": (job.error or "").splitlines()[0] if job.error else ""}
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "phase": job.phase or "waiting for the worker",
+        "progress": float(job.progress or 0.0),
+        "position": ", ".join(parts),
+        "time_left": _duration(left) if left is not None else "",
+        "params": {k: v for k, v in (job.params or {}).items() if v not in (None, "", False)},
+        "result": job.result or {},
+        "error": (job.error or "").splitlines()[0] if job.error else "",
+    }
 
 
 def _duration(seconds: float) -> str:

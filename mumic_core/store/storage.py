@@ -136,8 +136,7 @@ class Storage:
             for rel in {p.parent.relative_to(folder).as_posix() for p in files}:
                 self.fs.makedirs(target if rel == "." else f"{target}/{rel}", exist_ok=True)
         if files:
-            self.fs.put([str(p) for p in files],
-                        [f"{target}/{p.relative_to(folder).as_posix()}" for p in files])
+            self.fs.put([str(p) for p in files], [f"{target}/{p.relative_to(folder).as_posix()}" for p in files])
         self.fs.invalidate_cache(target)
         return len(files)
 

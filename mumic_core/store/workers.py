@@ -33,8 +33,17 @@ def register(studio: Studio, queue: str, device: str = "cpu") -> threading.Event
     returns an event that stops it."""
     name, now = this_process(), utcnow()
     with studio.write() as s:
-        s.merge(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device=device,
-                       queue=queue, started_at=now, heartbeat_at=now))
+        s.merge(
+            Worker(
+                name=name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                device=device,
+                queue=queue,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
     stop = threading.Event()
 
     def beat() -> None:
@@ -43,8 +52,17 @@ def register(studio: Studio, queue: str, device: str = "cpu") -> threading.Event
                 with studio.write() as s:
                     worker = s.get(Worker, name)
                     if worker is None:  # removed by someone who thought it dead: come back
-                        s.add(Worker(name=name, host=socket.gethostname(), pid=os.getpid(), device="?",
-                                     queue=queue, started_at=utcnow(), heartbeat_at=utcnow()))
+                        s.add(
+                            Worker(
+                                name=name,
+                                host=socket.gethostname(),
+                                pid=os.getpid(),
+                                device="?",
+                                queue=queue,
+                                started_at=utcnow(),
+                                heartbeat_at=utcnow(),
+                            )
+                        )
                     else:
                         worker.heartbeat_at = utcnow()
             except Exception:  # noqa: BLE001 - a missed beat is retried; the worker must not die of it

@@ -41,15 +41,21 @@ class SceneClasses:
         out = []
         for name in self.names:
             if name in SHAPE_NAMES:
-                out.append([f"a drawing of {article(name)} {name}", f"{article(name)} {name} shape",
-                            f"a picture of {article(name)} {name}"])
+                out.append(
+                    [
+                        f"a drawing of {article(name)} {name}",
+                        f"{article(name)} {name} shape",
+                        f"a picture of {article(name)} {name}",
+                    ]
+                )
             else:
                 out.append(category_prompts([name])[0])
         return out
 
 
-def long_tailed_classes(categories: Sequence[str], shapes: Sequence[str] = SHAPE_NAMES,
-                        exponent: float = 1.1, seed: int = 0) -> SceneClasses:
+def long_tailed_classes(
+    categories: Sequence[str], shapes: Sequence[str] = SHAPE_NAMES, exponent: float = 1.1, seed: int = 0
+) -> SceneClasses:
     """Categories and shapes in a seeded random order with Zipf frequencies (a long tail)."""
     names = list(categories) + [s for s in shapes if s not in categories]
     order = np.random.default_rng(seed).permutation(len(names))
@@ -73,9 +79,16 @@ def _paste(canvas: Image.Image, sprites: Sequence[Image.Image], rng: np.random.G
         canvas.paste(im, (min(x0, size - im.width), min(y0, size - im.height)), im)
 
 
-def generate_scenes(n: int, seed: int, out_dir: Path, classes: SceneClasses,
-                    drawings: Mapping[str, Sequence[Drawing]], sprite: Callable[[Drawing], Image.Image],
-                    size: int = 128, max_objects: int = 4) -> list[tuple[str, frozenset[str]]]:
+def generate_scenes(
+    n: int,
+    seed: int,
+    out_dir: Path,
+    classes: SceneClasses,
+    drawings: Mapping[str, Sequence[Drawing]],
+    sprite: Callable[[Drawing], Image.Image],
+    size: int = 128,
+    max_objects: int = 4,
+) -> list[tuple[str, frozenset[str]]]:
     """Write ``n`` scenes to ``out_dir`` and return (filename, labels) rows.
 
     Each scene has 1..max_objects objects of distinct classes drawn by ``classes.probabilities``;
@@ -104,4 +117,3 @@ def generate_scenes(n: int, seed: int, out_dir: Path, classes: SceneClasses,
         canvas.save(out_dir / name)
         rows.append((name, frozenset(picked)))
     return rows
-

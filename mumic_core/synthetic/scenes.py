@@ -87,11 +87,17 @@ BACKGROUND_CLASSES: tuple[ClassSpec, ...] = (
 DEMO_CLASSES: tuple[ClassSpec, ...] = SHAPE_CLASSES + COLOUR_CLASSES + BACKGROUND_CLASSES
 
 COMPOUND_CLASSES: tuple[ClassSpec, ...] = tuple(
-    ClassSpec(f"{colour.name.split()[0]} {shape.name}",
-              (f"a photo of a {colour.name.split()[0]} {shape.name}", f"a {colour.name.split()[0]} {shape.name} shape",
-               f"a drawing of a {colour.name.split()[0]} {shape.name}"),
-              f"At least one {shape.name} in the picture is {colour.name.split()[0]}.")
-    for colour in COLOUR_CLASSES for shape in SHAPE_CLASSES
+    ClassSpec(
+        f"{colour.name.split()[0]} {shape.name}",
+        (
+            f"a photo of a {colour.name.split()[0]} {shape.name}",
+            f"a {colour.name.split()[0]} {shape.name} shape",
+            f"a drawing of a {colour.name.split()[0]} {shape.name}",
+        ),
+        f"At least one {shape.name} in the picture is {colour.name.split()[0]}.",
+    )
+    for colour in COLOUR_CLASSES
+    for shape in SHAPE_CLASSES
 )
 # The demo's 20 classes plus the 60 colour-shape pairs: with Zipf-weighted shapes and colours
 # (``zipf_weights``) a long-tailed label set, used by the active-learning benchmark.
@@ -143,12 +149,22 @@ _POLYGONS: dict[str, np.ndarray] = {
         zip(16 * np.sin(_t) ** 3, -(13 * np.cos(_t) - 5 * np.cos(2 * _t) - 2 * np.cos(3 * _t) - np.cos(4 * _t)))
     ),
     "cross": _unit_polygon(
-        [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3),
-         (0.3, 1), (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)]
+        [
+            (-0.3, -1),
+            (0.3, -1),
+            (0.3, -0.3),
+            (1, -0.3),
+            (1, 0.3),
+            (0.3, 0.3),
+            (0.3, 1),
+            (-0.3, 1),
+            (-0.3, 0.3),
+            (-1, 0.3),
+            (-1, -0.3),
+            (-0.3, -0.3),
+        ]
     ),
-    "arrow": _unit_polygon(
-        [(-1, -0.22), (0.15, -0.22), (0.15, -0.6), (1, 0), (0.15, 0.6), (0.15, 0.22), (-1, 0.22)]
-    ),
+    "arrow": _unit_polygon([(-1, -0.22), (0.15, -0.22), (0.15, -0.6), (1, 0), (0.15, 0.6), (0.15, 0.22), (-1, 0.22)]),
 }
 
 
@@ -313,8 +329,9 @@ def generate_scene(
     areas: list[int] = []
     for _ in range(rng.integers(1, max_objects + 1)):
         shape = shapes[rng.choice(len(shapes), p=shape_p) if shape_p is not None else rng.integers(len(shapes))]
-        colour = _COLOUR_ORDER[rng.choice(len(_COLOUR_ORDER), p=colour_p) if colour_p is not None
-                               else rng.integers(len(_COLOUR_ORDER))]
+        colour = _COLOUR_ORDER[
+            rng.choice(len(_COLOUR_ORDER), p=colour_p) if colour_p is not None else rng.integers(len(_COLOUR_ORDER))
+        ]
         placed = _place(rng, shape, side, visible, areas)
         if placed is None:
             continue

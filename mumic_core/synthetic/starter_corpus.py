@@ -65,21 +65,54 @@ CATEGORY_PROMPTS = ("a drawing of {}", "a picture of {}", "{}")  # filled with "
 # Debian's unicode-data); some subgroups only through names that contain a word.
 EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 EMOJI_SUBGROUPS: dict[str, str] = {
-    "animal-bird": "bird", "animal-bug": "insect", "animal-mammal": "mammal", "food-fruit": "fruit",
-    "food-vegetable": "vegetable", "plant-flower": "flower", "tool": "tool", "computer": "electronic device",
-    "phone": "electronic device", "dishware": "dish", "musical-instrument": "musical instrument",
-    "transport-ground": "vehicle", "transport-air": "vehicle", "transport-water": "vehicle",
-    "clothing": "piece of clothing", "body-parts": "body part",
+    "animal-bird": "bird",
+    "animal-bug": "insect",
+    "animal-mammal": "mammal",
+    "food-fruit": "fruit",
+    "food-vegetable": "vegetable",
+    "plant-flower": "flower",
+    "tool": "tool",
+    "computer": "electronic device",
+    "phone": "electronic device",
+    "dishware": "dish",
+    "musical-instrument": "musical instrument",
+    "transport-ground": "vehicle",
+    "transport-air": "vehicle",
+    "transport-water": "vehicle",
+    "clothing": "piece of clothing",
+    "body-parts": "body part",
 }
 EMOJI_NAME_WORDS: dict[tuple[str, str], str] = {  # (subgroup, word in the name) -> class
-    ("animal-marine", "fish"): "fish", ("animal-marine", "shark"): "fish", ("plant-other", "tree"): "tree",
-    ("place-building", "house"): "house", ("clothing", "hat"): "hat", ("clothing", "cap"): "hat",
-    ("clothing", "helmet"): "hat", ("sky & weather", "planet"): "planet", ("game", "chess"): "chess piece",
-    ("money", "coin"): "coin", ("event", "christmas"): "christmas decoration",
-    ("event", "jack-o-lantern"): "halloween decoration", ("flag", "flag"): "flag",
+    ("animal-marine", "fish"): "fish",
+    ("animal-marine", "shark"): "fish",
+    ("plant-other", "tree"): "tree",
+    ("place-building", "house"): "house",
+    ("clothing", "hat"): "hat",
+    ("clothing", "cap"): "hat",
+    ("clothing", "helmet"): "hat",
+    ("sky & weather", "planet"): "planet",
+    ("game", "chess"): "chess piece",
+    ("money", "coin"): "coin",
+    ("event", "christmas"): "christmas decoration",
+    ("event", "jack-o-lantern"): "halloween decoration",
+    ("flag", "flag"): "flag",
 }
-NOT_VEHICLE_WORDS = ("station", "track", "stop", "light", "pump", "motorway", "drum", "wheel", "buoy",
-                     "anchor", "seat", "satellite", "parachute", "sign")
+NOT_VEHICLE_WORDS = (
+    "station",
+    "track",
+    "stop",
+    "light",
+    "pump",
+    "motorway",
+    "drum",
+    "wheel",
+    "buoy",
+    "anchor",
+    "seat",
+    "satellite",
+    "parachute",
+    "sign",
+)
 
 
 @dataclass(frozen=True)
@@ -132,12 +165,19 @@ def tuxpaint_drawings(root: Path = TUXPAINT_DIR) -> list[Drawing]:
             if stem_key not in found or path.suffix.lower() == ".png":
                 found[stem_key] = path
     out = []
-    for stem_key, path in sorted(found.items()):
+    for _, path in sorted(found.items()):
         if path.suffix.lower() == ".svg" and not shutil.which("rsvg-convert"):
             continue
         folder = str(path.parent.relative_to(root))
-        out.append(Drawing(str(path.relative_to(root)), _stamp_name(path), _first_line(path.with_suffix(".txt")),
-                           folder, eval_category(folder)))
+        out.append(
+            Drawing(
+                str(path.relative_to(root)),
+                _stamp_name(path),
+                _first_line(path.with_suffix(".txt")),
+                folder,
+                eval_category(folder),
+            )
+        )
     return out
 
 
@@ -185,8 +225,7 @@ def emoji_drawings(font: Path = EMOJI_FONT, emoji_test: Path = EMOJI_TEST) -> li
                 continue
             if _render_emoji(chr(cp), pil_font).getbbox() is None:
                 continue
-            out.append(Drawing(f"emoji/U+{cp:04X}", name, "", "emoji",
-                               emoji_category(subgroups.get(cp, ""), name)))
+            out.append(Drawing(f"emoji/U+{cp:04X}", name, "", "emoji", emoji_category(subgroups.get(cp, ""), name)))
     return out
 
 
@@ -201,8 +240,9 @@ def load_sprite(d: Drawing, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) 
     if d.key.startswith("emoji/"):
         im = _render_emoji(chr(int(d.key.split("U+")[1], 16)), ImageFont.truetype(str(font), 109))
     elif d.key.endswith(".svg"):
-        png = subprocess.run(["rsvg-convert", "-w", str(2 * SPRITE_SIZE), str(root / d.key)],
-                             capture_output=True, check=True).stdout
+        png = subprocess.run(
+            ["rsvg-convert", "-w", str(2 * SPRITE_SIZE), str(root / d.key)], capture_output=True, check=True
+        ).stdout
 
         im = Image.open(BytesIO(png)).convert("RGBA")
     else:
@@ -231,7 +271,7 @@ def split_held_out(drawings: Sequence[Drawing], fraction: float = 0.25, seed: in
 
 
 def article(word: str) -> str:
-    """"a" or "an", by the first letter."""
+    """ "a" or "an", by the first letter."""
     return "an" if word[:1] in "aeiou" else "a"
 
 
@@ -251,8 +291,11 @@ def captions_for(d: Drawing) -> list[str]:
         caps.append(f"{article(d.name)} {d.name}, {words}")
     if d.category:
         c = d.category
-        caps += [f"{article(d.name)} {d.name}, a kind of {c}", f"a drawing of {article(c)} {c}",
-                 f"{article(c)} {c}: {article(d.name)} {d.name}"]
+        caps += [
+            f"{article(d.name)} {d.name}, a kind of {c}",
+            f"a drawing of {article(c)} {c}",
+            f"{article(c)} {c}: {article(d.name)} {d.name}",
+        ]
     return caps
 
 
@@ -284,7 +327,11 @@ def compose(sprites: Sequence[Image.Image], rng: np.random.Generator, size: int 
         im.thumbnail((side, side), Image.LANCZOS)
         cell = size / 2 if n > 1 else size
         x0 = int(sx * cell + rng.uniform(0, max(1, cell - im.width))) if n > 1 else int(rng.uniform(0, size - im.width))
-        y0 = int(sy * cell + rng.uniform(0, max(1, cell - im.height))) if n > 1 else int(rng.uniform(0, size - im.height))
+        y0 = (
+            int(sy * cell + rng.uniform(0, max(1, cell - im.height)))
+            if n > 1
+            else int(rng.uniform(0, size - im.height))
+        )
         canvas.paste(im, (min(x0, size - im.width), min(y0, size - im.height)), im)
     return canvas
 
@@ -309,15 +356,24 @@ def all_drawings(root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT) -> list[Dra
     if font.exists():
         drawings += emoji_drawings(font)
     if not drawings:
-        raise FileNotFoundError(f"no drawings found in {root}: install tuxpaint-stamps-default "
-                                "(and fonts-noto-color-emoji), e.g. with `make starter-model`")
+        raise FileNotFoundError(
+            f"no drawings found in {root}: install tuxpaint-stamps-default "
+            "(and fonts-noto-color-emoji), e.g. with `make starter-model`"
+        )
     return drawings
 
 
-def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: int = 4000,
-                 size: int = 128, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT,
-                 sprites: dict[str, Image.Image] | None = None,
-                 drawings: Sequence[Drawing] | None = None) -> dict:
+def build_corpus(
+    out_dir: Path,
+    seed: int = 0,
+    variants: int = 2,
+    composites: int = 4000,
+    size: int = 128,
+    root: Path = TUXPAINT_DIR,
+    font: Path = EMOJI_FONT,
+    sprites: dict[str, Image.Image] | None = None,
+    drawings: Sequence[Drawing] | None = None,
+) -> dict:
     """Write the pretraining corpus and the held-out drawings list; returns a summary.
 
     ``drawings`` and their ``sprites`` (by key) may be given, e.g. from a sprite pack made on
@@ -349,11 +405,17 @@ def build_corpus(out_dir: Path, seed: int = 0, variants: int = 2, composites: in
         writer = csv.writer(fh)
         writer.writerow(["filename", "caption"])
         writer.writerows(rows)
-    (out_dir / "held_out.json").write_text(json.dumps({"root": str(root), "font": str(font),
-                                                       "drawings": [asdict(d) for d in held]}, indent=1))
-    summary = {"drawings": len(drawings), "training_drawings": len(train), "held_out_drawings": len(held),
-               "pictures": len(train) * variants + composites, "captions": len(rows),
-               "emoji": sum(d.folder == "emoji" for d in drawings)}
+    (out_dir / "held_out.json").write_text(
+        json.dumps({"root": str(root), "font": str(font), "drawings": [asdict(d) for d in held]}, indent=1)
+    )
+    summary = {
+        "drawings": len(drawings),
+        "training_drawings": len(train),
+        "held_out_drawings": len(held),
+        "pictures": len(train) * variants + composites,
+        "captions": len(rows),
+        "emoji": sum(d.folder == "emoji" for d in drawings),
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -364,9 +426,17 @@ def load_held_out(corpus_dir: Path) -> tuple[list[Drawing], Path, Path]:
     return [Drawing(**d) for d in data["drawings"]], Path(data["root"]), Path(data["font"])
 
 
-def held_out_scenes(held: Sequence[Drawing], n: int, seed: int, out_dir: Path, size: int = 128,
-                    max_objects: int = 3, root: Path = TUXPAINT_DIR, font: Path = EMOJI_FONT,
-                    sprites: dict[str, Image.Image] | None = None) -> list[tuple[str, frozenset[str]]]:
+def held_out_scenes(
+    held: Sequence[Drawing],
+    n: int,
+    seed: int,
+    out_dir: Path,
+    size: int = 128,
+    max_objects: int = 3,
+    root: Path = TUXPAINT_DIR,
+    font: Path = EMOJI_FONT,
+    sprites: dict[str, Image.Image] | None = None,
+) -> list[tuple[str, frozenset[str]]]:
     """Multi-label test pictures composed of held-out drawings of 1..max_objects distinct classes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -383,8 +453,9 @@ def held_out_scenes(held: Sequence[Drawing], n: int, seed: int, out_dir: Path, s
         m = int(rng.integers(1, max_objects + 1))
         chosen = [cats[i] for i in rng.choice(len(cats), size=m, replace=False)]
         picks = [by_cat[c][int(rng.integers(len(by_cat[c])))] for c in chosen]
-        sprites = [cache[d.key] if d.key in cache else cache.setdefault(d.key, load_sprite(d, root, font))
-                   for d in picks]
+        sprites = [
+            cache[d.key] if d.key in cache else cache.setdefault(d.key, load_sprite(d, root, font)) for d in picks
+        ]
         name = f"heldout_{k:05d}.png"
         compose(sprites, rng, size).save(out_dir / name)
         rows.append((name, frozenset(chosen)))
