@@ -2,7 +2,8 @@
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-run-$(shell cat requirements.txt | sha1sum | cut -c1-12)
+TEST_STAMP := $(VENV)/.installed-test-$(shell cat requirements.txt requirements-test.txt | sha1sum | cut -c1-12)
 export PATH := $(BIN):$(PATH)
 
 MUMIC_HOME ?= mumic_data
@@ -10,15 +11,22 @@ STARTER_MINUTES ?= 35
 STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-postgres test-all bench-smoke init clean starter-model screenshots
+.PHONY: install install-test run test test-postgres test-all lint bench-smoke init clean starter-model screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	rm -f $(VENV)/.installed-* && touch $(STAMP)
+	rm -f $(VENV)/.installed-run-* && touch $(STAMP)
+
+# What the tests, lint and the benchmark checks need on top (requirements-test.txt).
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	rm -f $(VENV)/.installed-test-* && touch $(TEST_STAMP)
 
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 init: install
 	python -m mumic_core init
@@ -26,19 +34,27 @@ init: install
 run: init
 	honcho start
 
-test: install
+test: install-test
 	python -m pytest
 
+# Lint: ruff (lint and format), the layers' import contracts, no import cycles or unexplained
+# imports inside functions.
+lint: install-test
+	ruff check .
+	ruff format --check .
+	lint-imports
+	python scripts/import_report.py --strict
+
 # The same suite against a throwaway PostgreSQL server on loopback (Debian's postgresql package).
-test-postgres: install
+test-postgres: install-test
 	bash scripts/with_postgres.sh python -m pytest
 
-test-all: install
+test-all: install-test
 	python -m pytest -m "slow or not slow"
 
 # Every script under benchmarks/ at its smoke size (tiny inputs, results in a scratch folder):
 # a benchmark that stops working fails here instead of going stale. CI runs it after the tests.
-bench-smoke: install
+bench-smoke: install-test
 	python benchmarks/_run_smoke.py
 
 # The starter model: contrastive pretraining on drawings Debian ships with descriptions.
@@ -52,7 +68,7 @@ starter-model: install
 	python -m mumic_core init
 
 # Screenshots of every page, made by the end-to-end browser test (needs Debian's chromium).
-screenshots: install
+screenshots: install-test
 	MUMIC_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots python -m pytest tests/test_browser.py -s
 
 clean:

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
 
-from db.models import Image
 from mumic_core.errors import ClassError
 from mumic_core.store.auth import requires
 from mumic_core.store.classes import active_classes, add_class
-from mumic_core.store.collection import annotate, import_folder
+from mumic_core.store.collection import annotate, collection_counts, image_ids_by_name, import_folder
 from mumic_core.store.studio import Studio
 from mumic_core.synthetic.scenes import (
     DEMO_CLASSES,
@@ -60,8 +58,7 @@ def seed_demo(
     write_labels_csv(rows[n_labelled:], holdout_csv)
 
     rng = np.random.default_rng(seed + 1)
-    with studio.read() as s:
-        ids = dict(s.execute(select(Image.original_name, Image.id)).all())
+    ids = image_ids_by_name(studio)
 
     class_ids = {c.name: c.id for c in active_classes(studio)}
     missed = 0
@@ -75,5 +72,5 @@ def seed_demo(
 
 
 def is_empty(studio: Studio) -> bool:
-    with studio.read() as s:
-        return (s.scalar(select(func.count(Image.id))) or 0) == 0
+    """No image in the store yet."""
+    return collection_counts(studio)["images"] == 0

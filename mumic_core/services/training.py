@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 
-from sqlalchemy import func, select
-
-from db.models import Annotation, Job, Submission
 from mumic_core.errors import MumicError
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.training import TrainConfig
 from mumic_core.store.auth import SYSTEM, requires
-from mumic_core.store.jobs import active_job, create_job
+from mumic_core.store.collection import last_submission_id, review_labels_since
+from mumic_core.store.jobs import active_job, create_job, list_jobs
 from mumic_core.store.registry import active_version, get_version
 from mumic_core.store.settings import get_setting
 from mumic_core.store.studio import Studio
@@ -33,8 +31,7 @@ def training_params(studio: Studio, params: dict | None = None) -> dict:
         raise MumicError(f"unknown training settings: {', '.join(sorted(unknown))}")
     params.setdefault("activate", get_setting(studio, "promotion_policy"))
     TrainConfig(**{k: v for k, v in params.items() if k in known}).validate()
-    with studio.read() as s:
-        params["labels_upto_submission"] = s.scalar(select(func.max(Submission.id))) or 0
+    params["labels_upto_submission"] = last_submission_id(studio)
     return params
 
 
@@ -66,17 +63,8 @@ def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int
 
 def new_human_labels(studio: Studio) -> int:
     """Human labels recorded since the last training was requested."""
-    with studio.read() as s:
-        last = s.scalar(select(Job).where(Job.kind == "train").order_by(Job.id.desc()).limit(1))
-        upto = (last.params or {}).get("labels_upto_submission", 0) if last else 0
-        return (
-            s.scalar(
-                select(func.count())
-                .select_from(Annotation)
-                .where(Annotation.submission_id > upto, Annotation.source == "review")
-            )
-            or 0
-        )
+    last = next(iter(list_jobs(studio, limit=1, kind="train")), None)
+    return review_labels_since(studio, int(last.params.get("labels_upto_submission", 0)) if last else 0)
 
 
 @requires("review")

@@ -453,3 +453,28 @@ def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[
             ]
     paths = studio.store.paths([rel for _, rel in rows])
     return [(i, path) for (i, _), path in zip(rows, paths)]
+
+
+def last_submission_id(studio: Studio) -> int:
+    """The newest submission's id (0 before any): a training records the labels it saw by it."""
+    with studio.read() as s:
+        return s.scalar(select(func.max(Submission.id))) or 0
+
+
+def review_labels_since(studio: Studio, submission_id: int) -> int:
+    """Annotation rows that reviews recorded after the given submission."""
+    with studio.read() as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Annotation)
+                .where(Annotation.submission_id > submission_id, Annotation.source == "review")
+            )
+            or 0
+        )
+
+
+def image_ids_by_name(studio: Studio) -> dict[str, int]:
+    """Image id by the name it was imported under (the last one when names repeat)."""
+    with studio.read() as s:
+        return dict(s.execute(select(Image.original_name, Image.id)).all())
