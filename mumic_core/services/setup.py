@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
-from mumic_core.pipeline.scoring import score_collection, score_new_images, unscored_count
+from mumic_core.pipeline.scoring import load_scorer, score_collection, score_new_images, unscored_count
 from mumic_core.services.demo import DemoSummary, is_empty, seed_demo
 from mumic_core.store.auth import ensure_first_admin, requires
 from mumic_core.store.collection import collection_counts
@@ -36,4 +36,6 @@ def set_up(studio: Studio, demo: bool = True, progress: Callable[[int], None] | 
     if waiting:
         everything = waiting == collection_counts(studio)["images"]
         scored = (score_collection if everything else score_new_images)(studio, version, progress)
+    elif not collection_counts(studio)["images"]:
+        load_scorer(studio, version)  # nothing to score: still fail fast on weights that do not load
     return SetUp(version, summary, scored, ensure_first_admin(studio))
