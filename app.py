@@ -6,7 +6,7 @@ import threading
 
 import streamlit as st
 
-from app_pages.signin import PAGE_PERMISSIONS, sign_out_button, signed_in_studio
+from app_pages.signin import PAGE_PERMISSIONS, is_signed_in, sign_out_button, signed_in_studio
 from app_pages.ui import show_error
 from mumic_core.pipeline.scoring import load_scorer
 from mumic_core.store.auth import ensure_first_admin
@@ -121,20 +121,25 @@ PAGES = [
     ("training", "Training", ":material/model_training:"),
     ("jobs", "Jobs", ":material/settings:"),
 ]
+
+
 # The error boundary of every page: an error no page handled is logged with its traceback on the
 # server and shown as one line (st.stop and st.rerun are BaseExceptions: they pass through).
+def pages(may=lambda permission: True) -> list:
+    return [st.Page(home, title="Home", icon=":material/home:", default=True)] + [
+        st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
+        for name, title, icon in PAGES
+        if may(PAGE_PERMISSIONS[name])
+    ]
+
+
 try:
     studio()
     warm_up_model()
+    if not is_signed_in():  # no menu beside the sign-in form; the address (a deep link) is kept
+        st.navigation(pages(), position="hidden")
     me = signed_in_studio()  # the sign-in form, until someone signs in
     sign_out_button(me)
-    st.navigation(
-        [st.Page(home, title="Home", icon=":material/home:", default=True)]
-        + [
-            st.Page(f"app_pages/{name}.py", url_path=name, title=title, icon=icon)
-            for name, title, icon in PAGES
-            if me.actor.may(PAGE_PERMISSIONS[name])
-        ]
-    ).run()
+    st.navigation(pages(me.actor.may)).run()
 except Exception as exc:  # noqa: BLE001 - see above
     show_error(exc)

@@ -35,13 +35,23 @@ PAGE_PERMISSIONS = {
 }
 
 
+def _token() -> tuple[str | None, str | None]:
+    """(the tab's session token or the cookie's, the cookie's)."""
+    cookie = st.context.cookies.get(COOKIE)
+    cookie = cookie if isinstance(cookie, str) else None
+    return st.session_state.get("auth_token") or cookie, cookie
+
+
+def is_signed_in() -> bool:
+    """Whether this tab has a valid session (nothing is drawn)."""
+    return actor_for_token(open_studio(migrate=False), _token()[0]) is not None
+
+
 def signed_in_studio(permission: str | None = None) -> Studio:
     """The store acting as the signed-in user; otherwise a sign-in form, and the page stops.
     A user without ``permission`` is told so, and the page stops."""
     studio = open_studio(migrate=False)
-    cookie = st.context.cookies.get(COOKIE)
-    cookie = cookie if isinstance(cookie, str) else None
-    token = st.session_state.get("auth_token") or cookie
+    token, cookie = _token()
     actor = actor_for_token(studio, token)
     if actor is None:
         st.session_state.pop("auth_token", None)

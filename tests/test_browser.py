@@ -362,6 +362,7 @@ def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_p
         page.get_by_role("button", name="Sign out").click()
         page.wait_for_selector("text=You are signed out")
         settle(page)
+        assert page.get_by_test_id("stSidebarNav").count() == 0  # no menu of pages beside the sign-in form
         page.goto(f"{server}/review")
         page.wait_for_selector("text=Sign in")
         settle(page)

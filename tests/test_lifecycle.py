@@ -332,6 +332,22 @@ def test_a_failure_to_queue_the_automatic_retraining_never_fails_the_submit(demo
         assert s.scalars(select(Job.id).where(Job.kind == "train", Job.status == "queued")).all() == [running]
 
 
+def test_undone_labels_do_not_count_toward_retraining_or_the_dashboard(demo_studio):
+    """Found in a walk through the app: after Accept then Undo, the Training page still counted the
+    labels and the Dashboard still showed them as reviews."""
+    from mumic_core.services.review import undo
+    from mumic_core.store.dashboard import correction_rates
+
+    before = sum(r["reviewed labels"] for r in correction_rates(demo_studio))
+    _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 2)
+    assert new_human_labels(demo_studio) == 4
+    assert sum(r["reviewed labels"] for r in correction_rates(demo_studio)) == before + 4
+    undo(demo_studio.as_actor(Actor("ann", "annotator")), "ann")
+    undo(demo_studio.as_actor(Actor("ann", "annotator")), "ann")
+    assert new_human_labels(demo_studio) == 0
+    assert sum(r["reviewed labels"] for r in correction_rates(demo_studio)) == before
+
+
 def test_cli_train_counts_new_labels_from_its_own_training(demo_studio):
     """The command line's inline training records the labels it trained on, like a queued one."""
     _review_as(demo_studio.as_actor(Actor("ann", "annotator")), "ann", 2)

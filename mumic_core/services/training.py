@@ -10,7 +10,7 @@ from mumic_core.errors import MumicError
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.training import TrainConfig
 from mumic_core.store.auth import SYSTEM, requires
-from mumic_core.store.collection import last_submission_id, review_labels_since
+from mumic_core.store.collection import last_submission_id, human_labels_since
 from mumic_core.store.jobs import active_job, create_job, list_jobs
 from mumic_core.store.registry import active_version, get_version
 from mumic_core.store.settings import get_setting
@@ -64,7 +64,7 @@ def request_scoring_of_new_images(studio: Studio, run_here: bool = False) -> int
 def new_human_labels(studio: Studio) -> int:
     """Human labels recorded since the last training was requested."""
     last = next(iter(list_jobs(studio, limit=1, kind="train")), None)
-    return review_labels_since(studio, int(last.params.get("labels_upto_submission", 0)) if last else 0)
+    return human_labels_since(studio, int(last.params.get("labels_upto_submission", 0)) if last else 0)
 
 
 @requires("review")

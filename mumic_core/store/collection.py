@@ -461,14 +461,22 @@ def last_submission_id(studio: Studio) -> int:
         return s.scalar(select(func.max(Submission.id))) or 0
 
 
-def review_labels_since(studio: Studio, submission_id: int) -> int:
-    """Annotation rows that reviews recorded after the given submission."""
+HUMAN_SOURCES = ("review", "second_review", "import")  # what people said (not merges or migrations)
+
+
+def human_labels_since(studio: Studio, submission_id: int) -> int:
+    """Current human labels (reviews and imports) recorded after the given submission; labels
+    that were undone or replaced since do not count."""
     with studio.read() as s:
         return (
             s.scalar(
                 select(func.count())
                 .select_from(Annotation)
-                .where(Annotation.submission_id > submission_id, Annotation.source == "review")
+                .where(
+                    Annotation.submission_id > submission_id,
+                    Annotation.source.in_(HUMAN_SOURCES),
+                    Annotation.is_current.is_(True),
+                )
             )
             or 0
         )

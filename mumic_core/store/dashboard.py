@@ -6,7 +6,7 @@ from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import aliased
 
-from db.models import Annotation, LabelClass
+from db.models import Annotation, LabelClass, Submission
 from mumic_core.store.registry import list_versions
 from mumic_core.store.studio import Studio
 
@@ -39,7 +39,8 @@ def per_class_ap(studio: Studio) -> list[dict]:
 
 def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
     """Per class: how often a reviewer's label differed from what the model proposed
-    (proposed = probability at or above ``threshold`` when the image was shown)."""
+    (proposed = probability at or above ``threshold`` when the image was shown); undone reviews
+    are left out."""
     changed = case(
         ((Annotation.positive.is_(True)) & (Annotation.suggested_score < threshold), 1),
         ((Annotation.positive.is_(False)) & (Annotation.suggested_score >= threshold), 1),
@@ -49,7 +50,12 @@ def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
         rows = s.execute(
             select(LabelClass.name, func.count(Annotation.id), func.sum(changed))
             .join(LabelClass, LabelClass.id == Annotation.class_id)
-            .where(Annotation.suggested_score.is_not(None), Annotation.source == "review")
+            .join(Submission, Submission.id == Annotation.submission_id)
+            .where(
+                Annotation.suggested_score.is_not(None),
+                Annotation.source == "review",
+                Submission.undone_at.is_(None),  # an undone review said nothing
+            )
             .group_by(LabelClass.name)
             .order_by(LabelClass.name)
         ).all()
