@@ -10,7 +10,7 @@ from mumic_core.errors import MumicError
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.training import TrainConfig
 from mumic_core.store.auth import SYSTEM, requires
-from mumic_core.store.collection import last_submission_id, human_labels_since
+from mumic_core.store.collection import human_labels_since, last_submission_id
 from mumic_core.store.jobs import active_job, create_job, list_jobs
 from mumic_core.store.registry import active_version, get_version
 from mumic_core.store.settings import get_setting
