@@ -36,13 +36,15 @@ history = model_history(s)
 if history:
     fig = px.line(
         history,
-        x="created",
+        x="version",
         y="value",
         color="metric",
         markers=True,
-        hover_data=["version", "status"],
-        title="Model versions: validation GAP@10, GAP and mAP over time",
+        hover_data=["created", "status"],
+        title="Model versions: validation GAP@10, GAP and mAP, oldest first",
     )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1])
     st.plotly_chart(fig, width="stretch")
 else:
     st.info("No trained model version yet: validation metrics appear after the first training.")

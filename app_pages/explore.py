@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages.signin import signed_in_studio
-from app_pages.ui import refuse, show_image
+from app_pages.ui import md, refuse, show_image
 from mumic_core.pipeline.search import (
     embedding_map,
     near_duplicate_groups,
@@ -15,7 +15,7 @@ from mumic_core.pipeline.search import (
     similar_images,
 )
 from mumic_core.store.classes import list_classes
-from mumic_core.store.collection import current_labels
+from mumic_core.store.collection import current_labels, find_image
 from mumic_core.store.queue import image_views
 from mumic_core.store.registry import active_version, describe
 from mumic_core.store.renditions import TILE
@@ -42,14 +42,18 @@ def send_to_review(ids: list[int]) -> None:
     st.switch_page("app_pages/review.py")
 
 
-def gallery(hits: list[tuple[int, float]], key: str) -> None:
+def gallery(hits: list[tuple[int, float]], key: str, first_is_query: bool = False) -> None:
     if not hits:
         st.caption("Nothing found.")
         return
+    st.caption("Most similar first; the number is the cosine similarity of the embeddings (1 = identical).")
     views = {v.image_id: v for v in image_views(s, [i for i, _ in hits], None, display=TILE)}
     cols = st.columns(6)
     for k, (image_id, sim) in enumerate(hits):
-        show_image(cols[k % 6], views[image_id].display, caption=f"#{image_id} · {sim:.3f}")
+        name = views[image_id].name
+        name = name if len(name) <= 28 else "…" + name[-27:]
+        caption = f"{name} (the image itself)" if first_is_query and k == 0 else f"{name} · {sim:.2f}"
+        show_image(cols[k % 6], views[image_id].display, caption=caption)
     if st.button(f"Review these {len(hits)} images", key=f"send-{key}"):
         send_to_review([i for i, _ in hits])
 
@@ -60,12 +64,16 @@ with text_tab:
     if query:
         gallery(search_text(s, version, query, k=24), "text")
 with similar_tab:
-    image_id = st.number_input("Image id", min_value=1, step=1, value=None, placeholder="an image id, e.g. 12")
-    if image_id:
-        try:
-            gallery([(int(image_id), 1.0)] + similar_images(s, version, int(image_id), k=17), "similar")
-        except KeyError as exc:
-            refuse(exc)
+    wanted = st.text_input("Image: its file name (as on the Review page) or its id", placeholder="e.g. img_0012.png")
+    if wanted.strip():
+        image_id = find_image(s, wanted)
+        if image_id is None:
+            st.warning(f"No image is named {md(wanted.strip())} (nor has that id).")
+        else:
+            try:
+                gallery([(image_id, 1.0)] + similar_images(s, version, image_id, k=17), "similar", True)
+            except KeyError as exc:
+                refuse(exc)
 with dup_tab:
     if st.button("Find near-duplicates"):
         st.session_state["dup_groups"] = near_duplicate_groups(s, version)

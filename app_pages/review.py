@@ -281,10 +281,15 @@ def do_undo() -> None:
 
 
 if busy:
-    who = ", ".join(sorted(set(busy.values())))
+    others = sorted(set(busy.values()) - {s.actor.username})
+    where = (
+        f"open for {', '.join(others)}" + (" and in your other tabs" if s.actor.username in busy.values() else "")
+        if others
+        else "open in your other tabs or windows"
+    )
     st.caption(
-        f"{len(busy)} image{'s are' if len(busy) > 1 else ' is'} open in other browsers ({who}) "
-        "and skipped here; each is free again once reviewed, left, or after 10 minutes."
+        f"{len(busy)} image{'s are' if len(busy) > 1 else ' is'} {where}, so skipped here; "
+        "each is free again once reviewed, left, or after 10 minutes."
     )
 if total == 0:
     release(s, state.holder)
@@ -472,6 +477,9 @@ else:
                 key=f"g_{view.image_id}_{t}",
                 format_func=lambda i: class_by_id[i].name,
                 label_visibility="collapsed",
+            )
+            st.caption(  # the box is narrow: say in full what it holds
+                "Present: " + (", ".join(md(class_by_id[c].name) for c in chosen) if chosen else "nothing")
             )
             fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
     b1, b2, b3 = st.columns(3)

@@ -20,6 +20,7 @@ from mumic_core.store.auth import (
     sign_in,
     sign_out,
 )
+from mumic_core.store.leases import release
 from mumic_core.store.studio import Studio, open_studio
 
 COOKIE = "mumic_session"  # the cookie's token, so that a reload or a typed URL stays signed in
@@ -105,6 +106,8 @@ def sign_out_button(studio: Studio) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{actor.username}** ({actor.role})")
         if st.button("Sign out", key="sign_out", icon=":material/logout:"):
+            if holder := st.session_state.get("holder"):  # the images this browser holds for review
+                release(studio, holder)
             sign_out(studio, st.session_state.pop("auth_token", None))
             st.session_state["signed_out_reason"] = "You are signed out."
             st.session_state["forget_cookie"] = True

@@ -64,17 +64,19 @@ with st.form("train"):
     with c3:
         steps = st.number_input(
             "Steps (head mode)",
-            min_value=0,
-            value=0,
+            min_value=1,
+            value=None,
             step=50,
-            help="0 = the default: 300 optimiser steps over the frozen embeddings.",
+            placeholder="default: 300",
+            help="Optimiser steps over the frozen embeddings; empty = the default.",
         )
         epochs = st.number_input(
             "Epochs (full mode)",
-            min_value=0,
-            value=0,
+            min_value=1,
+            value=None,
             step=1,
-            help="0 = the default: 30 passes over the labelled images.",
+            placeholder="default: 30",
+            help="Passes over the labelled images; empty = the default.",
         )
     with st.expander("Loss"):
         loss = st.selectbox(
@@ -90,8 +92,8 @@ with st.form("train"):
                     "mode": mode,
                     "activate": policy,
                     "loss": loss,
-                    "steps": int(steps) or None,
-                    "epochs": int(epochs) or None,
+                    "steps": int(steps) if steps else None,
+                    "epochs": int(epochs) if epochs else None,
                 },
             )
             st.success(f"Training job {job_id} queued.")
@@ -138,8 +140,7 @@ def live_jobs() -> None:
                     "kind": j["kind"],
                     "status": j["status"],
                     "version": j["result"].get("version") or j["result"].get("candidate", ""),
-                    "activated": j["result"].get("activated"),
-                    "error": j["error"],
+                    "outcome": j["result"].get("outcome") or j["error"] or "",
                 }
                 for j in finished
             ],

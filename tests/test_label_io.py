@@ -21,7 +21,7 @@ from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.pipeline.scoring import score_collection, unscored_count
 from mumic_core.store.auth import SYSTEM
 from mumic_core.store.classes import add_class
-from mumic_core.store.collection import annotate, collection_counts, import_files
+from mumic_core.store.collection import annotate, collection_counts, find_image, import_files
 from mumic_core.store.csv_rows import from_cell, read_csv_rows, to_cell
 from mumic_core.store.label_io import export_labels, import_labels
 from mumic_core.store.studio import open_studio
@@ -337,3 +337,14 @@ def test_any_label_history_reads_back_exactly(tmp_path_factory, history, fmt):
             select(func.count(func.distinct(Annotation.image_id))).where(Annotation.is_current.is_(True))
         )
     assert reviewed(new) == labelled
+
+
+def test_a_person_names_an_image_by_its_name_path_or_id(tmp_path):
+    studio, ids, _ = store(tmp_path / "h", ["a/x_1.png", "b/x_1.png", "c/only%.png", "top.png"])
+    assert find_image(studio, "top.png") == ids["top.png"]
+    assert find_image(studio, "a/x_1.png") == ids["a/x_1.png"]
+    assert find_image(studio, "x_1.png") is None  # two images have that name: no guess
+    assert find_image(studio, "only%.png") == ids["c/only%.png"]
+    assert find_image(studio, "x%1.png") is None and find_image(studio, "_1.png") is None  # no wildcards
+    assert find_image(studio, f" {ids['top.png']} ") == ids["top.png"]
+    assert find_image(studio, "99999") is None

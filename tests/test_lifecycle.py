@@ -64,6 +64,7 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
     job = get_job(studio, job_id)
     assert job.status == "succeeded", (job.error, out)
     assert job.worker_pid != os.getpid() and job.result["activated"] is True
+    assert job.result["outcome"].startswith("activated")
     new = active_version(studio)
     assert new.name == job.result["version"] != base.name and new.kind == "head"
     assert new.metrics["val"]["map"] is not None and "per_class_ap" in new.metrics["val"]

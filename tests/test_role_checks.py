@@ -34,6 +34,7 @@ READ_ONLY = {
     "store.collection.current_labels",
     "store.collection.importable_folders",
     "store.collection.image_ids_by_name",
+    "store.collection.find_image",
     "store.collection.last_submission_id",
     "store.collection.human_labels_since",
     "store.dashboard.annotator_agreement",

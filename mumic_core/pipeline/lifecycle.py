@@ -90,13 +90,21 @@ def retrain(
         f"{parent.name}: {fmt(result.parent_metrics)}"
     )
     if result.promote:
+        outcome = f"activated (policy '{config.activate}')"
         note(f"policy '{config.activate}': promoting {name}")
         promote(studio, result.version, report, note)
     else:
+        outcome = (
+            "kept as a candidate: the policy is 'never'"
+            if config.activate == "never"
+            else f"kept as a candidate: held-out mAP {format_metric(result.metrics.get('map'))} is below "
+            f"{parent.name}'s {format_metric(result.parent_metrics.get('map'))} (policy 'if better')"
+        )
         note(f"policy '{config.activate}': {name} stays a candidate")
     return {
         "version": name,
         "activated": result.promote,
+        "outcome": outcome,
         "val": {k: result.metrics.get(k) for k in ("gap_at_10", "gap", "map")},
         "parent_val": {k: result.parent_metrics.get(k) for k in ("gap_at_10", "gap", "map")},
     }

@@ -486,3 +486,20 @@ def image_ids_by_name(studio: Studio) -> dict[str, int]:
     """Image id by the name it was imported under (the last one when names repeat)."""
     with studio.read() as s:
         return dict(s.execute(select(Image.original_name, Image.id)).all())
+
+
+def find_image(studio: Studio, name_or_id: str) -> int | None:
+    """The image a person names: its name as imported (a folder import's relative path, or the
+    bare file name when only one image has it), else its id; None when nothing matches."""
+    text = name_or_id.strip()
+    with studio.read() as s:
+        exact = s.scalars(select(Image.id).where(Image.original_name == text).limit(2)).all()
+        if len(exact) == 1:
+            return exact[0]
+        pattern = "%/" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        bare = s.scalars(select(Image.id).where(Image.original_name.like(pattern, escape="\\")).limit(2)).all()
+        if len(bare) == 1:
+            return bare[0]
+        if text.isdigit() and s.get(Image, int(text)) is not None:
+            return int(text)
+    return None
