@@ -92,9 +92,13 @@ with map_tab:
     ids, xy = cached_map(version.id)
     labels = {}
     if colour is not None:
-        labels = {i: ("present" if p else "absent") for i, c, p in current_labels(s) if c == colour}
+        labels = {
+            i: ("present" if p else "assumed absent" if a else "absent")
+            for i, c, p, a in current_labels(s)
+            if c == colour
+        }
     points = [
-        {"x": float(x), "y": float(y), "image": i, "label": labels.get(i, "unlabelled")} for i, (x, y) in zip(ids, xy)
+        {"x": float(x), "y": float(y), "image": i, "label": labels.get(i, "unknown")} for i, (x, y) in zip(ids, xy)
     ]
     fig = px.scatter(
         points,

@@ -15,7 +15,7 @@ from mumic_core.services.importing import (
 )
 from mumic_core.store.auth import PermissionDenied
 from mumic_core.store.collection import importable_folders
-from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels
 from mumic_core.store.registry import active_version, export_model_zip
 
 s = signed_in_studio("import")
@@ -73,10 +73,22 @@ labels = st.file_uploader(
     type=["csv", "json"],
     key="labels_file",
 )
-complete = st.checkbox("Listed labels are complete (other classes are absent)", key="labels_complete")
+mode = st.radio(
+    "Classes a row does not list are",
+    list(TAG_MODES),
+    format_func={
+        "assumed": "assumed absent (tags: the default)",
+        "partial": "unknown (partial labels)",
+        "complete": "absent (every row is a full judgement)",
+    }.get,
+    horizontal=True,
+    key="labels_mode",
+    help="; ".join(f"{k}: {v}" for k, v in TAG_MODES.items())
+    + ". Only a filename,labels CSV leaves classes out; an export says each label's state.",
+)
 if labels and st.button("Import labels", key="import_labels"):
     try:
-        result = import_labels(s, labels.getvalue(), s.actor.username, complete=complete)
+        result = import_labels(s, labels.getvalue(), s.actor.username, mode=mode)
     except ValueError as exc:
         refuse(exc, f"{labels.name}: ")
     else:

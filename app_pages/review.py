@@ -330,7 +330,10 @@ if mode == "One image":
     show_image(left, view.display)
     key = f"dec_{view.image_id}"
     if key not in state:
-        state[key] = {sg.class_id: view.labels.get(sg.class_id, sg.proposed) for sg in view.suggestions}
+        state[key] = {
+            sg.class_id: sg.proposed if sg.class_id in view.assumed else view.labels.get(sg.class_id, sg.proposed)
+            for sg in view.suggestions
+        }
 
     def toggle(class_id: int) -> None:
         state[key][class_id] = not state[key][class_id]
@@ -374,12 +377,18 @@ if mode == "One image":
             st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
             st.caption(
                 "Filled = present. A label starts filled when its probability reaches the class's decision "
-                "threshold (tuned on the validation split; 50 % before any training) or a person said so."
+                "threshold (tuned on the validation split; 50 % before any training) or a person said so. "
+                "Accept saves the unfilled ones as absent and every class not shown as *assumed absent*."
             )
             for k, sug in enumerate(view.suggestions, start=1):
                 present = state[key][sug.class_id]
+                said = (
+                    " · assumed absent"
+                    if sug.class_id in view.assumed
+                    else {True: " · said present", False: " · said absent"}.get(view.labels.get(sug.class_id), "")
+                )
                 st.button(
-                    f"{k}. {md(sug.name)} — {sug.probability:.0%}",
+                    f"{k}. {md(sug.name)} — {sug.probability:.0%}{said}",
                     key=f"t{k}",
                     width="stretch",
                     type="primary" if present else "secondary",
@@ -402,7 +411,13 @@ if mode == "One image":
                 default=[c for c, p in view.labels.items() if p and c in class_by_id],
                 format_func=lambda i: class_by_id[i].name,
             )
-            st.checkbox("All other classes are absent", value=True, key=f"abs_{view.image_id}")
+            st.checkbox(
+                "All other classes are absent",
+                value=True,
+                key=f"abs_{view.image_id}",
+                help="Checked: every class not picked is saved as absent. Unchecked: as assumed absent "
+                "(probably absent, but a missed label is possible).",
+            )
         b1, b2 = st.columns(2)
         b1.button(
             "Accept",

@@ -8,6 +8,7 @@ import streamlit as st
 from app_pages.signin import signed_in_studio
 from app_pages.ui import refuse
 from mumic_core.errors import MumicError
+from mumic_core.model.losses import DEFAULT_LOSS, LOSS_NAMES, LOSSES
 from mumic_core.services.training import (
     new_human_labels,
     request_activation,
@@ -81,8 +82,10 @@ with st.form("train"):
     with st.expander("Loss"):
         loss = st.selectbox(
             "Loss",
-            ["mumic", "bce", "asl", "softmax"],
-            help="mumic: the hardness-aware tempered-sigmoid BCE of the MuMIC paper.",
+            LOSS_NAMES,
+            index=LOSS_NAMES.index(DEFAULT_LOSS),
+            format_func=lambda name: f"{name}: {LOSSES[name].SUMMARY}",
+            help="The README's table of losses says what each does with assumed negatives.",
         )
     if st.form_submit_button("Start training", type="primary"):
         try:

@@ -111,8 +111,8 @@ def run(
     """One simulated labelling campaign: the test metrics after each round (``head_steps``: the
     head's training steps, None for the product's default)."""
     names = [c.name for c in LONG_TAIL_CLASSES]
-    sim = emb @ text.T
-    head = zero_shot_head(sim[pool], 0.1)  # zero-shot, calibrated as the product does before any label
+    head = zero_shot_head(emb[pool], text, 0.1)  # zero-shot, made as the product does before any label
+    sim = emb @ head.class_matrix(names, text).T
     thresholds = np.full(len(names), 0.5)
     labelled: list[int] = []
     curve = [{"labels": 0, **metrics(head.probabilities(sim[test], names), truth[test])}]

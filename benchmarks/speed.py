@@ -282,7 +282,7 @@ def head_retrain(studio, rows, n_labelled: int, out: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "labels.csv"
         write_labels_csv([(f, labels & names) for f, labels in rows[:n_labelled]], csv)
-        import_labels(studio, csv, annotator="bench", complete=True)
+        import_labels(studio, csv, annotator="bench", mode="complete")
     t = time.monotonic()
     result = train(studio, TrainConfig(mode="head", activate="always"), active_version(studio))
     t_train = time.monotonic() - t

@@ -88,7 +88,9 @@ class ClassPrompt(Base):
 
 
 class Annotation(Base):
-    """A person's (or an import's) statement that a class is or is not in an image."""
+    """A statement that a class is or is not in an image: a human positive, a human negative, or
+    an *assumed* negative (``assumed``: the image was labelled and this class was not named, so it
+    is probably absent; a missed label is possible). A pair without a current row is *unknown*."""
 
     __tablename__ = "annotations"
     __table_args__ = (
@@ -107,6 +109,7 @@ class Annotation(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), index=True)
     positive: Mapped[bool] = mapped_column(Boolean)
+    assumed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     annotator: Mapped[str] = mapped_column(String(100))
     source: Mapped[str] = mapped_column(String(20), default="review")
     is_current: Mapped[bool] = mapped_column(Boolean, default=True)

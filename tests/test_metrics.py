@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mumic_core.model.metrics import (
+    cross_fitted_f1,
     evaluate,
     expected_calibration_error,
     f1_at_thresholds,
@@ -102,7 +103,7 @@ def test_evaluate_returns_json_serialisable_keys():
         TRUTH,
         class_names=["cat", "dog", "bird"],
         majority_min_positives=2,
-        thresholds=tune_thresholds(SCORES, TRUTH),
+        f1=True,
     )
     expected_keys = {
         "gap_at_10",
@@ -113,6 +114,7 @@ def test_evaluate_returns_json_serialisable_keys():
         "n_images",
         "n_classes",
         "n_positives",
+        "n_known_pairs",
         "f1_macro",
         "f1_micro",
     }
@@ -135,3 +137,27 @@ def test_shuffled_chance_matches_random_scores_and_is_beaten_by_a_good_ranking()
     assert chance["mean"] == pytest.approx(np.mean(random_maps), abs=0.01)
     assert truth.mean() < chance["mean"] < chance["p99"] < mean_average_precision(good, truth)
     assert shuffled_chance(good, truth, gap_at_k)["p99"] < gap_at_k(good, truth)
+
+
+def test_unknown_pairs_are_left_out_not_counted_as_negatives():
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.7], [0.2, 0.9]])
+    truth = np.array([[1, 0], [0, 0], [0, 1], [0, 1]])
+    # image 1's class 0 is unknown (nobody judged it): ranked second, it must not cost class 0's AP
+    mask = np.ones_like(truth)
+    mask[1, 0] = 0
+    assert per_class_average_precision(scores, truth)[0] == pytest.approx(1.0)
+    assert mean_average_precision(np.array([[0.1, 0.1], [0.9, 0.2], [0.1, 0.7], [0.2, 0.9]]), truth) < 1.0
+    masked = evaluate(np.array([[0.8, 0.1], [0.9, 0.2], [0.1, 0.7], [0.2, 0.9]]), truth, mask=mask)
+    unmasked = evaluate(np.array([[0.8, 0.1], [0.9, 0.2], [0.1, 0.7], [0.2, 0.9]]), truth)
+    assert masked["map"] == pytest.approx(1.0) and unmasked["map"] < 1.0
+    assert masked["gap"] == pytest.approx(1.0) and unmasked["gap"] < 1.0
+    assert masked["n_known_pairs"] == 7
+
+
+def test_cross_fitted_f1_is_not_the_best_case_on_the_same_data():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((200, 5)) < 0.3).astype(int)
+    scores = rng.random((200, 5))  # no signal: thresholds tuned on the same data still look good
+    same_data = f1_at_thresholds(scores, truth, tune_thresholds(scores, truth))["f1_macro"]
+    crossed = cross_fitted_f1(scores, truth)["f1_macro"]
+    assert crossed < same_data

@@ -21,6 +21,7 @@ COMMANDS = {
     "import": "collection:import_",
     "classes": "collection:classes",
     "export": "collection:export",
+    "labels": "collection:labels",
     "score": "models:score",
     "train": "models:train",
     "evaluate": "models:evaluate",

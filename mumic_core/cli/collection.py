@@ -18,7 +18,7 @@ from mumic_core.services.training import (
 )
 from mumic_core.store.classes import add_class, import_class_csv, list_classes
 from mumic_core.store.collection import default_annotator, import_folder
-from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels, list_imports, redeclare_import
 from mumic_core.store.registry import (
     active_version,
     describe,
@@ -73,7 +73,15 @@ def demo(n_images: int, seed: int) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A labels file: filename,labels CSV (labels joined by '|'), or a CSV/JSON export.",
 )
-@click.option("--complete", is_flag=True, help="Listed labels are complete: other classes are negatives.")
+@click.option(
+    "--assumed",
+    "mode",
+    flag_value="assumed",
+    default=True,
+    help="(default) Classes a tag row does not list become assumed negatives.",
+)
+@click.option("--partial", "mode", flag_value="partial", help="Classes a tag row does not list stay unknown.")
+@click.option("--complete", "mode", flag_value="complete", help="Classes a tag row does not list become negatives.")
 @click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
 @click.option(
     "--score/--no-score",
@@ -81,7 +89,7 @@ def demo(n_images: int, seed: int) -> None:
     show_default=True,
     help="Score the new images with the active model (by a running worker, else here).",
 )
-def import_(folder: Path | None, labels: Path | None, complete: bool, annotator: str | None, score: bool) -> None:
+def import_(folder: Path | None, labels: Path | None, mode: str, annotator: str | None, score: bool) -> None:
     """Import every image below FOLDER (bad files are named with their reason) and/or a labels file."""
     if folder is None and labels is None:
         raise click.UsageError("give a FOLDER of images, --labels FILE, or both")
@@ -102,7 +110,7 @@ def import_(folder: Path | None, labels: Path | None, complete: bool, annotator:
             )
             sys.exit(1)
     if labels:
-        lr = import_labels(studio, labels, annotator or default_annotator(), complete=complete)
+        lr = import_labels(studio, labels, annotator or default_annotator(), mode=mode)
         click.echo(f"labels: {lr.summary()}")
         for err in lr.errors:
             click.echo(f"  {err}")
@@ -177,3 +185,32 @@ def export(what: str, fmt: str, out: Path | None) -> None:
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
+
+
+@click.group()
+def labels() -> None:
+    """Earlier label imports and what the classes they left out mean."""
+
+
+@labels.command("imports")
+def labels_imports() -> None:
+    """List the label imports (newest first) with the current labels each still holds."""
+    rows = list_imports(system_studio())
+    if not rows:
+        click.echo("no label imports yet")
+    for r in rows:
+        click.echo(
+            f"{r.submission_id:6d}  {r.at:%Y-%m-%d %H:%M}  {r.annotator:20s} {r.images} images: "
+            f"{r.positives} positive, {r.negatives} negative, {r.assumed_negatives} assumed negative"
+            + (" (undone)" if r.undone else "")
+        )
+
+
+@labels.command("declare")
+@click.argument("submission", type=int)
+@click.argument("mode", type=click.Choice(list(TAG_MODES)))
+def labels_declare(submission: int, mode: str) -> None:
+    """Re-declare an earlier import: the classes its rows left out are assumed negatives (assumed),
+    unknown (partial) or negatives (complete). SUBMISSION is a number from `labels imports`."""
+    counts = redeclare_import(system_studio(), submission, mode)
+    click.echo(", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items()))

@@ -9,6 +9,7 @@ import click
 from tqdm import tqdm
 
 from mumic_core.cli.common import progress_bar, system_studio
+from mumic_core.model.losses import DEFAULT_LOSS, LOSS_NAMES
 from mumic_core.pipeline.evaluation import evaluate_folder, evaluate_stored
 from mumic_core.pipeline.lifecycle import (
     ensure_base_version,
@@ -41,10 +42,36 @@ def score(model_name: str | None) -> None:
     click.echo(f"stored {n} predictions for {version.name}")
 
 
+def _loss_params(pairs: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{pair!r} is not NAME=NUMBER", param_hint="--loss-param") from None
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r} is not NAME=NUMBER", param_hint="--loss-param")
+    return out
+
+
 @click.command()
-@click.option("--loss", type=click.Choice(["mumic", "bce", "softmax", "asl"]), default="mumic", show_default=True)
+@click.option(
+    "--loss",
+    type=click.Choice(LOSS_NAMES),
+    default=DEFAULT_LOSS,
+    show_default=True,
+    help="The training loss (README: the table of losses).",
+)
+@click.option(
+    "--loss-param",
+    "loss_params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter of the loss over its default, e.g. --loss-param weight=0.5 (repeatable).",
+)
 @click.option("--mode", type=click.Choice(["head", "full"]), default="head", show_default=True)
-@click.option("--steps", type=int, default=None, help="Head mode: optimiser steps (default 300).")
+@click.option("--steps", type=int, default=None, help="Head mode: L-BFGS iterations per fit (default 100).")
 @click.option("--epochs", type=int, default=None, help="Full mode: passes over the labelled images (default 30).")
 @click.option("--lr", type=float, default=None)
 @click.option(
@@ -63,10 +90,11 @@ def score(model_name: str | None) -> None:
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queue", is_flag=True, help="Hand the job to the background worker instead of running here.")
-def train(loss, mode, steps, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
-    """Train a new model version from the human labels (candidate; promoted by --activate)."""
+def train(loss, loss_params, mode, steps, epochs, lr, per_class_offset, unfreeze, activate_policy, seed, queue) -> None:
+    """Train a new model version from the labels (candidate; promoted by --activate)."""
     params = {
         "loss": loss,
+        "loss_params": _loss_params(loss_params),
         "mode": mode,
         "steps": steps,
         "epochs": epochs,

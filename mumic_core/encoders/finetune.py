@@ -39,14 +39,16 @@ class FullFit:
 
 
 class _LabelledImages(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray, transform) -> None:
-        self.paths, self.targets, self.mask, self.transform = paths, targets, mask, transform
+    def __init__(
+        self, paths: Sequence[Path], targets: np.ndarray, mask: np.ndarray, assumed: np.ndarray, transform
+    ) -> None:
+        self.paths, self.targets, self.mask, self.assumed, self.transform = paths, targets, mask, assumed, transform
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, k: int):
-        return self.transform(load_rgb(self.paths[k])), self.targets[k], self.mask[k]
+        return self.transform(load_rgb(self.paths[k])), self.targets[k], self.mask[k], self.assumed[k]
 
 
 def _set_trainable(model: nn.Module, unfreeze: str) -> list[nn.Parameter]:
@@ -108,17 +110,20 @@ def fit_full(
     fit: FullFit = FullFit(),
     report: Progress | None = None,
     started: float | None = None,
+    assumed: np.ndarray | None = None,
 ) -> tuple[Head, list[dict], Encoder]:
     """Full mode on arrays: fine-tunes a copy of ``base`` (all of it, or its last blocks) with
     class embeddings computed from ``prompts`` by the text encoder at every step; pairs where
-    ``mask`` is 0 are left out of the loss. Returns the head, the loss history and the encoder."""
+    ``mask`` is 0 are left out of the loss, ``assumed`` marks assumed negatives (losses that
+    correct labels between rounds act here as their base loss). Returns the head, the loss
+    history and the encoder."""
     report = report or (lambda phase, frac, info: None)
     started = time.monotonic() if started is None else started
     encoder = copy.copy(base)
     encoder.model = copy.deepcopy(base.model)
-    data = _LabelledImages(
-        list(paths), np.asarray(targets, dtype=np.float32), np.asarray(mask, dtype=np.float32), base.train_preprocess
-    )
+    targets = np.asarray(targets, dtype=np.float32)
+    assumed = np.zeros_like(targets) if assumed is None else np.asarray(assumed, dtype=np.float32)
+    data = _LabelledImages(list(paths), targets, np.asarray(mask, dtype=np.float32), assumed, base.train_preprocess)
     loader = torch.utils.data.DataLoader(
         data, batch_size=fit.batch_size, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(fit.seed)
     )
@@ -148,10 +153,10 @@ def fit_full(
     history, step = [], 0
     for epoch in range(epochs):
         running = []
-        for pixels, batch_targets, batch_mask in loader:
+        for pixels, batch_targets, batch_mask, batch_assumed in loader:
             img = F.normalize(encoder.model.encode_image(pixels.to(device)).float(), dim=-1)
             cls = encode_prompts(encoder, prompts, grad=True)
-            loss = loss_module(img @ cls.T, batch_targets.to(device), batch_mask.to(device))
+            loss = loss_module(img @ cls.T, batch_targets.to(device), batch_mask.to(device), batch_assumed.to(device))
             check_finite(loss, step)
             opt.zero_grad()
             loss.backward()

@@ -1,37 +1,108 @@
-"""Fitting a head on frozen embeddings: arrays in, a :class:`Head` out."""
+"""Fitting a head on frozen embeddings: arrays in, a :class:`Head` out.
+
+The head is linear in the image embedding, one vector and one offset per class, started from and
+pulled toward the class's centred prompt embedding (so a class with few labels stays close to
+its zero-shot scores) by an L2 penalty whose strength is chosen per class by cross-validated
+average precision. It is fitted to all labelled pairs at once with L-BFGS, with the configured
+loss (which owns the temperature and offsets). The learned vector's length becomes the class's
+temperature: the head's probability stays the tempered sigmoid of a cosine similarity.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from sklearn.metrics import average_precision_score
 
 from mumic_core.errors import TrainingError
-from mumic_core.model.head import Head, calibrate, positive_rate
-from mumic_core.model.losses import LossConfig, create_loss
+from mumic_core.model.head import Head, calibrate, positive_rate, text_center
+from mumic_core.model.losses import LossConfig, TemperedLoss, create_loss
 
 Progress = Callable[[str, float, dict], None]
+PULL_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)  # candidate strengths of the pull toward the prompts (logit units)
 
 
 @dataclass(frozen=True)
 class HeadFit:
-    """How a head is fitted: the loss, full-batch AdamW steps and learning rate, a time limit."""
+    """How a head is fitted: the loss, L-BFGS iterations per fit, the pull strengths tried per
+    class, cross-validation folds (1: no search, the middle strength), a time limit."""
 
     loss: LossConfig = field(default_factory=LossConfig)
-    steps: int = 300
-    lr: float = 5e-3
+    steps: int = 100
+    pulls: tuple[float, ...] = PULL_GRID
+    folds: int = 3
     max_minutes: float | None = None
+    seed: int = 0
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
     """TrainingError when the loss is no longer a number (nothing is kept of the run)."""
     if not torch.isfinite(loss):
         raise TrainingError(f"training diverged: loss is {loss.item()} at step {step}; no version was made")
+
+
+@dataclass
+class _Problem:
+    """The arrays of one fit, as tensors."""
+
+    emb: torch.Tensor
+    prior: torch.Tensor  # (C, D) unit prompt embeddings minus their centre
+    targets: torch.Tensor
+    mask: torch.Tensor
+    assumed: torch.Tensor
+    scale: float = 1.0  # 1 / temperature: the pull is measured in logits
+
+    def rows(self, index: np.ndarray) -> _Problem:
+        i = torch.from_numpy(index)
+        return _Problem(self.emb[i], self.prior, self.targets[i], self.mask[i], self.assumed[i], self.scale)
+
+
+def _fit_once(
+    problem: _Problem, loss: TemperedLoss, pull: torch.Tensor, steps: int, history: list[dict] | None = None
+) -> torch.Tensor:
+    """Class vectors (C, D) fitted with ``loss`` (whose offsets are fitted too), rounds of label
+    adjustment in between when the loss has them."""
+    vectors = torch.nn.Parameter(problem.prior.clone())
+    targets, mask, assumed = problem.targets, problem.mask, problem.assumed
+    n = max(len(problem.emb), 1)
+    params = [vectors, *(p for p in loss.parameters() if p.requires_grad)]
+    for round_ in range(loss.ROUNDS):
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure(opt=opt, targets=targets, mask=mask, assumed=assumed) -> torch.Tensor:
+            opt.zero_grad()
+            logits = loss.logits(problem.emb @ vectors.T)
+            data = loss.on_logits(logits, targets, mask, assumed) * mask.sum().clamp(min=1) / n
+            drift = (vectors - problem.prior) * problem.scale
+            value = data + 0.5 * (pull[:, None] * drift**2).sum() / n
+            value.backward()
+            return value
+
+        value = opt.step(closure)
+        check_finite(value, round_)
+        if history is not None:
+            history.append({"step": round_, "loss": round(float(value), 5)})
+        if round_ < loss.ROUNDS - 1:
+            with torch.no_grad():
+                targets, mask, assumed = loss.adjust(
+                    loss.logits(problem.emb @ vectors.T), targets, mask, assumed, round_
+                )
+    return vectors.detach()
+
+
+def _class_ap(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Average precision per class over its labelled pairs (0 where it has no positive or negative)."""
+    out = np.zeros(scores.shape[1])
+    for c in range(scores.shape[1]):
+        rows = mask[:, c] > 0
+        y = targets[rows, c]
+        if 0 < y.sum() < len(y):
+            out[c] = average_precision_score(y, scores[rows, c])
+    return out
 
 
 def fit_head(
@@ -43,39 +114,74 @@ def fit_head(
     fit: HeadFit = HeadFit(),
     progress: Progress | None = None,
     started: float | None = None,
+    assumed: np.ndarray | None = None,
 ) -> tuple[Head, list[dict]]:
-    """Class embeddings (starting from the prompts' ``text`` embeddings), temperature and offset
-    fitted to frozen image embeddings ``emb`` with the configured loss; pairs where ``mask`` is 0
-    are left out of the loss. Classes without any labelled pair keep scoring zero-shot.
-    Returns the head and the loss history."""
+    """A head fitted to frozen image embeddings ``emb`` (N, D) and the classes' prompt embeddings
+    ``text`` (C, D): ``targets`` in {0, 1}, ``mask`` 1 where the pair is labelled (0: unknown,
+    left out), ``assumed`` 1 where a negative is assumed. Classes without any labelled pair keep
+    scoring zero-shot. Returns the head and a short history of the fit."""
     report = progress or (lambda phase, frac, info: None)
     started = time.monotonic() if started is None else started
-    emb_t = torch.from_numpy(np.asarray(emb, dtype=np.float32))
-    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32))
-    targets_t = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-    mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-    sim0 = (emb_t @ text_t.T).numpy()
-    tau, b = calibrate(
-        sim0, positive_rate=positive_rate(targets, mask > 0, default=0.1), per_class=fit.loss.per_class_offset
+    n_classes = len(names)
+    assumed = np.zeros_like(targets) if assumed is None else assumed
+    center = text_center(text)
+    unit = text / np.clip(np.linalg.norm(text, axis=1, keepdims=True), 1e-12, None)
+    prior = unit - center[None, :] if center is not None else unit
+    arrays = (emb, prior, targets, mask, assumed)
+    problem = _Problem(*(torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in arrays))
+    temperature, offset = calibrate(
+        np.asarray(emb, dtype=np.float32) @ prior.T,
+        positive_rate=positive_rate(targets, mask > 0, default=0.1),
+        per_class=fit.loss.per_class_offset,
     )
-    class_emb = nn.Parameter(text_t.clone())
-    loss_module = create_loss(fit.loss, len(names), tau, b)
-    opt = torch.optim.AdamW(
-        [{"params": [class_emb], "weight_decay": 0.0}, {"params": loss_module.parameters(), "weight_decay": 0.0}],
-        lr=fit.lr,
-    )
-    history = []
-    for step in range(fit.steps):
-        loss = loss_module(emb_t @ F.normalize(class_emb, dim=-1).T, targets_t, mask_t)
-        check_finite(loss, step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 20 == 0 or step == fit.steps - 1:
-            history.append({"step": step, "loss": round(loss.item(), 5)})
-            report("training", (step + 1) / fit.steps, {"step": step + 1, "steps": fit.steps, "loss": loss.item()})
-        if fit.max_minutes and time.monotonic() - started > 60 * fit.max_minutes:
-            break
-    final = F.normalize(class_emb.detach(), dim=-1).numpy()
-    labelled = mask_t.sum(dim=0).numpy() > 0
-    return loss_module.head(list(names), {n: final[k] for k, n in enumerate(names) if labelled[k]}), history
+
+    problem.scale = 1.0 / temperature
+    fixed_temperature = replace(fit.loss, learn_temperature=False)  # the vectors' lengths carry it
+
+    def new_loss() -> TemperedLoss:
+        return create_loss(fixed_temperature, n_classes, temperature, offset)
+
+    pulls = np.asarray(fit.pulls, dtype=np.float32)
+    chosen = np.full(n_classes, pulls[len(pulls) // 2], dtype=np.float32)
+    labelled = np.asarray(mask).sum(axis=0) > 0
+    if fit.folds > 1 and len(pulls) > 1 and len(emb) >= 2 * fit.folds:
+        part = np.random.default_rng(fit.seed).permutation(len(emb)) % fit.folds
+        score = np.zeros((len(pulls), n_classes))
+        total = len(pulls) * fit.folds
+        for g, pull in enumerate(pulls):
+            for k in range(fit.folds):
+                train, held = np.flatnonzero(part != k), np.flatnonzero(part == k)
+                loss = new_loss()
+                vectors = _fit_once(problem.rows(train), loss, torch.full((n_classes,), float(pull)), fit.steps)
+                with torch.no_grad():
+                    held_scores = loss.logits(problem.emb[held] @ vectors.T).numpy()
+                score[g] += _class_ap(held_scores, np.asarray(targets)[held], np.asarray(mask)[held])
+                done = g * fit.folds + k + 1
+                report("choosing the pull toward the prompts", done / (total + 1), {"step": done, "steps": total + 1})
+                if fit.max_minutes and time.monotonic() - started > 60 * fit.max_minutes:
+                    break
+        chosen = pulls[score.argmax(axis=0)]  # ties: the weakest pull with the best AP
+    history: list[dict] = []
+    loss = new_loss()
+    vectors = _fit_once(problem, loss, torch.from_numpy(chosen), fit.steps, history)
+    report("training", 1.0, {"step": 1, "steps": 1, "loss": history[-1]["loss"] if history else None})
+    for h in history:
+        h["pulls"] = {n: float(p) for n, p in zip(names, chosen) if labelled[names.index(n)]}
+    return _to_head(loss, vectors.numpy(), list(names), labelled, center), history
+
+
+def _to_head(
+    loss: TemperedLoss, vectors: np.ndarray, names: list[str], labelled: np.ndarray, center: np.ndarray | None
+) -> Head:
+    """The loss's temperature and offsets with each learned vector's length folded in:
+    ``(e . v - b) / tau == (e . v/|v| - b/|v|) / (tau/|v|)``."""
+    head = loss.head(names)
+    lengths = np.clip(np.linalg.norm(vectors, axis=1), 1e-12, None)
+    offsets = head.offset_vector(names)
+    for k, name in enumerate(names):
+        if labelled[k]:
+            head.class_embeddings[name] = (vectors[k] / lengths[k]).astype(np.float32)
+            head.temperatures[name] = float(head.temperature / lengths[k])
+            head.offsets[name] = float(offsets[k] / lengths[k])
+    head.text_center = center
+    return head

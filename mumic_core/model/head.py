@@ -59,14 +59,25 @@ def calibrate(
     return temperature, float(np.quantile(sims, q)) if sims.size else 0.0
 
 
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.clip(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12, None)
+
+
 @dataclass
 class Head:
     """What a model version learned on top of its encoder.
 
     ``class_embeddings`` maps class names to learned embeddings (head mode); classes not in
-    it use their prompts' text embedding (zero-shot). ``offsets`` holds optional per-class
-    offsets; other classes use the global ``offset``. ``thresholds`` are per-class decision
-    thresholds tuned on the validation split.
+    it score zero-shot: their prompts' text embedding minus ``text_center`` (the mean text
+    embedding of the classes the head was made for, when set). Subtracting it from every
+    zero-shot class is subtracting, from each image's similarities, the image's mean similarity to
+    those classes: an image that resembles every prompt a little no longer outranks the others in
+    each class (CLIP's softmax over the prompts does the same per image). The centre is kept with
+    the head, so a class added later is scored against the same centre as the others.
+    ``temperatures`` and ``offsets`` hold optional per-class values; other classes use the
+    global ``temperature`` and ``offset``. ``thresholds`` are per-class decision thresholds
+    tuned on validation data.
     """
 
     temperature: float
@@ -74,6 +85,8 @@ class Head:
     class_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     offsets: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    temperatures: dict[str, float] = field(default_factory=dict)
+    text_center: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (small: C x D floats)."""
@@ -83,11 +96,14 @@ class Head:
             "class_embeddings": {k: v.astype(float).round(7).tolist() for k, v in self.class_embeddings.items()},
             "offsets": self.offsets,
             "thresholds": self.thresholds,
+            "temperatures": self.temperatures,
+            "text_center": None if self.text_center is None else self.text_center.astype(float).round(7).tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Head:
         """The head of :meth:`to_dict`; KeyError/TypeError/ValueError when ``data`` is not one."""
+        center = data.get("text_center")
         return cls(
             temperature=float(data["temperature"]),
             offset=float(data["offset"]),
@@ -96,26 +112,53 @@ class Head:
             },
             offsets={str(k): float(v) for k, v in dict(data.get("offsets", {})).items()},
             thresholds={str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()},
+            temperatures={str(k): float(v) for k, v in dict(data.get("temperatures", {})).items()},
+            text_center=None if center is None else np.asarray(center, dtype=np.float32),
         )
 
     def class_matrix(self, names: Sequence[str], text_embeddings: np.ndarray) -> np.ndarray:
-        """(C, D): learned embeddings where present, text embeddings otherwise."""
-        rows = [self.class_embeddings.get(n, text_embeddings[i]) for i, n in enumerate(names)]
-        mat = np.stack(rows).astype(np.float32) if rows else text_embeddings.astype(np.float32)
-        return mat / np.clip(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12, None)
+        """(C, D): learned embeddings where present (unit length), centred text embeddings otherwise."""
+        if not len(names):
+            return np.zeros((0, np.asarray(text_embeddings).shape[-1]), dtype=np.float32)
+        zero_shot = _unit(text_embeddings)
+        if self.text_center is not None:
+            zero_shot = zero_shot - self.text_center[None, :]
+        rows = [
+            _unit(self.class_embeddings[n]) if n in self.class_embeddings else zero_shot[i] for i, n in enumerate(names)
+        ]
+        return np.stack(rows).astype(np.float32)
 
     def offset_vector(self, names: Sequence[str]) -> np.ndarray:
         return np.array([self.offsets.get(n, self.offset) for n in names], dtype=np.float32)
 
+    def temperature_vector(self, names: Sequence[str]) -> np.ndarray:
+        return np.array([self.temperatures.get(n, self.temperature) for n in names], dtype=np.float32)
+
     def probabilities(self, similarity: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Tempered sigmoid of (N, C) similarities."""
-        return sigmoid(tempered_logits(similarity, self.temperature, self.offset_vector(names)[None, :]))
+        return sigmoid(
+            tempered_logits(similarity, self.temperature_vector(names)[None, :], self.offset_vector(names)[None, :])
+        )
 
 
-def zero_shot_head(similarity: np.ndarray, rate: float = DEFAULT_POSITIVE_RATE) -> Head:
-    """The head of a version without training: one temperature and offset calibrated on its own
-    similarities, so that about ``rate`` of the pairs come out positive."""
-    if not similarity.size:
-        return Head(1.0, 0.0)
-    temperature, offset = calibrate(similarity, positive_rate=rate)
-    return Head(float(temperature), float(offset))
+def text_center(text_embeddings: np.ndarray) -> np.ndarray | None:
+    """The mean of unit text embeddings (None for fewer than two classes: nothing to centre on)."""
+    text = np.asarray(text_embeddings, dtype=np.float32)
+    return _unit(text).mean(axis=0) if len(text) > 1 else None
+
+
+def zero_shot_head(
+    image_embeddings: np.ndarray, text_embeddings: np.ndarray, rate: float = DEFAULT_POSITIVE_RATE
+) -> Head:
+    """The head of a version without training: centred on these classes' text embeddings, one
+    temperature and offset calibrated on the images' similarities, so that about ``rate`` of the
+    pairs come out positive."""
+    head = Head(1.0, 0.0, text_center=text_center(text_embeddings))
+    if not len(image_embeddings) or not len(text_embeddings):
+        return head
+    sim = (
+        np.asarray(image_embeddings, dtype=np.float32)
+        @ head.class_matrix([str(k) for k in range(len(text_embeddings))], text_embeddings).T
+    )
+    head.temperature, head.offset = (float(v) for v in calibrate(sim, positive_rate=rate))
+    return head

@@ -70,6 +70,7 @@ def evaluate_folder(studio: Studio, version: VersionInfo, folder: Path, truth_cs
     classes = active_classes(studio)
     names = [c.name for c in classes]
     emb = encode_images(scorer.encoder, [files[n] for n, _ in rows])
-    sim = emb @ scorer.class_matrix(names, [c.prompt_texts for c in classes]).T
-    head = scorer.head or zero_shot_head(sim, 0.1)  # a base model never scored: calibrated on these images
+    text = scorer.text_embeddings([c.prompt_texts for c in classes])
+    head = scorer.head or zero_shot_head(emb, text, 0.1)  # a base model never scored: made on these images
+    sim = emb @ head.class_matrix(names, text).T
     return evaluate(head.probabilities(sim, names), _truth_matrix(rows, names), names)

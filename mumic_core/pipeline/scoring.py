@@ -65,6 +65,7 @@ class Scorer:
             return np.stack([known[tuple(p)] for p in prompts_per_class])
 
     def class_matrix(self, names: Sequence[str], prompts: Sequence[Sequence[str]]) -> np.ndarray:
+        """(C, D) what the head scores each class with (text embeddings before any head exists)."""
         text = self.text_embeddings(prompts)
         return self.head.class_matrix(names, text) if self.head else text
 
@@ -103,12 +104,13 @@ def predict(
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, probability) arrays of shape (N, C) for stored images. A version without a
-    head yet (a base model before its first scoring) is calibrated on these similarities."""
+    head yet (a base model before its first scoring) gets a zero-shot head made on these images."""
     emb = image_embeddings(studio, scorer, image_ids, progress)
     names = [c.name for c in classes]
-    cls = scorer.class_matrix(names, [c.prompt_texts for c in classes])
+    text = scorer.text_embeddings([c.prompt_texts for c in classes])
+    head = scorer.head or zero_shot_head(emb, text, observed_positive_rate(studio))
+    cls = head.class_matrix(names, text)
     sim = emb @ cls.T if len(cls) else np.zeros((len(emb), 0), dtype=np.float32)
-    head = scorer.head or zero_shot_head(sim, observed_positive_rate(studio))
     return sim, head.probabilities(sim, names)
 
 
@@ -249,9 +251,14 @@ def score_collection(studio: Studio, version: VersionInfo, progress: Progress | 
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
     classes = active_classes(studio)
+    if scorer.head is None and len(ids) and classes:  # a base model's first scoring: its zero-shot head is kept
+        text = scorer.text_embeddings([c.prompt_texts for c in classes])
+        scorer.head = zero_shot_head(
+            image_embeddings(studio, scorer, ids, progress), text, observed_positive_rate(studio)
+        )
+        save_head(studio, version.name, scorer.head)
+        progress = None  # the images are embedded now
     sim, prob = predict(studio, scorer, ids, classes, progress)
-    if scorer.head is None and sim.size:  # a base model's first scoring: its calibration is kept
-        save_head(studio, version.name, zero_shot_head(sim, observed_positive_rate(studio)))
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
 
 

@@ -26,7 +26,7 @@ from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import TrainingError
 from mumic_core.model.fitting import HeadFit, fit_head
 from mumic_core.model.head import Head
-from mumic_core.model.losses import LOSS_NAMES, LossConfig
+from mumic_core.model.losses import DEFAULT_LOSS, LOSS_NAMES, LOSSES, LossConfig
 from mumic_core.model.metrics import evaluate, tune_thresholds
 from mumic_core.pipeline.scoring import Scorer, image_embeddings, load_scorer, predict
 from mumic_core.store.auth import requires
@@ -47,19 +47,16 @@ ProgressFn = Callable[[str, float, dict], None]
 @dataclass
 class TrainConfig:
     mode: str = "head"
-    loss: str = "mumic"
-    steps: int | None = None  # head mode: optimiser steps (default 300)
+    loss: str = DEFAULT_LOSS
+    steps: int | None = None  # head mode: L-BFGS iterations per fit (default 100)
     epochs: int | None = None  # full mode: passes over the labelled images (default 30)
-    lr: float | None = None
+    lr: float | None = None  # full mode's learning rate (head mode needs none)
     batch_size: int = 32
-    # Defaults chosen in benchmarks/RESULTS.md: per-class offsets (same mAP, higher GAP) and no
-    # negative margin (same mAP at 0-40 % missed labels, better calibrated probabilities).
+    loss_params: dict[str, float] = field(default_factory=dict)  # over the loss's own defaults (PARAMS)
+    # Per-class offsets: the default chosen in benchmarks/RESULTS.md (same mAP, higher GAP).
     per_class_offset: bool = True
     learn_temperature: bool = True
     learn_offset: bool = True
-    gamma_pos: float = 1.0
-    gamma_neg: float = 2.0
-    neg_margin: float = 0.0
     unfreeze: str = "all"  # full mode: all | last
     seed: int = 0
     max_minutes: float | None = None
@@ -70,6 +67,15 @@ class TrainConfig:
             raise TrainingError(f"unknown mode {self.mode!r}; use head or full")
         if self.loss not in LOSS_NAMES:
             raise TrainingError(f"unknown loss {self.loss!r}; use one of {', '.join(LOSS_NAMES)}")
+        if not isinstance(self.loss_params, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in self.loss_params.values()
+        ):
+            raise TrainingError("loss parameters must be names with numbers")
+        unknown = sorted(set(self.loss_params) - set(LOSSES[self.loss].PARAMS))
+        if unknown:
+            known = ", ".join(LOSSES[self.loss].PARAMS) or "none"
+            raise TrainingError(f"the {self.loss} loss has no parameter {', '.join(unknown)}; its parameters: {known}")
         if self.unfreeze not in ("all", "last"):
             raise TrainingError("unfreeze must be 'all' or 'last'")
         if self.activate not in ("if-better", "always", "never"):
@@ -84,16 +90,13 @@ class TrainConfig:
                 raise TrainingError(f"{label} must be a positive number, not {value!r}")
 
     def loss_config(self) -> LossConfig:
-        """The loss and what it learns; the MuMIC loss's gammas and margin come from this config."""
-        params = (
-            {"gamma_pos": self.gamma_pos, "gamma_neg": self.gamma_neg, "margin": self.neg_margin}
-            if self.loss == "mumic"
-            else {}
+        """The loss, its parameters (over its own defaults) and what it learns."""
+        return LossConfig(
+            self.loss, dict(self.loss_params), self.per_class_offset, self.learn_temperature, self.learn_offset
         )
-        return LossConfig(self.loss, params, self.per_class_offset, self.learn_temperature, self.learn_offset)
 
     def head_fit(self) -> HeadFit:
-        return HeadFit(self.loss_config(), steps=self.steps or 300, lr=self.lr or 5e-3, max_minutes=self.max_minutes)
+        return HeadFit(self.loss_config(), steps=self.steps or 100, max_minutes=self.max_minutes, seed=self.seed)
 
     def full_fit(self) -> FullFit:
         return FullFit(
@@ -109,7 +112,8 @@ class TrainConfig:
 
 @dataclass
 class LabelSet:
-    """Human labels as dense arrays: targets and a mask of labelled pairs."""
+    """Labels as dense arrays: targets, a mask of the known pairs (human labels and assumed
+    negatives; 0 = unknown), and the assumed negatives."""
 
     image_ids: list[int]
     paths: list[Path]
@@ -117,6 +121,7 @@ class LabelSet:
     classes: list[ClassInfo]
     targets: np.ndarray
     mask: np.ndarray
+    assumed: np.ndarray
 
     def subset(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
@@ -132,21 +137,23 @@ class TrainResult:
 
 
 def gather_labels(studio: Studio) -> LabelSet:
-    """All images with at least one current human label, over the active classes."""
+    """All images with at least one current label, over the active classes."""
     classes = active_classes(studio)
     col = {c.id: k for k, c in enumerate(classes)}
-    labels = [(i, c, p) for i, c, p in current_labels(studio) if c in col]
-    ids = sorted({i for i, _, _ in labels})
+    labels = [(i, c, p, a) for i, c, p, a in current_labels(studio) if c in col]
+    ids = sorted({i for i, _, _, _ in labels})
     row = {i: k for k, i in enumerate(ids)}
     targets = np.zeros((len(ids), len(classes)), dtype=np.float32)
     mask = np.zeros_like(targets)
-    for i, c, p in labels:
+    assumed = np.zeros_like(targets)
+    for i, c, p, a in labels:
         targets[row[i], col[c]] = float(p)
         mask[row[i], col[c]] = 1.0
+        assumed[row[i], col[c]] = float(a)
     with studio.read() as s:
         split = dict(s.execute(select(Image.id, Image.split).where(Image.id.in_(ids))).all()) if ids else {}
     items = dict(image_items(studio, ids))
-    return LabelSet(ids, [items[i] for i in ids], [split[i] for i in ids], classes, targets, mask)
+    return LabelSet(ids, [items[i] for i in ids], [split[i] for i in ids], classes, targets, mask, assumed)
 
 
 def _seed(seed: int) -> None:
@@ -155,10 +162,10 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, thresholds: np.ndarray | None) -> dict:
-    """Validation metrics of ``prob`` (already the rows' probabilities); unlabelled pairs count as absent."""
-    truth = labels.targets[rows] * labels.mask[rows]
-    return evaluate(prob, truth, [c.name for c in labels.classes], thresholds=thresholds)
+def _metrics(prob: np.ndarray, labels: LabelSet, rows: np.ndarray, f1: bool) -> dict:
+    """Validation metrics of ``prob`` (already the rows' probabilities) on the known pairs:
+    unknown pairs are left out, never counted as negatives; F1 is cross-fitted."""
+    return evaluate(prob, labels.targets[rows], [c.name for c in labels.classes], f1=f1, mask=labels.mask[rows])
 
 
 @requires("train")
@@ -184,7 +191,7 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: Pr
 
     report("embedding", 0.0, {"images": 0, "of": len(ids)})
     _, parent_prob = predict(studio, scorer, ids, labels.classes, progress=embedded)
-    parent_metrics = _metrics(parent_prob[val_rows], labels, val_rows, None)
+    parent_metrics = _metrics(parent_prob[val_rows], labels, val_rows, False)
 
     name = next_version_name(studio)
     out_dir = studio.settings.model_dir / name
@@ -205,15 +212,16 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: Pr
             config.full_fit(),
             report,
             started,
+            labels.assumed[train_rows],
         )
         save_local_dir(
             encoder.model, encoder.model_cfg, out_dir / "encoder", label=f"{name}: fine-tuned from {parent.name}"
         )
         spec = EncoderSpec(f"local-dir:{out_dir / 'encoder'}", "", "fine-tuned", "")
         probs = full_probabilities(encoder, head, labels.paths, prompts, names)
-    thresholds = tune_thresholds(probs[val_rows], labels.targets[val_rows] * labels.mask[val_rows])
+    thresholds = tune_thresholds(probs[val_rows], labels.targets[val_rows], labels.mask[val_rows])
     head.thresholds = {c.name: float(t) for c, t in zip(labels.classes, thresholds)}
-    metrics = _metrics(probs[val_rows], labels, val_rows, thresholds)
+    metrics = _metrics(probs[val_rows], labels, val_rows, True)
     metrics.update(
         {
             "n_train_images": int(len(train_rows)),
@@ -273,4 +281,5 @@ def _train_head(
         config.head_fit(),
         report,
         started,
+        labels.assumed[rows],
     )

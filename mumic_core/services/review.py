@@ -21,7 +21,8 @@ def submit(
     annotator: str,
     second_review: bool = False,
 ) -> int:
-    """Record one image's review: explicit positives and negatives; returns the submission id."""
+    """Record one image's review: explicit positives and negatives, and every other active class
+    as an assumed negative; returns the submission id."""
     return submit_many(studio, {view.image_id: (set(positives), set(negatives))}, [view], annotator, second_review)
 
 
@@ -33,8 +34,10 @@ def submit_many(
     annotator: str,
     second_review: bool = False,
 ) -> int:
-    """Record reviews of several images as one submission (one undo step). A second review
-    records every decision, also one that confirms the first reviewer's label."""
+    """Record reviews of several images as one submission (one undo step): the positives and
+    negatives as said, every other active class of each image as an assumed negative (never over
+    a human label). A second review records every decision, also one that confirms the first
+    reviewer's label."""
     if not annotator.strip():
         raise ValueError("say who you are (annotator name) before submitting")
     labels: dict[int, dict[int, bool]] = {}
@@ -52,6 +55,7 @@ def submit_many(
         source=SECOND_REVIEW if second_review else "review",
         suggested=suggested,
         seen=seen,
+        assume_rest=True,
     )[0]
 
     maybe_auto_retrain(studio)
@@ -62,7 +66,8 @@ def submit_many(
 def accept_above(
     studio: Studio, views: Sequence[ImageView], threshold: float, annotator: str, second_review: bool = False
 ) -> int:
-    """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive."""
+    """Bulk: every suggestion at or above ``threshold`` on these images becomes a positive, every
+    other active class of those images an assumed negative."""
     decisions = {v.image_id: ({s.class_id for s in v.suggestions if s.probability >= threshold}, set()) for v in views}
     decisions = {k: v for k, v in decisions.items() if v[0]}
     if not decisions:

@@ -181,7 +181,8 @@ def set_active(studio: Studio, class_id: int, active: bool) -> None:
 @requires("classes")
 def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str) -> int:
     """Fold ``source`` into ``target``: each image's current label of the source is recorded on the
-    target (a positive wins over a negative), then the source is deactivated. Nothing is deleted:
+    target (a positive wins over a negative, a human label over an assumed negative), then the
+    source is deactivated. Nothing is deleted:
     the source's history stays, and the new rows say they come from a merge. The target must be
     active (labels merged into a hidden class would leave review and training); the source may
     already be inactive (folding a retired class into another). Returns rows added."""
@@ -192,18 +193,20 @@ def merge_classes(studio: Studio, source_id: int, target_id: int, annotator: str
         if not target.active:
             raise ClassError(f"cannot merge into '{target.name}': '{target.name}' is inactive; reactivate it first")
         rows = s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.assumed).where(
                 Annotation.class_id.in_([source_id, target_id]), Annotation.is_current.is_(True)
             )
         ).all()
-    source_labels = {i: p for i, c, p in rows if c == source_id}
-    target_labels = {i: p for i, c, p in rows if c == target_id}
+    source_labels = {i: p for i, c, p, a in rows if c == source_id and not a}
+    source_assumed = {i for i, c, p, a in rows if c == source_id and a}
+    target_labels = {i: p for i, c, p, a in rows if c == target_id and not a}
     labels = {
         i: {target_id: p or target_labels.get(i, False)}
         for i, p in source_labels.items()
         if target_labels.get(i) is not True
     }
-    added = record_labels(studio, labels, annotator, source="merge")[1] if labels else 0
+    assumed = {i: [target_id] for i in source_assumed}  # kept only where the target has no label
+    added = record_labels(studio, labels, annotator, source="merge", assumed=assumed)[1] if labels or assumed else 0
     with studio.write() as s:
         _get(s, source_id).active = False
         audit(

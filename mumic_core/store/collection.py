@@ -150,12 +150,24 @@ def importable_folders(studio: Studio, depth: int = 2) -> list[str]:
 
 @dataclass(frozen=True)
 class Statement:
-    """One person's word on one image-class pair: present or absent, who said it, how and when."""
+    """One word on one image-class pair: present or absent, who said it, how and when.
+    ``assumed``: an assumed negative (the image was labelled without naming this class), which
+    never replaces a human statement and which any human statement replaces."""
 
     positive: bool
     annotator: str
     source: str = "review"
     at: datetime | None = None  # None: now
+    assumed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.assumed and self.positive:
+            raise ValueError("only a negative can be assumed")
+
+
+def assumed_negatives(labels: Mapping[int, object], class_ids: Iterable[int], annotator: str, source: str) -> dict:
+    """Assumed-negative statements for the classes in ``class_ids`` that ``labels`` leaves out."""
+    return {c: Statement(False, annotator, source, assumed=True) for c in class_ids if c not in labels}
 
 
 _REVIEWS = ("review", "second_review")  # sources that are a person looking at the image now
@@ -169,13 +181,19 @@ def record_labels(
     source: str = "review",
     suggested: Mapping[int, Mapping[int, float]] | None = None,
     seen: Mapping[int, Mapping[int, bool]] | None = None,
+    assume_rest: bool = False,
+    assumed: Mapping[int, Iterable[int]] | None = None,
 ) -> tuple[int, int]:
     """Record positives/negatives for several images as one submission (the unit of undo).
+
+    ``assume_rest``: every active class that an image's labels leave out becomes an assumed
+    negative of it (a review that names what is present). ``assumed``: further assumed negatives
+    by image (a merge carrying them over). Assumed negatives never replace a human label.
 
     ``seen`` holds each image's current labels as the person saw them: when another person
     changed them since, nothing is recorded and StaleView says who and when.
 
-    Returns (submission id, number of new annotation rows). A statement that differs from the
+    Returns (submission id, number of new human annotation rows). A statement that differs from the
     current one supersedes it (the old row stays, marked not current); an identical one adds
     nothing. A review counts the image as reviewed; other sources (imports, merges) only when
     they changed a label. One short write transaction: on SQLite the write lock is taken before
@@ -186,14 +204,24 @@ def record_labels(
         int(i): {int(c): Statement(bool(p), annotator, source) for c, p in labels.items()}
         for i, labels in labels_by_image.items()
     }
+    for image_id, class_ids in (assumed or {}).items():
+        statements.setdefault(int(image_id), {}).update(
+            assumed_negatives(statements.get(int(image_id), {}), map(int, class_ids), annotator, source)
+        )
     with studio.write() as s:
+        if assume_rest:
+            active = list(s.scalars(select(LabelClass.id).where(LabelClass.active.is_(True))))
+            for labels in statements.values():
+                labels.update(assumed_negatives(labels, active, annotator, source))
         _lock_images(s, statements)
         if seen is not None:
             _refuse_stale(s, annotator, {i: seen.get(i, {}) for i in labels_by_image})
         submission = Submission(annotator=annotator, image_ids=[])
         s.add(submission)
         s.flush()
-        changed, added = _write_statements(s, submission.id, statements, suggested or {}, count_all=source in _REVIEWS)
+        changed, added, _ = _write_statements(
+            s, submission.id, statements, suggested or {}, count_all=source in _REVIEWS
+        )
         submission.image_ids = sorted(statements) if source in _REVIEWS else changed
         return submission.id, added
 
@@ -201,11 +229,11 @@ def record_labels(
 @requires("import")
 def import_statements(
     studio: Studio, statements: Mapping[int, Mapping[int, Statement]], importer: str, batch: int = 500
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """Record statements that carry their own authors, sources and times (a labels file) as one
     submission of ``importer`` (one undo step), in short transactions of ``batch`` images.
     Statements equal to the current ones change nothing, so importing a file twice adds nothing.
-    Returns (submission id, images changed, annotation rows added)."""
+    Returns (submission id, images changed, human label rows added, assumed negatives added)."""
     ids = sorted(int(i) for i in statements)
     with studio.write() as s:
         submission = Submission(annotator=importer, image_ids=[])
@@ -213,16 +241,20 @@ def import_statements(
         s.flush()
         submission_id = submission.id
         audit(s, studio, "import_labels", images=len(ids), submission=submission_id)
-    changed_total, added_total = 0, 0
+    changed_total, added_total, assumed_total = 0, 0, 0
     for start in range(0, len(ids), batch):
         part = {i: statements[i] for i in ids[start : start + batch]}
         with studio.write() as s:
             _lock_images(s, part)
-            changed, added = _write_statements(s, submission_id, part, {}, count_all=False)
+            changed, added, assumed = _write_statements(s, submission_id, part, {}, count_all=False)
             sub = s.get(Submission, submission_id)
             sub.image_ids = [*sub.image_ids, *changed]
-        changed_total, added_total = changed_total + len(changed), added_total + added
-    return submission_id, changed_total, added_total
+        changed_total, added_total, assumed_total = (
+            changed_total + len(changed),
+            added_total + added,
+            assumed_total + assumed,
+        )
+    return submission_id, changed_total, added_total, assumed_total
 
 
 def _lock_images(s, statements: Mapping[int, object]) -> None:
@@ -237,9 +269,9 @@ def _write_statements(
     statements: Mapping[int, Mapping[int, Statement]],
     suggested: Mapping[int, Mapping[int, float]],
     count_all: bool,
-) -> tuple[list[int], int]:
+) -> tuple[list[int], int, int]:
     """Add the rows that change current labels; count images as reviewed (all of them, or those
-    that changed). Returns (changed image ids, rows added)."""
+    that changed). Returns (changed image ids, human rows added, assumed negatives added)."""
     known = set(s.scalars(select(Image.id).where(Image.id.in_(list(statements)))))
     missing = sorted(set(statements) - known)
     if missing:
@@ -253,14 +285,16 @@ def _write_statements(
         )
     }
     changed: list[int] = []
-    added = 0
+    added = assumed = 0
     for image_id, labels in statements.items():
         shown = suggested.get(image_id, {})
         rows = 0
         for class_id, st in labels.items():
             old = current.get((image_id, class_id))
+            if st.assumed and old is not None:
+                continue  # an assumed negative never replaces a statement, nor repeats one
             confirms = st.source == "second_review" and old is not None and old.annotator != st.annotator
-            if old is not None and old.positive == st.positive and not confirms:
+            if old is not None and old.positive == st.positive and old.assumed == st.assumed and not confirms:
                 continue
             if old is not None:
                 old.is_current = False
@@ -270,6 +304,7 @@ def _write_statements(
                     image_id=image_id,
                     class_id=class_id,
                     positive=st.positive,
+                    assumed=st.assumed,
                     annotator=st.annotator,
                     source=st.source,
                     supersedes_id=old.id if old else None,
@@ -279,6 +314,7 @@ def _write_statements(
                 )
             )
             rows += 1
+            assumed += st.assumed
         added += rows
         if rows:
             changed.append(image_id)
@@ -287,7 +323,7 @@ def _write_statements(
         s.execute(
             update(Image).where(Image.id.in_(counted)).values(review_count=Image.review_count + 1, reviewed_at=utcnow())
         )
-    return changed, added
+    return changed, added - assumed, assumed
 
 
 def _refuse_stale(s, annotator: str, seen: Mapping[int, Mapping[int, bool]]) -> None:
@@ -373,13 +409,13 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
         return sub.id
 
 
-def current_labels(studio: Studio) -> list[tuple[int, int, bool]]:
-    """(image_id, class_id, positive) for every current annotation."""
+def current_labels(studio: Studio) -> list[tuple[int, int, bool, bool]]:
+    """(image_id, class_id, positive, assumed) for every current annotation."""
     with studio.read() as s:
         return [
             tuple(r)
             for r in s.execute(
-                select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.assumed).where(
                     Annotation.is_current.is_(True)
                 )
             ).all()
@@ -398,13 +434,14 @@ def collection_counts(studio: Studio) -> dict[str, int]:
 
 
 def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:
-    """Per active class: prompts, human positives and negatives, predicted positives >= threshold."""
+    """Per active class: prompts, human positives and negatives, assumed negatives, predicted
+    positives >= threshold."""
     with studio.read() as s:
         classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
         human = s.execute(
-            select(Annotation.class_id, Annotation.positive, func.count())
+            select(Annotation.class_id, Annotation.positive, Annotation.assumed, func.count())
             .where(Annotation.is_current.is_(True))
-            .group_by(Annotation.class_id, Annotation.positive)
+            .group_by(Annotation.class_id, Annotation.positive, Annotation.assumed)
         ).all()
         predicted = (
             dict(
@@ -417,13 +454,14 @@ def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5)
             if version_id is not None
             else {}
         )
-    counts = {(c, p): n for c, p, n in human}
+    counts = {(c, p, a): n for c, p, a, n in human}
     return [
         {
             "class": c.name,
             "prompts": " | ".join(c.prompt_texts),
-            "human +": counts.get((c.id, True), 0),
-            "human −": counts.get((c.id, False), 0),
+            "human +": counts.get((c.id, True, False), 0),
+            "human −": counts.get((c.id, False, False), 0),
+            "assumed −": counts.get((c.id, False, True), 0),
             f"predicted ≥ {threshold:g}": predicted.get(c.id, 0),
         }
         for c in classes

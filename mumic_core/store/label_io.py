@@ -1,5 +1,5 @@
 """Labels in and out: CSV, JSON and COCO-style exports, and imports that read the first two back
-exactly (positives, negatives, authors, sources, times).
+exactly (positives, negatives, assumed negatives, authors, sources, times).
 
 Files name an image by ``sha256`` (wins when given: it names the same picture in any store),
 ``image_id``, or ``filename`` (the name as imported, a folder import's relative path included; a
@@ -8,8 +8,10 @@ refused with its line number, never resolved silently.
 
 Two CSV shapes are read:
 - one row per image, ``filename,labels`` (labels joined by ``|``): a person's or a tool's tag list.
-  Listed classes become positives; with ``complete`` every other active class becomes a negative.
-  An empty labels cell says nothing (unless ``complete``: then every class is absent).
+  Listed classes become positives; what the other active classes become depends on the import's
+  ``mode`` (:data:`TAG_MODES`): ``assumed`` (the default) assumed negatives, ``partial`` unknown,
+  ``complete`` human negatives. An empty labels cell says nothing (unless ``complete``: then every
+  class is absent).
 - one row per statement, the product's own export: ``image_id,sha256,filename,class,state,
   annotator,source,labelled_at``; an image with no labels has one row with empty class and state.
 """
@@ -24,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 
-from db.models import Annotation, Image, LabelClass
-from mumic_core.store.auth import requires
+from db.models import Annotation, Image, LabelClass, Submission
+from mumic_core.store.auth import audit, requires
 from mumic_core.store.classes import normalize_name
 from mumic_core.store.collection import Statement, import_statements
 from mumic_core.store.csv_rows import MAX_FILE_BYTES, read_csv_rows, write_csv
@@ -37,8 +39,16 @@ FORMATS = ("csv", "json", "coco")
 JSON_FORMAT = "mumic-studio-labels"
 IDENTIFIERS = ("image_id", "sha256", "filename")
 EXPORT_COLUMNS = (*IDENTIFIERS, "class", "state", "annotator", "source", "labelled_at")
-STATES = {"positive": True, "negative": False}
-_STATE_WORDS = STATES | {"present": True, "absent": False}
+# state word -> (positive, assumed)
+STATES = {"positive": (True, False), "negative": (False, False), "assumed_negative": (False, True)}
+_STATE_WORDS = STATES | {"present": (True, False), "absent": (False, False), "assumed negative": (False, True)}
+IMPORT_SOURCES = ("import", "migration")  # sources of rows that a labels import (or migration 0010) wrote
+TAG_MODES = {
+    "assumed": "the classes a row does not list become assumed negatives (tags: a listed label is usually right, "
+    "an unlisted one is probably absent)",
+    "partial": "the classes a row does not list stay unknown",
+    "complete": "the classes a row does not list become human negatives (every row is a full judgement)",
+}
 _SOURCE = re.compile(r"[a-z][a-z0-9_]{0,19}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 MAX_ANNOTATOR = 100
@@ -54,11 +64,13 @@ class LabelImportReport:
     labels_added: int = 0
     errors: list[str] = field(default_factory=list)
     submission_id: int | None = None
+    assumed_added: int = 0  # assumed negatives written (the classes tag rows left out)
 
     def summary(self) -> str:
+        assumed = f", {self.assumed_added} assumed negatives" if self.assumed_added else ""
         return (
             f"{self.images_labelled} images labelled ({self.images_changed} changed, {self.labels_added} "
-            f"labels added); {len(self.errors)} rows refused"
+            f"labels added{assumed}); {len(self.errors)} rows refused"
         )
 
 
@@ -95,6 +107,11 @@ def _export_rows(studio: Studio) -> tuple[list[str], list[_ExportImage]]:
     return list(classes.values()), list(images.values())
 
 
+def state_word(positive: bool, assumed: bool) -> str:
+    """The label state as exports write it: positive, negative or assumed_negative."""
+    return "positive" if positive else "assumed_negative" if assumed else "negative"
+
+
 def _when(at: datetime | None) -> str:
     if at is None:
         return ""
@@ -103,9 +120,10 @@ def _when(at: datetime | None) -> str:
 
 @requires("export")
 def export_labels(studio: Studio, fmt: str) -> str:
-    """Current human labels of the active classes as CSV (one row per statement; an image without
-    labels gets one row with empty class and state), JSON (the same, per image), or COCO-style JSON
-    (image-level categories, positives only)."""
+    """Current labels of the active classes as CSV (one row per statement, its state positive,
+    negative or assumed_negative; an image without labels gets one row with empty class and state),
+    JSON (the same, per image), or COCO-style JSON (image-level categories, positives only).
+    Unknown pairs have no row."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use {', '.join(FORMATS)}")
     classes, images = _export_rows(studio)
@@ -114,7 +132,7 @@ def export_labels(studio: Studio, fmt: str) -> str:
         for im in images:
             ident = (im.image_id, im.sha256, im.filename)
             rows += [
-                (*ident, name, "positive" if a.positive else "negative", a.annotator, a.source, _when(a.created_at))
+                (*ident, name, state_word(a.positive, a.assumed), a.annotator, a.source, _when(a.created_at))
                 for name, a in im.labels
             ] or [(*ident, "", "", "", "", "")]
         return write_csv(EXPORT_COLUMNS, rows)
@@ -132,7 +150,7 @@ def export_labels(studio: Studio, fmt: str) -> str:
                         "labels": [
                             {
                                 "class": name,
-                                "state": "positive" if a.positive else "negative",
+                                "state": state_word(a.positive, a.assumed),
                                 "annotator": a.annotator,
                                 "source": a.source,
                                 "labelled_at": _when(a.created_at),
@@ -260,15 +278,18 @@ class _Reader:
         mine = self.statements.setdefault(image_id, {})
         for class_id, st in said.items():
             before = mine.get(class_id)
-            if before is not None and before.positive != st.positive:
+            if before is not None and not (st.assumed or before.assumed) and before.positive != st.positive:
                 self.refuse(where, f"contradicts {self.origin[(image_id, class_id)]} about the same image and class")
                 return
         for class_id, st in said.items():
+            before = mine.get(class_id)
+            if st.assumed and before is not None:
+                continue  # a row's assumption never overrides what another row says
             mine[class_id] = st
             self.origin[(image_id, class_id)] = f"{self.unit} {where}"
 
-    def tag_row(self, where: int, row: Mapping[str, str], complete: bool) -> None:
-        """``labels`` joined by '|': listed classes present (and, when complete, the others absent)."""
+    def tag_row(self, where: int, row: Mapping[str, str], mode: str) -> None:
+        """``labels`` joined by '|': listed classes present, the others as ``mode`` says."""
         try:
             image_id = self.index.find(row)
             names = [n for n in row["labels"].split("|") if n.strip()]
@@ -284,11 +305,16 @@ class _Reader:
         except ValueError as exc:
             self.refuse(where, str(exc))
             return
-        if not positives and not complete:
+        if not positives and mode != "complete":
             return  # an empty cell says nothing about the image
         said = {c: Statement(True, self.importer, "import") for c in positives}
-        if complete:
-            said |= {c: Statement(False, self.importer, "import") for c in self.classes.values() if c not in positives}
+        if mode != "partial":
+            assumed = mode == "assumed"
+            said |= {
+                c: Statement(False, self.importer, "import", assumed=assumed)
+                for c in self.classes.values()
+                if c not in positives
+            }
         self.add(where, image_id, said)
 
     def statement_row(self, where: int, row: Mapping[str, str]) -> None:
@@ -311,7 +337,8 @@ class _Reader:
         except ValueError as exc:
             self.refuse(where, str(exc))
             return
-        self.add(where, image_id, {class_id: Statement(_STATE_WORDS[state], annotator, source, at)})
+        positive, assumed = _STATE_WORDS[state]
+        self.add(where, image_id, {class_id: Statement(positive, annotator, source, at, assumed)})
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -336,7 +363,7 @@ def _reader(studio: Studio, importer: str) -> _Reader:
     )
 
 
-def _read_csv(reader: _Reader, data: bytes, complete: bool) -> None:
+def _read_csv(reader: _Reader, data: bytes, mode: str) -> None:
     try:
         parsed = read_csv_rows(data, ["class", "state"], (*IDENTIFIERS, "annotator", "source", "labelled_at"))
         shape = "statements"
@@ -356,7 +383,7 @@ def _read_csv(reader: _Reader, data: bytes, complete: bool) -> None:
     reader.errors += [(int(e.split()[1].rstrip(":")), e) for e in parsed.errors]
     for line, row in parsed.rows:
         if shape == "tags":
-            reader.tag_row(line, row, complete)
+            reader.tag_row(line, row, mode)
         else:
             reader.statement_row(line, row)
 
@@ -423,19 +450,143 @@ def _read_json(reader: _Reader, doc: object) -> None:
 
 
 @requires("import")
-def import_labels(studio: Studio, source: Path | bytes, annotator: str, complete: bool = False) -> LabelImportReport:
+def import_labels(studio: Studio, source: Path | bytes, annotator: str, mode: str = "assumed") -> LabelImportReport:
     """Read a labels file (CSV or JSON, told apart by content) and record its statements as one
-    submission of ``annotator`` (one undo step). Refused rows are reported by line (CSV) or item
-    (JSON); the others are imported. Importing the same file again changes nothing."""
+    submission of ``annotator`` (one undo step). ``mode`` (:data:`TAG_MODES`) says what the classes
+    a tag row leaves out become. Refused rows are reported by line (CSV) or item (JSON); the others
+    are imported. Importing the same file again changes nothing."""
+    if mode not in TAG_MODES:
+        raise ValueError(f"unknown import mode {mode!r}; use {', '.join(TAG_MODES)}")
     data = _read_limited(source)
     reader = _reader(studio, annotator)
     document = _json_document(data)
     if document is not None:
         _read_json(reader, document)
     else:
-        _read_csv(reader, data, complete)
+        _read_csv(reader, data, mode)
     errors = [e for _, e in sorted(reader.errors, key=lambda x: x[0])]
     if not reader.statements:
         return LabelImportReport(0, errors=errors)
-    submission, changed, added = import_statements(studio, reader.statements, annotator)
-    return LabelImportReport(len(reader.statements), changed, added, errors, submission)
+    submission, changed, added, assumed = import_statements(studio, reader.statements, annotator)
+    return LabelImportReport(len(reader.statements), changed, added, errors, submission, assumed)
+
+
+# --- earlier imports --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportInfo:
+    """An earlier submission that wrote labels from a file (or the label-state migration)."""
+
+    submission_id: int
+    annotator: str
+    at: datetime
+    images: int
+    positives: int
+    negatives: int
+    assumed_negatives: int  # current rows of each kind that this submission wrote
+    undone: bool
+
+
+@requires("import")
+def list_imports(studio: Studio) -> list[ImportInfo]:
+    """Submissions that imported labels, newest first, with the current rows each still holds."""
+    with studio.read() as s:
+        rows = s.execute(
+            select(
+                Submission.id,
+                Submission.annotator,
+                Submission.created_at,
+                Submission.undone_at,
+                func.count(func.distinct(Annotation.image_id)),
+                func.sum(case((Annotation.is_current & Annotation.positive, 1), else_=0)),
+                func.sum(case((Annotation.is_current & ~Annotation.positive & ~Annotation.assumed, 1), else_=0)),
+                func.sum(case((Annotation.is_current & Annotation.assumed, 1), else_=0)),
+            )
+            .join(Annotation, Annotation.submission_id == Submission.id)
+            .where(Annotation.source.in_(IMPORT_SOURCES))
+            .group_by(Submission.id)
+            .order_by(Submission.id.desc())
+        ).all()
+    return [
+        ImportInfo(sid, who, at, int(n), int(p or 0), int(neg or 0), int(a or 0), undone is not None)
+        for sid, who, at, undone, n, p, neg, a in rows
+    ]
+
+
+@requires("import")
+def redeclare_import(studio: Studio, submission_id: int, mode: str) -> dict[str, int]:
+    """Say again what the classes an earlier import left out are (:data:`TAG_MODES`), without
+    re-importing: ``partial`` makes its assumed negatives unknown; ``assumed`` makes the unknown
+    pairs of its images (and its negatives) assumed negatives; ``complete`` makes them human
+    negatives. Only classes that existed at the import count; labels written later by anyone
+    else stand. Returns counts of rows changed."""
+    if mode not in TAG_MODES:
+        raise ValueError(f"unknown mode {mode!r}; use {', '.join(TAG_MODES)}")
+    with studio.write() as s:
+        sub = s.get(Submission, submission_id)
+        mine = (
+            select(Annotation).where(Annotation.submission_id == submission_id, Annotation.is_current.is_(True))
+            if sub is not None
+            else None
+        )
+        if sub is None or not s.scalar(
+            select(func.count())
+            .select_from(Annotation)
+            .where(Annotation.submission_id == submission_id, Annotation.source.in_(IMPORT_SOURCES))
+        ):
+            raise ValueError(f"submission {submission_id} is not a labels import; see the list of imports")
+        if sub.undone_at is not None:
+            raise ValueError(f"import {submission_id} was undone; there is nothing to re-declare")
+        image_ids = sorted(
+            s.scalars(select(Annotation.image_id).where(Annotation.submission_id == submission_id).distinct())
+        )
+        s.execute(select(Image.id).where(Image.id.in_(image_ids)).order_by(Image.id).with_for_update())
+        counts = {"made_unknown": 0, "assumed_negatives": 0, "negatives": 0}
+        current = list(s.scalars(mine.with_for_update()))
+        if mode == "partial":
+            for row in current:
+                if row.assumed:
+                    row.is_current = False
+                    counts["made_unknown"] += 1
+            audit(s, studio, "redeclare_import", submission=submission_id, mode=mode, **counts)
+            return counts
+        active = list(  # a class added after the import stays unknown on its images
+            s.scalars(select(LabelClass.id).where(LabelClass.active.is_(True), LabelClass.created_at <= sub.created_at))
+        )
+        judged = {
+            (i, c)
+            for i, c in s.execute(
+                select(Annotation.image_id, Annotation.class_id).where(
+                    Annotation.image_id.in_(image_ids), Annotation.is_current.is_(True)
+                )
+            )
+        }
+        assumed = mode == "assumed"
+        replace = [r for r in current if not r.positive and r.assumed != assumed]
+        for row in replace:
+            row.is_current = False
+        s.flush()
+        for row in replace:
+            s.add(_restated(row.image_id, row.class_id, sub, assumed, supersedes=row.id))
+        for image_id in image_ids:
+            for class_id in active:
+                if (image_id, class_id) not in judged:
+                    s.add(_restated(image_id, class_id, sub, assumed))
+                    counts["assumed_negatives" if assumed else "negatives"] += 1
+        counts["assumed_negatives" if assumed else "negatives"] += len(replace)
+        audit(s, studio, "redeclare_import", submission=submission_id, mode=mode, **counts)
+        return counts
+
+
+def _restated(image_id: int, class_id: int, sub: Submission, assumed: bool, supersedes: int | None = None):
+    return Annotation(
+        image_id=image_id,
+        class_id=class_id,
+        positive=False,
+        assumed=assumed,
+        annotator=sub.annotator,
+        source="import",
+        supersedes_id=supersedes,
+        submission_id=sub.id,
+    )

@@ -69,14 +69,16 @@ class ImageView:
     height: int
     review_count: int
     suggestions: list[Suggestion]
-    labels: dict[int, bool] = field(default_factory=dict)  # current human labels
+    labels: dict[int, bool] = field(default_factory=dict)  # current labels (assumed negatives too)
     display: Rendition | None = None  # what a page shows (image_views(..., display=max side))
+    assumed: frozenset[int] = frozenset()  # classes whose current label is an assumed negative
 
 
 def _disputed_images():
     """Images where different annotators have said different things about the same class."""
     return (
         select(Annotation.image_id)
+        .where(Annotation.assumed.is_(False))
         .group_by(Annotation.image_id, Annotation.class_id)
         .having(
             and_(
@@ -203,12 +205,15 @@ def image_views(
     with studio.read() as s:
         images = {im.id: im for im in s.scalars(select(Image).where(Image.id.in_(ids)))}
         labels: dict[int, dict[int, bool]] = {i: {} for i in image_ids}
-        for image_id, class_id, positive in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+        assumed: dict[int, set[int]] = {i: set() for i in image_ids}
+        for image_id, class_id, positive, is_assumed in s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive, Annotation.assumed).where(
                 Annotation.image_id.in_(ids), Annotation.is_current.is_(True)
             )
         ):
             labels[image_id][class_id] = positive
+            if is_assumed:
+                assumed[image_id].add(class_id)
         wanted = {(i, c) for i in ids for c, p in labels[i].items() if p}
         wanted |= {(i, c) for i, cs in (also or {}).items() if i in labels for c in cs}
         preds: dict[int, dict[int, Suggestion]] = {i: {} for i in image_ids}
@@ -252,7 +257,18 @@ def image_views(
         im = images[i]
         sug = sorted(preds[i].values(), key=lambda x: -x.probability)
         out.append(
-            ImageView(i, im.original_name, paths[i], im.width, im.height, im.review_count, sug, labels[i], rendition)
+            ImageView(
+                i,
+                im.original_name,
+                paths[i],
+                im.width,
+                im.height,
+                im.review_count,
+                sug,
+                labels[i],
+                rendition,
+                frozenset(assumed[i]),
+            )
         )
     return out
 
