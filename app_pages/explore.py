@@ -46,7 +46,7 @@ def gallery(hits: list[tuple[int, float]], key: str, first_is_query: bool = Fals
     if not hits:
         st.caption("Nothing found.")
         return
-    st.caption("Most similar first; the number is the cosine similarity of the embeddings (1 = identical).")
+    st.caption("Most similar first; the number is how similar the embeddings are (images: cosine, 1 = identical).")
     views = {v.image_id: v for v in image_views(s, [i for i, _ in hits], None, display=TILE)}
     cols = st.columns(6)
     for k, (image_id, sim) in enumerate(hits):

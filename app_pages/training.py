@@ -41,8 +41,8 @@ with st.form("train"):
     st.subheader("Train a new version")
     st.caption(
         f"{new_human_labels(s)} new human labels since the last training. Training uses every "
-        "human label (positives and negatives; unlabelled pairs are left out of the loss) and "
-        "the same held-out images for every version."
+        "label: positives, negatives and assumed negatives (unknown pairs are left out of the loss), "
+        "and the same held-out images for every version."
     )
     c1, c2, c3 = st.columns(3)
     mode = c1.selectbox(
@@ -68,8 +68,8 @@ with st.form("train"):
             min_value=1,
             value=None,
             step=50,
-            placeholder="default: 300",
-            help="Optimiser steps over the frozen embeddings; empty = the default.",
+            placeholder="default: 100",
+            help="L-BFGS iterations per fit of the head on the frozen embeddings; empty = the default.",
         )
         epochs = st.number_input(
             "Epochs (full mode)",

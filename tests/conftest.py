@@ -138,7 +138,7 @@ def diverging_loss(config, n_classes, temperature, offset):
     from mumic_core.model.losses import BCELoss
 
     class Diverging(BCELoss):
-        def on_logits(self, logits, targets, mask=None):
+        def on_logits(self, logits, targets, mask=None, assumed=None):
             return (logits * float("nan")).sum()
 
     return Diverging(n_classes, temperature, offset)

@@ -42,11 +42,11 @@ def test_deactivate_hides_but_keeps(demo_studio):
 def test_merge_moves_labels_and_keeps_history(demo_studio):
     studio = demo_studio
     ring, circle = _id(studio, "ring"), _id(studio, "circle")
-    ring_pos = {i for i, c, p in current_labels(studio) if c == ring and p}
+    ring_pos = {i for i, c, p, _ in current_labels(studio) if c == ring and p}
     with studio.read() as s:
         rows_before = s.scalar(select(func.count(Annotation.id)))
     merge_classes(studio, ring, circle, "lead")
-    circle_now = {i: p for i, c, p in current_labels(studio) if c == circle}
+    circle_now = {i: p for i, c, p, _ in current_labels(studio) if c == circle}
     assert all(circle_now[i] for i in ring_pos)  # every ring positive is now a circle positive
     assert "ring" not in [c.name for c in list_classes(studio)]
     with studio.read() as s:
@@ -82,10 +82,10 @@ def test_merge_into_an_inactive_class_is_refused_and_an_inactive_source_can_be_f
         assert s.scalar(select(func.count(Annotation.id))) == rows_before  # nothing was recorded
         assert s.get(LabelClass, ring).active  # and the source is still active
     # An inactive source (a retired class) may be folded into an active one: it stays inactive.
-    star_pos = {i for i, c, p in current_labels(studio) if c == star and p}
+    star_pos = {i for i, c, p, _ in current_labels(studio) if c == star and p}
     set_active(studio, star, False)
     added = merge_classes(studio, star, ring, "lead")
-    ring_now = {i: p for i, c, p in current_labels(studio) if c == ring}
+    ring_now = {i: p for i, c, p, _ in current_labels(studio) if c == ring}
     assert added > 0 and all(ring_now[i] for i in star_pos)
     with studio.read() as s:
         assert not s.get(LabelClass, star).active and s.get(LabelClass, ring).active

@@ -46,7 +46,7 @@ def store(home: Path, names: list[str], classes=("cat", "dog", "tree")):
 
 
 def current(studio) -> dict:
-    """{(sha256, class name): (positive, annotator, source)} of every current label."""
+    """{(sha256, class name): (positive, assumed, annotator, source, time)} of every current label."""
     from db.models import LabelClass
 
     with studio.read() as s:
@@ -55,6 +55,7 @@ def current(studio) -> dict:
                 Image.sha256,
                 LabelClass.name,
                 Annotation.positive,
+                Annotation.assumed,
                 Annotation.annotator,
                 Annotation.source,
                 Annotation.created_at,
@@ -63,7 +64,7 @@ def current(studio) -> dict:
             .join(LabelClass, LabelClass.id == Annotation.class_id)
             .where(Annotation.is_current.is_(True))
         ).all()
-    return {(sha, name): (p, who, src, at.replace(tzinfo=None)) for sha, name, p, who, src, at in rows}
+    return {(sha, name): (p, a, who, src, at.replace(tzinfo=None)) for sha, name, p, a, who, src, at in rows}
 
 
 def reviewed(studio) -> int:
@@ -99,7 +100,7 @@ def test_an_empty_labels_cell_says_nothing(tmp_path):
     studio, images, cls = store(tmp_path / "h", ["a.png", "b.png"])
     report = import_labels(studio, b"filename,labels\na.png,\nb.png,cat\n", "lead")
     assert report.images_labelled == 1 and reviewed(studio) == 1
-    complete = import_labels(studio, b"filename,labels\na.png,\n", "lead", complete=True)
+    complete = import_labels(studio, b"filename,labels\na.png,\n", "lead", mode="complete")
     assert complete.labels_added == 3  # complete: an empty cell means every class is absent
 
 
@@ -120,7 +121,10 @@ def test_ambiguous_names_are_refused_and_rows_can_name_an_image_by_path_id_or_sh
     assert report.errors[0].startswith("line 2:") and "could be 2 images" in report.errors[0]
     assert report.errors[1].startswith("line 6:") and "is named" in report.errors[1]
     got = {
-        (name, c) for (sha_, c), _ in current(studio).items() for name, i in images.items() if _sha(studio, i) == sha_
+        (name, c)
+        for (sha_, c), (positive, *_) in current(studio).items()
+        for name, i in images.items()
+        if _sha(studio, i) == sha_ and positive
     }
     assert got == {("x/IMG_0001.jpg", "dog"), ("y/IMG_0001.jpg", "tree"), ("z.png", "cat")}
 

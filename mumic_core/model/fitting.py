@@ -37,6 +37,7 @@ class HeadFit:
     folds: int = 3
     max_minutes: float | None = None
     seed: int = 0
+    pull_sharing: float = 20.0  # how many positives a class needs before its own AP outweighs the mean's
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
@@ -73,25 +74,38 @@ def _fit_once(
     for round_ in range(loss.ROUNDS):
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
-        def closure(opt=opt, targets=targets, mask=mask, assumed=assumed) -> torch.Tensor:
+        def closure(opt=opt, targets=targets, mask=mask, assumed=assumed, round_=round_) -> torch.Tensor:
             opt.zero_grad()
             logits = loss.logits(problem.emb @ vectors.T)
             data = loss.on_logits(logits, targets, mask, assumed) * mask.sum().clamp(min=1) / n
             drift = (vectors - problem.prior) * problem.scale
             value = data + 0.5 * (pull[:, None] * drift**2).sum() / n
+            check_finite(value, round_)  # before L-BFGS steps on a NaN
             value.backward()
             return value
 
         value = opt.step(closure)
         check_finite(value, round_)
         if history is not None:
-            history.append({"step": round_, "loss": round(float(value), 5)})
+            history.append({"step": round_, "loss": round(float(value.detach()), 5)})
         if round_ < loss.ROUNDS - 1:
             with torch.no_grad():
                 targets, mask, assumed = loss.adjust(
                     loss.logits(problem.emb @ vectors.T), targets, mask, assumed, round_
                 )
     return vectors.detach()
+
+
+def _pick(score: np.ndarray, positives: np.ndarray, sharing: float) -> np.ndarray:
+    """Per class, the index of the best pull by held-out AP (``score``: pulls x classes). A class
+    with few positives has a noisy AP, so its score is shrunk toward the mean over classes:
+    ``(n * own + sharing * mean) / (n + sharing)`` with ``n`` its positives (``sharing`` 0: each
+    class on its own; very large: one pull for all). Ties go to the weakest pull."""
+    if np.isinf(sharing):
+        return np.full(score.shape[1], int(score.mean(axis=1).argmax()))
+    n = positives[None, :].astype(np.float64)
+    blended = (n * score + sharing * score.mean(axis=1, keepdims=True)) / np.clip(n + sharing, 1e-9, None)
+    return blended.argmax(axis=0)
 
 
 def _class_ap(scores: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -160,7 +174,7 @@ def fit_head(
                 report("choosing the pull toward the prompts", done / (total + 1), {"step": done, "steps": total + 1})
                 if fit.max_minutes and time.monotonic() - started > 60 * fit.max_minutes:
                     break
-        chosen = pulls[score.argmax(axis=0)]  # ties: the weakest pull with the best AP
+        chosen = pulls[_pick(score / fit.folds, np.asarray(targets).sum(axis=0), fit.pull_sharing)]
     history: list[dict] = []
     loss = new_loss()
     vectors = _fit_once(problem, loss, torch.from_numpy(chosen), fit.steps, history)

@@ -360,12 +360,10 @@ def rank_images_for_prompts(
     if not len(ids) or not prompts:
         return []
     emb = image_embeddings(studio, scorer, ids)
-    text = scorer.text_embeddings([list(prompts)])
-    if name and scorer.head and name in scorer.head.class_embeddings:
-        text = scorer.head.class_matrix([name], text)
     if scorer.head is None:
         raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
-    prob = scorer.head.probabilities(emb @ text.T, [name or ""])[:, 0]
+    cls = scorer.head.class_matrix([name or ""], scorer.text_embeddings([list(prompts)]))  # as score_classes will
+    prob = scorer.head.probabilities(emb @ cls.T, [name or ""])[:, 0]
     top = np.argsort(-prob)[:k]
     return [(int(ids[i]), float(prob[i])) for i in top]
 

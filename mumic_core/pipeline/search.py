@@ -73,10 +73,15 @@ def _image_ids(studio: Studio, unless_count: int | None = None) -> np.ndarray:
 
 
 def search_text(studio: Studio, version: VersionInfo, text: str, k: int = 24) -> list[tuple[int, float]]:
-    """(image id, cosine similarity) of the images that best match a text query, best first."""
+    """(image id, similarity) of the images that best match a text query, best first: the query
+    is centred as the version's zero-shot classes are (``Head.class_matrix``), so an image that
+    resembles every text a little does not come first."""
     if not text.strip():
         return []
-    query = load_scorer(studio, version).text_embeddings([[text.strip()]])
+    scorer = load_scorer(studio, version)
+    query = scorer.text_embeddings([[text.strip()]])
+    if scorer.head is not None:
+        query = scorer.head.class_matrix([""], query)
     ids, scores = load_index(studio, version).search(query, k)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
