@@ -206,7 +206,9 @@ def test_a_fixed_offset_stays_at_its_initial_value_and_the_temperature_is_carrie
     names = ["a", "b", "c"]
     fit = HeadFit(LossConfig(per_class_offset=False, learn_offset=False), steps=50, folds=1)
     fixed, _ = fitting.fit_head(emb, text, targets, mask, names, fit)
-    learned, _ = fitting.fit_head(emb, text, targets, mask, names, HeadFit(LossConfig(per_class_offset=False), steps=50))
+    learned, _ = fitting.fit_head(
+        emb, text, targets, mask, names, HeadFit(LossConfig(per_class_offset=False), steps=50)
+    )
     prior = text - text_center(text)[None, :]
     tau0, b0 = calibrate(emb @ prior.T, positive_rate=float(targets.mean()))
     assert fixed.temperature == pytest.approx(tau0, rel=1e-5) and fixed.offset == pytest.approx(b0, abs=1e-6)

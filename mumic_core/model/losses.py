@@ -128,17 +128,19 @@ def _assumed(assumed: Tensor | None, targets: Tensor) -> Tensor:
 
 
 class MuMICLoss(TemperedLoss):
-    """The MuMIC hardness-aware tempered-sigmoid BCE. Positives: ``-(1 - p)^gamma_pos log p``.
-    Negatives, with ``p_m = max(p - margin, 0)``: ``-p_m^gamma_neg log(1 - p_m)`` (a negative with
-    ``p <= margin`` costs nothing). Assumed negatives weigh ``assumed_weight`` times as much, and,
-    the more the model believes one present, the less: times ``(1 - p)^gamma_assumed``, so that a
-    missed label the model has recognised stops pulling it back (the hardness weighting turned
-    round for the labels that are probably wrong when they are hard). The focusing weights are part
-    of the gradient; use gammas of 0 or >= 1 (a fractional gamma's derivative is infinite at 0)."""
+    """The MuMIC hardness-aware tempered-sigmoid BCE, for tags. Positives:
+    ``-(1 - p)^gamma_pos log p``. Human negatives, with ``p_m = max(p - margin, 0)``:
+    ``-p_m^gamma_neg log(1 - p_m)`` (a negative with ``p <= margin`` costs nothing). Assumed
+    negatives (probably absent, possibly a missed tag) cost ``assumed_weight * (hill - p) p^2``:
+    like a hard negative while the model is unsure, then less and less the surer it is that the
+    class is present, so a missed tag that the model recognises stops pulling it back (the Hill
+    loss's shape; the hardness weighting turned round for the labels that are most likely wrong
+    when they are hard). The focusing weights are part of the gradient; use gammas of 0 or >= 1
+    (a fractional gamma's derivative is infinite at 0)."""
 
     SUMMARY = "MuMIC: hardness-aware tempered-sigmoid BCE; an assumed negative counts less the surer the model is of it"
 
-    PARAMS = {"gamma_pos": 1.0, "gamma_neg": 2.0, "margin": 0.0, "assumed_weight": 1.0, "gamma_assumed": 1.0}
+    PARAMS = {"gamma_pos": 1.0, "gamma_neg": 2.0, "margin": 0.0, "assumed_weight": 1.0, "hill": 1.5}
 
     def elementwise(self, logits: Tensor, targets: Tensor, assumed: Tensor) -> Tensor:
         gamma_pos, gamma_neg, margin = self.params["gamma_pos"], self.params["gamma_neg"], self.params["margin"]
@@ -150,8 +152,9 @@ class MuMICLoss(TemperedLoss):
         else:
             p_m, log_q = torch.sigmoid(logits), F.logsigmoid(-logits)
         neg = -p_m.pow(gamma_neg) * log_q
-        trust = 1.0 + assumed * (self.params["assumed_weight"] * one_minus_p.pow(self.params["gamma_assumed"]) - 1.0)
-        return targets * pos + (1.0 - targets) * trust * neg
+        p = torch.sigmoid(logits)
+        hill = self.params["assumed_weight"] * (self.params["hill"] - p) * p.pow(2)
+        return targets * pos + (1.0 - targets) * torch.where(assumed > 0, hill, neg)
 
 
 class BCELoss(TemperedLoss):
