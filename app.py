@@ -71,7 +71,11 @@ def home() -> None:
     cols[0].metric("Images", counts["images"])
     cols[1].metric("Reviewed images", f"{counts['reviewed']} / {counts['images']}")
     cols[2].metric("Active classes", counts["classes"])
-    cols[3].metric("Human labels", counts["annotations"])
+    cols[3].metric(
+        "Human labels",
+        counts["human"],
+        help=f"plus {counts['annotations'] - counts['human']} assumed negatives (classes not named on labelled images)",
+    )
 
     st.subheader("Classes")
     rows = class_counts(s, version.id if version else None)

@@ -11,8 +11,9 @@ from test_label_io import store
 from mumic_core.cli import main
 from mumic_core.pipeline.training import gather_labels
 from mumic_core.services.review import accept_above, submit, undo
+from mumic_core.services.training import new_human_labels
 from mumic_core.store.classes import add_class, merge_classes
-from mumic_core.store.collection import current_labels, record_labels
+from mumic_core.store.collection import collection_counts, current_labels, record_labels
 from mumic_core.store.label_io import export_labels, import_labels, list_imports, redeclare_import
 from mumic_core.store.queue import QueueFilter, image_views, queue_page
 from mumic_core.store.registry import active_version
@@ -31,7 +32,12 @@ def test_review_accept_writes_human_negatives_for_switched_off_suggestions_and_a
         demo_studio, queue_page(demo_studio, QueueFilter(version.id, status="unreviewed"), 0, 1), version.id
     )
     shown = [s.class_id for s in view.suggestions]
+    start, counts = new_human_labels(demo_studio), collection_counts(demo_studio)
     submit(demo_studio, view, [shown[0]], [shown[1]], "ann")
+    assert new_human_labels(demo_studio) == start + 2  # assumed negatives are not what a person said
+    after = collection_counts(demo_studio)
+    assert after["human"] == counts["human"] + 2
+    assert after["annotations"] == counts["annotations"] + len(demo_studio_classes(demo_studio))
     got = states(demo_studio, view.image_id)
     active = {c.id for c in demo_studio_classes(demo_studio)}
     assert got[shown[0]] == POSITIVE and got[shown[1]] == NEGATIVE

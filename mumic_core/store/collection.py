@@ -423,13 +423,15 @@ def current_labels(studio: Studio) -> list[tuple[int, int, bool, bool]]:
 
 
 def collection_counts(studio: Studio) -> dict[str, int]:
-    """Images, reviewed images, active classes, current annotations."""
+    """Images, reviewed images, active classes, current labels (human ones and assumed negatives)."""
     with studio.read() as s:
+        current = Annotation.is_current.is_(True)
         return {
             "images": s.scalar(select(func.count(Image.id))) or 0,
             "reviewed": s.scalar(select(func.count(Image.id)).where(Image.review_count > 0)) or 0,
             "classes": s.scalar(select(func.count(LabelClass.id)).where(LabelClass.active.is_(True))) or 0,
-            "annotations": s.scalar(select(func.count(Annotation.id)).where(Annotation.is_current.is_(True))) or 0,
+            "annotations": s.scalar(select(func.count(Annotation.id)).where(current)) or 0,
+            "human": s.scalar(select(func.count(Annotation.id)).where(current, Annotation.assumed.is_(False))) or 0,
         }
 
 
@@ -514,6 +516,7 @@ def human_labels_since(studio: Studio, submission_id: int) -> int:
                     Annotation.submission_id > submission_id,
                     Annotation.source.in_(HUMAN_SOURCES),
                     Annotation.is_current.is_(True),
+                    Annotation.assumed.is_(False),  # what people said, not what Accept assumed
                 )
             )
             or 0
