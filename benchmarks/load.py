@@ -144,7 +144,7 @@ def verify(home: Path, logs: list[list[dict]]) -> dict:
                 Annotation.class_id,
                 Annotation.positive,
                 Annotation.annotator,
-            ).where(Annotation.source == "review")
+            ).where(Annotation.source == "review", Annotation.assumed.is_(False))  # what people sent
         ).all()
         duplicated = s.execute(
             select(Annotation.image_id, Annotation.class_id)
