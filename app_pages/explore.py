@@ -64,7 +64,9 @@ with text_tab:
     if query:
         gallery(search_text(s, version, query, k=24), "text")
 with similar_tab:
-    wanted = st.text_input("Image: its file name (as on the Review page) or its id", placeholder="e.g. img_0012.png")
+    wanted = st.text_input(
+        "Image: its file name (as on the Review page) or its id", placeholder="e.g. img_0012.png", key="similar_to"
+    )
     if wanted.strip():
         image_id = find_image(s, wanted)
         if image_id is None:

@@ -170,7 +170,7 @@ def test_a_missing_or_corrupt_file_is_one_placeholder_and_the_page_still_works(h
 
 def test_explore_and_classes_galleries_use_renditions(hostile, demo_studio, served):
     at = signed_in_app(ROOT / "app_pages" / "explore.py").run()
-    at.number_input[0].set_value(hostile["strip.png"]).run()
+    at.text_input(key="similar_to").set_value(str(hostile["strip.png"])).run()  # a file name or an id
     assert not at.exception, at.exception
     assert len(served) == 18 and all(max(i.size) <= TILE for i in served)
     assert_bounded(served[0], TILE)  # the strip itself comes first

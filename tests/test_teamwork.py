@@ -33,7 +33,8 @@ def test_a_submission_on_a_stale_view_is_refused_and_names_who_changed_it(demo_s
             == "bob"
         )
     fresh = image_views(ann, [image], version)[0]  # reloaded: bob's label is visible, ann decides again
-    assert fresh.labels == {cls: True}
+    assert {c: v for c, v in fresh.labels.items() if c not in fresh.assumed} == {cls: True}
+    assert fresh.assumed and all(fresh.labels[c] is False for c in fresh.assumed)  # bob's Accept assumed the rest
     submit(ann, fresh, set(), {cls}, "ann")
     again = image_views(ann, [image], version)[0]
     submit(ann, again, {cls}, set(), "ann")

@@ -54,6 +54,7 @@ def correction_rates(studio: Studio, threshold: float = 0.5) -> list[dict]:
             .where(
                 Annotation.suggested_score.is_not(None),
                 Annotation.source == "review",
+                Annotation.assumed.is_(False),  # what the reviewer said, not what Accept assumed
                 Submission.undone_at.is_(None),  # an undone review said nothing
             )
             .group_by(LabelClass.name)
