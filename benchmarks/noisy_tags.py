@@ -68,9 +68,8 @@ from mumic_core.store.collection import import_folder  # noqa: E402
 from mumic_core.store.label_io import import_labels  # noqa: E402
 from mumic_core.store.registry import load_head  # noqa: E402
 from mumic_core.store.studio import open_studio  # noqa: E402
-from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
+from mumic_core.synthetic.drawing_scenes import held_out_scene_splits  # noqa: E402
 from mumic_core.synthetic.scenes import DEMO_CLASSES, generate_collection  # noqa: E402
-from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 SPURIOUS = 0.02
@@ -81,23 +80,12 @@ IMPORTER = "tags"
 def drawings(folder: Path, corpus: Path, n_train: int, n_test: int, seed: int) -> dict:
     """Drawing scenes of one seed: training pictures from pretraining drawings, test pictures
     from held-out drawings."""
-    held, root, font = load_held_out(corpus)
-    held_keys = {d.key for d in held}
-    train_d = [d for d in all_drawings(root, font) if d.key not in held_keys and d.category]
-    categories = sorted({d.category for d in held})
-    classes = long_tailed_classes(categories)
-    by_cat = lambda ds: {c: [d for d in ds if d.category == c] for c in categories}  # noqa: E731
-    cache: dict[str, object] = {}
-
-    def sprite(d):
-        if d.key not in cache:
-            cache[d.key] = load_sprite(d, root, font)
-        return cache[d.key]
-
+    classes, rows = held_out_scene_splits(
+        corpus, folder, {"train": n_train, "test": n_test}, {"train": 1000 * seed, "test": 1000 * seed + 1}
+    )
     out = {"classes": list(classes.names), "prompts": classes.prompts()}
-    for split, n, drawn, offset in (("train", n_train, by_cat(train_d), 0), ("test", n_test, by_cat(held), 1)):
-        rows = generate_scenes(n, 1000 * seed + offset, folder / split, classes, drawn, sprite, size=128)
-        out[split] = [(folder / split / name, set(labels)) for name, labels in rows]
+    for split, split_rows in rows.items():
+        out[split] = [(folder / split / name, set(labels)) for name, labels in split_rows]
     return out
 
 

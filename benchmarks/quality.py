@@ -69,8 +69,7 @@ from mumic_core.model.metrics import (  # noqa: E402
     mean_average_precision,  # noqa: E402
 )
 from mumic_core.pipeline.training import TrainConfig  # noqa: E402
-from mumic_core.synthetic.drawing_scenes import generate_scenes, long_tailed_classes  # noqa: E402
-from mumic_core.synthetic.starter_corpus import all_drawings, load_held_out, load_sprite  # noqa: E402
+from mumic_core.synthetic.drawing_scenes import held_out_scene_splits  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 NOISE = (0.0, 0.2, 0.4)
@@ -110,27 +109,17 @@ def dataset(work: Path, corpus: Path, n_train: int, n_test: int, size: int = 128
     folder = work / f"scenes-{n_train}-{n_test}-{size}"
     meta = folder / "meta.json"
     if not meta.exists():
-        held, root, font = load_held_out(corpus)
-        held_keys = {d.key for d in held}
-        train_d = [d for d in all_drawings(root, font) if d.key not in held_keys and d.category]
-        categories = sorted({d.category for d in held})
-        classes = long_tailed_classes(categories)
-        by_cat = lambda ds: {c: [d for d in ds if d.category == c] for c in categories}  # noqa: E731
-        cache: dict[str, object] = {}
-
-        def sprite(d):
-            if d.key not in cache:
-                cache[d.key] = load_sprite(d, root, font)
-            return cache[d.key]
-
         t = time.monotonic()
-        splits = {}
-        for split, n, seed, drawings in (("train", n_train, 1, by_cat(train_d)), ("test", n_test, 2, by_cat(held))):
-            rows = generate_scenes(n, seed, folder / split, classes, drawings, sprite, size=size)
-            splits[split] = {
-                "files": [name for name, _ in rows],
-                "truth": [[c in labels for c in classes.names] for _, labels in rows],
+        classes, rows = held_out_scene_splits(
+            corpus, folder, {"train": n_train, "test": n_test}, {"train": 1, "test": 2}, size
+        )
+        splits = {
+            split: {
+                "files": [name for name, _ in r],
+                "truth": [[c in labels for c in classes.names] for _, labels in r],
             }
+            for split, r in rows.items()
+        }
         meta.write_text(
             json.dumps(
                 {

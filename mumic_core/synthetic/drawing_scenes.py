@@ -22,7 +22,14 @@ from mumic_core.synthetic.scenes import (
     shape_sprite,
     zipf_weights,
 )
-from mumic_core.synthetic.starter_corpus import Drawing, article, category_prompts
+from mumic_core.synthetic.starter_corpus import (
+    Drawing,
+    all_drawings,
+    article,
+    category_prompts,
+    load_held_out,
+    load_sprite,
+)
 
 SHAPE_NAMES: tuple[str, ...] = tuple(c.name for c in SHAPE_CLASSES)
 _COLOURS: tuple[str, ...] = tuple(c.name for c in COLOUR_CLASSES)
@@ -117,3 +124,32 @@ def generate_scenes(
         canvas.save(out_dir / name)
         rows.append((name, frozenset(picked)))
     return rows
+
+
+def held_out_scene_splits(
+    corpus: Path, folder: Path, sizes: Mapping[str, int], seeds: Mapping[str, int], size: int = 128
+) -> tuple[SceneClasses, dict[str, list[tuple[str, frozenset[str]]]]]:
+    """Scenes of the starter corpus's drawings, written under ``folder/<split>``: the ``train``
+    split draws the drawings the starter model was pretrained on, the ``test`` split only its
+    held-out drawings, so no test object instance was seen in pretraining. Returns the classes
+    and, per split, ``generate_scenes``'s rows."""
+    held, root, font = load_held_out(corpus)
+    held_keys = {d.key for d in held}
+    categories = sorted({d.category for d in held})
+    classes = long_tailed_classes(categories)
+    pool = {
+        "train": [d for d in all_drawings(root, font) if d.key not in held_keys and d.category],
+        "test": held,
+    }
+    cache: dict[str, Image.Image] = {}
+
+    def sprite(d: Drawing) -> Image.Image:
+        if d.key not in cache:
+            cache[d.key] = load_sprite(d, root, font)
+        return cache[d.key]
+
+    rows = {}
+    for split, n in sizes.items():
+        by_category = {c: [d for d in pool[split] if d.category == c] for c in categories}
+        rows[split] = generate_scenes(n, seeds[split], folder / split, classes, by_category, sprite, size=size)
+    return classes, rows
