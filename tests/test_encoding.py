@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mumic_core.encoders.encoding import _pixels, encode_images, split_preprocess
+from mumic_core.encoders.encoding import _pixels, encode_images, encode_text, split_preprocess
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
 from mumic_core.encoders.pixels import load_rgb
 from mumic_core.pipeline import scoring
@@ -25,6 +25,21 @@ def test_batched_preprocessing_equals_open_clip_transform(studio, tmp_path: Path
     with torch.inference_mode():
         direct = torch.nn.functional.normalize(encoder.model.encode_image(expected).float(), dim=-1).numpy()
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=4), direct, atol=1e-5)
+
+
+def test_text_trimmed_to_the_prompts_length_equals_open_clips_encode_text(studio):
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    tokens = encoder.tokenizer(["a red circle", "a photo of a small blue square on a plain background", "x"])
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]  # there is padding to trim
+    encoder.model.eval()
+    with torch.no_grad():
+        expected = encoder.model.encode_text(tokens)
+        trimmed = encode_text(encoder.model, tokens)
+    torch.testing.assert_close(trimmed, expected, atol=1e-5, rtol=1e-5)
+    encoder.model.train()  # and with gradients, as full mode runs it
+    trimmed = encode_text(encoder.model, tokens)
+    trimmed.sum().backward()
+    assert encoder.model.token_embedding.weight.grad is not None
 
 
 def test_a_transform_it_cannot_split_is_applied_per_image():

@@ -32,12 +32,41 @@ def encode_prompts(encoder: Encoder, prompts_per_class: Sequence[Sequence[str]],
     device = next(encoder.model.parameters()).device
     tokens = encoder.tokenizer(flat).to(device)
     with torch.set_grad_enabled(grad):
-        emb = F.normalize(encoder.model.encode_text(tokens).float(), dim=-1)
+        emb = F.normalize(encode_text(encoder.model, tokens).float(), dim=-1)
     out, start = [], 0
     for prompts in prompts_per_class:
         out.append(emb[start : start + len(prompts)].mean(0))
         start += len(prompts)
     return F.normalize(torch.stack(out), dim=-1)
+
+
+def encode_text(model: torch.nn.Module, tokens: Tensor) -> Tensor:
+    """``model.encode_text(tokens)``, computed over the prompts' real length only.
+
+    open_clip pads every prompt to the context length (32 to 77 tokens) and pools at the end
+    token under a causal mask, so the padding after the longest prompt's end token changes
+    nothing but costs most of the text tower's time: short class prompts run 3 to 4 times
+    faster trimmed (full mode encodes every prompt at every step). Models of another text
+    design (no causal mask, other pooling) use their own ``encode_text``."""
+    mask = getattr(model, "attn_mask", None)
+    if (
+        getattr(model, "text_pool_type", None) != "argmax"
+        or not isinstance(mask, Tensor)
+        or not hasattr(model, "token_embedding")
+        or tokens.ndim != 2
+        or not len(tokens)
+    ):
+        return model.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:length, :length]))
+    x = x[torch.arange(len(x), device=x.device), tokens.argmax(dim=-1)]
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def split_preprocess(preprocess) -> tuple[Callable | None, Callable | None]:
