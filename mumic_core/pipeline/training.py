@@ -2,8 +2,9 @@
 
 Two modes: ``head`` (encoders frozen, cached image embeddings; learns class embeddings,
 temperature and offset) and ``full`` (fine-tunes the image and text encoders, or their last
-blocks, with class embeddings computed by the text encoder from the prompts at every step).
-Unlabelled image-class pairs are masked out of the loss. Every run becomes a model version.
+blocks, with class embeddings computed by the text encoder from the prompts at every step, then
+fits the head as head mode does on the fine-tuned embeddings). Unknown image-class pairs are
+left out of the loss. Every run becomes a model version.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import torch
 from sqlalchemy import select
 
 from db.models import Image
-from mumic_core.encoders.factory import save_local_dir
-from mumic_core.encoders.finetune import FullFit, fit_full, full_probabilities
+from mumic_core.encoders.encoding import encode_images, encode_prompts
+from mumic_core.encoders.factory import Encoder, save_local_dir
+from mumic_core.encoders.finetune import FullFit, fit_full
 from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import TrainingError
 from mumic_core.model.fitting import HeadFit, fit_head
@@ -202,7 +204,7 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: Pr
         probs = _head_probs(studio, scorer, head, labels)
     else:
         prompts, names = [c.prompt_texts for c in labels.classes], [c.name for c in labels.classes]
-        head, history, encoder = fit_full(
+        tuned_head, history, encoder = fit_full(
             scorer.encoder,
             [labels.paths[r] for r in train_rows],
             labels.targets[train_rows],
@@ -214,11 +216,11 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: Pr
             started,
             labels.assumed[train_rows],
         )
+        head, probs = _refit_head(encoder, tuned_head, labels, train_rows, val_rows, config, report, history)
         save_local_dir(
             encoder.model, encoder.model_cfg, out_dir / "encoder", label=f"{name}: fine-tuned from {parent.name}"
         )
         spec = EncoderSpec(f"local-dir:{out_dir / 'encoder'}", "", "fine-tuned", "")
-        probs = full_probabilities(encoder, head, labels.paths, prompts, names)
     thresholds = tune_thresholds(probs[val_rows], labels.targets[val_rows], labels.mask[val_rows])
     head.thresholds = {c.name: float(t) for c, t in zip(labels.classes, thresholds)}
     metrics = _metrics(probs[val_rows], labels, val_rows, True)
@@ -265,6 +267,45 @@ def _not_worse(new: dict, old: dict) -> bool:
 def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet) -> np.ndarray:
     trained = Scorer(scorer.version, scorer.encoder, head)
     return predict(studio, trained, labels.image_ids, labels.classes)[1]
+
+
+def _refit_head(
+    encoder: Encoder,
+    tuned_head: Head,
+    labels: LabelSet,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    config: TrainConfig,
+    report: ProgressFn,
+    history: list[dict],
+) -> tuple[Head, np.ndarray]:
+    """Full mode's last step: the head fitted as in head mode (pull toward the prompts chosen by
+    cross-validation, L-BFGS) on the fine-tuned encoder's embeddings, in place of the head the
+    fine-tuning loss learned by SGD alongside the encoder (``tuned_head``). Returns it and the
+    probabilities of every labelled image; ``history`` gets both heads' validation mAP."""
+    names = [c.name for c in labels.classes]
+    emb = encode_images(encoder, labels.paths)
+    text = encode_prompts(encoder, [c.prompt_texts for c in labels.classes]).cpu().numpy()
+    head, _ = fit_head(
+        emb[train_rows],
+        text,
+        labels.targets[train_rows],
+        labels.mask[train_rows],
+        names,
+        config.head_fit(),
+        lambda phase, frac, info: report(f"fitting the head: {phase}", frac, info),
+        None,
+        labels.assumed[train_rows],
+    )
+    probs = head.probabilities(emb @ head.class_matrix(names, text).T, names)
+    tuned = tuned_head.probabilities(emb @ tuned_head.class_matrix(names, text).T, names)
+    history.append(
+        {
+            "refit_head_val_map": _metrics(probs[val_rows], labels, val_rows, False).get("map"),
+            "fine_tuning_head_val_map": _metrics(tuned[val_rows], labels, val_rows, False).get("map"),
+        }
+    )
+    return head, probs
 
 
 def _train_head(
