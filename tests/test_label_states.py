@@ -106,6 +106,23 @@ def test_import_modes_and_the_state_in_exports_read_back_exactly(tmp_path):
         assert import_labels(fresh, export_labels(studio, fmt).encode(), "other").labels_added == 0
 
 
+def test_an_import_that_leaves_a_class_without_negatives_says_so(tmp_path):
+    studio, images, classes = store(tmp_path / "h", ["a.png", "b.png", "c.png"])
+    single = b"filename,labels\na.png,cat\nb.png,dog\n"
+    report = import_labels(studio, single, "lead", mode="partial")  # single positives, the rest unknown
+    assert report.without_negatives == ["cat", "dog"]
+    assert "2 classes have positive labels but no negative" in report.warning()
+    (tmp_path / "tree.csv").write_text("filename,labels\nc.png,tree\n")
+    result = CliRunner().invoke(
+        main, ["import", "--labels", str(tmp_path / "tree.csv"), "--partial"], env={"MUMIC_HOME": str(tmp_path / "h")}
+    )
+    assert result.exit_code == 0 and "warning: 3 classes have positive labels" in result.output, result.output
+    sid = list_imports(studio)[-1].submission_id
+    redeclare_import(studio, sid, "assumed")  # the first import's unlisted classes: assumed absent
+    again = import_labels(studio, b"filename,labels\nc.png,tree\n", "lead", mode="partial")
+    assert again.without_negatives == [] and again.warning() is None
+
+
 def test_two_tag_rows_for_one_image_do_not_contradict_through_their_assumptions(tmp_path):
     studio, images, classes = store(tmp_path / "h", ["a.png"])
     report = import_labels(studio, b"filename,labels\na.png,cat\na.png,dog\n", "lead")

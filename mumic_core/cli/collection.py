@@ -112,6 +112,8 @@ def import_(folder: Path | None, labels: Path | None, mode: str, annotator: str 
     if labels:
         lr = import_labels(studio, labels, annotator or default_annotator(), mode=mode)
         click.echo(f"labels: {lr.summary()}")
+        if lr.warning():
+            click.echo(f"warning: {lr.warning()}", err=True)
         for err in lr.errors:
             click.echo(f"  {err}")
     if report is not None and report.rejected and not (report.added or report.duplicates):

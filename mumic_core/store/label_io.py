@@ -65,12 +65,28 @@ class LabelImportReport:
     errors: list[str] = field(default_factory=list)
     submission_id: int | None = None
     assumed_added: int = 0  # assumed negatives written (the classes tag rows left out)
+    without_negatives: list[str] = field(default_factory=list)  # classes with positives and no negative at all
 
     def summary(self) -> str:
         assumed = f", {self.assumed_added} assumed negatives" if self.assumed_added else ""
         return (
             f"{self.images_labelled} images labelled ({self.images_changed} changed, {self.labels_added} "
             f"labels added{assumed}); {len(self.errors)} rows refused"
+        )
+
+    def warning(self) -> str | None:
+        """What to do when some classes now have positives but no negative anywhere (tags imported
+        as partial): training cannot learn what such a class is not, only how it scores compared
+        with its zero-shot prompt."""
+        if not self.without_negatives:
+            return None
+        n = len(self.without_negatives)
+        shown = ", ".join(self.without_negatives[:5]) + (f" and {n - 5} more" if n > 5 else "")
+        return (
+            f"{n} {'class has' if n == 1 else 'classes have'} positive labels but no negative on any image "
+            f"({shown}): training cannot learn what {'it is' if n == 1 else 'they are'} not. Import the tags "
+            "with unlisted classes as assumed absent (the default; `labels declare` changes an earlier import), "
+            "or mark some images without them in Review."
         )
 
 
@@ -468,7 +484,23 @@ def import_labels(studio: Studio, source: Path | bytes, annotator: str, mode: st
     if not reader.statements:
         return LabelImportReport(0, errors=errors)
     submission, changed, added, assumed = import_statements(studio, reader.statements, annotator)
-    return LabelImportReport(len(reader.statements), changed, added, errors, submission, assumed)
+    return LabelImportReport(
+        len(reader.statements), changed, added, errors, submission, assumed, classes_without_negatives(studio)
+    )
+
+
+def classes_without_negatives(studio: Studio) -> list[str]:
+    """Active classes with at least one current positive and no current negative (human or assumed)."""
+    with studio.read() as s:
+        rows = s.execute(
+            select(LabelClass.name)
+            .join(Annotation, Annotation.class_id == LabelClass.id)
+            .where(LabelClass.active.is_(True), Annotation.is_current.is_(True))
+            .group_by(LabelClass.id, LabelClass.name)
+            .having(func.sum(case((Annotation.positive, 0), else_=1)) == 0)
+            .order_by(LabelClass.name)
+        ).all()
+    return [name for (name,) in rows]
 
 
 # --- earlier imports --------------------------------------------------------------------------
