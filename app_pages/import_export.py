@@ -15,7 +15,7 @@ from mumic_core.services.importing import (
 )
 from mumic_core.store.auth import PermissionDenied
 from mumic_core.store.collection import importable_folders
-from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels
+from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels, list_imports, redeclare_import
 from mumic_core.store.registry import active_version, export_model_zip
 
 s = signed_in_studio("import")
@@ -93,10 +93,51 @@ if labels and st.button("Import labels", key="import_labels"):
         refuse(exc, f"{labels.name}: ")
     else:
         (st.success if not result.errors else st.warning)(result.summary())
+        if result.warning():
+            st.warning(md(result.warning()))
         for err in result.errors[:200]:
             st.write(f"- {md(err)}")
         if len(result.errors) > 200:
             st.write(f"- … and {len(result.errors) - 200} more")
+
+MODE_WORDS = {"assumed": "assumed absent", "partial": "unknown", "complete": "absent"}
+imports = [i for i in list_imports(s) if not i.undone]
+if imports:
+    with st.expander(f"Earlier label imports ({len(imports)})"):
+        st.dataframe(
+            [
+                {
+                    "import": i.submission_id,
+                    "by": i.annotator,
+                    "at": i.at.strftime("%Y-%m-%d %H:%M"),
+                    "images": i.images,
+                    "present": i.positives,
+                    "absent": i.negatives,
+                    "assumed absent": i.assumed_negatives,
+                }
+                for i in imports
+            ],
+            hide_index=True,
+        )
+        c1, c2 = st.columns([1, 2])
+        chosen = c1.selectbox("Import", [i.submission_id for i in imports], key="redeclare_import")
+        new_mode = c2.radio(
+            "The classes its rows did not list are",
+            list(TAG_MODES),
+            format_func=MODE_WORDS.get,
+            horizontal=True,
+            key="redeclare_mode",
+        )
+        if st.button("Re-declare", key="redeclare"):
+            try:
+                changed = redeclare_import(s, int(chosen), new_mode)
+            except (ValueError, PermissionDenied) as exc:
+                refuse(exc)
+            else:
+                st.success(
+                    f"Import {chosen}: the classes its rows left out are now {MODE_WORDS[new_mode]} "
+                    f"({sum(changed.values())} labels changed). Labels people gave since stand."
+                )
 
 st.subheader("Export")
 c1, c2, c3, c4 = st.columns(4)

@@ -23,7 +23,7 @@ from mumic_core.store.auth import SYSTEM
 from mumic_core.store.classes import add_class
 from mumic_core.store.collection import annotate, collection_counts, find_image, import_files
 from mumic_core.store.csv_rows import from_cell, read_csv_rows, to_cell
-from mumic_core.store.label_io import export_labels, import_labels
+from mumic_core.store.label_io import export_labels, import_labels, list_imports
 from mumic_core.store.studio import open_studio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,6 +251,20 @@ def test_import_page_imports_a_labels_file_and_shows_the_exports(demo_studio):
     with demo_studio.read() as s:
         who = set(s.scalars(select(Annotation.annotator).where(Annotation.source == "import")))
     assert who == {"lead"}
+    # single positives as partial: the page warns; then the import is re-declared on the page
+    at.file_uploader(key="labels_file").upload("single.csv", b"filename,labels\nscene_00041.png,circle\n", "text/csv")
+    at.run()
+    at.radio(key="labels_mode").set_value("partial").run()
+    at.button(key="import_labels").click().run()
+    assert not at.exception
+    assert not any("no negative" in w.value for w in at.warning)  # the demo's reviews hold negatives of circle
+    imports = list_imports(demo_studio)
+    at.selectbox(key="redeclare_import").set_value(imports[0].submission_id).run()
+    at.radio(key="redeclare_mode").set_value("complete").run()
+    at.button(key="redeclare").click().run()
+    assert not at.exception
+    assert any("now absent" in m.value for m in at.success), [m.value for m in at.success]
+    assert list_imports(demo_studio)[0].negatives > 0
 
 
 def test_imported_images_are_scored_by_the_worker_and_never_vanish_from_review(demo_studio):
