@@ -90,9 +90,7 @@ def plain_loop(encoder, paths, labels, text: np.ndarray, epochs: int, batch: int
             {"params": layer.parameters(), "lr": 1e-2, "weight_decay": 0.0},
         ]
     )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[lr, 1e-2], total_steps=epochs * len(loader), pct_start=0.1
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 1e-2], total_steps=epochs * len(loader), pct_start=0.1)
     model.train()
     started = time.monotonic()
     for _ in range(epochs):
