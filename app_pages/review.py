@@ -6,8 +6,8 @@ from dataclasses import replace
 from uuid import uuid4
 
 import streamlit as st
-from streamlit_shortcuts import add_shortcuts
 
+from app_pages.review_panel import SHOWN, last_action, panel_items, review_panel
 from app_pages.signin import signed_in_studio
 from app_pages.ui import md, refuse, show_image
 from mumic_core.errors import REFUSALS, StaleView, one_line
@@ -21,7 +21,7 @@ from mumic_core.pipeline.label_errors import (
 from mumic_core.pipeline.planning import order_queue
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.scoring import unscored_count
-from mumic_core.services.review import accept_above, submit, submit_many, undo
+from mumic_core.services.review import redo, submit, submit_many, undo
 from mumic_core.store.classes import list_classes
 from mumic_core.store.jobs import JobConflict, active_job, get_job, list_jobs
 from mumic_core.store.leases import browser_seat, claim, leased_to_others, release
@@ -30,10 +30,12 @@ from mumic_core.store.queue import (
     SORTS,
     STATUSES,
     QueueFilter,
+    image_names,
     image_views,
     newest_image_id,
     queue_count,
     queue_page,
+    submission_decisions,
     submission_image_ids,
     thresholds_for,
 )
@@ -273,11 +275,43 @@ def advance_after_submit() -> None:
 
 
 def do_undo() -> None:
+    """Undo this person's last submission; its images come back first, with what was decided."""
     sid = undo(s, s.actor.username)
-    state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
-    if sid and state.get("plan"):  # the undone images are back in the queue: show them next
-        back = submission_image_ids(s, sid)
+    if not sid:
+        state.flash = "Nothing of yours to undo."
+        return
+    decided = submission_decisions(s, sid)
+    back = sorted(decided)
+    for image_id, (pos, _) in decided.items():
+        state.setdefault("restore", {})[image_id] = set(pos)
+    state.setdefault("redo", []).append(sid)
+    state.flash = f"Undid submission {sid} ({describe_images(back)}): its decision is back on screen."
+    if back and mode == "One image":
+        state.show_first = back[0]
+    if back and state.get("plan"):  # the undone images are back in the queue: show them next
         state.plan[state.offset : state.offset] = [i for i in back if i not in set(state.plan)]
+
+
+def do_redo() -> None:
+    """Say again what the last undone submission said."""
+    if not state.get("redo"):
+        state.flash = "Nothing to redo."
+        return
+    undone = state.redo.pop()
+    try:
+        sid = redo(s, undone, version.id, s.actor.username)
+    except (StaleView, ValueError) as exc:
+        state.error = md(one_line(exc, REFUSALS))
+        return
+    for image_id in submission_image_ids(s, sid):
+        state.get("restore", {}).pop(image_id, None)
+    state.flash = f"Redid submission {undone} as {sid} ({describe_images(submission_image_ids(s, sid))})."
+
+
+def describe_images(image_ids: list[int]) -> str:
+    names = image_names(s, image_ids[:3])
+    shown = ", ".join(md(names.get(i, str(i))) for i in image_ids[:3])
+    return shown + (f" and {len(image_ids) - 3} more" if len(image_ids) > 3 else "")
 
 
 if busy:
@@ -301,18 +335,28 @@ if total == 0:
 
 if mode == "One image":
     state.offset = min(state.offset, total - 1)
+    candidates = page_ids(state.offset, 5)
+    if (first := state.get("show_first")) is not None:  # an undone image comes back first
+        candidates = [first] + [i for i in candidates if i != first]
+        state.show_first = None
     ids = claim(
         s,
         state.holder,
         s.actor.username,
-        page_ids(state.offset, 5),
+        candidates,
         want=1,
-        unreviewed_only=status == "unreviewed" and not selection,
+        unreviewed_only=status == "unreviewed" and not selection and first is None,
     )
     if not ids:  # another session took these images a moment ago
         st.rerun()
     [view] = image_views(
-        s, ids, version.id, top_k=9, thresholds=thresholds, also=state.get("suspect_classes"), display=VIEW
+        s,
+        ids,
+        version.id,
+        top_k=len(classes),
+        thresholds=thresholds,
+        also=state.get("suspect_classes"),
+        display=VIEW,
     )
     st.markdown(
         f"**Image {state.offset + 1} of {total}** · {md(view.name)} · {view.width}×{view.height}"
@@ -320,134 +364,73 @@ if mode == "One image":
     )
     if lines := state.get("suspects", {}).get(view.image_id):
         st.warning(
-            "Suspicious: a model that never saw this image disagrees with "
+            "Suspicious: a model that never saw this image (cross-validated) disagrees with "
             + ("this label: " if len(lines) == 1 else "these labels: ")
             + "; ".join(lines)
-            + ".",
+            + ". The toggles show the active version's own probability, which was trained on the label.",
             icon=":material/report:",
         )
     left, right = st.columns([3, 2], gap="large")
     show_image(left, view.display)
-    key = f"dec_{view.image_id}"
-    if key not in state:
-        state[key] = {
-            sg.class_id: sg.proposed if sg.class_id in view.assumed else view.labels.get(sg.class_id, sg.proposed)
-            for sg in view.suggestions
-        }
+    restore = state.setdefault("restore", {}).get(view.image_id)
+    items = panel_items(view, classes, blind, state.get("suspect_classes", {}).get(view.image_id, ()), restore)
+    state.setdefault("panel_nonce", 0)
+    state.setdefault("panel_ack", 0)
+    token = f"{view.image_id}:{version.id}:{blind}:{state.panel_nonce}"
+    names = {i.id: i.name for i in items}
 
-    def toggle(class_id: int) -> None:
-        state[key][class_id] = not state[key][class_id]
-
-    def decisions_now() -> dict[int, bool]:
-        """What the person has said about this image so far (read from the widgets' state)."""
-        if blind:
-            picked = set(state.get(f"blind_{view.image_id}", []))
-            if state.get(f"abs_{view.image_id}", True):
-                return {c.id: c.id in picked for c in classes}
-            return {c: True for c in picked}
-        out = dict(state[key])
-        out.update({c: True for c in state.get(f"add_{view.image_id}", [])})
-        return out
-
-    # Actions run as callbacks, before the script reruns: one run per key press or click.
-    def on_submit(reject: bool) -> None:
-        decisions = decisions_now()
-        if reject:
-            decisions = {c: False for c in state[key]} if not blind else {c: False for c in decisions}
-        pos = {c for c, v in decisions.items() if v}
-        neg = {c for c, v in decisions.items() if not v}
-        try:
-            sid = submit(s, view, pos, neg, s.actor.username, second_review)
-        except StaleView as exc:  # reload this image's toggles from the labels now stored
-            state.error = f"Not saved: {md(view.name)} was {md(exc)}"
-            state.pop(key, None)
-            state.pop(f"add_{view.image_id}", None)
+    def on_action() -> None:
+        """What the panel sent, before the script runs again (a key press or a click)."""
+        sent = last_action()
+        if not sent or sent.get("seq", 0) <= state.panel_ack:
             return
-        except ValueError as exc:
-            state.error = md(one_line(exc, REFUSALS))
+        state.panel_ack = int(sent["seq"])
+        if sent.get("token") != token:  # sent for an image no longer shown: nothing happens
             return
-        state.flash = f"Saved {len(pos)} present, {len(neg)} absent (submission {sid})."
-        advance_after_submit()
+        action = sent.get("action")
+        if action in ("accept", "reject"):
+            shown = {int(c) for c in sent.get("shown", []) if int(c) in names}
+            pos = {int(c) for c in sent.get("present", []) if int(c) in names} if action == "accept" else set()
+            neg = shown - pos
+            try:
+                sid = submit(s, view, pos, neg, s.actor.username, second_review)
+            except StaleView as exc:  # show the labels now stored
+                state.error = f"Not saved: {md(view.name)} was {md(exc)}"
+                state.panel_nonce += 1
+                return
+            except ValueError as exc:
+                state.error = md(one_line(exc, REFUSALS))
+                return
+            state.restore.pop(view.image_id, None)
+            state.redo = []
+            present = ", ".join(md(names[c]) for c in sorted(pos, key=lambda c: names[c].casefold())) or "nothing"
+            state.flash = (
+                f"Saved {md(view.name)}: {present} present; {len(neg)} absent, "
+                f"{len(names) - len(pos) - len(neg)} assumed absent (submission {sid})."
+            )
+            state.panel_nonce += 1
+            advance_after_submit()
+        elif action in ("prev", "next"):
+            state.offset = min(max(0, state.offset + (1 if action == "next" else -1)), total - 1)
+            state.panel_nonce += 1
+        elif action == "undo":
+            do_undo()
+            state.panel_nonce += 1
+        elif action == "redo":
+            do_redo()
+            state.panel_nonce += 1
 
-    def on_move(step: int) -> None:
-        state.offset = min(max(0, state.offset + step), total - 1)
-
-    with right:
-        if not blind:
-            st.markdown("**Suggestions**, most confident first · keys `1`–`9` toggle")
-            st.caption(
-                "Filled = present. A label starts filled when its probability reaches the class's decision "
-                "threshold (tuned on the validation split; 50 % before any training) or a person said so. "
-                "Accept saves the unfilled ones as absent and every class not shown as *assumed absent*."
-            )
-            for k, sug in enumerate(view.suggestions, start=1):
-                present = state[key][sug.class_id]
-                said = (
-                    " · assumed absent"
-                    if sug.class_id in view.assumed
-                    else {True: " · said present", False: " · said absent"}.get(view.labels.get(sug.class_id), "")
-                )
-                st.button(
-                    f"{k}. {md(sug.name)} — {sug.probability:.0%}{said}",
-                    key=f"t{k}",
-                    width="stretch",
-                    type="primary" if present else "secondary",
-                    on_click=toggle,
-                    args=(sug.class_id,),
-                    icon=":material/check_box:" if present else ":material/check_box_outline_blank:",
-                )
-            st.multiselect(
-                "Add a missing label",
-                [c.id for c in classes if c.id not in state[key]],
-                key=f"add_{view.image_id}",
-                format_func=lambda i: class_by_id[i].name,
-                placeholder="type to search classes",
-            )
-        else:
-            st.multiselect(
-                "Classes present",
-                [c.id for c in classes],
-                key=f"blind_{view.image_id}",
-                default=[c for c, p in view.labels.items() if p and c in class_by_id],
-                format_func=lambda i: class_by_id[i].name,
-            )
-            st.checkbox(
-                "All other classes are absent",
-                value=True,
-                key=f"abs_{view.image_id}",
-                help="Checked: every class not picked is saved as absent. Unchecked: as assumed absent "
-                "(probably absent, but a missed label is possible).",
-            )
-        b1, b2 = st.columns(2)
-        b1.button(
-            "Accept",
-            type="primary",
-            key="accept",
-            width="stretch",
-            help="ctrl+enter",
-            on_click=on_submit,
-            args=(False,),
-        )
-        b2.button(
-            "Reject all",
-            key="reject",
-            width="stretch",
-            help="shift+enter: every suggestion absent",
-            on_click=on_submit,
-            args=(True,),
-        )
-        b3, b4, b5 = st.columns(3)
-        b3.button("← Previous", key="prev", width="stretch", disabled=state.offset == 0, on_click=on_move, args=(-1,))
-        b4.button("Next →", key="next", width="stretch", on_click=on_move, args=(1,))
-        b5.button("Undo", key="undo", width="stretch", help="ctrl+z: undo your last submission", on_click=do_undo)
-    # The same shortcut set on every run: the component then stays mounted and keeps listening.
-    add_shortcuts(
-        accept="ctrl+enter",
-        reject="shift+enter",
-        prev="arrowleft",
-        next="arrowright",
-        undo="ctrl+z",
-        **{f"t{k}": str(k) for k in range(1, 10)},
+    review_panel(
+        token,
+        items,
+        blind=blind,
+        can_prev=state.offset > 0,
+        can_redo=bool(state.get("redo")),
+        ack=state.panel_ack,
+        message=f"Keys: 1–9, 0, a–z toggle · / add a label · Ctrl+Enter accept · Shift+Enter reject all "
+        f"· ← → move · Ctrl+Z undo · Ctrl+Shift+Z redo. Accept saves the listed classes left empty as absent"
+        f"{' and the hidden ones as assumed absent' if len(items) > SHOWN else ''}.",
+        on_action=on_action,
     )
 else:
     c1, c2, c3 = st.columns([1, 2, 2])
@@ -470,47 +453,70 @@ else:
         thresholds=thresholds,
         display=TILE,
     )
+    # Each tile's choice is kept under a key of its own (not of the threshold): a tile fixed by hand
+    # keeps its fix when the threshold moves; an untouched tile follows the threshold.
     fixes: dict[int, tuple[set[int], set[int]]] = {}
+    touched: set[int] = set()
     cols = st.columns(4)
     for k, view in enumerate(views):
         with cols[k % 4]:
             show_image(st, view.display)
-            if blind:
-                options = [c.id for c in classes]
-                default = [c for c, p in view.labels.items() if p and c in class_by_id]
-                top = []
-            else:
-                top = [sg for sg in view.suggestions]
-                st.caption(" · ".join(f"{md(sg.name)} {sg.probability:.0%}" for sg in top))
-                options = [c.id for c in classes]
-                default = [sg.class_id for sg in top if sg.probability >= t]
-                default += [c for c, p in view.labels.items() if p and c in class_by_id and c not in default]
+            said = [c for c, p in view.labels.items() if p and c in class_by_id and c not in view.assumed]
+            top = [] if blind else list(view.suggestions)
+            proposed = [sg.class_id for sg in top if sg.probability >= t]
+            default = proposed + [c for c in said if c not in proposed]
+            widget, shown_default = f"g_{view.image_id}", f"gd_{view.image_id}"
+            if widget not in state or state[widget] == state.get(shown_default):
+                state[widget] = default  # untouched: follows the threshold
+            state[shown_default] = default
+            st.caption(
+                md(view.name)
+                + ("" if blind else " · " + " · ".join(f"{md(sg.name)} {sg.probability:.0%}" for sg in top))
+            )
             chosen = st.multiselect(
                 "Present",
-                options,
-                default=default,
-                key=f"g_{view.image_id}_{t}",
+                [c.id for c in classes],
+                key=widget,
                 format_func=lambda i: class_by_id[i].name,
                 label_visibility="collapsed",
             )
+            if chosen != default:
+                touched.add(view.image_id)
             st.caption(  # the box is narrow: say in full what it holds
-                "Present: " + (", ".join(md(class_by_id[c].name) for c in chosen) if chosen else "nothing")
+                ("Fixed by hand · " if view.image_id in touched else "")
+                + "Present: "
+                + (", ".join(md(class_by_id[c].name) for c in chosen) if chosen else "nothing")
             )
             fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
     b1, b2, b3 = st.columns(3)
+
+    def forget_tiles(image_ids) -> None:
+        for image_id in image_ids:
+            state.pop(f"g_{image_id}", None)
+            state.pop(f"gd_{image_id}", None)
+
     try:
-        if b1.button(f"Accept every suggestion ≥ {t:.2f} on this page", type="primary", disabled=blind):
-            n = accept_above(s, views, t, s.actor.username, second_review)
-            state.flash = f"Accepted {n} suggestions on {len(views)} images."
+        label = f"Accept every suggestion ≥ {t:.2f} on this page" + (
+            f" ({len(touched)} fixed by hand kept)" if touched else ""
+        )
+        if b1.button(label, type="primary", disabled=blind, key="grid_accept"):
+            # Untouched tiles: their suggestions at or above t, the rest assumed absent; tiles fixed
+            # by hand: what they show.
+            decisions = {i: (pos, set()) for i, (pos, _) in fixes.items() if i not in touched and pos}
+            decisions |= {i: fixes[i] for i in touched}
+            if decisions:
+                sid = submit_many(s, decisions, views, s.actor.username, second_review)
+                state.flash = f"Saved {len(decisions)} images (submission {sid}); {len(touched)} as fixed by hand."
+            forget_tiles(fixes)
             st.rerun()
-        if b2.button("Save this page as shown"):
+        if b2.button("Save this page as shown", key="grid_save"):
             sid = submit_many(s, fixes, views, s.actor.username, second_review)
             state.flash = f"Saved {len(fixes)} images (submission {sid})."
+            forget_tiles(fixes)
             st.rerun()
     except StaleView as exc:
         state.error = f"Not saved: images were {md(exc)}"
-        for image_id in exc.image_ids:
-            state.pop(f"g_{image_id}_{t}", None)
+        forget_tiles(exc.image_ids)
         st.rerun()
     if b3.button("Undo my last submission"):
         do_undo()

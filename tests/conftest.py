@@ -142,3 +142,14 @@ def diverging_loss(config, n_classes, temperature, offset):
             return (logits * float("nan")).sum()
 
     return Diverging(n_classes, temperature, offset)
+
+
+def panel_data(at) -> dict | None:
+    """What the Review page sent its one-image panel (``app_pages/review_panel.py``) in an AppTest
+    run: token, items (id, name, key, prob, on, note), ...; None when no panel is shown."""
+    import json
+
+    for element in at.get("bidi_component"):
+        if element.proto.component_name == "mumic_review_panel":
+            return json.loads(element.proto.json)
+    return None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import signed_in_app
+import pytest
+from conftest import panel_data, signed_in_app
 from PIL import Image as PILImage
 from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
@@ -27,36 +28,57 @@ def review_rows(studio) -> int:
         return s.scalar(select(func.count(Annotation.id)).where(Annotation.source == "review")) or 0
 
 
-def test_review_one_image_accept_undo_and_blind(demo_studio):
+def test_review_one_image_panel_gives_every_class_a_key_and_blind_hides_the_model(demo_studio):
+    """What the page hands its keyboard panel (tests/test_review_keys.py drives it in a browser)."""
+    at = page("review.py").run()
+    assert not at.exception
+    assert "Image 1 of 30" in at.markdown[0].value
+    data = panel_data(at)
+    items = data["items"]
+    assert len(items) == 20  # every active class of the demo, each with its own key
+    assert [i["key"] for i in items] == list("1234567890abcdefghij")
+    probs = [i["prob"] for i in items]
+    assert probs == sorted(probs, reverse=True)  # most likely present first
+    assert all(i["on"] == (i["prob"] >= 0.5) for i in items)  # no training yet: 50 % thresholds
+    at.toggle(key="blind").set_value(True).run()
+    blind = panel_data(at)["items"]
+    assert all(i["prob"] is None and not i["on"] for i in blind)
+    assert [i["name"] for i in blind] == sorted((i["name"] for i in blind), key=str.casefold)
+    assert panel_data(at)["token"] != data["token"]  # a new token: the panel starts over
+
+
+def test_review_accept_undo_redo_restore_the_whole_decision(demo_studio):
+    """Undo puts the image back first with what was decided; redo says it again."""
+    from mumic_core.services.review import redo, submit, undo
+    from mumic_core.store.queue import image_views
+
     studio = demo_studio
     unreviewed = QueueFilter(version_id=active_version(studio).id, status="unreviewed")
     before = queue_count(studio, unreviewed)
     at = page("review.py").run()
-    assert not at.exception
-    assert "Image 1 of 30" in at.markdown[0].value
-    toggles = [b for b in at.button if b.key.startswith("t")]
-    assert len(toggles) == 9 and "%" in toggles[0].label
-    first = [b for b in at.button if b.key.startswith("t")][0]
-    was = first.proto.type == "primary"
-    first.click().run()
-    assert ([b for b in at.button if b.key.startswith("t")][0].proto.type == "primary") != was
-    at.button(key="accept").click().run()
-    assert not at.exception
-    assert queue_count(studio, unreviewed) == before - 1  # the next image appears at once
-    assert review_rows(studio) >= 1
-    assert "Image 1 of 29" in at.markdown[0].value
-    at.button(key="undo").click().run()
+    first = panel_data(at)
+    image_id = int(first["token"].split(":")[0])
+    [view] = image_views(studio, [image_id], active_version(studio).id, top_k=20)
+    chosen = {first["items"][-1]["id"]}  # the least likely class, added by hand
+    submit(studio.as_actor(studio.actor), view, chosen, {i["id"] for i in first["items"][:3]}, "ann")
+    assert queue_count(studio, unreviewed) == before - 1
+    at.run()
+    assert panel_data(at)["token"].split(":")[0] != str(image_id)
+    sid = undo(studio, "ann")
     assert queue_count(studio, unreviewed) == before
-    assert "Image 1 of 30" in at.markdown[0].value  # the undone image is back in the (planned) queue
-    assert review_rows(studio) >= 1  # history is kept; the rows are no longer current
+    again = redo(studio, sid, active_version(studio).id, "ann")
+    assert again != sid and queue_count(studio, unreviewed) == before - 1
     with studio.read() as s:
-        current = s.scalar(
-            select(func.count(Annotation.id)).where(Annotation.source == "review", Annotation.is_current.is_(True))
+        positives = set(
+            s.scalars(
+                select(Annotation.class_id).where(
+                    Annotation.submission_id == again, Annotation.positive.is_(True), Annotation.is_current.is_(True)
+                )
+            )
         )
-    assert current == 0
-    at.toggle(key="blind").set_value(True).run()
-    assert not [b for b in at.button if b.key.startswith("t")]
-    assert any(m.label == "Classes present" for m in at.multiselect)
+    assert positives == chosen
+    with pytest.raises(ValueError, match="nothing to redo"):
+        redo(studio, again, active_version(studio).id, "ann")  # not undone
 
 
 def test_review_grid_bulk_accept(demo_studio):
@@ -124,7 +146,7 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     assert not at.exception
     assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
     assert any(md("broken.jpg") in m.value and "not an image" in m.value for m in at.markdown)
-    assert len(at.get("download_button")) == 4
+    assert len(at.get("download_button")) == 3
 
 
 def test_explore_text_search_map_and_selection_sent_to_review(demo_studio):
@@ -185,6 +207,9 @@ def test_strategy_weights_change_the_plan(demo_studio):
 
 
 def test_two_annotators_at_once_are_shown_different_images(demo_studio):
+    from mumic_core.services.review import submit
+    from mumic_core.store.queue import image_views
+
     ann, bob = page("review.py", "ann", "annotator").run(), page("review.py", "bob", "annotator").run()
     shown = []
     for at in (ann, bob):
@@ -192,8 +217,10 @@ def test_two_annotators_at_once_are_shown_different_images(demo_studio):
         shown.append(at.markdown[0].value.split(" · ")[1])
     assert shown[0] != shown[1]
     assert any("open for ann, so skipped here" in c.value for c in bob.caption), [c.value for c in bob.caption]
-    for at in (ann, bob):  # each accepts its image and gets a new one, still not the other's
-        at.button(key="accept").click().run()
+    for at, who in ((ann, "ann"), (bob, "bob")):  # each accepts its image and gets a new one, not the other's
+        image_id = int(panel_data(at)["token"].split(":")[0])
+        [view] = image_views(demo_studio, [image_id], active_version(demo_studio).id)
+        submit(demo_studio, view, set(), set(), who)
     again = [at.run().markdown[0].value.split(" · ")[1] for at in (ann, bob)]
     assert again[0] != again[1] and not set(again) & set(shown)
     for at in (ann, bob):  # a grid page is leased whole: the two pages share no image

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from mumic_core.services.training import maybe_auto_retrain
 from mumic_core.store.auth import requires
 from mumic_core.store.collection import record_labels, undo_last_submission
-from mumic_core.store.queue import SECOND_REVIEW, ImageView
+from mumic_core.store.queue import SECOND_REVIEW, ImageView, image_views, submission_decisions
 from mumic_core.store.studio import Studio
 
 
@@ -80,3 +80,14 @@ def accept_above(
 def undo(studio: Studio, annotator: str) -> int | None:
     """Undo this person's last submission; returns its id or None if there is nothing to undo."""
     return undo_last_submission(studio, annotator)
+
+
+@requires("review", acting_as="annotator")
+def redo(studio: Studio, submission_id: int, version_id: int | None, annotator: str) -> int:
+    """Say again what an undone submission said (its present and absent classes, image by image)
+    as a new submission; returns its id. ValueError when there is nothing to redo."""
+    decisions = submission_decisions(studio, submission_id, undone_by=annotator)
+    if not decisions:
+        raise ValueError("nothing to redo: that submission is not one of yours that was undone")
+    views = image_views(studio, sorted(decisions), version_id, top_k=0)
+    return submit_many(studio, decisions, views, annotator)

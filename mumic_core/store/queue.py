@@ -20,6 +20,7 @@ from db.models import (
     LabelClass,
     Prediction,
     ReviewLease,
+    Submission,
     utcnow,
 )
 from mumic_core.store.renditions import Rendition, renditions
@@ -284,6 +285,37 @@ def submission_image_ids(studio: Studio, submission_id: int) -> list[int]:
                 .order_by(Annotation.image_id)
             )
         )
+
+
+def submission_decisions(
+    studio: Studio, submission_id: int, undone_by: str | None = None
+) -> dict[int, tuple[set[int], set[int]]]:
+    """What a person said in one submission, per image: (present classes, absent classes); the
+    assumed negatives it wrote are left out (they follow from the rest). With ``undone_by``:
+    nothing unless it is that person's submission and was undone."""
+    out: dict[int, tuple[set[int], set[int]]] = {}
+    with studio.read() as s:
+        if undone_by is not None:
+            sub = s.get(Submission, submission_id)
+            if sub is None or sub.annotator != undone_by or sub.undone_at is None:
+                return out
+        rows = s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                Annotation.submission_id == submission_id, Annotation.assumed.is_(False)
+            )
+        ).all()
+    for image_id, class_id, positive in rows:
+        pos, neg = out.setdefault(image_id, (set(), set()))
+        (pos if positive else neg).add(class_id)
+    return out
+
+
+def image_names(studio: Studio, image_ids: Sequence[int]) -> dict[int, str]:
+    """Image id -> the name it was imported under."""
+    if not image_ids:
+        return {}
+    with studio.read() as s:
+        return dict(s.execute(select(Image.id, Image.original_name).where(Image.id.in_(list(image_ids)))).all())
 
 
 def newest_image_id(studio: Studio) -> int:
