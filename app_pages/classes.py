@@ -64,8 +64,13 @@ with st.expander("Add a class", expanded=not list_classes(s), icon=":material/ad
             )
 
 st.subheader("All classes")
-rows = class_counts(s, version.id if version else None)
+rows = class_counts(s, version.id if version else None, include_inactive=True)
 st.dataframe(rows, hide_index=True, width="stretch")
+if any(r["status"] == "inactive" for r in rows):
+    st.caption(
+        "Inactive classes (deactivated, or merged into another) keep their labels here; they are not "
+        "suggested, trained or exported until reactivated."
+    )
 
 classes = list_classes(s, active_only=False)
 if not classes:

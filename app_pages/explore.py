@@ -58,6 +58,23 @@ def gallery(hits: list[tuple[int, float]], key: str, first_is_query: bool = Fals
         send_to_review([i for i, _ in hits])
 
 
+def chosen_images(event, points: list[dict]) -> list[int]:
+    """The images inside a box or lasso on the map. A selected point carries its trace's data: the
+    image id in ``customdata`` (a list, or a dict keyed by position, as Streamlit passes it on),
+    else its x and y, looked up among the plotted points."""
+    by_xy = {(round(p["x"], 6), round(p["y"], 6)): p["image"] for p in points}
+    out: list[int] = []
+    for point in event.selection.points if event and event.selection else []:
+        data = point.get("customdata")
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=str)]
+        if isinstance(data, (list, tuple)) and data:
+            out.append(int(data[0]))
+        elif "x" in point and "y" in point and (round(point["x"], 6), round(point["y"], 6)) in by_xy:
+            out.append(int(by_xy[(round(point["x"], 6), round(point["y"], 6))]))
+    return list(dict.fromkeys(out))
+
+
 text_tab, similar_tab, dup_tab, map_tab = st.tabs(["Text search", "Similar images", "Near-duplicates", "Map"])
 with text_tab:
     query = st.text_input("Describe what you are looking for", placeholder="a red circle on stripes")
@@ -114,7 +131,7 @@ with map_tab:
     )
     fig.update_traces(marker={"size": 6})
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode=("box", "lasso"), key="map")
-    chosen = [int(p["customdata"][0]) for p in (event.selection.points if event and event.selection else [])]
+    chosen = chosen_images(event, points)
     st.caption("Draw a box or lasso around points to choose images.")
     if chosen and st.button(f"Review the {len(chosen)} chosen images"):
         send_to_review(chosen)

@@ -146,12 +146,21 @@ c2.download_button("Labels JSON", lambda: export_labels(s, "json"), "labels.json
 c3.download_button("COCO-style JSON", lambda: export_labels(s, "coco"), "labels_coco.json", "application/json")
 version = active_version(s)
 if version:
-    c4.download_button(
-        f"Model {version.name} (.zip)",
-        lambda: export_model_zip(s, version),
-        f"mumic-{version.name}.zip",
-        "application/zip",
-    )
+    ready = st.session_state.get("model_zip")
+    if ready is None or ready[0] != version.name:
+        if c4.button(f"Model {version.name} (.zip)", key="prepare_model", help="Zips the encoder and head first"):
+            with st.spinner(f"Zipping model {version.name} (its encoder weights and head)…"):
+                st.session_state["model_zip"] = ready = (version.name, export_model_zip(s, version))
+    if ready is not None and ready[0] == version.name:
+        c4.download_button(
+            f"Download model {version.name} ({len(ready[1]) / 2**20:.1f} MiB)",
+            ready[1],
+            f"mumic-{version.name}.zip",
+            "application/zip",
+            type="primary",
+            on_click=lambda: st.session_state.pop("model_zip", None),  # not kept in memory once downloaded
+            key="download_model",
+        )
 st.caption(
     "CSV and JSON exports hold every current label of the active classes (present or absent, who said "
     "it, how and when) and read back exactly; the COCO-style file holds the present ones only."

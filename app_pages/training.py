@@ -108,11 +108,16 @@ with st.form("train"):
 def live_jobs() -> None:
     jobs = list_jobs(s, limit=8)
     running = [j for j in jobs if j.status in ("queued", "running")]
-    ids = {j.id for j in running}
-    if st.session_state.get("running-jobs", set()) - ids:  # a job ended: versions may have changed
-        st.session_state["running-jobs"] = ids
+    # A job that ended since the last look (also one queued and done between two looks, as a
+    # quick activation is): versions and the active model may have changed, so the whole page
+    # is drawn again.
+    statuses = {j.id: j.status for j in jobs}
+    seen = st.session_state.get("job-statuses")
+    st.session_state["job-statuses"] = statuses
+    if seen is not None and any(
+        status not in ("queued", "running") and seen.get(job_id) != status for job_id, status in statuses.items()
+    ):
         st.rerun(scope="app")
-    st.session_state["running-jobs"] = ids
     st.subheader("Jobs")
     if not jobs:
         st.caption("No jobs yet.")

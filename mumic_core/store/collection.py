@@ -435,11 +435,14 @@ def collection_counts(studio: Studio) -> dict[str, int]:
         }
 
 
-def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5) -> list[dict]:
-    """Per active class: prompts, human positives and negatives, assumed negatives, predicted
-    positives >= threshold."""
+def class_counts(
+    studio: Studio, version_id: int | None, threshold: float = 0.5, include_inactive: bool = False
+) -> list[dict]:
+    """Per active class (and inactive ones, with their status, when ``include_inactive``):
+    prompts, human positives and negatives, assumed negatives, predicted positives >= threshold."""
     with studio.read() as s:
-        classes = list(s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id)))
+        query = select(LabelClass).order_by(LabelClass.active.desc(), LabelClass.id)
+        classes = list(s.scalars(query if include_inactive else query.where(LabelClass.active.is_(True))))
         human = s.execute(
             select(Annotation.class_id, Annotation.positive, Annotation.assumed, func.count())
             .where(Annotation.is_current.is_(True))
@@ -460,6 +463,7 @@ def class_counts(studio: Studio, version_id: int | None, threshold: float = 0.5)
     return [
         {
             "class": c.name,
+            **({"status": "active" if c.active else "inactive"} if include_inactive else {}),
             "prompts": " | ".join(c.prompt_texts),
             "human +": counts.get((c.id, True, False), 0),
             "human −": counts.get((c.id, False, False), 0),

@@ -250,8 +250,9 @@ def export_model_zip(studio: Studio, version: VersionInfo) -> bytes:
         if spec.architecture.startswith(_LOCAL):
             folder = Path(spec.architecture.removeprefix(_LOCAL))
             for f in sorted(folder.iterdir()):
-                if f.is_file():
-                    zf.write(f, f"encoder/{f.name}")
+                if f.is_file():  # weights barely compress: stored as they are, a large model zips in seconds
+                    stored = f.suffix in (".safetensors", ".bin", ".pt", ".pth")
+                    zf.write(f, f"encoder/{f.name}", compress_type=zipfile.ZIP_STORED if stored else None)
             manifest["encoder"] = "encoder/ (open_clip local-dir: MUMIC_PRETRAINED=local-dir:encoder)"
         head = head_path(studio, version)
         if head.exists():
