@@ -124,6 +124,7 @@ PAGES = [
     ("explore", "Explore", ":material/travel_explore:"),
     ("training", "Training", ":material/model_training:"),
     ("jobs", "Jobs", ":material/settings:"),
+    ("accounts", "Accounts", ":material/group:"),
 ]
 
 

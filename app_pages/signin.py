@@ -33,6 +33,7 @@ PAGE_PERMISSIONS = {
     "import_export": "import",
     "training": "train",
     "jobs": "train",
+    "accounts": "users",
 }
 
 

@@ -251,7 +251,7 @@ def test_signing_in_through_the_form(demo_studio):
 
 
 def test_annotators_are_kept_out_of_admin_pages(demo_studio):
-    for name in ("classes", "import_export", "training", "jobs"):
+    for name in ("classes", "import_export", "training", "jobs", "accounts"):
         at = signed_in_app(ROOT / "app_pages" / f"{name}.py", "ann", "annotator").run()
         assert not at.exception
         assert any("needs the" in e.value and "permission" in e.value for e in at.error), name
@@ -357,3 +357,31 @@ def test_a_stranger_cannot_lock_the_admin_out_of_their_own_address(studio, monke
     later = auth._now() + auth.LOCKOUT + timedelta(seconds=1)
     monkeypatch.setattr(auth, "_now", lambda: later)
     assert actor_for_token(studio, sign_in(studio, "boss", PASSWORD, address="203.0.113.7")).username == "boss"
+
+
+def test_admins_manage_accounts_on_the_accounts_page(demo_studio):
+    from mumic_core.store.auth import list_users, sign_in
+
+    at = signed_in_app(ROOT / "app_pages/accounts.py", "lead", "admin").run()
+    assert not at.exception
+    at.text_input[0].set_value("Nora")
+    at.radio[0].set_value("annotator")
+    at.button[0].click().run()  # the form's Add
+    assert not at.exception
+    [message] = [m.value for m in at.success if "New password for" in m.value]
+    password = message.split("`")[1]
+    sign_in(demo_studio, "nora", password)  # the shown password works
+    at.selectbox(key="account").set_value("nora").run()
+    at.selectbox(key="role_nora").set_value("admin").run()
+    at.button(key="change_role").click().run()
+    assert {u.username: u.role for u in list_users(demo_studio)}["nora"] == "admin"
+    at.button(key="toggle_active").click().run()  # disable
+    assert not {u.username: u.active for u in list_users(demo_studio)}["nora"]
+    at.button(key="reset_password").click().run()
+    new = next(m.value for m in at.success if "New password for" in m.value).split("`")[1]
+    assert new != password
+    at.selectbox(key="account").set_value("lead").run()
+    assert at.button(key="toggle_active").disabled  # not yourself
+    at.selectbox(key="role_lead").set_value("annotator").run()
+    at.button(key="change_role").click().run()  # the last active admin keeps the role
+    assert any("last active admin" in e.value for e in at.error)

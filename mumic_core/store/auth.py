@@ -222,6 +222,27 @@ def set_active(studio, username: str, active: bool) -> None:
         audit(s, studio, "enable_user" if active else "disable_user", username=name)
 
 
+@requires("users")
+def set_role(studio, username: str, role: str) -> None:
+    """Give an account another role; the last active admin keeps theirs."""
+    name = normalize_username(username)
+    if role not in ROLES:
+        raise AccountError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    with studio.write() as s:
+        user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            raise AccountError(f"no user {name!r}")
+        if (
+            user.role == "admin"
+            and role != "admin"
+            and user.active
+            and s.scalar(select(User.id).where(User.role == "admin", User.active.is_(True), User.id != user.id)) is None
+        ):
+            raise AccountError(f"{name!r} is the last active admin; make another admin first")
+        user.role = role
+        audit(s, studio, "set_role", username=name, role=role)
+
+
 @requires("users", unless_own="username")
 def set_password(studio, username: str, password: str) -> None:
     """A new password (admins for anyone; a user for themself); signs out the other sessions."""
