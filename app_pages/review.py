@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from uuid import uuid4
 
@@ -45,6 +46,7 @@ from mumic_core.store.renditions import TILE, VIEW
 s = signed_in_studio("review")
 state = st.session_state
 state.setdefault("offset", 0)
+state.setdefault("review_started", time.time())  # this browser session's pace counts from here
 state.setdefault("flash", None)
 # This browser (its tabs and reloads), for review leases; a fresh id when there is no cookie.
 state.setdefault("holder", browser_seat(st.context.cookies.get("_streamlit_xsrf")) or uuid4().hex)
@@ -269,6 +271,25 @@ head = load_head(s, version)
 thresholds = thresholds_for(head.thresholds if head else None, [c.name for c in classes])
 
 
+def count_reviewed(n: int) -> None:
+    """This browser session's pace: when each batch of reviewed images was saved."""
+    state.setdefault("reviewed_at", []).append((time.time(), n))
+
+
+def progress_line(remaining: int) -> str:
+    """This session's count, decisions per hour, what remains, and the time left at that pace."""
+    done = state.get("reviewed_at", [])
+    n = sum(k for _, k in done)
+    if not n:
+        return f"{remaining} images left in this queue."
+    started = state.get("review_started", done[0][0])
+    hours = max(time.time() - started, 30.0) / 3600
+    rate = n / hours
+    left = remaining / rate if rate else 0
+    eta = f"{left * 60:.0f} min" if left < 1 else f"{left:.1f} h"
+    return f"This session: {n} images, {rate:.0f} per hour · {remaining} left in this queue · about {eta} at this pace."
+
+
 def advance_after_submit() -> None:
     if status != "unreviewed":  # otherwise the reviewed image leaves the queue by itself
         state.offset += 1
@@ -362,6 +383,7 @@ if mode == "One image":
         f"**Image {state.offset + 1} of {total}** · {md(view.name)} · {view.width}×{view.height}"
         + (f" · reviewed {view.review_count}×" if view.review_count else "")
     )
+    st.caption(progress_line(total))
     if lines := state.get("suspects", {}).get(view.image_id):
         st.warning(
             "Suspicious: a model that never saw this image (cross-validated) disagrees with "
@@ -409,6 +431,7 @@ if mode == "One image":
                 f"{len(names) - len(pos) - len(neg)} assumed absent (submission {sid})."
             )
             state.panel_nonce += 1
+            count_reviewed(1)
             advance_after_submit()
         elif action in ("prev", "next"):
             state.offset = min(max(0, state.offset + (1 if action == "next" else -1)), total - 1)
@@ -420,22 +443,24 @@ if mode == "One image":
             do_redo()
             state.panel_nonce += 1
 
-    review_panel(
-        token,
-        items,
-        blind=blind,
-        can_prev=state.offset > 0,
-        can_redo=bool(state.get("redo")),
-        ack=state.panel_ack,
-        message=f"Keys: 1–9, 0, a–z toggle · / add a label · Ctrl+Enter accept · Shift+Enter reject all "
-        f"· ← → move · Ctrl+Z undo · Ctrl+Shift+Z redo. Accept saves the listed classes left empty as absent"
-        f"{' and the hidden ones as assumed absent' if len(items) > SHOWN else ''}.",
-        on_action=on_action,
-    )
+    with right:
+        review_panel(
+            token,
+            items,
+            blind=blind,
+            can_prev=state.offset > 0,
+            can_redo=bool(state.get("redo")),
+            ack=state.panel_ack,
+            message=f"Keys: 1–9, 0, a–z toggle · / add a label · Ctrl+Enter accept · Shift+Enter reject all "
+            f"· ← → move · Ctrl+Z undo · Ctrl+Shift+Z redo. Accept saves the listed classes left empty as absent"
+            f"{' and the hidden ones as assumed absent' if len(items) > SHOWN else ''}.",
+            on_action=on_action,
+        )
 else:
     c1, c2, c3 = st.columns([1, 2, 2])
     per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")
     t = c2.slider("Threshold t", 0.05, 0.95, 0.5, 0.05, key="grid_t")
+    st.caption(progress_line(total))
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
@@ -457,6 +482,7 @@ else:
     # keeps its fix when the threshold moves; an untouched tile follows the threshold.
     fixes: dict[int, tuple[set[int], set[int]]] = {}
     touched: set[int] = set()
+    b1, b2, b3 = st.columns(3)  # above the tiles: in the window as the page opens; filled below
     cols = st.columns(4)
     for k, view in enumerate(views):
         with cols[k % 4]:
@@ -488,7 +514,6 @@ else:
                 + (", ".join(md(class_by_id[c].name) for c in chosen) if chosen else "nothing")
             )
             fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
-    b1, b2, b3 = st.columns(3)
 
     def forget_tiles(image_ids) -> None:
         for image_id in image_ids:
@@ -496,10 +521,15 @@ else:
             state.pop(f"gd_{image_id}", None)
 
     try:
-        label = f"Accept every suggestion ≥ {t:.2f} on this page" + (
-            f" ({len(touched)} fixed by hand kept)" if touched else ""
-        )
-        if b1.button(label, type="primary", disabled=blind, key="grid_accept"):
+        label = f"Accept page (≥ {t:.2f}" + (f"; {len(touched)} fixed kept)" if touched else ")")
+        if b1.button(
+            label,
+            type="primary",
+            disabled=blind,
+            key="grid_accept",
+            help="Untouched tiles: their suggestions at or above the threshold are saved present, the other "
+            "classes assumed absent. Tiles fixed by hand: saved as shown.",
+        ):
             # Untouched tiles: their suggestions at or above t, the rest assumed absent; tiles fixed
             # by hand: what they show.
             decisions = {i: (pos, set()) for i, (pos, _) in fixes.items() if i not in touched and pos}
@@ -507,11 +537,13 @@ else:
             if decisions:
                 sid = submit_many(s, decisions, views, s.actor.username, second_review)
                 state.flash = f"Saved {len(decisions)} images (submission {sid}); {len(touched)} as fixed by hand."
+                count_reviewed(len(decisions))
             forget_tiles(fixes)
             st.rerun()
         if b2.button("Save this page as shown", key="grid_save"):
             sid = submit_many(s, fixes, views, s.actor.username, second_review)
             state.flash = f"Saved {len(fixes)} images (submission {sid})."
+            count_reviewed(len(fixes))
             forget_tiles(fixes)
             st.rerun()
     except StaleView as exc:

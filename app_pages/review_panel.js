@@ -181,7 +181,9 @@ export default function (component) {
   panel.setTriggerValue = setTriggerValue;
   if (!panel.root || !panel.root.isConnected || panel.root.parentNode !== parentElement) {
     panel.root = el("div", { class: "panel" });
-    parentElement.replaceChildren(panel.root);
+    // Only an earlier panel goes: Streamlit keeps the component's stylesheet beside it.
+    for (const old of parentElement.querySelectorAll(":scope > .panel")) old.remove();
+    parentElement.append(panel.root);
   }
   if (fresh) {
     panel.on = new Set(data.items.filter((it) => it.on).map((it) => it.id));

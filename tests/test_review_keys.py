@@ -267,3 +267,32 @@ def test_the_active_model_banner_follows_an_activation_without_leaving_the_page(
             timeout=15000,
         )
         browser.close()
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (1280, 720)])
+def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path: Path, size):
+    """Screenshots of one image and grid mode at two window sizes (into $MUMIC_SCREENSHOT_DIR
+    when set); Accept is inside the window as the page opens."""
+    from playwright.sync_api import sync_playwright
+    from test_browser import SCREENSHOT_DIR
+
+    out = Path(SCREENSHOT_DIR or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    with serve(demo_studio.settings.home) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        sign_in(page, url, demo_studio.settings.home, "ann", "annotator")
+        page.goto(f"{url}/review")
+        page.wait_for_selector("button.toggle", timeout=30000)
+        settle(page, 1000)
+        page.screenshot(path=str(out / f"review_one_{width}x{height}.png"))
+        accept = page.locator("button[data-act='accept']").bounding_box()
+        assert accept and accept["y"] + accept["height"] <= height, accept
+        page.get_by_text("Grid", exact=True).click()
+        page.wait_for_selector(".st-key-grid_accept button")
+        settle(page, 1500)
+        page.screenshot(path=str(out / f"review_grid_{width}x{height}.png"))
+        accept = page.locator(".st-key-grid_accept button").bounding_box()
+        assert accept and accept["y"] + accept["height"] <= height, accept
+        browser.close()
