@@ -8,6 +8,7 @@ from uuid import uuid4
 
 import streamlit as st
 
+from app_pages.class_sweep import class_sweep
 from app_pages.review_panel import SHOWN, last_action, panel_items, review_panel
 from app_pages.signin import signed_in_studio
 from app_pages.ui import md, refuse, show_image
@@ -129,7 +130,14 @@ def suspicious_labels_panel() -> None:
 
 
 with st.sidebar:
-    mode = st.radio("Mode", ["One image", "Grid"], horizontal=True, key="mode")
+    mode = st.radio(
+        "Mode",
+        ["One image", "Grid", "Class sweep"],
+        horizontal=True,
+        key="mode",
+        help="One image: every class of one picture. Grid: a page of pictures with their top suggestions. "
+        "Class sweep: one class over many pictures, present or absent with a click.",
+    )
     st.subheader("Queue")
     status = st.selectbox("Status", STATUSES, index=1, key="status")
     cls_choice = st.selectbox(
@@ -232,6 +240,31 @@ if state.get("error"):
     st.error(state.error)
     state.error = None
 
+
+def count_reviewed(n: int) -> None:
+    """This browser session's pace: when each batch of reviewed images was saved."""
+    state.setdefault("reviewed_at", []).append((time.time(), n))
+
+
+def progress_line(remaining: int) -> str:
+    """This session's count, decisions per hour, what remains, and the time left at that pace."""
+    done = state.get("reviewed_at", [])
+    n = sum(k for _, k in done)
+    if not n:
+        return f"{remaining} images left in this queue."
+    started = state.get("review_started", done[0][0])
+    hours = max(time.time() - started, 30.0) / 3600
+    rate = n / hours
+    left = remaining / rate if rate else 0
+    eta = f"{left * 60:.0f} min" if left < 1 else f"{left:.1f} h"
+    return f"This session: {n} images, {rate:.0f} per hour · {remaining} left in this queue · about {eta} at this pace."
+
+
+if mode == "Class sweep":  # its own queue: the images nobody has judged for the chosen class
+    release(s, state.holder)
+    class_sweep(s, version, classes, count_reviewed)
+    st.stop()
+
 planned = sort == "active learning" and bool(weights)
 # Images open in other review sessions are skipped (see mumic_core/store/leases.py).
 busy = leased_to_others(s, state.holder)
@@ -269,25 +302,6 @@ def page_ids(offset: int, n: int) -> list[int]:
 
 head = load_head(s, version)
 thresholds = thresholds_for(head.thresholds if head else None, [c.name for c in classes])
-
-
-def count_reviewed(n: int) -> None:
-    """This browser session's pace: when each batch of reviewed images was saved."""
-    state.setdefault("reviewed_at", []).append((time.time(), n))
-
-
-def progress_line(remaining: int) -> str:
-    """This session's count, decisions per hour, what remains, and the time left at that pace."""
-    done = state.get("reviewed_at", [])
-    n = sum(k for _, k in done)
-    if not n:
-        return f"{remaining} images left in this queue."
-    started = state.get("review_started", done[0][0])
-    hours = max(time.time() - started, 30.0) / 3600
-    rate = n / hours
-    left = remaining / rate if rate else 0
-    eta = f"{left * 60:.0f} min" if left < 1 else f"{left:.1f} h"
-    return f"This session: {n} images, {rate:.0f} per hour · {remaining} left in this queue · about {eta} at this pace."
 
 
 def advance_after_submit() -> None:

@@ -201,12 +201,8 @@ def test_grid_keeps_fixes_across_threshold_changes_and_bulk_accept_saves_them(br
     settle(page)
     caption = page.get_by_text("Fixed by hand").first
     assert caption.is_visible()
-    first_name = (
-        page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']")
-        .first.inner_text()
-        .split(" · ")[0]
-        .strip("\u2068\u2069")
-    )
+    tile_caption = page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']", has_text=".png")
+    first_name = tile_caption.first.inner_text().split(" · ")[0].strip("\u2068\u2069")
     # move the threshold: the fix stays
     present = page.get_by_text("Fixed by hand").first.inner_text().split("Present: ", 1)[1]
     fixed = [n.strip("\u2068\u2069 ") for n in present.split(", ")]
@@ -216,7 +212,7 @@ def test_grid_keeps_fixes_across_threshold_changes_and_bulk_accept_saves_them(br
     settle(page, 1000)
     assert "0.50" not in page.locator(".st-key-grid_t").inner_text()
     assert page.get_by_text("Fixed by hand").first.is_visible()
-    page.locator(".st-key-grid_accept button").click()
+    page.locator(".st-key-grid_accept button").first.click()
     page.wait_for_selector("text=as fixed by hand", timeout=20000)
     assert "star" in fixed
     assert {c for c, p in saved(studio, first_name).items() if p} == {class_id(studio, n) for n in fixed}
@@ -271,7 +267,7 @@ def test_the_active_model_banner_follows_an_activation_without_leaving_the_page(
 
 @pytest.mark.parametrize("size", [(1400, 1000), (1280, 720)])
 def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path: Path, size):
-    """Screenshots of one image and grid mode at two window sizes (into $MUMIC_SCREENSHOT_DIR
+    """Screenshots of one image, grid and class sweep mode at two window sizes (into $MUMIC_SCREENSHOT_DIR
     when set); Accept is inside the window as the page opens."""
     from playwright.sync_api import sync_playwright
     from test_browser import SCREENSHOT_DIR
@@ -293,6 +289,12 @@ def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path
         page.wait_for_selector(".st-key-grid_accept button")
         settle(page, 1500)
         page.screenshot(path=str(out / f"review_grid_{width}x{height}.png"))
-        accept = page.locator(".st-key-grid_accept button").bounding_box()
+        accept = page.locator(".st-key-grid_accept button").first.bounding_box()
         assert accept and accept["y"] + accept["height"] <= height, accept
+        page.get_by_text("Class sweep", exact=True).click()
+        page.wait_for_selector(".st-key-sweep_save button")
+        settle(page, 1500)
+        page.screenshot(path=str(out / f"review_sweep_{width}x{height}.png"))
+        save = page.locator(".st-key-sweep_save button").first.bounding_box()
+        assert save and save["y"] + save["height"] <= height, save
         browser.close()

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from mumic_core.services.training import maybe_auto_retrain
 from mumic_core.store.auth import requires
-from mumic_core.store.collection import record_labels, undo_last_submission
+from mumic_core.store.collection import SWEEP, record_labels, undo_last_submission
 from mumic_core.store.queue import SECOND_REVIEW, ImageView, image_views, submission_decisions
 from mumic_core.store.studio import Studio
 
@@ -91,3 +91,18 @@ def redo(studio: Studio, submission_id: int, version_id: int | None, annotator: 
         raise ValueError("nothing to redo: that submission is not one of yours that was undone")
     views = image_views(studio, sorted(decisions), version_id, top_k=0)
     return submit_many(studio, decisions, views, annotator)
+
+
+@requires("review", acting_as="annotator")
+def submit_sweep(studio: Studio, class_id: int, decisions: dict[int, bool], annotator: str) -> int:
+    """A class sweep: for one class, each image's human positive or negative (nothing else about
+    the images, and they do not count as reviewed); one submission. Returns its id."""
+    if not annotator.strip():
+        raise ValueError("say who you are (annotator name) before submitting")
+    if not decisions:
+        raise ValueError("nothing to save: no image was judged")
+    submission_id = record_labels(
+        studio, {i: {class_id: bool(p)} for i, p in decisions.items()}, annotator.strip(), source=SWEEP
+    )[0]
+    maybe_auto_retrain(studio)
+    return submission_id

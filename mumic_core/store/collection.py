@@ -171,6 +171,7 @@ def assumed_negatives(labels: Mapping[int, object], class_ids: Iterable[int], an
 
 
 _REVIEWS = ("review", "second_review")  # sources that are a person looking at the image now
+SWEEP = "sweep"  # a person judging one class over many images: not a review of the images
 
 
 @requires("review", acting_as="annotator")
@@ -220,7 +221,7 @@ def record_labels(
         s.add(submission)
         s.flush()
         changed, added, _ = _write_statements(
-            s, submission.id, statements, suggested or {}, count_all=source in _REVIEWS
+            s, submission.id, statements, suggested or {}, count_all=source in _REVIEWS, count_changed=source != SWEEP
         )
         submission.image_ids = sorted(statements) if source in _REVIEWS else changed
         return submission.id, added
@@ -269,9 +270,10 @@ def _write_statements(
     statements: Mapping[int, Mapping[int, Statement]],
     suggested: Mapping[int, Mapping[int, float]],
     count_all: bool,
+    count_changed: bool = True,
 ) -> tuple[list[int], int, int]:
-    """Add the rows that change current labels; count images as reviewed (all of them, or those
-    that changed). Returns (changed image ids, human rows added, assumed negatives added)."""
+    """Add the rows that change current labels; count images as reviewed (all of them, those
+    that changed, or none). Returns (changed image ids, human rows added, assumed negatives added)."""
     known = set(s.scalars(select(Image.id).where(Image.id.in_(list(statements)))))
     missing = sorted(set(statements) - known)
     if missing:
@@ -318,7 +320,7 @@ def _write_statements(
         added += rows
         if rows:
             changed.append(image_id)
-    counted = sorted(statements) if count_all else changed
+    counted = sorted(statements) if count_all else changed if count_changed else []
     if counted:
         s.execute(
             update(Image).where(Image.id.in_(counted)).values(review_count=Image.review_count + 1, reviewed_at=utcnow())
@@ -505,7 +507,7 @@ def last_submission_id(studio: Studio) -> int:
         return s.scalar(select(func.max(Submission.id))) or 0
 
 
-HUMAN_SOURCES = ("review", "second_review", "import")  # what people said (not merges or migrations)
+HUMAN_SOURCES = ("review", "second_review", SWEEP, "import")  # what people said (not merges or migrations)
 
 
 def human_labels_since(studio: Studio, submission_id: int) -> int:

@@ -181,6 +181,64 @@ def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int 
     return [(i, float(p)) for i, p in rows]
 
 
+SWEEP_ORDERS = ("most likely", "most uncertain")
+
+
+def sweep_candidates(
+    studio: Studio,
+    version_id: int,
+    class_id: int,
+    order: str = "most likely",
+    threshold: float = DEFAULT_THRESHOLD,
+    limit: int = 24,
+    skip: Iterable[int] = (),
+) -> list[tuple[int, float]]:
+    """(image id, probability) of images nobody has judged for this class yet (no current human
+    label; assumed negatives count as not judged), the most likely first or the nearest to the
+    class's ``threshold`` first; ``skip``: image ids to leave out (e.g. open elsewhere)."""
+    if order not in SWEEP_ORDERS:
+        raise ValueError(f"unknown order {order!r}; use {', '.join(SWEEP_ORDERS)}")
+    judged = select(Annotation.image_id).where(
+        Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
+    )
+    rank = Prediction.score.desc() if order == "most likely" else func.abs(Prediction.score - threshold)
+    q = (
+        select(Prediction.image_id, Prediction.score)
+        .where(
+            Prediction.model_version_id == version_id,
+            Prediction.class_id == class_id,
+            Prediction.image_id.not_in(judged),
+        )
+        .order_by(rank, Prediction.image_id)
+        .limit(limit)
+    )
+    skipped = list(skip)
+    if skipped:
+        q = q.where(Prediction.image_id.not_in(skipped))
+    with studio.read() as s:
+        return [(int(i), float(p)) for i, p in s.execute(q).all()]
+
+
+def sweep_remaining(studio: Studio, version_id: int, class_id: int) -> int:
+    """How many scored images nobody has judged for this class yet."""
+    judged = select(Annotation.image_id).where(
+        Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
+    )
+    with studio.read() as s:
+        return (
+            s.scalar(
+                select(func.count())
+                .select_from(Prediction)
+                .where(
+                    Prediction.model_version_id == version_id,
+                    Prediction.class_id == class_id,
+                    Prediction.image_id.not_in(judged),
+                )
+            )
+            or 0
+        )
+
+
 def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str]) -> dict[str, float]:
     t = head_thresholds or {}
     return {n: float(t.get(n, DEFAULT_THRESHOLD)) for n in names}
