@@ -9,6 +9,7 @@ import streamlit as st
 from app_pages.signin import PAGE_PERMISSIONS, is_signed_in, sign_out_button, signed_in_studio
 from app_pages.ui import show_error
 from mumic_core.pipeline.scoring import load_scorer
+from mumic_core.services.setup import FIRST_MODEL
 from mumic_core.store.auth import ensure_first_admin
 from mumic_core.store.collection import class_counts, collection_counts
 from mumic_core.store.jobs import list_jobs
@@ -50,6 +51,29 @@ def warm_up_model() -> threading.Thread:
     return thread
 
 
+@st.fragment(run_every=3.0)
+def first_model_progress(version) -> None:
+    """While the first model trains on the demo's pre-labels (queued by `init` when the only model
+    is untrained): its progress; once it is active, that the suggestions now come from it."""
+    job = next((j for j in list_jobs(me, limit=50, kind="train") if j.params.get("reason") == FIRST_MODEL), None)
+    if job is None:
+        return
+    if job.status in ("queued", "running"):
+        st.progress(
+            min(1.0, job.progress),
+            text=f"Training a first model on the demo's pre-labels (job {job.id}, {job.status}, "
+            f"{job.phase or 'waiting'}): the suggestions switch to it when it is done, in about two minutes "
+            "once the worker runs.",
+        )
+        st.session_state["first_model_running"] = True
+    elif st.session_state.pop("first_model_running", False):
+        st.rerun(scope="app")  # it just ended: show the model now in use
+    elif job.status == "succeeded" and version is not None and version.kind != "builtin-random":
+        st.success(f"Suggestions now come from {version.name}, fine-tuned on the demo's pre-labels (job {job.id}).")
+    elif job.status == "failed":
+        st.caption(f"Training a first model on the demo's pre-labels failed (job {job.id}); see the Jobs page.")
+
+
 def home() -> None:
     s = me  # signed in above, before the navigation runs this page
     st.title("MuMIC Studio")
@@ -65,6 +89,7 @@ def home() -> None:
         )
     else:
         st.info(f"**Model in use:** {describe(version)}")
+    first_model_progress(version)
 
     counts = collection_counts(s)
     cols = st.columns(4)

@@ -42,6 +42,11 @@ def init(demo: bool) -> None:
         )
     if done.scored:
         click.echo(f"scored: {done.scored} image-class pairs with {done.version.name}")
+    if done.first_model_job:
+        click.echo(
+            f"first model: job {done.first_model_job} fine-tunes the untrained model on the demo's pre-labels "
+            "(about two minutes once the worker runs); its suggestions replace the untrained ones when done"
+        )
     if done.admin_password:
         click.secho(
             f"\nFirst start: an admin account was created.\n  username: admin\n  password: {done.admin_password}\n"
