@@ -69,7 +69,7 @@ starter-model: install
 
 # Screenshots of every page, made by the end-to-end browser test (needs Debian's chromium).
 screenshots: install-test
-	MUMIC_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots python -m pytest tests/test_browser.py -s
+	MUMIC_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots python -m pytest tests/test_browser.py tests/test_review_keys.py -s
 
 clean:
 	rm -rf $(VENV) mumic_data
