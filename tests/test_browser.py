@@ -103,7 +103,7 @@ def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin")
     page.get_by_label("Username").fill(user)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_selector(f"text=Signed in as {user}", timeout=30000)
+    page.wait_for_selector(f"text=Signed in as {user}", timeout=60000)
 
 
 def settle(page, extra_ms: int = 600) -> None:
@@ -133,7 +133,7 @@ def test_keyboard_review_new_class_and_screenshots(server, demo_studio, tmp_path
         sign_in(page, server, studio.settings.home)
         page.goto(server)  # a fresh page load: the cookie keeps the session
         page.wait_for_selector("h1")
-        page.wait_for_selector("[data-testid='stDataFrame']", timeout=30000)
+        page.wait_for_selector("[data-testid='stDataFrame']", timeout=90000)
         settle(page, 3000)
         shot(page, "home", out)
 
@@ -344,7 +344,7 @@ def test_sign_in_roles_and_sign_out_in_a_real_browser(server, demo_studio, tmp_p
         nav = page.get_by_test_id("stSidebarNav").inner_text()
         assert "Review" in nav and "Classes" not in nav and "Training" not in nav
         page.goto(f"{server}/review")
-        page.wait_for_selector("[data-testid='stImage']", timeout=30000)
+        page.wait_for_selector("[data-testid='stImage']", timeout=90000)
         settle(page, 1000)
         shot(page, "review_annotator", out)
         page.goto(f"{server}/classes")  # not in her navigation: Streamlit says the page is not found

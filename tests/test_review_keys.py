@@ -27,7 +27,7 @@ def browser_page(demo_studio):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         sign_in(page, url, demo_studio.settings.home, "ann", "annotator")
         page.goto(f"{url}/review")
-        page.wait_for_selector("button.toggle", timeout=30000)
+        page.wait_for_selector("button.toggle", timeout=90000)  # a cold server loads the model first
         settle(page)
         yield page, demo_studio, url
         browser.close()
@@ -280,7 +280,7 @@ def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path
         page = browser.new_page(viewport={"width": width, "height": height})
         sign_in(page, url, demo_studio.settings.home, "ann", "annotator")
         page.goto(f"{url}/review")
-        page.wait_for_selector("button.toggle", timeout=30000)
+        page.wait_for_selector("button.toggle", timeout=90000)  # a cold server loads the model first
         settle(page, 1000)
         page.screenshot(path=str(out / f"review_one_{width}x{height}.png"))
         accept = page.locator("button[data-act='accept']").bounding_box()
