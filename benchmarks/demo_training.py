@@ -48,7 +48,7 @@ def main() -> None:
     shutil.rmtree(args.home, ignore_errors=True)
     timings = {}
     t = time.monotonic()
-    cli(args.home, "init")
+    cli(args.home, "init", "--no-first-model")  # this script trains itself
     timings["init_seconds"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     train_args = ["train", "--mode", args.mode, "--activate", "always"]

@@ -30,10 +30,15 @@ from mumic_core.store.workers import live_workers
 
 @click.command()
 @click.option("--demo/--no-demo", default=True, help="Seed the demo collection when the store is empty.")
-def init(demo: bool) -> None:
+@click.option(
+    "--first-model/--no-first-model",
+    default=True,
+    help="When the demo is seeded and the only model is untrained, queue training on the demo's pre-labels.",
+)
+def init(demo: bool, first_model: bool) -> None:
     """Create or migrate the database, register the base model, seed the demo, score."""
     with tqdm(desc="scoring", unit="img") as bar:
-        done = set_up(system_studio(), demo, progress=bar.update)
+        done = set_up(system_studio(), demo, progress=bar.update, first_model=first_model)
     click.echo(f"model: {describe(done.version)}")
     if done.demo:
         click.echo(

@@ -32,8 +32,12 @@ class SetUp:
 
 
 @requires("models")
-def set_up(studio: Studio, demo: bool = True, progress: Callable[[int], None] | None = None) -> SetUp:
-    """Bring a store to a usable state; safe to run again (it then does only what is missing)."""
+def set_up(
+    studio: Studio, demo: bool = True, progress: Callable[[int], None] | None = None, first_model: bool = True
+) -> SetUp:
+    """Bring a store to a usable state; safe to run again (it then does only what is missing).
+    ``first_model``: when the demo is seeded now and the only model is untrained, queue training
+    on the demo's pre-labels (a worker runs it)."""
     version = adopt_starter_model(studio) or ensure_base_version(studio)
     summary = seed_demo(studio) if demo and is_empty(studio) else None
     scored = 0
@@ -44,7 +48,7 @@ def set_up(studio: Studio, demo: bool = True, progress: Callable[[int], None] | 
     elif not collection_counts(studio)["images"]:
         load_scorer(studio, version)  # nothing to score: still fail fast on weights that do not load
     job = None
-    if summary is not None and summary.labelled and version.kind == "builtin-random":
+    if first_model and summary is not None and summary.labelled and version.kind == "builtin-random":
         # Offline with no pretrained weights, every demo image would get the same suggestions from
         # random weights: the worker first fine-tunes on the demo's own pre-labels (about two
         # minutes on a CPU; holdout mAP 0.29 -> 0.51), and the result becomes active if better.
