@@ -222,7 +222,11 @@ def browser_load(args, home: Path, out: dict) -> None:
             page = browser.new_context(viewport={"width": 1300, "height": 900}).new_page()
             sign_in(page, url, home, f"web{k}", "annotator")
             page.goto(f"{url}/review")
-            page.wait_for_selector("[data-testid='stImage']", timeout=60000)
+            try:
+                page.wait_for_selector("[data-testid='stImage']", timeout=60000)
+            except Exception:
+                page.screenshot(path=str(home.parent / f"review_failed_{k}.png"), full_page=True)
+                raise
             settle(page)
             pages.append(page)
         deadline = time.monotonic() + args.browser_seconds

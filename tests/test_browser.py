@@ -104,6 +104,11 @@ def sign_in(page, url: str, home: Path, user: str = "lead", role: str = "admin")
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_selector(f"text=Signed in as {user}", timeout=60000)
+    # The page then has the browser fetch its HttpOnly session cookie from the server: wait for
+    # it, so that the next page load (a typed URL) is signed in too.
+    deadline = time.monotonic() + 30
+    while not any(c["name"] == "mumic_session" for c in page.context.cookies()) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
 
 
 def settle(page, extra_ms: int = 600) -> None:

@@ -27,7 +27,11 @@ def browser_page(demo_studio):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         sign_in(page, url, demo_studio.settings.home, "ann", "annotator")
         page.goto(f"{url}/review")
-        page.wait_for_selector("button.toggle", timeout=90000)  # a cold server loads the model first
+        try:
+            page.wait_for_selector("button.toggle", timeout=90000)  # a cold server loads the model first
+        except Exception:
+            page.screenshot(path="/tmp/review_keys_failure.png", full_page=True)
+            raise
         settle(page)
         yield page, demo_studio, url
         browser.close()
