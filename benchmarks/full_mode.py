@@ -51,18 +51,21 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_corpus,
     stand_in_model,
 )
-from benchmarks.noisy_tags import drawings, mean_ap, shapes, tags, tags_csv, truth_matrix  # noqa: E402
-from mumic_core.config import load_settings  # noqa: E402
+from benchmarks.noisy_tags import (  # noqa: E402
+    drawings,
+    mean_ap,
+    scored_store,
+    shapes,
+    tags,
+    tags_csv,
+    truth_matrix,
+)
 from mumic_core.encoders.encoding import encode_images, encode_prompts  # noqa: E402
 from mumic_core.encoders.finetune import FullFit, _LabelledImages, default_full_lr  # noqa: E402
-from mumic_core.pipeline.lifecycle import ensure_base_version  # noqa: E402
-from mumic_core.pipeline.scoring import load_scorer, score_collection  # noqa: E402
+from mumic_core.pipeline.scoring import load_scorer  # noqa: E402
 from mumic_core.pipeline.training import TrainConfig, gather_labels, train  # noqa: E402
-from mumic_core.store.auth import SYSTEM  # noqa: E402
-from mumic_core.store.classes import active_classes, add_class  # noqa: E402
-from mumic_core.store.collection import import_folder  # noqa: E402
+from mumic_core.store.classes import active_classes  # noqa: E402
 from mumic_core.store.label_io import import_labels  # noqa: E402
-from mumic_core.store.studio import open_studio  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 MISSED = "0.5"
@@ -112,16 +115,8 @@ def plain_loop(encoder, paths, labels, text: np.ndarray, epochs: int, batch: int
 
 
 def run_source(name: str, data: dict, work: Path, starter: Path, args, seed: int) -> list[dict]:
-    os.environ["MUMIC_PRETRAINED"] = f"local-dir:{starter}"
-    studio = open_studio(
-        load_settings({"MUMIC_HOME": str(work / "home"), "MUMIC_PRETRAINED": f"local-dir:{starter}"}), actor=SYSTEM
-    )
+    studio, base = scored_store(data, work, starter)
     classes = data["classes"]
-    for c, prompts in zip(classes, data["prompts"]):
-        add_class(studio, c, list(prompts))
-    base = ensure_base_version(studio)
-    import_folder(studio, work / "images")
-    score_collection(studio, base)
     names = [c.name for c in active_classes(studio)]
     prompts = [list(p) for p in data["prompts"]]
     test_paths = [p for p, _ in data["test"]]

@@ -163,19 +163,27 @@ def logistic_probe(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, seed: int, 
 
 
 # ---------------------------------------------------------------- one source and seed
-def run_source(name: str, data: dict, work: Path, starter: Path, args, seed: int) -> list[dict]:
-    """Every setting and method on one source and seed: one store, tags imported per setting
-    (the previous setting's import undone first)."""
+def scored_store(data: dict, work: Path, starter: Path):
+    """(studio, base version) of a new store under ``work`` whose base model is the starter, with
+    the source's classes and its training pictures (``work/images``) imported and scored (the base
+    version's zero-shot head is made here)."""
     os.environ["MUMIC_PRETRAINED"] = f"local-dir:{starter}"
     studio = open_studio(
         load_settings({"MUMIC_HOME": str(work / "home"), "MUMIC_PRETRAINED": f"local-dir:{starter}"}), actor=SYSTEM
     )
-    classes = data["classes"]
-    for c, prompts in zip(classes, data["prompts"]):
+    for c, prompts in zip(data["classes"], data["prompts"]):
         add_class(studio, c, list(prompts))
     base = ensure_base_version(studio)
     import_folder(studio, work / "images")
-    score_collection(studio, base)  # the base version's zero-shot head is made here
+    score_collection(studio, base)
+    return studio, base
+
+
+def run_source(name: str, data: dict, work: Path, starter: Path, args, seed: int) -> list[dict]:
+    """Every setting and method on one source and seed: one store, tags imported per setting
+    (the previous setting's import undone first)."""
+    studio, base = scored_store(data, work, starter)
+    classes = data["classes"]
     scorer = load_scorer(studio, base)
     names = [c.name for c in active_classes(studio)]
     test_paths = [p for p, _ in data["test"]]
