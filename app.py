@@ -51,23 +51,33 @@ def warm_up_model() -> threading.Thread:
     return thread
 
 
+def first_model_job():
+    """The training job `init` queued on the demo's pre-labels (when the only model was untrained), if any."""
+    return next((j for j in list_jobs(me, limit=50, kind="train") if j.params.get("reason") == FIRST_MODEL), None)
+
+
 @st.fragment(run_every=3.0)
-def first_model_progress(version) -> None:
-    """While the first model trains on the demo's pre-labels (queued by `init` when the only model
-    is untrained): its progress; once it is active, that the suggestions now come from it."""
-    job = next((j for j in list_jobs(me, limit=50, kind="train") if j.params.get("reason") == FIRST_MODEL), None)
+def first_model_progress() -> None:
+    """The first model's training, followed until it ends; then the whole page is drawn again."""
+    job = first_model_job()
+    if job is None or job.status not in ("queued", "running"):
+        st.rerun(scope="app")
+    st.progress(
+        min(1.0, job.progress),
+        text=f"Training a first model on the demo's pre-labels (job {job.id}, {job.status}, "
+        f"{job.phase or 'waiting'}): the suggestions switch to it when it is done, in about two minutes "
+        "once the worker runs.",
+    )
+
+
+def first_model_note(version) -> None:
+    """While the first model trains: its progress (polled); once it is active: that the
+    suggestions now come from it."""
+    job = first_model_job()
     if job is None:
         return
     if job.status in ("queued", "running"):
-        st.progress(
-            min(1.0, job.progress),
-            text=f"Training a first model on the demo's pre-labels (job {job.id}, {job.status}, "
-            f"{job.phase or 'waiting'}): the suggestions switch to it when it is done, in about two minutes "
-            "once the worker runs.",
-        )
-        st.session_state["first_model_running"] = True
-    elif st.session_state.pop("first_model_running", False):
-        st.rerun(scope="app")  # it just ended: show the model now in use
+        first_model_progress()
     elif job.status == "succeeded" and version is not None and version.kind != "builtin-random":
         st.success(f"Suggestions now come from {version.name}, fine-tuned on the demo's pre-labels (job {job.id}).")
     elif job.status == "failed":
@@ -89,7 +99,7 @@ def home() -> None:
         )
     else:
         st.info(f"**Model in use:** {describe(version)}")
-    first_model_progress(version)
+    first_model_note(version)
 
     counts = collection_counts(s)
     cols = st.columns(4)
