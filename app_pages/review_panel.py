@@ -51,7 +51,6 @@ def panel_items(
     what a person said stands, otherwise the model's proposal (nothing when blind); ``restore``
     (an undone decision's present classes) wins over both."""
     suggestion = {sg.class_id: sg for sg in view.suggestions}
-    known = {c.id for c in classes}
 
     def rank(c: ClassInfo) -> tuple:
         first = 0 if c.id in suspected else 1
@@ -87,7 +86,6 @@ def panel_items(
                 ", ".join(notes),
             )
         )
-    assert all(i.id in known for i in items)
     return items
 
 
