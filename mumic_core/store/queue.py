@@ -184,6 +184,13 @@ def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int 
 SWEEP_ORDERS = ("most likely", "most uncertain")
 
 
+def _judged_for(class_id: int):
+    """The images with a current human label (not an assumed negative) of this class."""
+    return select(Annotation.image_id).where(
+        Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
+    )
+
+
 def sweep_candidates(
     studio: Studio,
     version_id: int,
@@ -198,9 +205,7 @@ def sweep_candidates(
     class's ``threshold`` first; ``skip``: image ids to leave out (e.g. open elsewhere)."""
     if order not in SWEEP_ORDERS:
         raise ValueError(f"unknown order {order!r}; use {', '.join(SWEEP_ORDERS)}")
-    judged = select(Annotation.image_id).where(
-        Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
-    )
+    judged = _judged_for(class_id)
     rank = Prediction.score.desc() if order == "most likely" else func.abs(Prediction.score - threshold)
     q = (
         select(Prediction.image_id, Prediction.score)
@@ -221,9 +226,7 @@ def sweep_candidates(
 
 def sweep_remaining(studio: Studio, version_id: int, class_id: int) -> int:
     """How many scored images nobody has judged for this class yet."""
-    judged = select(Annotation.image_id).where(
-        Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
-    )
+    judged = _judged_for(class_id)
     with studio.read() as s:
         return (
             s.scalar(
