@@ -1,12 +1,16 @@
 """Class sweep (a mode of the Review page): one class at a time over many images, each tile
-present or absent with one click; a page is saved as one submission of human labels for that
-class only. The fastest way to check a new zero-shot class over a large collection."""
+present or absent with one key or click; a page is saved as one submission of human labels for
+that class only. The fastest way to check a new zero-shot class over a large collection."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+
 import streamlit as st
 
-from app_pages.ui import md, refuse, show_image
+from app_pages.sweep_panel import last_sweep_action, sweep_panel, sweep_tile
+from app_pages.ui import md
 from mumic_core.errors import REFUSALS, one_line
 from mumic_core.services.review import submit_sweep, undo
 from mumic_core.store.classes import ClassInfo
@@ -22,10 +26,13 @@ from mumic_core.store.renditions import TILE
 from mumic_core.store.studio import Studio
 
 COLUMNS = 6
+KEYS_HELP = "Keys: arrows move · Space flips · a present · x absent · Enter saves the page · Ctrl+Z undo."
 
 
-def class_sweep(s: Studio, version: VersionInfo, classes: list[ClassInfo], count_reviewed) -> None:
-    """Lay out one page of a class sweep and save it when asked."""
+def class_sweep(
+    s: Studio, version: VersionInfo, classes: list[ClassInfo], count_reviewed: Callable[[int], None]
+) -> None:
+    """Lay out one page of a class sweep; save it (or undo) when the panel asks."""
     state = st.session_state
     by_id = {c.id: c for c in classes}
     if not classes:
@@ -40,65 +47,57 @@ def class_sweep(s: Studio, version: VersionInfo, classes: list[ClassInfo], count
     threshold = float((head.thresholds if head else {}).get(name, DEFAULT_THRESHOLD))
     remaining = sweep_remaining(s, version.id, class_id)
     candidates = sweep_candidates(s, version.id, class_id, order, threshold, per_page)
+    state.setdefault("sweep_nonce", 0)
+    state.setdefault("sweep_ack", 0)
+    ids = [i for i, _ in candidates]
+    page = hashlib.sha1(repr((class_id, order, ids)).encode()).hexdigest()[:12]
+    token = f"{page}:{state.sweep_nonce}"
+
+    def on_action() -> None:
+        """What the panel sent (a save or an undo), before the script runs again."""
+        sent = last_sweep_action()
+        if not sent or sent.get("seq", 0) <= state.sweep_ack:
+            return
+        state.sweep_ack = int(sent["seq"])
+        state.sweep_nonce += 1
+        if sent.get("token") != token:  # sent for a page no longer shown: nothing happens
+            return
+        if sent.get("action") == "undo":
+            try:
+                sid = undo(s, s.actor.username)
+            except ValueError as exc:
+                state.error = md(one_line(exc, REFUSALS))
+            else:
+                state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
+            return
+        marks = {int(i): bool(v) for i, v in (sent.get("marks") or {}).items() if int(i) in set(ids)}
+        try:
+            sid = submit_sweep(s, class_id, marks, s.actor.username)
+        except ValueError as exc:
+            state.error = md(one_line(exc, REFUSALS))
+            return
+        count_reviewed(len(marks))
+        n_present = sum(marks.values())
+        state.flash = (
+            f"Saved {md(name)}: {n_present} present, {len(marks) - n_present} absent (submission {sid}); "
+            f"{max(remaining - len(marks), 0)} images left to judge for it."
+        )
+
     if not candidates:
         st.info(f"Every scored image has a human label for {md(name)}.")
         return
     st.markdown(
-        f"**Is there a {md(name)}?** Click a tile to flip it; filled = present. It starts from the model "
-        f"(present from {threshold:.0%}). Saving records present or absent for {md(name)} only."
+        f"**Is there a {md(name)}?** Filled tiles are present; each starts from the model (present from "
+        f"{threshold:.0%}). Saving records present or absent for {md(name)} only."
     )
-    b1, b2, _ = st.columns([2, 1, 2])  # above the tiles: in the window as the page opens; filled below
-    views = {v.image_id: v for v in image_views(s, [i for i, _ in candidates], None, top_k=0, display=TILE)}
-    page_key = (class_id, tuple(i for i, _ in candidates))
-    if state.get("sweep_page") != page_key:  # a new page: tiles start from the model
-        state.sweep_page = page_key
-        state.sweep_marks = {i: p >= threshold for i, p in candidates}
-    marks: dict[int, bool] = state.sweep_marks
-
-    def flip(image_id: int) -> None:
-        marks[image_id] = not marks[image_id]
-
-    cols = st.columns(COLUMNS)
-    for k, (image_id, p) in enumerate(candidates):
-        with cols[k % COLUMNS]:
-            show_image(st, views[image_id].display)
-            present = marks[image_id]
-            st.button(
-                f"{'present' if present else 'absent'} · {p:.0%}",
-                key=f"sw_{image_id}",
-                type="primary" if present else "secondary",
-                icon=":material/check_box:" if present else ":material/check_box_outline_blank:",
-                width="stretch",
-                on_click=flip,
-                args=(image_id,),
-                help=views[image_id].name,
-            )
-    n_present = sum(marks.values())
-    if b1.button(
-        f"Save page: {n_present} present, {len(marks) - n_present} absent",
-        type="primary",
-        key="sweep_save",
-        width="stretch",
-    ):
-        try:
-            sid = submit_sweep(s, class_id, dict(marks), s.actor.username)
-        except ValueError as exc:
-            refuse(exc)
-            return
-        count_reviewed(len(marks))
-        state.flash = (
-            f"Saved {name}: {n_present} present, {len(marks) - n_present} absent (submission {sid}); "
-            f"{max(remaining - len(marks), 0)} images left to judge for it."
-        )
-        state.sweep_page = None
-        st.rerun()
-    if b2.button("Undo my last submission", key="sweep_undo", width="stretch"):
-        try:
-            sid = undo(s, s.actor.username)
-        except ValueError as exc:
-            state.error = md(one_line(exc, REFUSALS))
-        else:
-            state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
-        state.sweep_page = None
-        st.rerun()
-    st.caption(f"{remaining} images not yet judged for {md(name)}.")
+    views = {v.image_id: v for v in image_views(s, ids, None, top_k=0, display=TILE)}
+    tiles = [sweep_tile(i, views[i].name, p, p >= threshold, views[i].display) for i, p in candidates]
+    sweep_panel(
+        token,
+        name,
+        tiles,
+        columns=COLUMNS,
+        ack=state.sweep_ack,
+        message=f"{KEYS_HELP} {remaining} images not yet judged for {name}.",
+        on_action=on_action,
+    )

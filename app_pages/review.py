@@ -474,7 +474,10 @@ else:
     c1, c2, c3 = st.columns([1, 2, 2])
     per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")
     t = c2.slider("Threshold t", 0.05, 0.95, 0.5, 0.05, key="grid_t")
-    st.caption(progress_line(total))
+    st.caption(
+        progress_line(total) + " Keys: Tab moves from tile to tile · type a class and Enter adds it · Backspace "
+        "removes the last · Esc leaves the tile · Ctrl+Enter accepts the page · Ctrl+Shift+Enter saves it as shown."
+    )
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
@@ -541,6 +544,7 @@ else:
             type="primary",
             disabled=blind,
             key="grid_accept",
+            shortcut="Mod+Enter",
             help="Untouched tiles: their suggestions at or above the threshold are saved present, the other "
             "classes assumed absent. Tiles fixed by hand: saved as shown.",
         ):
@@ -554,7 +558,7 @@ else:
                 count_reviewed(len(decisions))
             forget_tiles(fixes)
             st.rerun()
-        if b2.button("Save this page as shown", key="grid_save"):
+        if b2.button("Save this page as shown", key="grid_save", shortcut="Mod+Shift+Enter"):
             sid = submit_many(s, fixes, views, s.actor.username, second_review)
             state.flash = f"Saved {len(fixes)} images (submission {sid})."
             count_reviewed(len(fixes))

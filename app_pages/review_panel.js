@@ -22,11 +22,15 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// A field that takes typed text (not a radio, checkbox or slider, whose keys the panels may use).
+function isTextEntry(node) {
+  if (node.tagName !== "INPUT") return false;
+  return ["text", "search", "email", "password", "number", "url", "tel", ""].includes((node.getAttribute("type") || "").toLowerCase());
+}
+
 function inTextField(event) {
   const path = event.composedPath ? event.composedPath() : [event.target];
-  return path.some(
-    (n) => n && n.tagName && (n.tagName === "INPUT" || n.tagName === "TEXTAREA" || n.isContentEditable)
-  );
+  return path.some((n) => n && n.tagName && (isTextEntry(n) || n.tagName === "TEXTAREA" || n.isContentEditable));
 }
 
 function matches(panel, text) {

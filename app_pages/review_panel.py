@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app_pages.ui import component_action
 from mumic_core.store.classes import ClassInfo
 from mumic_core.store.queue import ImageView
 
@@ -122,8 +123,4 @@ def review_panel(
 
 def last_action() -> dict | None:
     """What the panel sent last: ``{"action", "seq", "token", "present", "shown"}``, or None."""
-    result = st.session_state.get("review_panel")
-    value = getattr(result, "action", None) if result is not None else None
-    if value is None and isinstance(result, dict):
-        value = result.get("action")
-    return value if isinstance(value, dict) else None
+    return component_action("review_panel")

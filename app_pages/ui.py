@@ -54,3 +54,13 @@ def show_error(exc: Exception) -> None:
     """The error boundary of every page: the full traceback to the server log, one line to the browser."""
     _log.error("a page failed: %s", type(exc).__name__, exc_info=exc)
     st.error(md(one_line(exc)), icon=":material/error:")
+
+
+def component_action(key: str) -> dict | None:
+    """The last ``action`` trigger a browser component (review or sweep panel) mounted under
+    ``key`` sent, or None."""
+    result = st.session_state.get(key)
+    value = getattr(result, "action", None) if result is not None else None
+    if value is None and isinstance(result, dict):
+        value = result.get("action")
+    return value if isinstance(value, dict) else None

@@ -144,12 +144,13 @@ def diverging_loss(config, n_classes, temperature, offset):
     return Diverging(n_classes, temperature, offset)
 
 
-def panel_data(at) -> dict | None:
-    """What the Review page sent its one-image panel (``app_pages/review_panel.py``) in an AppTest
-    run: token, items (id, name, key, prob, on, note), ...; None when no panel is shown."""
+def panel_data(at, component: str = "mumic_review_panel") -> dict | None:
+    """What the Review page sent its one-image panel (``app_pages/review_panel.py``; or the sweep
+    panel, ``mumic_sweep_panel``) in an AppTest run: token, items (id, name, key, prob, on, note),
+    ...; None when no panel is shown."""
     import json
 
     for element in at.get("bidi_component"):
-        if element.proto.component_name == "mumic_review_panel":
+        if element.proto.component_name == component:
             return json.loads(element.proto.json)
     return None

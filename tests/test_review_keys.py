@@ -216,10 +216,54 @@ def test_grid_keeps_fixes_across_threshold_changes_and_bulk_accept_saves_them(br
     settle(page, 1000)
     assert "0.50" not in page.locator(".st-key-grid_t").inner_text()
     assert page.get_by_text("Fixed by hand").first.is_visible()
-    page.locator(".st-key-grid_accept button").first.click()
+    # by keyboard: Tab into the first tile, Esc leaves it, Ctrl+Enter accepts the page
+    page.locator("[data-testid='stMultiSelect'] input").first.focus()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Enter")
     page.wait_for_selector("text=as fixed by hand", timeout=20000)
     assert "star" in fixed
     assert {c for c, p in saved(studio, first_name).items() if p} == {class_id(studio, n) for n in fixed}
+
+
+def sweep_marks(page) -> dict[int, bool]:
+    """image id -> marked present, as the sweep panel shows it now."""
+    return {
+        int(t.get_attribute("data-id")): t.get_attribute("aria-pressed") == "true" for t in page.locator(".tile").all()
+    }
+
+
+def test_class_sweep_by_keyboard_saves_what_the_keys_asked_for_one_class_only(browser_page):
+    page, studio, _ = browser_page
+    page.get_by_text("Class sweep", exact=True).click()
+    page.wait_for_selector(".tile")
+    settle(page, 1000)
+    before, shown = sweep_marks(page), page.locator(".sweep").get_attribute("data-token")
+    ids = list(before)
+    want = dict(before)
+    # Space flips the first tile, x marks the second absent, a the third present, → skips one,
+    # Space flips the fifth: 50 ms apart, then Enter saves the page.
+    for key, (k, value) in zip(
+        [" ", "x", "a", "ArrowRight", " "],
+        [(0, not before[ids[0]]), (1, False), (2, True), (3, before[ids[3]]), (4, not before[ids[4]])],
+        strict=True,
+    ):
+        page.keyboard.press(key)
+        want[ids[k]] = value
+        page.wait_for_timeout(50)
+    assert sweep_marks(page) == want
+    page.keyboard.press("Enter")
+    # the next page (the panel draws in a shadow root: Playwright's locators reach into it)
+    page.locator(f".sweep[data-pending='0']:not([data-token='{shown}'])").wait_for(timeout=20000)
+    with studio.read() as s:
+        rows = s.execute(
+            select(Annotation.image_id, Annotation.class_id, Annotation.positive).where(
+                Annotation.source == "sweep", Annotation.is_current.is_(True), Annotation.image_id.in_(ids)
+            )
+        ).all()
+    assert len({c for _, c, _ in rows}) == 1  # one class only
+    assert {i: p for i, _, p in rows} == want  # every tile as the keys left it, none lost
+    assert not set(ids) & set(sweep_marks(page))  # the judged images left the sweep
+    assert "Saved" in page.locator("[data-testid='stToast']").first.inner_text()
 
 
 def test_selecting_on_the_explore_map_offers_the_images_for_review(browser_page):
@@ -296,9 +340,9 @@ def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path
         accept = page.locator(".st-key-grid_accept button").first.bounding_box()
         assert accept and accept["y"] + accept["height"] <= height, accept
         page.get_by_text("Class sweep", exact=True).click()
-        page.wait_for_selector(".st-key-sweep_save button")
+        page.wait_for_selector(".tile")
         settle(page, 1500)
         page.screenshot(path=str(out / f"review_sweep_{width}x{height}.png"))
-        save = page.locator(".st-key-sweep_save button").first.bounding_box()
+        save = page.locator("button[data-act='save']").first.bounding_box()
         assert save and save["y"] + save["height"] <= height, save
         browser.close()
