@@ -141,9 +141,15 @@ if imports:
 
 st.subheader("Export")
 c1, c2, c3, c4 = st.columns(4)
-c1.download_button("Labels CSV", lambda: export_labels(s, "csv"), "labels.csv", "text/csv")
-c2.download_button("Labels JSON", lambda: export_labels(s, "json"), "labels.json", "application/json")
-c3.download_button("COCO-style JSON", lambda: export_labels(s, "coco"), "labels_coco.json", "application/json")
+# Made when clicked (a deferred download), without a rerun: a rerun would register the button's file
+# again and could drop the one the click is fetching, leaving the button spinning.
+c1.download_button("Labels CSV", lambda: export_labels(s, "csv"), "labels.csv", "text/csv", on_click="ignore")
+c2.download_button(
+    "Labels JSON", lambda: export_labels(s, "json"), "labels.json", "application/json", on_click="ignore"
+)
+c3.download_button(
+    "COCO-style JSON", lambda: export_labels(s, "coco"), "labels_coco.json", "application/json", on_click="ignore"
+)
 version = active_version(s)
 if version:
     ready = st.session_state.get("model_zip")

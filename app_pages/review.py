@@ -71,10 +71,10 @@ def open_suspects(found: list, source: str) -> None:
     """Put the suspected images in the review queue, each with its suspected labels."""
     state.suspects, state.suspect_classes = {}, {}
     for x in found:
-        state.suspect_classes.setdefault(x.image_id, []).append(x.class_id)
+        state.suspect_classes.setdefault(x.image_id, {})[x.class_id] = x.probability
         state.suspects.setdefault(x.image_id, []).append(
             f"**{md(x.class_name)}** is labelled {'present' if x.given else 'absent'}, "
-            f"the model gives {x.probability:.0%}"
+            f"the held-out model gives {x.probability:.0%}"
         )
     state.review_selection = tuple(state.suspects)
     state.selection_source = source
@@ -403,13 +403,14 @@ if mode == "One image":
             "Suspicious: a model that never saw this image (cross-validated) disagrees with "
             + ("this label: " if len(lines) == 1 else "these labels: ")
             + "; ".join(lines)
-            + ". The toggles show the active version's own probability, which was trained on the label.",
+            + ". The suspected toggles come first and show both numbers: the active version's own "
+            "probability (trained on the label) and the held-out one.",
             icon=":material/report:",
         )
     left, right = st.columns([3, 2], gap="large")
     show_image(left, view.display)
     restore = state.setdefault("restore", {}).get(view.image_id)
-    items = panel_items(view, classes, blind, state.get("suspect_classes", {}).get(view.image_id, ()), restore)
+    items = panel_items(view, classes, blind, state.get("suspect_classes", {}).get(view.image_id, {}), restore)
     state.setdefault("panel_nonce", 0)
     state.setdefault("panel_ack", 0)
     token = f"{view.image_id}:{version.id}:{blind}:{state.panel_nonce}"

@@ -9,7 +9,7 @@ hidden)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,13 +45,15 @@ def panel_items(
     view: ImageView,
     classes: Sequence[ClassInfo],
     blind: bool,
-    suspected: Sequence[int] = (),
+    suspected: Mapping[int, float] | None = None,
     restore: set[int] | None = None,
 ) -> list[PanelItem]:
-    """Every active class of ``view`` in the panel's order, filled as the person would expect:
+    """Every active class of ``view`` in the panel's order, filled as the person would expect
+    (``suspected``: class id -> the held-out model's probability of a suspected label):
     what a person said stands, otherwise the model's proposal (nothing when blind); ``restore``
     (an undone decision's present classes) wins over both."""
     suggestion = {sg.class_id: sg for sg in view.suggestions}
+    suspected = suspected or {}
 
     def rank(c: ClassInfo) -> tuple:
         first = 0 if c.id in suspected else 1
@@ -72,7 +74,7 @@ def panel_items(
             on = bool(sg and sg.proposed) and not blind
         notes = []
         if c.id in suspected:
-            notes.append("suspected")
+            notes.append(f"suspected: held-out {suspected[c.id]:.0%}")
         if c.id in view.assumed:
             notes.append("assumed absent")
         elif said is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,6 +46,7 @@ def serve(home: Path):
     """`streamlit run serve.py` (the app and its cookie route) on a free port for the store at
     ``home``; yields its URL."""
     port = free_port()
+    log = (home / "server.log").open("ab")  # read it when a test fails
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -61,9 +63,8 @@ def serve(home: Path):
         ],
         cwd=ROOT,
         env=make_env(home),
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -78,7 +79,8 @@ def serve(home: Path):
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture
@@ -259,6 +261,18 @@ def test_explore_search_map_and_suspicious_labels_queue(server, demo_studio, tmp
             timeout=30000,
         )
         shot(page, "review_suspicious", out)
+        # the suspected labels come first, with keys 1-9, and say the banner's numbers
+        banner = page.locator("[data-testid='stAlert']", has_text="Suspicious:").inner_text()
+        said = dict(re.findall("\u2068([^\u2069]+)\u2069 is labelled \\w+, the held-out model gives (\\d+%)", banner))
+        toggles = [
+            (t.locator(".key").inner_text(), t.locator(".name").inner_text(), t.locator(".prob").inner_text())
+            for t in page.locator("button.toggle").all()
+        ]
+        suspected = [(key, name, prob) for key, name, prob in toggles if "suspected" in prob]
+        assert said and len(suspected) == len(said)
+        assert {key for key, _, _ in suspected} == set("123456789"[: len(suspected)])
+        for _, name, prob in suspected:
+            assert f"held-out {said.get(name.strip())}" in prob, (name, prob, said, banner)
         browser.close()
 
 

@@ -346,3 +346,63 @@ def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path
         save = page.locator("button[data-act='save']").first.bounding_box()
         assert save and save["y"] + save["height"] <= height, save
         browser.close()
+
+
+def test_exports_leave_out_retired_classes_tell_all_absent_from_unlabelled_and_the_model_zip_says_it_works(
+    demo_studio, tmp_path: Path
+):
+    """Defects 10 and 11 in the browser: a class merged into another and a deactivated one are
+    listed (inactive) on the Classes page but left out of the CSV export; an image a person marked
+    all absent has a row per class in it, an unlabelled image one empty row; the model zip says at
+    once that it is being made, then offers the download."""
+    import csv
+    import io
+
+    from playwright.sync_api import sync_playwright
+
+    from db.models import Image
+    from mumic_core.store.classes import merge_classes, set_active
+
+    heart, star, circle = (class_id(demo_studio, n) for n in ("heart", "star", "circle"))
+    merge_classes(demo_studio, star, heart, "lead")
+    set_active(demo_studio, circle, False)
+    with serve(demo_studio.settings.home) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        sign_in(page, url, demo_studio.settings.home, "lead", "admin")
+        page.goto(f"{url}/review")
+        page.wait_for_selector("button.toggle", timeout=90000)
+        settle(page)
+        rejected, shown = current_image(page), token(page)
+        page.locator("[data-testid='stImage']").first.click()
+        page.keyboard.press("Shift+Enter")  # every class absent
+        wait_for_next(page, rejected, shown)
+
+        page.goto(f"{url}/classes")
+        page.wait_for_selector("[data-testid='stDataFrame']")
+        settle(page, 1500)
+        assert "merged into another" in page.locator("body").inner_text()
+
+        page.goto(f"{url}/import_export")
+        page.wait_for_selector("text=Labels CSV")
+        settle(page, 1500)
+        with page.expect_download() as got:
+            page.get_by_role("button", name="Labels CSV").click()
+        rows = list(csv.DictReader(io.StringIO(Path(got.value.path()).read_text(encoding="utf-8"))))
+        assert not {"star", "circle"} & {r["class"] for r in rows}
+        by_image: dict[str, list[dict]] = {}
+        for r in rows:
+            by_image.setdefault(r["filename"], []).append(r)
+        active = {r["class"] for r in rows if r["class"]}
+        assert {r["class"] for r in by_image[rejected]} == active  # one row per active class ...
+        assert {r["state"] for r in by_image[rejected]} == {"negative"}  # ... each said absent
+        with demo_studio.read() as s:
+            names = set(s.scalars(select(Image.original_name)))
+        unlabelled = [rs for rs in by_image.values() if all(not r["class"] for r in rs)]
+        assert unlabelled and all(len(rs) == 1 and rs[0]["state"] == "" for rs in unlabelled)
+        assert set(by_image) == names  # every image is in the file, labelled or not
+
+        page.get_by_role("button", name="(.zip)").click()
+        page.wait_for_selector("text=/Zipping model|Download model/", timeout=1000)  # feedback at once
+        page.get_by_role("button", name="Download model").wait_for(timeout=60000)
+        browser.close()
