@@ -406,3 +406,47 @@ def test_exports_leave_out_retired_classes_tell_all_absent_from_unlabelled_and_t
         page.wait_for_selector("text=/Zipping model|Download model/", timeout=1000)  # feedback at once
         page.get_by_role("button", name="Download model").wait_for(timeout=60000)
         browser.close()
+
+
+def test_dashboard_axis_names_versions_and_the_lease_note_names_others_not_you(demo_studio, tmp_path: Path):
+    """Defect 12's last two: the dashboard's x axis shows version names (not times like
+    00:35:15.9235), and the note on images open elsewhere names the other people, never you."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    from mumic_core.pipeline.lifecycle import ensure_base_version
+    from mumic_core.pipeline.training import TrainConfig, train
+
+    base = ensure_base_version(demo_studio)
+    names = [train(demo_studio, TrainConfig(activate="never"), base).version.name for _ in range(2)]
+    with serve(demo_studio.settings.home) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        lead = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        sign_in(lead, url, demo_studio.settings.home, "lead", "admin")
+        lead.goto(f"{url}/dashboard")
+        lead.wait_for_selector(".js-plotly-plot .xtick text", timeout=60000)
+        settle(lead, 1000)
+        ticks = [t.text_content() for t in lead.locator(".js-plotly-plot").last.locator(".xtick text").all()]
+        assert set(names) <= set(ticks), ticks
+        assert not any(re.search(r"\d\d:\d\d", t) for t in ticks), ticks
+
+        ann = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        sign_in(ann, url, demo_studio.settings.home, "ann", "annotator")
+        ann.goto(f"{url}/review")
+        ann.wait_for_selector("button.toggle", timeout=90000)
+        settle(ann)
+        lead.goto(f"{url}/review")
+        lead.wait_for_selector("button.toggle", timeout=90000)
+        settle(lead)
+        note = lead.get_by_text("so skipped here").inner_text()
+        assert "open for ann" in note and "lead" not in note, note
+        # the same person in another browser (tabs of one browser share their images)
+        second_tab = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        sign_in(second_tab, url, demo_studio.settings.home, "lead", "admin")
+        second_tab.goto(f"{url}/review")
+        second_tab.wait_for_selector("button.toggle", timeout=90000)
+        settle(second_tab)
+        note = second_tab.get_by_text("so skipped here").inner_text()
+        assert "lead" not in note and "your other tabs" in note, note
+        browser.close()
