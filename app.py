@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import streamlit as st
 
 from app_pages.signin import PAGE_PERMISSIONS, is_signed_in, sign_out_button, signed_in_studio
-from app_pages.ui import show_error
+from app_pages.ui import CALLBACK_MS, show_error
 from mumic_core.pipeline.scoring import load_scorer
 from mumic_core.services.setup import FIRST_MODEL
 from mumic_core.store.auth import ensure_first_admin
@@ -173,13 +175,29 @@ def pages(may=lambda permission: True) -> list:
     ]
 
 
+def log_run(run_log: Path, page: str, server_ms: float) -> None:
+    """One line per script run (time, page, server milliseconds) when MUMIC_RUN_LOG is set: what
+    each interaction costs the server (benchmarks/annotator_speed.py reads it). No Streamlit call
+    here: it runs after st.stop() and st.rerun(), where one would raise again."""
+    with run_log.open("a", encoding="utf-8") as f:
+        f.write(f"{time.time():.3f}\t{page}\t{server_ms:.1f}\n")
+
+
+# The widget callbacks of this run have already run (before the script): their time is added.
+started, page_name, callbacks_ms = time.perf_counter(), "signin", st.session_state.pop(CALLBACK_MS, 0.0)
+run_log: Path | None = None
 try:
-    studio()
+    run_log = studio().settings.run_log
     warm_up_model()
     if not is_signed_in():  # no menu beside the sign-in form; the address (a deep link) is kept
         st.navigation(pages(), position="hidden")
     me = signed_in_studio()  # the sign-in form, until someone signs in
     sign_out_button(me)
-    st.navigation(pages(me.actor.may)).run()
+    page = st.navigation(pages(me.actor.may))
+    page_name = page.url_path or "home"
+    page.run()
 except Exception as exc:  # noqa: BLE001 - see above
     show_error(exc)
+finally:
+    if run_log is not None:
+        log_run(run_log, page_name, callbacks_ms + 1000 * (time.perf_counter() - started))

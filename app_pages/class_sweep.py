@@ -10,7 +10,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from app_pages.sweep_panel import last_sweep_action, sweep_panel, sweep_tile
-from app_pages.ui import md
+from app_pages.ui import md, timed_callback
 from mumic_core.errors import REFUSALS, one_line
 from mumic_core.services.review import submit_sweep, undo
 from mumic_core.store.classes import ClassInfo
@@ -53,6 +53,7 @@ def class_sweep(
     page = hashlib.sha1(repr((class_id, order, ids)).encode()).hexdigest()[:12]
     token = f"{page}:{state.sweep_nonce}"
 
+    @timed_callback
     def on_action() -> None:
         """What the panel sent (a save or an undo), before the script runs again."""
         sent = last_sweep_action()

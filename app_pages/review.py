@@ -9,9 +9,10 @@ from uuid import uuid4
 import streamlit as st
 
 from app_pages.class_sweep import class_sweep
+from app_pages.grid_panel import grid_panel, grid_tile, last_grid_action
 from app_pages.review_panel import SHOWN, last_action, panel_items, review_panel
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md, refuse, show_image
+from app_pages.ui import md, refuse, show_image, timed_callback
 from mumic_core.errors import REFUSALS, StaleView, one_line
 from mumic_core.model.active_learning import DEFAULT_WEIGHTS, STRATEGIES
 from mumic_core.pipeline.label_errors import (
@@ -139,12 +140,16 @@ with st.sidebar:
         "Class sweep: one class over many pictures, present or absent with a click.",
     )
     st.subheader("Queue")
-    status = st.selectbox("Status", STATUSES, index=1, key="status")
+    sweeping = mode == "Class sweep"
+    if sweeping:
+        st.caption("A class sweep has its own queue: the images nobody has judged for its class.")
+    status = st.selectbox("Status", STATUSES, index=1, key="status", disabled=sweeping)
     cls_choice = st.selectbox(
         "Class",
         [None] + [c.id for c in classes],
         key="class_filter",
         format_func=lambda i: "any class" if i is None else class_by_id[i].name,
+        disabled=sweeping,
     )
     lo, hi = st.slider(
         "Confidence",
@@ -154,6 +159,7 @@ with st.sidebar:
         0.05,
         key="conf",
         help="Of the chosen class, or of each image's top suggestion.",
+        disabled=sweeping,
     )
     sort = st.selectbox(
         "Order",
@@ -161,6 +167,7 @@ with st.sidebar:
         key="sort",
         help="active learning: the images whose labels would teach the model most, by the "
         "strategies below; priority: most uncertain suggestion first",
+        disabled=sweeping,
     )
     weights: dict[str, float] = {}
     if sort == "active learning":
@@ -416,6 +423,7 @@ if mode == "One image":
     token = f"{view.image_id}:{version.id}:{blind}:{state.panel_nonce}"
     names = {i.id: i.name for i in items}
 
+    @timed_callback
     def on_action() -> None:
         """What the panel sent, before the script runs again (a key press or a click)."""
         sent = last_action()
@@ -475,10 +483,7 @@ else:
     c1, c2, c3 = st.columns([1, 2, 2])
     per_page = c1.selectbox("Per page", [8, 12, 24], index=1, key="per_page")
     t = c2.slider("Threshold t", 0.05, 0.95, 0.5, 0.05, key="grid_t")
-    st.caption(
-        progress_line(total) + " Keys: Tab moves from tile to tile · type a class and Enter adds it · Backspace "
-        "removes the last · Esc leaves the tile · Ctrl+Enter accepts the page · Ctrl+Shift+Enter saves it as shown."
-    )
+    st.caption(progress_line(total))
     pages = max(1, -(-total // per_page))
     page = c3.number_input(f"Page (of {pages})", 1, pages, min(pages, state.offset // per_page + 1), key="grid_page")
     state.offset = (page - 1) * per_page
@@ -496,79 +501,69 @@ else:
         thresholds=thresholds,
         display=TILE,
     )
-    # Each tile's choice is kept under a key of its own (not of the threshold): a tile fixed by hand
-    # keeps its fix when the threshold moves; an untouched tile follows the threshold.
-    fixes: dict[int, tuple[set[int], set[int]]] = {}
-    touched: set[int] = set()
-    b1, b2, b3 = st.columns(3)  # above the tiles: in the window as the page opens; filled below
-    cols = st.columns(4)
-    for k, view in enumerate(views):
-        with cols[k % 4]:
-            show_image(st, view.display)
-            said = [c for c, p in view.labels.items() if p and c in class_by_id and c not in view.assumed]
-            top = [] if blind else list(view.suggestions)
-            proposed = [sg.class_id for sg in top if sg.probability >= t]
-            default = proposed + [c for c in said if c not in proposed]
-            widget, shown_default = f"g_{view.image_id}", f"gd_{view.image_id}"
-            if widget not in state or state[widget] == state.get(shown_default):
-                state[widget] = default  # untouched: follows the threshold
-            state[shown_default] = default
-            st.caption(
-                md(view.name)
-                + ("" if blind else " · " + " · ".join(f"{md(sg.name)} {sg.probability:.0%}" for sg in top))
-            )
-            chosen = st.multiselect(
-                "Present",
-                [c.id for c in classes],
-                key=widget,
-                format_func=lambda i: class_by_id[i].name,
-                label_visibility="collapsed",
-            )
-            if chosen != default:
+    by_view = {v.image_id: v for v in views}
+    active = {c.id for c in classes}
+    tiles = [grid_tile(v, active, t, blind) for v in views]
+    state.setdefault("grid_nonce", 0)
+    state.setdefault("grid_ack", 0)
+    # The token names the page, not the threshold: a threshold change keeps the tiles fixed by hand.
+    grid_token = f"{','.join(str(v.image_id) for v in views)}:{version.id}:{blind}:{state.grid_nonce}"
+
+    @timed_callback
+    def on_grid_action() -> None:
+        """What the grid sent (accept, save or undo), before the script runs again."""
+        sent = last_grid_action()
+        if not sent or sent.get("seq", 0) <= state.grid_ack:
+            return
+        state.grid_ack = int(sent["seq"])
+        state.grid_nonce += 1
+        if sent.get("token") != grid_token:  # sent for a page no longer shown: nothing happens
+            return
+        action = sent.get("action")
+        if action == "undo":
+            do_undo()
+            return
+        fixes: dict[int, tuple[set[int], set[int]]] = {}
+        touched: set[int] = set()
+        for key, tile in (sent.get("tiles") or {}).items():
+            view = by_view.get(int(key))
+            if view is None:
+                continue
+            chosen = {int(c) for c in tile.get("chosen", []) if int(c) in active}
+            fixes[view.image_id] = (chosen, {sg.class_id for sg in view.suggestions} - chosen)
+            if tile.get("touched"):
                 touched.add(view.image_id)
-            st.caption(  # the box is narrow: say in full what it holds
-                ("Fixed by hand · " if view.image_id in touched else "")
-                + "Present: "
-                + (", ".join(md(class_by_id[c].name) for c in chosen) if chosen else "nothing")
-            )
-            fixes[view.image_id] = (set(chosen), {sg.class_id for sg in top} - set(chosen))
-
-    def forget_tiles(image_ids) -> None:
-        for image_id in image_ids:
-            state.pop(f"g_{image_id}", None)
-            state.pop(f"gd_{image_id}", None)
-
-    try:
-        label = f"Accept page (≥ {t:.2f}" + (f"; {len(touched)} fixed kept)" if touched else ")")
-        if b1.button(
-            label,
-            type="primary",
-            disabled=blind,
-            key="grid_accept",
-            shortcut="Mod+Enter",
-            help="Untouched tiles: their suggestions at or above the threshold are saved present, the other "
-            "classes assumed absent. Tiles fixed by hand: saved as shown.",
-        ):
-            # Untouched tiles: their suggestions at or above t, the rest assumed absent; tiles fixed
-            # by hand: what they show.
+        if action == "accept":
+            # Untouched tiles: their proposals present, the rest assumed absent; tiles fixed by hand:
+            # what they show (the suggestions left out said absent).
             decisions = {i: (pos, set()) for i, (pos, _) in fixes.items() if i not in touched and pos}
             decisions |= {i: fixes[i] for i in touched}
-            if decisions:
-                sid = submit_many(s, decisions, views, s.actor.username, second_review)
-                state.flash = f"Saved {len(decisions)} images (submission {sid}); {len(touched)} as fixed by hand."
-                count_reviewed(len(decisions))
-            forget_tiles(fixes)
-            st.rerun()
-        if b2.button("Save this page as shown", key="grid_save", shortcut="Mod+Shift+Enter"):
-            sid = submit_many(s, fixes, views, s.actor.username, second_review)
-            state.flash = f"Saved {len(fixes)} images (submission {sid})."
-            count_reviewed(len(fixes))
-            forget_tiles(fixes)
-            st.rerun()
-    except StaleView as exc:
-        state.error = f"Not saved: images were {md(exc)}"
-        forget_tiles(exc.image_ids)
-        st.rerun()
-    if b3.button("Undo my last submission"):
-        do_undo()
-        st.rerun()
+        else:
+            decisions = fixes
+        if not decisions:
+            state.flash = "Nothing to save on this page."
+            return
+        try:
+            sid = submit_many(s, decisions, views, s.actor.username, second_review)
+        except StaleView as exc:
+            state.error = f"Not saved: images were {md(exc)}"
+            return
+        except ValueError as exc:
+            state.error = md(one_line(exc, REFUSALS))
+            return
+        kept = f"; {len(touched)} as fixed by hand" if action == "accept" else ""
+        state.flash = f"Saved {len(decisions)} images (submission {sid}){kept}."
+        count_reviewed(len(decisions))
+
+    grid_panel(
+        grid_token,
+        tiles,
+        classes,
+        threshold=t,
+        blind=blind,
+        ack=state.grid_ack,
+        message="Keys: Tab moves from tile to tile · type a class and Enter adds it · Backspace in an empty "
+        "field removes the last · Esc leaves the field · Ctrl+Enter accepts the page · Ctrl+Shift+Enter "
+        "saves it as shown.",
+        on_action=on_grid_action,
+    )

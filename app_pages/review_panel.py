@@ -11,22 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import streamlit as st
 
-from app_pages.ui import component_action
+from app_pages.ui import component_action, component_assets
 from mumic_core.store.classes import ClassInfo
 from mumic_core.store.queue import ImageView
 
 KEYS = "1234567890abcdefghijklmnopqrstuvwxyz"
 SHOWN = 20  # classes listed before "Show all"; the others keep their keys and the add-label field finds them
-_HERE = Path(__file__).parent
-_COMPONENT = st.components.v2.component(
-    "mumic_review_panel",
-    js=(_HERE / "review_panel.js").read_text(encoding="utf-8"),
-    css=(_HERE / "review_panel.css").read_text(encoding="utf-8"),
-)
+_COMPONENT = st.components.v2.component("mumic_review_panel", **component_assets("review_panel"))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ function render(panel) {
   const { data, root } = panel;
   root.replaceChildren();
   root.setAttribute("data-token", data.token);
+  root.setAttribute("data-class", data.class_name);
   root.setAttribute("data-pending", panel.pending ? "1" : "0");
   const [present, absent] = counts(panel);
   root.append(

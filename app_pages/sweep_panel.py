@@ -9,22 +9,15 @@ submission."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import streamlit as st
 
-from app_pages.ui import component_action
+from app_pages.ui import component_action, component_assets, inline_image
 from mumic_core.store.renditions import Rendition
 
-_HERE = Path(__file__).parent
-_COMPONENT = st.components.v2.component(
-    "mumic_sweep_panel",
-    js=(_HERE / "sweep_panel.js").read_text(encoding="utf-8"),
-    css=(_HERE / "sweep_panel.css").read_text(encoding="utf-8"),
-)
+_COMPONENT = st.components.v2.component("mumic_sweep_panel", **component_assets("sweep_panel"))
 
 
 @dataclass(frozen=True)
@@ -41,12 +34,8 @@ class SweepTile:
 
 def sweep_tile(image_id: int, name: str, prob: float, on: bool, rendition: Rendition | None) -> SweepTile:
     """A tile with its rendition inlined (the panel draws the images itself)."""
-    if rendition is None or rendition.data is None:
-        why = rendition.problem if rendition is not None else "no display rendition was made"
-        return SweepTile(image_id, name, round(prob, 4), on, "", why)
-    mime = f"image/{rendition.format.lower()}"
-    src = f"data:{mime};base64,{base64.b64encode(rendition.data).decode('ascii')}"
-    return SweepTile(image_id, name, round(prob, 4), on, src, "")
+    src, problem = inline_image(rendition)
+    return SweepTile(image_id, name, round(prob, 4), on, src, problem)
 
 
 def sweep_panel(

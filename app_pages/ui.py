@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import re
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -64,3 +69,40 @@ def component_action(key: str) -> dict | None:
     if value is None and isinstance(result, dict):
         value = result.get("action")
     return value if isinstance(value, dict) else None
+
+
+CALLBACK_MS = "_callback_ms"  # session state: server time of the widget callbacks run before this script run
+
+
+def timed_callback(fn: Callable[[], None]) -> Callable[[], None]:
+    """A widget callback whose server time counts in this run's MUMIC_RUN_LOG line (callbacks
+    run before the page script, outside its timer)."""
+
+    @functools.wraps(fn)
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            fn()
+        finally:
+            st.session_state[CALLBACK_MS] = st.session_state.get(CALLBACK_MS, 0.0) + 1000 * (
+                time.perf_counter() - started
+            )
+
+    return run
+
+
+def component_assets(name: str) -> dict[str, str]:
+    """The ``js`` and ``css`` of the browser component ``app_pages/<name>.{js,css}``."""
+    here = Path(__file__).parent
+    return {
+        "js": (here / f"{name}.js").read_text(encoding="utf-8"),
+        "css": (here / f"{name}.css").read_text(encoding="utf-8"),
+    }
+
+
+def inline_image(rendition: Rendition | None) -> tuple[str, str]:
+    """(a data: URL of a display rendition, "") for a component to draw, or ("", why it cannot be shown)."""
+    if rendition is None or rendition.data is None:
+        return "", rendition.problem if rendition is not None else "no display rendition was made"
+    data = base64.b64encode(rendition.data).decode("ascii")
+    return f"data:image/{rendition.format.lower()};base64,{data}", ""

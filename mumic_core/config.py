@@ -40,6 +40,7 @@ class Settings:
     batch_stale_seconds: float = 120.0  # an encode batch without a heartbeat this long is claimed again
     storage_url: str = ""  # "": images and models under home; else an fsspec URL (s3://bucket/prefix)
     storage_options: dict = field(default_factory=dict)  # passed to fsspec with storage_url
+    run_log: Path | None = None  # when set, the web server appends each page run's server time here
     extra: dict = field(default_factory=dict)
 
     @property
@@ -110,6 +111,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         batch_stale_seconds=_number(env, "MUMIC_BATCH_STALE_SECONDS", "120", float),
         storage_url=env.get("MUMIC_STORAGE_URL", "").strip(),
         storage_options=_json_object(env.get("MUMIC_STORAGE_OPTIONS", ""), "MUMIC_STORAGE_OPTIONS"),
+        run_log=Path(env["MUMIC_RUN_LOG"]).expanduser().resolve() if env.get("MUMIC_RUN_LOG") else None,
     )
 
 

@@ -42,9 +42,9 @@ ARGS = [
 
 
 @contextlib.contextmanager
-def serve(home: Path):
+def serve(home: Path, **env: str):
     """`streamlit run serve.py` (the app and its cookie route) on a free port for the store at
-    ``home``; yields its URL."""
+    ``home`` (``env``: more MUMIC_* settings); yields its URL."""
     port = free_port()
     log = (home / "server.log").open("ab")  # read it when a test fails
     proc = subprocess.Popen(
@@ -62,7 +62,7 @@ def serve(home: Path):
             "true",
         ],
         cwd=ROOT,
-        env=make_env(home),
+        env=make_env(home, **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -81,17 +81,18 @@ def test_review_accept_undo_redo_restore_the_whole_decision(demo_studio):
         redo(studio, again, active_version(studio).id, "ann")  # not undone
 
 
-def test_review_grid_bulk_accept(demo_studio):
+def test_review_grid_shows_a_page_of_tiles_that_follow_the_threshold(demo_studio):
+    """The grid panel's page: 12 tiles with file names and top suggestions; a higher threshold
+    proposes fewer (the same token: tiles fixed in the browser keep their fixes, test_review_keys.py)."""
     at = page("review.py").run()
     at.radio(key="mode").set_value("Grid").run()
-    assert (
-        not at.exception and len([m for m in at.multiselect if m.label == "Present"]) == 12
-    )  # one "present" picker per image on the page
-    at.slider(key="grid_t").set_value(0.3).run()
-    bulk = at.button(key="grid_accept")
-    bulk.click().run()
     assert not at.exception
-    assert review_rows(demo_studio) > 0
+    data = panel_data(at, "mumic_grid_panel")
+    assert len(data["tiles"]) == 12 and all(t["name"] and len(t["top"]) == 3 for t in data["tiles"])
+    at.slider(key="grid_t").set_value(0.95).run()
+    higher = panel_data(at, "mumic_grid_panel")
+    assert higher["token"] == data["token"] and higher["threshold"] == 0.95
+    assert sum(len(t["chosen"]) for t in higher["tiles"]) < sum(len(t["chosen"]) for t in data["tiles"])
 
 
 def test_review_filters_by_class_and_confidence(demo_studio):

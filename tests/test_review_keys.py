@@ -188,41 +188,47 @@ def test_ctrl_z_in_a_text_field_is_the_fields_own_and_undo_restores_the_whole_de
     assert {c for c, p in saved(studio, name).items() if p} == decided
 
 
+def grid_chips(page, k: int = 0) -> list[str]:
+    """The classes tile ``k`` of the grid holds now."""
+    return [c.get_attribute("data-class") for c in page.locator(".grid .tile").nth(k).locator(".chip").all()]
+
+
 def test_grid_keeps_fixes_across_threshold_changes_and_bulk_accept_saves_them(browser_page):
     page, studio, _ = browser_page
     page.get_by_text("Grid", exact=True).click()
-    page.wait_for_selector("[data-testid='stMultiSelect']")
+    page.wait_for_selector(".grid .tile")
     settle(page, 1000)
-    tile = page.locator("[data-testid='stMultiSelect']").first
-    # fix the first tile by hand: remove what it proposes, then choose "star"
-    tile.locator("input").click()
-    for _ in range(6):
+    tile = page.locator(".grid .tile").first
+    first_name = tile.locator(".name").inner_text()
+    # fix the first tile by keyboard, fast: Backspace its proposals away, type "star", Enter, Esc
+    tile.locator("input.add").focus()
+    for _ in grid_chips(page):
         page.keyboard.press("Backspace")
-        page.wait_for_timeout(150)
-    page.keyboard.type("star")
+        page.wait_for_timeout(50)
+    page.keyboard.type("star", delay=50)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")  # on to the next tile: add "heart" there too
+    page.keyboard.type("hea", delay=50)
     page.keyboard.press("Enter")
     page.keyboard.press("Escape")
-    settle(page)
-    caption = page.get_by_text("Fixed by hand").first
-    assert caption.is_visible()
-    tile_caption = page.locator("[data-testid='stMain'] [data-testid='stCaptionContainer']", has_text=".png")
-    first_name = tile_caption.first.inner_text().split(" · ")[0].strip("\u2068\u2069")
-    # move the threshold: the fix stays
-    present = page.get_by_text("Fixed by hand").first.inner_text().split("Present: ", 1)[1]
-    fixed = [n.strip("\u2068\u2069 ") for n in present.split(", ")]
-    # move the threshold (click low on its track): the fix stays
+    star, heart = class_id(studio, "star"), class_id(studio, "heart")
+    assert grid_chips(page) == [str(star)]
+    assert str(heart) in grid_chips(page, 1)
+    assert "Fixed by hand" in tile.inner_text()
+    second = {int(c) for c in grid_chips(page, 1)}
+    second_name = page.locator(".grid .tile").nth(1).locator(".name").inner_text()
+    # move the threshold (click high on its track): the fixes stay, the untouched tiles follow
+    untouched_before = grid_chips(page, 2)
     track = page.locator(".st-key-grid_t .stSlider").first.bounding_box()
-    page.mouse.click(track["x"] + track["width"] * 0.2, track["y"] + track["height"] * 0.72)
+    page.mouse.click(track["x"] + track["width"] * 0.95, track["y"] + track["height"] * 0.72)
     settle(page, 1000)
     assert "0.50" not in page.locator(".st-key-grid_t").inner_text()
-    assert page.get_by_text("Fixed by hand").first.is_visible()
-    # by keyboard: Tab into the first tile, Esc leaves it, Ctrl+Enter accepts the page
-    page.locator("[data-testid='stMultiSelect'] input").first.focus()
-    page.keyboard.press("Escape")
-    page.keyboard.press("Control+Enter")
+    assert grid_chips(page) == [str(star)] and {int(c) for c in grid_chips(page, 1)} == second
+    assert len(grid_chips(page, 2)) < len(untouched_before)
+    page.keyboard.press("Control+Enter")  # accepts the page from anywhere
     page.wait_for_selector("text=as fixed by hand", timeout=20000)
-    assert "star" in fixed
-    assert {c for c, p in saved(studio, first_name).items() if p} == {class_id(studio, n) for n in fixed}
+    assert {c for c, p in saved(studio, first_name).items() if p} == {star}
+    assert {c for c, p in saved(studio, second_name).items() if p} == second
 
 
 def sweep_marks(page) -> dict[int, bool]:
@@ -334,10 +340,10 @@ def test_accept_is_visible_without_scrolling_in_every_mode(demo_studio, tmp_path
         accept = page.locator("button[data-act='accept']").bounding_box()
         assert accept and accept["y"] + accept["height"] <= height, accept
         page.get_by_text("Grid", exact=True).click()
-        page.wait_for_selector(".st-key-grid_accept button")
+        page.wait_for_selector(".grid .tile")
         settle(page, 1500)
         page.screenshot(path=str(out / f"review_grid_{width}x{height}.png"))
-        accept = page.locator(".st-key-grid_accept button").first.bounding_box()
+        accept = page.locator(".grid button[data-act='accept']").first.bounding_box()
         assert accept and accept["y"] + accept["height"] <= height, accept
         page.get_by_text("Class sweep", exact=True).click()
         page.wait_for_selector(".tile")
