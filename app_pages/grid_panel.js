@@ -8,17 +8,6 @@
 
 const REGISTRY = (window.__mumicGridPanel = window.__mumicGridPanel || {});
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("data-") || k.startsWith("aria-")) node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
 function matches(panel, tile, text) {
   const q = text.trim().toLocaleLowerCase();
   if (!q) return [];

@@ -8,28 +8,6 @@
 
 const REGISTRY = (window.__mumicSweepPanel = window.__mumicSweepPanel || {});
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v;
-    else if (k.startsWith("data-") || k.startsWith("aria-")) node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-// A field that takes typed text (not a radio, checkbox or slider, whose keys the panels may use).
-function isTextEntry(node) {
-  if (node.tagName !== "INPUT") return false;
-  return ["text", "search", "email", "password", "number", "url", "tel", ""].includes((node.getAttribute("type") || "").toLowerCase());
-}
-
-function inTextField(event) {
-  const path = event.composedPath ? event.composedPath() : [event.target];
-  return path.some((n) => n && n.tagName && (isTextEntry(n) || n.tagName === "TEXTAREA" || n.isContentEditable));
-}
-
 function counts(panel) {
   const present = panel.data.tiles.filter((t) => panel.marks.get(t.id)).length;
   return [present, panel.data.tiles.length - present];

@@ -92,10 +92,13 @@ def timed_callback(fn: Callable[[], None]) -> Callable[[], None]:
 
 
 def component_assets(name: str) -> dict[str, str]:
-    """The ``js`` and ``css`` of the browser component ``app_pages/<name>.{js,css}``."""
+    """The ``js`` (after the shared ``panel_common.js``) and ``css`` of the browser component
+    ``app_pages/<name>.{js,css}``."""
     here = Path(__file__).parent
     return {
-        "js": (here / f"{name}.js").read_text(encoding="utf-8"),
+        "js": (here / "panel_common.js").read_text(encoding="utf-8")
+        + "\n"
+        + (here / f"{name}.js").read_text(encoding="utf-8"),
         "css": (here / f"{name}.css").read_text(encoding="utf-8"),
     }
 
