@@ -149,6 +149,7 @@ with st.sidebar:
         [None] + [c.id for c in classes],
         key="class_filter",
         format_func=lambda i: "any class" if i is None else class_by_id[i].name,
+        placeholder="any class",
         disabled=sweeping,
     )
     lo, hi = st.slider(
