@@ -120,11 +120,7 @@ export default function (component) {
   const fresh = !panel || panel.data.token !== data.token;
   if (!panel) panel = REGISTRY[key] = { seq: 0, pending: 0, focusTile: null };
   panel.setTriggerValue = setTriggerValue;
-  if (!panel.root || !panel.root.isConnected || panel.root.parentNode !== parentElement) {
-    panel.root = el("div", { class: "grid" });
-    for (const old of parentElement.querySelectorAll(":scope > .grid")) old.remove();
-    parentElement.append(panel.root);
-  }
+  mountRoot(panel, parentElement, "grid");
   if (fresh) {
     panel.chosen = new Map(data.tiles.map((t) => [t.id, [...t.chosen]]));
     panel.touched = new Set();
@@ -138,16 +134,7 @@ export default function (component) {
   panel.message = data.message || "";
   if (panel.pending && data.ack >= panel.pending) panel.pending = 0;
   render(panel);
-  if (panel.listening !== panel.root) {
-    if (panel.detach) panel.detach();
-    panel.detach = listen(panel);
-    panel.listening = panel.root;
-  }
-  return () => {
-    if (panel.detach) panel.detach();
-    panel.detach = null;
-    panel.listening = null;
-  };
+  return keepListening(panel, listen);
 }
 
 function listen(panel) {

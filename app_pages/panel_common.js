@@ -22,3 +22,28 @@ function inTextField(event) {
   const path = event.composedPath ? event.composedPath() : [event.target];
   return path.some((n) => n && n.tagName && (isTextEntry(n) || n.tagName === "TEXTAREA" || n.isContentEditable));
 }
+
+// The panel's root element in ``parentElement``, made again when Streamlit has moved or dropped it
+// (only an earlier root goes: Streamlit keeps the component's stylesheet beside it).
+function mountRoot(panel, parentElement, rootClass) {
+  if (!panel.root || !panel.root.isConnected || panel.root.parentNode !== parentElement) {
+    panel.root = el("div", { class: rootClass });
+    for (const old of parentElement.querySelectorAll(`:scope > .${rootClass}`)) old.remove();
+    parentElement.append(panel.root);
+  }
+}
+
+// One set of listeners per root, however often Streamlit calls the component's function (a second
+// set would apply every key twice); returns the cleanup Streamlit calls when it unmounts the panel.
+function keepListening(panel, listen) {
+  if (panel.listening !== panel.root) {
+    if (panel.detach) panel.detach();
+    panel.detach = listen(panel);
+    panel.listening = panel.root;
+  }
+  return () => {
+    if (panel.detach) panel.detach();
+    panel.detach = null;
+    panel.listening = null;
+  };
+}

@@ -161,12 +161,7 @@ export default function (component) {
     panel = REGISTRY[key] = { seq: 0, pending: 0, queue: [], query: "", message: "", visible: 0 };
   }
   panel.setTriggerValue = setTriggerValue;
-  if (!panel.root || !panel.root.isConnected || panel.root.parentNode !== parentElement) {
-    panel.root = el("div", { class: "panel" });
-    // Only an earlier panel goes: Streamlit keeps the component's stylesheet beside it.
-    for (const old of parentElement.querySelectorAll(":scope > .panel")) old.remove();
-    parentElement.append(panel.root);
-  }
+  mountRoot(panel, parentElement, "panel");
   if (fresh) {
     panel.on = new Set(data.items.filter((it) => it.on).map((it) => it.id));
     panel.visible = data.visible;
@@ -177,20 +172,7 @@ export default function (component) {
   if (panel.pending && data.ack >= panel.pending) panel.pending = 0;
   render(panel);
   drain(panel);
-
-  // One set of listeners per panel, however often Streamlit calls this function: a second set
-  // would apply every key twice.
-  if (panel.listening !== panel.root) {
-    if (panel.detach) panel.detach();
-    panel.detach = listen(panel);
-    panel.listening = panel.root;
-  }
-  return () => {
-    // Called when Streamlit unmounts the component (the page left One image mode).
-    if (panel.detach) panel.detach();
-    panel.detach = null;
-    panel.listening = null;
-  };
+  return keepListening(panel, listen);
 }
 
 function listen(panel) {

@@ -137,11 +137,7 @@ export default function (component) {
   const fresh = !panel || panel.data.token !== data.token;
   if (!panel) panel = REGISTRY[key] = { seq: 0, pending: 0, queue: [], cursor: 0 };
   panel.setTriggerValue = setTriggerValue;
-  if (!panel.root || !panel.root.isConnected || panel.root.parentNode !== parentElement) {
-    panel.root = el("div", { class: "sweep" });
-    for (const old of parentElement.querySelectorAll(":scope > .sweep")) old.remove();
-    parentElement.append(panel.root);
-  }
+  mountRoot(panel, parentElement, "sweep");
   if (fresh) {
     panel.marks = new Map(data.tiles.map((t) => [t.id, !!t.on]));
     panel.cursor = 0;
@@ -154,16 +150,7 @@ export default function (component) {
   if (panel.pending && data.ack >= panel.pending) panel.pending = 0;
   render(panel);
   drain(panel);
-  if (panel.listening !== panel.root) {
-    if (panel.detach) panel.detach();
-    panel.detach = listen(panel);
-    panel.listening = panel.root;
-  }
-  return () => {
-    if (panel.detach) panel.detach();
-    panel.detach = null;
-    panel.listening = null;
-  };
+  return keepListening(panel, listen);
 }
 
 function listen(panel) {
