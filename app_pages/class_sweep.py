@@ -57,9 +57,8 @@ def class_sweep(
     def on_action() -> None:
         """What the panel sent (a save or an undo), before the script runs again."""
         sent = last_sweep_action()
-        if not sent or sent.get("seq", 0) <= state.sweep_ack:
+        if not sent:
             return
-        state.sweep_ack = int(sent["seq"])
         state.sweep_nonce += 1
         if sent.get("token") != token:  # sent for a page no longer shown: nothing happens
             return
@@ -71,7 +70,8 @@ def class_sweep(
             else:
                 state.flash = f"Undid submission {sid}." if sid else "Nothing of yours to undo."
             return
-        marks = {int(i): bool(v) for i, v in (sent.get("marks") or {}).items() if int(i) in set(ids)}
+        shown = set(ids)
+        marks = {int(i): bool(v) for i, v in (sent.get("marks") or {}).items() if int(i) in shown}
         try:
             sid = submit_sweep(s, class_id, marks, s.actor.username)
         except ValueError as exc:

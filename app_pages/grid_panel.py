@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import streamlit as st
 
-from app_pages.ui import component_action, component_assets, inline_image
+from app_pages.ui import component_assets, inline_image, new_component_action
 from mumic_core.store.classes import ClassInfo
 from mumic_core.store.queue import ImageView
 
@@ -72,6 +72,6 @@ def grid_panel(
 
 
 def last_grid_action() -> dict | None:
-    """What the panel sent last: ``{"action": "accept"|"save"|"undo", "seq", "token",
-    "tiles": {id: {"chosen": [class ids], "touched": bool}}}``, or None."""
-    return component_action("grid_panel")
+    """What the panel sent, once (None when nothing new): ``{"action": "accept"|"save"|"undo", "seq",
+    "token", "tiles": {id: {"chosen": [class ids], "touched": bool}}}``."""
+    return new_component_action("grid_panel", "grid_ack")

@@ -428,9 +428,8 @@ if mode == "One image":
     def on_action() -> None:
         """What the panel sent, before the script runs again (a key press or a click)."""
         sent = last_action()
-        if not sent or sent.get("seq", 0) <= state.panel_ack:
+        if not sent:
             return
-        state.panel_ack = int(sent["seq"])
         if sent.get("token") != token:  # sent for an image no longer shown: nothing happens
             return
         action = sent.get("action")
@@ -514,9 +513,8 @@ else:
     def on_grid_action() -> None:
         """What the grid sent (accept, save or undo), before the script runs again."""
         sent = last_grid_action()
-        if not sent or sent.get("seq", 0) <= state.grid_ack:
+        if not sent:
             return
-        state.grid_ack = int(sent["seq"])
         state.grid_nonce += 1
         if sent.get("token") != grid_token:  # sent for a page no longer shown: nothing happens
             return

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import streamlit as st
 
-from app_pages.ui import component_action, component_assets
+from app_pages.ui import component_assets, new_component_action
 from mumic_core.store.classes import ClassInfo
 from mumic_core.store.queue import ImageView
 
@@ -118,5 +118,6 @@ def review_panel(
 
 
 def last_action() -> dict | None:
-    """What the panel sent last: ``{"action", "seq", "token", "present", "shown"}``, or None."""
-    return component_action("review_panel")
+    """What the panel sent, once (None when nothing new):
+    ``{"action", "seq", "token", "present", "shown"}``."""
+    return new_component_action("review_panel", "panel_ack")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import streamlit as st
 
-from app_pages.ui import component_action, component_assets, inline_image
+from app_pages.ui import component_assets, inline_image, new_component_action
 from mumic_core.store.renditions import Rendition
 
 _COMPONENT = st.components.v2.component("mumic_sweep_panel", **component_assets("sweep_panel"))
@@ -65,5 +65,6 @@ def sweep_panel(
 
 
 def last_sweep_action() -> dict | None:
-    """What the panel sent last: ``{"action": "save"|"undo", "seq", "token", "marks": {id: bool}}``."""
-    return component_action("sweep_panel")
+    """What the panel sent, once (None when nothing new):
+    ``{"action": "save"|"undo", "seq", "token", "marks": {id: bool}}``."""
+    return new_component_action("sweep_panel", "sweep_ack")

@@ -61,14 +61,19 @@ def show_error(exc: Exception) -> None:
     st.error(md(one_line(exc)), icon=":material/error:")
 
 
-def component_action(key: str) -> dict | None:
-    """The last ``action`` trigger a browser component (review or sweep panel) mounted under
-    ``key`` sent, or None."""
-    result = st.session_state.get(key)
+def new_component_action(key: str, ack_key: str) -> dict | None:
+    """The last ``action`` a browser component (review, grid or sweep panel) mounted under ``key``
+    sent, once: None when there is none or it was handled already (its ``seq`` is not above
+    ``st.session_state[ack_key]``, which this then records)."""
+    state = st.session_state
+    result = state.get(key)
     value = getattr(result, "action", None) if result is not None else None
     if value is None and isinstance(result, dict):
         value = result.get("action")
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or value.get("seq", 0) <= state.get(ack_key, 0):
+        return None
+    state[ack_key] = int(value["seq"])
+    return value
 
 
 CALLBACK_MS = "_callback_ms"  # session state: server time of the widget callbacks run before this script run
