@@ -27,6 +27,15 @@ ANNOTATOR = Actor("ann", "annotator")
 # Reads, and caches derived from stored data (embeddings, search indexes, encode batches, local
 # copies of remote files): whoever may read may cause those to be filled.
 READ_ONLY = {
+    "store.api_tokens.list_tokens",
+    "store.feeds.ids_by_sha256",
+    "store.feeds.image_record",
+    "store.feeds.image_signature",
+    "store.feeds.labels_changed_since",
+    "store.feeds.prediction_rows",
+    "store.feeds.signature_valid",
+    "store.feeds.signing_key",
+    "store.label_io.export_rows",
     "pipeline.planning.order_queue",
     "store.classes.list_classes",
     "store.collection.class_counts",
@@ -106,6 +115,7 @@ READ_ONLY = {
 # Signing in and out establish who acts, and the first admin is made on a store without
 # accounts; the checks themselves take the studio too.
 WITHOUT_ACCOUNT = {
+    "store.api_tokens.actor_for_api_token",
     "store.auth.actor_for_token",
     "store.auth.cookie_code",
     "store.auth.ensure_first_admin",
@@ -119,10 +129,10 @@ WITHOUT_ACCOUNT = {
 
 def service_functions() -> dict[str, Callable]:
     """``module.function`` -> function, for every public function of mumic_core whose first
-    parameter is ``studio``."""
+    parameter is ``studio`` (the HTTP API aside: like the pages, it calls these)."""
     found = {}
     for info in pkgutil.walk_packages(mumic_core.__path__, "mumic_core."):
-        if info.ispkg or info.name.rsplit(".", 1)[-1].startswith("_"):
+        if info.ispkg or info.name.rsplit(".", 1)[-1].startswith("_") or info.name.startswith("mumic_core.api."):
             continue
         module = importlib.import_module(info.name)
         short = info.name.removeprefix("mumic_core.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -18,6 +20,7 @@ from mumic_core.services.training import (
 )
 from mumic_core.store.classes import add_class, import_class_csv, list_classes
 from mumic_core.store.collection import default_annotator, import_folder
+from mumic_core.store.fiftyone_io import export_fiftyone, import_fiftyone
 from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels, list_imports, redeclare_import
 from mumic_core.store.registry import (
     active_version,
@@ -201,7 +204,7 @@ def export(what: str, fmt: str, out: Path | None) -> None:
 
 @click.group()
 def labels() -> None:
-    """Earlier label imports and what the classes they left out mean."""
+    """Earlier label imports and what the classes they left out mean; FiftyOne datasets out and in."""
 
 
 @labels.command("imports")
@@ -226,3 +229,50 @@ def labels_declare(submission: int, mode: str) -> None:
     unknown (partial) or negatives (complete). SUBMISSION is a number from `labels imports`."""
     counts = redeclare_import(system_studio(), submission, mode)
     click.echo(", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items()))
+
+
+@labels.command("fiftyone-export")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def labels_fiftyone_export(out: Path) -> None:
+    """Write the collection to OUT (a .zip) as a FiftyOne image classification dataset: the
+    images, the human labels (labels.json) and the active model's suggestions with their scores
+    (predictions.json); README.txt inside says how to load both fields."""
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            n = export_fiftyone(system_studio(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {out}: {n} images")
+
+
+@labels.command("fiftyone-import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--assumed",
+    "mode",
+    flag_value="assumed",
+    default=True,
+    help="(default) Classes a sample does not list become assumed negatives (a person's labels stand).",
+)
+@click.option("--partial", "mode", flag_value="partial", help="Classes a sample does not list stay unknown.")
+@click.option(
+    "--complete",
+    "mode",
+    flag_value="complete",
+    help="Classes a sample does not list become negatives (takes back classes removed in FiftyOne).",
+)
+@click.option("--annotator", default=None, help="Who the labels come from (default: your user name).")
+def labels_fiftyone_import(path: Path, mode: str, annotator: str | None) -> None:
+    """Import the labels of a FiftyOne image classification dataset: PATH is its folder, a zip of
+    it, or its labels.json (e.g. written by dataset.export(..., label_field="ground_truth"))."""
+    report = import_fiftyone(system_studio(), path, annotator or default_annotator(), mode=mode)
+    click.echo(f"labels: {report.summary()}")
+    if report.warning():
+        click.echo(f"warning: {report.warning()}", err=True)
+    for err in report.errors:
+        click.echo(f"  {err}")

@@ -269,7 +269,7 @@ def ensure_first_admin(studio) -> str | None:
     return password
 
 
-def _token_hash(token: str) -> str:
+def hash_secret(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -303,7 +303,7 @@ def sign_in(studio, username: str, password: str, address: str | None = None) ->
     with studio.write() as s:
         s.add(
             UserSession(
-                token_hash=_token_hash(token),
+                token_hash=hash_secret(token),
                 user_id=user.id,
                 created_at=now,
                 last_seen_at=now,
@@ -370,7 +370,7 @@ def actor_for_token(studio, token: str | None) -> Actor | None:
     None when the token is unknown, expired, revoked, or its account is disabled."""
     if not token or not isinstance(token, str):
         return None
-    key = _token_hash(token)
+    key = hash_secret(token)
     now = _now()
     with studio.read() as s:
         row = s.execute(
@@ -396,7 +396,7 @@ def sign_out(studio, token: str | None) -> None:
     unknown token)."""
     if token:
         with studio.write() as s:
-            s.execute(update(UserSession).where(_of_token(_token_hash(token))).values(revoked=True))
+            s.execute(update(UserSession).where(_of_token(hash_secret(token))).values(revoked=True))
 
 
 def cookie_code(studio, token: str) -> str | None:
@@ -409,8 +409,8 @@ def cookie_code(studio, token: str) -> str | None:
     with studio.write() as s:
         s.execute(
             update(UserSession)
-            .where(_of_token(_token_hash(token)))
-            .values(cookie_code_hash=_token_hash(code), cookie_code_until=_now() + COOKIE_CODE_TTL)
+            .where(_of_token(hash_secret(token)))
+            .values(cookie_code_hash=hash_secret(code), cookie_code_until=_now() + COOKIE_CODE_TTL)
         )
     return code
 
@@ -425,7 +425,7 @@ def redeem_cookie_code(studio, code: str | None) -> str | None:
     with studio.write() as s:
         redeemed = s.execute(
             update(UserSession)
-            .where(UserSession.cookie_code_hash == _token_hash(code), UserSession.cookie_code_until > _now())
-            .values(cookie_hash=_token_hash(token), cookie_code_hash=None, cookie_code_until=None)
+            .where(UserSession.cookie_code_hash == hash_secret(code), UserSession.cookie_code_until > _now())
+            .values(cookie_hash=hash_secret(token), cookie_code_hash=None, cookie_code_until=None)
         ).rowcount
     return token if redeemed and actor_for_token(studio, token) else None

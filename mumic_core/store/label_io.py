@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, true
 
 from db.models import Annotation, Image, LabelClass, Submission
+from mumic_core.store import label_studio
 from mumic_core.store.auth import audit, requires
 from mumic_core.store.classes import normalize_name
 from mumic_core.store.collection import Statement, import_statements
@@ -94,7 +95,7 @@ class LabelImportReport:
 
 
 @dataclass
-class _ExportImage:
+class ExportImage:
     image_id: int
     sha256: str
     filename: str
@@ -103,20 +104,28 @@ class _ExportImage:
     labels: list[tuple[str, Annotation]]  # (class name, current statement), by class id
 
 
-def _export_rows(studio: Studio) -> tuple[list[str], list[_ExportImage]]:
-    """Active class names, and every image with its current labels of active classes."""
+def export_rows(studio: Studio, image_ids: Iterable[int] | None = None) -> tuple[list[str], list[ExportImage]]:
+    """Active class names, and every image (or those of ``image_ids``) with its current labels
+    of active classes."""
+    wanted = None if image_ids is None else list(image_ids)
     with studio.read() as s:
         classes = {
             c.id: c.name
             for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id))
         }
         images = {
-            im.id: _ExportImage(im.id, im.sha256, im.original_name, im.width, im.height, [])
-            for im in s.scalars(select(Image).order_by(Image.id))
+            im.id: ExportImage(im.id, im.sha256, im.original_name, im.width, im.height, [])
+            for im in s.scalars(
+                select(Image).where(Image.id.in_(wanted) if wanted is not None else true()).order_by(Image.id)
+            )
         }
         for a in s.scalars(
             select(Annotation)
-            .where(Annotation.is_current.is_(True), Annotation.class_id.in_(list(classes)))
+            .where(
+                Annotation.is_current.is_(True),
+                Annotation.class_id.in_(list(classes)),
+                Annotation.image_id.in_(wanted) if wanted is not None else true(),
+            )
             .order_by(Annotation.image_id, Annotation.class_id)
         ):
             images[a.image_id].labels.append((classes[a.class_id], a))
@@ -142,7 +151,7 @@ def export_labels(studio: Studio, fmt: str) -> str:
     Unknown pairs have no row."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use {', '.join(FORMATS)}")
-    classes, images = _export_rows(studio)
+    classes, images = export_rows(studio)
     if fmt == "csv":
         rows: list[tuple] = []
         for im in images:
@@ -430,9 +439,29 @@ def _json_document(data: bytes) -> object | None:
         return None  # a CSV whose header is quoted, or whose first cell is a number
 
 
-def _read_json(reader: _Reader, doc: object) -> None:
+def _read_label_studio(reader: _Reader, tasks: list, mode: str) -> None:
+    """A Label Studio JSON export: each task's newest annotation that was not skipped is a full
+    judgement (its annotator saw every choice): ticked classes present, the other active classes
+    absent, or unknown with ``mode`` partial. Tasks nobody annotated are left alone."""
+    reader.unit = "task"
+    for k, item in enumerate(tasks, start=1):
+        annotation = label_studio.latest_annotation(item)
+        if annotation is None:
+            continue
+        names = label_studio.chosen_classes(annotation.get("result"))
+        if any("|" in n for n in names):
+            reader.refuse(k, "a class name with '|' cannot be imported")
+            continue
+        row = label_studio.task_image(item) | {"labels": "|".join(names)}
+        reader.tag_row(k, row, "partial" if mode == "partial" else "complete")
+
+
+def _read_json(reader: _Reader, doc: object, mode: str) -> None:
     """The product's JSON export; also its earlier shape, a list of {filename, sha256, positives,
-    negatives}."""
+    negatives}; and a Label Studio export (a list of tasks)."""
+    if label_studio.is_label_studio_export(doc):
+        _read_label_studio(reader, doc, mode)
+        return
     items = doc.get("images") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise ValueError(f"expected a JSON object with an 'images' list (format {JSON_FORMAT!r}), or a list of images")
@@ -477,7 +506,7 @@ def import_labels(studio: Studio, source: Path | bytes, annotator: str, mode: st
     reader = _reader(studio, annotator)
     document = _json_document(data)
     if document is not None:
-        _read_json(reader, document)
+        _read_json(reader, document, mode)
     else:
         _read_csv(reader, data, mode)
     errors = [e for _, e in sorted(reader.errors, key=lambda x: x[0])]
