@@ -11,7 +11,7 @@ STARTER_MINUTES ?= 35
 STARTER_PACKAGES := tuxpaint-stamps-default fonts-noto-color-emoji librsvg2-bin unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test run test test-postgres test-all lint bench-smoke init clean starter-model screenshots
+.PHONY: install install-test run test test-postgres test-all test-integrations lint bench-smoke init clean starter-model screenshots
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ lint: install-test
 test-postgres: install-test
 	bash scripts/with_postgres.sh python -m pytest
 
+# Label Studio for real: installs label-studio in its own venv (.venv-label-studio), starts it, and
+# pre-labels a project, serves it as its ML backend and imports its export back (slow; CI runs it).
+test-integrations: install-test
+	python -m pytest -m slow tests/test_label_studio_real.py
+
 test-all: install-test
 	python -m pytest -m "slow or not slow"
 
@@ -72,4 +77,4 @@ screenshots: install-test
 	MUMIC_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots python -m pytest tests/test_browser.py tests/test_review_keys.py -s
 
 clean:
-	rm -rf $(VENV) mumic_data
+	rm -rf $(VENV) mumic_data .venv-label-studio .venv-fiftyone

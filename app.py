@@ -162,6 +162,7 @@ PAGES = [
     ("training", "Training", ":material/model_training:"),
     ("jobs", "Jobs", ":material/settings:"),
     ("accounts", "Accounts", ":material/group:"),
+    ("api_tokens", "API tokens", ":material/key:"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -14,8 +16,12 @@ from mumic_core.services.importing import (
     import_uploads,
 )
 from mumic_core.store.auth import PermissionDenied
+from mumic_core.store.classes import active_classes
 from mumic_core.store.collection import importable_folders
+from mumic_core.store.feeds import signed_file_url
+from mumic_core.store.fiftyone_io import export_fiftyone
 from mumic_core.store.label_io import TAG_MODES, export_labels, import_labels, list_imports, redeclare_import
+from mumic_core.store.label_studio import export_tasks, labeling_config
 from mumic_core.store.registry import active_version, export_model_zip
 
 s = signed_in_studio("import")
@@ -139,6 +145,13 @@ if imports:
                     f"({sum(changed.values())} labels changed). Labels people gave since stand."
                 )
 
+
+def fiftyone_zip(studio) -> bytes:
+    buf = io.BytesIO()
+    export_fiftyone(studio, buf)
+    return buf.getvalue()
+
+
 st.subheader("Export")
 c1, c2, c3, c4 = st.columns(4)
 # Made when clicked (a deferred download), without a rerun: a rerun would register the button's file
@@ -170,4 +183,35 @@ if version:
 st.caption(
     "CSV and JSON exports hold every current label of the active classes (present or absent, who said "
     "it, how and when) and read back exactly; the COCO-style file holds the present ones only."
+)
+api = s.settings.api_url
+c1, c2, c3, _ = st.columns(4)
+c1.download_button(
+    "Label Studio tasks",
+    lambda: json.dumps(export_tasks(s, lambda i: signed_file_url(s, api, i))),
+    "mumic-label-studio-tasks.json",
+    "application/json",
+    on_click="ignore",
+    help="Every image as a task with the active model's suggestions as predictions",
+)
+c2.download_button(
+    "Label Studio config",
+    lambda: labeling_config([c.name for c in active_classes(s)]),
+    "mumic-label-studio-config.xml",
+    "application/xml",
+    on_click="ignore",
+    help="The labelling config of a multi-label project over the active classes",
+)
+c3.download_button(
+    "FiftyOne dataset (.zip)",
+    lambda: fiftyone_zip(s),
+    "mumic-fiftyone.zip",
+    "application/zip",
+    on_click="ignore",
+    help="The images, people's labels and the model's scores as a FiftyOne image classification dataset",
+)
+st.caption(
+    f"Label Studio tasks show images from the HTTP API at {md(api)} (`MUMIC_API_URL`). Label Studio's and "
+    "FiftyOne's exports import back here as labels files (JSON) or with `labels fiftyone-import`; "
+    "see the README's Label Studio and FiftyOne sections."
 )

@@ -34,6 +34,7 @@ PAGE_PERMISSIONS = {
     "training": "train",
     "jobs": "train",
     "accounts": "users",
+    "api_tokens": "review",
 }
 
 

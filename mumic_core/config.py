@@ -41,6 +41,7 @@ class Settings:
     storage_url: str = ""  # "": images and models under home; else an fsspec URL (s3://bucket/prefix)
     storage_options: dict = field(default_factory=dict)  # passed to fsspec with storage_url
     run_log: Path | None = None  # when set, the web server appends each page run's server time here
+    api_url: str = "http://127.0.0.1:8000"  # how people's browsers and tools reach the HTTP API
     extra: dict = field(default_factory=dict)
 
     @property
@@ -112,6 +113,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         storage_url=env.get("MUMIC_STORAGE_URL", "").strip(),
         storage_options=_json_object(env.get("MUMIC_STORAGE_OPTIONS", ""), "MUMIC_STORAGE_OPTIONS"),
         run_log=Path(env["MUMIC_RUN_LOG"]).expanduser().resolve() if env.get("MUMIC_RUN_LOG") else None,
+        api_url=(env.get("MUMIC_API_URL") or f"http://127.0.0.1:{env.get('MUMIC_API_PORT') or 8000}").rstrip("/"),
     )
 
 

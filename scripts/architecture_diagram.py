@@ -23,6 +23,7 @@ OUT = ROOT / "docs" / "architecture"
 NOTES = {
     "app_pages": "Streamlit pages: widgets only",
     "mumic_core.cli": "python -m mumic_core",
+    "mumic_core.api": "HTTP API (FastAPI), Label Studio ML backend",
     "mumic_core.services": "one function per user action",
     "mumic_core.pipeline": "scoring, training, lifecycle,\\njobs, queue, worker, search",
     "mumic_core.store": "images, classes, labels, queue, leases,\\naccounts, versions, settings, storage",

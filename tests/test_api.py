@@ -73,7 +73,7 @@ def test_the_whole_loop_over_http(api):
 
     image = api.get(f"/api/v1/images/{new_id}", headers=lead).json()
     assert image["filename"] == "new-1.png" and len(image["suggestions"]) == 9 and image["labels"] == []
-    classes = [c["name"] for c in api.get("/api/v1/classes", headers=lead).json()]
+    classes = [c["name"] for c in api.get("/api/v1/classes", headers=lead).json()["items"]]
     present = [s["class"] for s in image["suggestions"][:2]]
     absent = next(c for c in classes if c not in present)
     wrote = api.put(
@@ -85,7 +85,7 @@ def test_the_whole_loop_over_http(api):
     assert states[absent] == "negative"
     assert sum(s == "assumed_negative" for s in states.values()) == len(classes) - len(present) - 1
 
-    versions_before = {v["name"] for v in api.get("/api/v1/versions", headers=lead).json()}
+    versions_before = {v["name"] for v in api.get("/api/v1/versions", headers=lead).json()["items"]}
     train = api.post("/api/v1/jobs/train", headers=lead, json={"mode": "head", "activate": "always"})
     assert train.status_code == 202, train.text
     job_id = train.json()["job_id"]
@@ -93,7 +93,7 @@ def test_the_whole_loop_over_http(api):
     run_job(api.studio, job_id)
     job = api.get(f"/api/v1/jobs/{job_id}", headers=lead).json()
     assert job["status"] == "succeeded", job
-    versions = api.get("/api/v1/versions", headers=lead).json()
+    versions = api.get("/api/v1/versions", headers=lead).json()["items"]
     new = [v for v in versions if v["name"] not in versions_before]
     assert len(new) == 1 and new[0]["kind"] == "head" and new[0]["status"] == "active"
     assert api.get("/api/v1/versions/active", headers=lead).json()["name"] == new[0]["name"]
@@ -144,7 +144,7 @@ def test_tokens_are_hashed_revocable_capped_and_stop_with_the_account(api):
     assert api.post("/api/v1/jobs/train", headers=capped, json={}).status_code == 403
     basic = base64.b64encode(f"x:{secret}".encode()).decode()
     assert api.get("/api/v1/me", headers={"Authorization": f"Basic {basic}"}).status_code == 200
-    assert [t["name"] for t in api.get("/api/v1/tokens", headers=lead).json()][0] == "review bot"
+    assert [t["name"] for t in api.get("/api/v1/tokens", headers=lead).json()["items"]][0] == "review bot"
     assert api.delete(f"/api/v1/tokens/{token_id}", headers=lead).status_code == 204
     gone = api.get("/api/v1/me", headers=capped)
     assert gone.status_code == 401 and gone.json() == {"error": gone.json()["error"]}
@@ -163,7 +163,7 @@ def test_a_write_over_a_stale_view_is_refused_and_records_nothing(api):
         x["class"]: x["state"] == "positive"
         for x in api.get(f"/api/v1/images/{image_id}", headers=ann).json()["labels"]
     }
-    name = api.get("/api/v1/classes", headers=lead).json()[0]["name"]
+    name = api.get("/api/v1/classes", headers=lead).json()["items"][0]["name"]
     assert api.put(f"/api/v1/images/{image_id}/labels", headers=lead, json={"present": [name]}).status_code == 200
     late = api.put(f"/api/v1/images/{image_id}/labels", headers=ann, json={"absent": [name], "seen": seen})
     assert late.status_code == 409, late.text
@@ -206,7 +206,7 @@ def test_label_studio_tasks_carry_predictions_and_their_annotations_import_back(
     assert 'choice="multiple"' in config
 
     # As Label Studio exports a project: annotations of some tasks, one of them skipped.
-    names = [c["name"] for c in api.get("/api/v1/classes", headers=lead).json()]
+    names = [c["name"] for c in api.get("/api/v1/classes", headers=lead).json()["items"]]
     exported = []
     for k, t in enumerate(tasks[:4]):
         ann = {
@@ -242,7 +242,7 @@ def test_the_label_studio_ml_backend_predicts_and_learns_from_annotations(api):
         assert result["result"] == task["predictions"][0]["result"]
     assert out["results"][3]["result"] == []
 
-    name = api.get("/api/v1/classes", headers=lead).json()[0]["name"]
+    name = api.get("/api/v1/classes", headers=lead).json()["items"][0]["name"]
     event = {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 3},
@@ -259,3 +259,26 @@ def test_the_label_studio_ml_backend_predicts_and_learns_from_annotations(api):
     train = api.post("/label-studio/webhook", headers=lead, json={"action": "START_TRAINING", "project": {"id": 3}})
     assert train.json()["action"] == "START_TRAINING" and train.json()["job_id"]
     assert api.post("/label-studio/predict", json={"tasks": []}).status_code == 401
+
+
+def test_each_person_makes_and_revokes_their_own_tokens_on_the_api_tokens_page(studio):
+    from pathlib import Path
+
+    from conftest import signed_in_app
+
+    from mumic_core.store.api_tokens import actor_for_api_token, list_tokens
+
+    page = Path(__file__).resolve().parents[1] / "app_pages/api_tokens.py"
+    at = signed_in_app(page, "ann", "annotator").run()
+    assert not at.exception and "You have no tokens yet." in [i.value for i in at.info]
+    assert at.radio[0].options == ["annotator"]  # no more than one's own role
+    at.text_input[0].input("label studio backend")
+    at.button[0].click().run()
+    secret = at.code[0].value
+    assert secret.startswith("mumic_") and actor_for_api_token(studio, secret).username == "ann"
+    [token] = list_tokens(studio, "ann")
+    assert token.name == "label studio backend" and secret[6:14] == token.prefix
+    at.run()
+    assert not at.code  # shown once
+    at.button(key=f"revoke_{token.id}").click().run()
+    assert actor_for_api_token(studio, secret) is None and list_tokens(studio, "ann")[0].revoked

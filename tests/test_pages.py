@@ -147,7 +147,7 @@ def test_dashboard_and_import_export_render(demo_studio, tmp_path: Path):
     assert not at.exception
     assert any("Added 1 image" in w.value for w in list(at.success) + list(at.warning))
     assert any(md("broken.jpg") in m.value and "not an image" in m.value for m in at.markdown)
-    assert len(at.get("download_button")) == 3
+    assert len(at.get("download_button")) == 6  # labels x3, Label Studio tasks and config, FiftyOne
 
 
 def test_explore_text_search_map_and_selection_sent_to_review(demo_studio):

@@ -34,6 +34,7 @@ READ_ONLY = {
     "store.feeds.labels_changed_since",
     "store.feeds.prediction_rows",
     "store.feeds.signature_valid",
+    "store.feeds.signed_file_url",
     "store.feeds.signing_key",
     "store.label_io.export_rows",
     "pipeline.planning.order_queue",

@@ -82,3 +82,15 @@ def next_offset(offset: int, limit: int, total: int) -> int | None:
 
 # Ids as the database holds them (PostgreSQL's integer): larger ones are refused as invalid (422).
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def page_of(items: list, offset: int, limit: int) -> dict:
+    """One page of a list already in memory (classes, versions, tokens: short lists)."""
+    total = len(items)
+    return {
+        "items": items[offset : offset + limit],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": next_offset(offset, limit, total),
+    }

@@ -9,6 +9,7 @@ import click
 
 from mumic_core.cli.common import system_studio
 from mumic_core.config import load_settings
+from mumic_core.store.api_tokens import create_token
 from mumic_core.store.auth import (
     SYSTEM,
     add_user,
@@ -69,6 +70,17 @@ def users_passwd(username: str, password_stdin: bool) -> None:
     """Set a new password (signs out the account's sessions)."""
     set_password(system_studio(), username, _read_password(password_stdin))
     click.echo(f"password of {username} changed")
+
+
+@users.command("token")
+@click.argument("username")
+@click.option("--name", required=True, help="What will use it, e.g. 'nightly pipeline'.")
+@click.option("--role", type=click.Choice(["admin", "annotator"]), default=None, help="At most this role.")
+def users_token(username: str, name: str, role: str | None) -> None:
+    """Make a personal API token for USERNAME and print it (shown once; stored hashed)."""
+    info, secret = create_token(system_studio(), username, name, role)
+    click.echo(secret)
+    click.echo(f"token {info.prefix}… '{info.name}' acts as {info.username} ({info.role})", err=True)
 
 
 @click.command("backup")

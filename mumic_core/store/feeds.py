@@ -120,3 +120,8 @@ def image_signature(studio: Studio, image_id: int) -> str:
 
 def signature_valid(studio: Studio, image_id: int, signature: str | None) -> bool:
     return bool(signature) and hmac.compare_digest(image_signature(studio, image_id).encode(), str(signature).encode())
+
+
+def signed_file_url(studio: Studio, base_url: str, image_id: int) -> str:
+    """An image's file URL on the HTTP API that works without a token."""
+    return f"{base_url.rstrip('/')}/api/v1/images/{image_id}/file?sig={image_signature(studio, image_id)}"

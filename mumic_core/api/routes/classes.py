@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from mumic_core.api.deps import Caller, Id, permitted
-from mumic_core.api.schemas import ClassCreate, ClassEdit, ClassOut, ClassResult
+from mumic_core.api.deps import MAX_PAGE, Caller, Id, Limit, Offset, page_of, permitted
+from mumic_core.api.schemas import ClassCreate, ClassEdit, ClassOut, ClassResult, Page
 from mumic_core.services.classes import Scored, add_scored_class, edit_prompts, reactivate
 from mumic_core.store.classes import ClassInfo, list_classes, rename_class, set_active
 from mumic_core.store.studio import Studio
@@ -32,10 +32,15 @@ def _get(studio: Studio, class_id: int) -> ClassInfo:
 
 @router.get("")
 def get_classes(
-    studio: Caller, include_inactive: Annotated[bool, Query(description="Also merged or deactivated ones.")] = False
-) -> list[ClassOut]:
-    """Every class (active ones by default), in the order they were made."""
-    return [_out(c) for c in list_classes(studio, active_only=not include_inactive)]
+    studio: Caller,
+    offset: Offset = 0,
+    limit: Limit = MAX_PAGE,
+    include_inactive: Annotated[bool, Query(description="Also merged or deactivated ones.")] = False,
+) -> Page[ClassOut]:
+    """The classes (active ones by default), in the order they were made."""
+    return Page[ClassOut](
+        **page_of([_out(c) for c in list_classes(studio, active_only=not include_inactive)], offset, limit)
+    )
 
 
 @router.post("", status_code=201)

@@ -12,8 +12,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from mumic_core.api.deps import permitted
-from mumic_core.api.routes.images import signed_file_url
 from mumic_core.store.classes import active_classes
+from mumic_core.store.feeds import signed_file_url
 from mumic_core.store.fiftyone_io import export_fiftyone
 from mumic_core.store.label_io import export_labels
 from mumic_core.store.label_studio import export_tasks, labeling_config

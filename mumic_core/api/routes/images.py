@@ -25,7 +25,7 @@ from mumic_core.api.schemas import (
 from mumic_core.services.importing import import_uploads
 from mumic_core.services.review import submit
 from mumic_core.store.classes import active_classes, normalize_name
-from mumic_core.store.feeds import ids_by_sha256, image_record, image_signature, signature_valid
+from mumic_core.store.feeds import ids_by_sha256, image_record, signature_valid
 from mumic_core.store.label_io import state_word
 from mumic_core.store.queue import STATUSES, QueueFilter, image_views, queue_count, queue_page, thresholds_for
 from mumic_core.store.registry import VersionInfo, active_version, load_head
@@ -192,11 +192,6 @@ def get_image_file(
     path = studio.store.open(record[1])
     media = mimetypes.guess_type(f"x.{record[2].lower()}")[0] or "application/octet-stream"
     return FileResponse(path, media_type=media)
-
-
-def signed_file_url(studio: Studio, base_url: str, image_id: int) -> str:
-    """An image's file URL that works without a token."""
-    return f"{base_url.rstrip('/')}/api/v1/images/{image_id}/file?sig={image_signature(studio, image_id)}"
 
 
 @router.put("/{image_id}/labels")

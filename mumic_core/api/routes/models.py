@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from mumic_core.api.deps import Caller, Limit, Offset, next_offset, permitted
+from mumic_core.api.deps import Caller, Limit, Offset, next_offset, page_of, permitted
 from mumic_core.api.routes.images import class_ids
 from mumic_core.api.schemas import JobQueued, Page, PredictionOut, VersionOut
 from mumic_core.services.training import request_activation
@@ -42,9 +42,9 @@ def _version(studio: Studio, name: str) -> VersionInfo:
 
 
 @router.get("")
-def get_versions(studio: Caller) -> list[VersionOut]:
-    """Every model version, newest first; ``status`` says which one is active."""
-    return [_out(v) for v in list_versions(studio)]
+def get_versions(studio: Caller, offset: Offset = 0, limit: Limit = 100) -> Page[VersionOut]:
+    """Model versions, newest first; ``status`` says which one is active."""
+    return Page[VersionOut](**page_of([_out(v) for v in reversed(list_versions(studio))], offset, limit))
 
 
 @router.get("/{name}")

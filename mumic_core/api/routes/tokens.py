@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mumic_core.api.deps import Caller, Id
-from mumic_core.api.schemas import TokenCreate, TokenCreated, TokenOut
+from mumic_core.api.deps import Caller, Id, Limit, Offset, page_of
+from mumic_core.api.schemas import Page, TokenCreate, TokenCreated, TokenOut
 from mumic_core.store.api_tokens import TokenInfo, create_token, list_tokens, revoke_token
 from mumic_core.store.auth import require
 
@@ -29,12 +29,16 @@ def _out(t: TokenInfo) -> dict:
 
 @router.get("")
 def get_tokens(
-    studio: Caller, everyone: Annotated[bool, Query(description="An admin: every user's tokens.")] = False
-) -> list[TokenOut]:
+    studio: Caller,
+    offset: Offset = 0,
+    limit: Limit = 100,
+    everyone: Annotated[bool, Query(description="An admin: every user's tokens.")] = False,
+) -> Page[TokenOut]:
     """Your tokens (never their secrets), newest first."""
     if everyone:
         require(studio, "users")
-    return [TokenOut(**_out(t)) for t in list_tokens(studio, None if everyone else studio.actor.username)]
+    tokens = [TokenOut(**_out(t)) for t in list_tokens(studio, None if everyone else studio.actor.username)]
+    return Page[TokenOut](**page_of(tokens, offset, limit))
 
 
 @router.post("", status_code=201)
