@@ -4,8 +4,8 @@ Label Studio project uses the product's model for suggestions and retrains it on
 Connect it in Label Studio: Project settings > Model > Connect model, URL
 ``http://HOST:PORT/label-studio``, authentication Basic with any user name and an API token as the
 password; and give the project webhook Label Studio then makes the header ``Authorization: Token
-<token>``, so annotations arrive as they are made. Images uploaded to Label Studio are fetched from it with the access token it sends at
-setup (or ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``).
+<token>``, so annotations arrive as they are made. Images uploaded to Label Studio are fetched from
+it with the access token it sends at setup (or ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY``).
 """
 
 from __future__ import annotations
