@@ -60,6 +60,7 @@ READ_ONLY = {
     "pipeline.evaluation.evaluate_folder",
     "pipeline.evaluation.evaluate_stored",
     "store.jobs.active_job",
+    "store.jobs.count_jobs",
     "store.jobs.get_job",
     "store.jobs.job_log",
     "store.jobs.list_jobs",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Job, JobLog, utcnow
@@ -141,6 +141,13 @@ def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[
 
 
 @requires("train")
+def count_jobs(studio: Studio, kind: str | None = None) -> int:
+    """How many jobs there are (of one kind)."""
+    with studio.read() as s:
+        q = select(func.count()).select_from(Job)
+        return int(s.scalar(q.where(Job.kind == kind) if kind else q) or 0)
+
+
 def log(studio: Studio, job_id: int, message: str) -> None:
     """Append a line to the job's log."""
     with studio.write() as s:

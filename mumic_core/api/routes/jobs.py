@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from mumic_core.api.deps import Caller, Id, Limit, Offset, next_offset, permitted
 from mumic_core.api.schemas import CancelResult, JobOut, JobQueued, Page, ScoreRequest, TrainRequest
 from mumic_core.services.training import request_scoring_of_new_images, request_training
-from mumic_core.store.jobs import JobInfo, get_job, list_jobs, request_cancel
+from mumic_core.store.jobs import JobInfo, count_jobs, get_job, list_jobs, request_cancel
 from mumic_core.store.studio import Studio
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -40,10 +40,8 @@ def get_jobs(
     kind: Annotated[str | None, Query(max_length=30)] = None,
 ) -> Page[JobOut]:
     """Jobs, newest first."""
-    rows = list_jobs(studio, limit=offset + limit + 1, kind=kind)
-    page = rows[offset : offset + limit]
-    more = len(rows) > offset + limit
-    total = offset + len(page) + (1 if more else 0)
+    page = list_jobs(studio, limit=offset + limit, kind=kind)[offset:]
+    total = count_jobs(studio, kind)
     return Page[JobOut](
         items=[_out(j) for j in page],
         total=total,
