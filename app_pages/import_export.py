@@ -75,7 +75,8 @@ if st.button("Import folder", disabled=not folder):
 
 st.subheader("Import labels")
 labels = st.file_uploader(
-    "Labels: CSV (filename,labels with labels joined by |; or a CSV or JSON export of this product)",
+    "Labels: CSV (filename,labels with labels joined by |), a CSV or JSON export of this product, or a Label Studio "
+    "JSON export",
     type=["csv", "json"],
     key="labels_file",
 )

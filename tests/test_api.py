@@ -83,6 +83,7 @@ def test_the_whole_loop_over_http(api):
     states = {x["class"]: x["state"] for x in wrote.json()["image"]["labels"]}
     assert {c for c, s in states.items() if s == "positive"} == set(present)
     assert states[absent] == "negative"
+    assert {x["annotator"] for x in wrote.json()["image"]["labels"]} == {"lead"}  # who said it, as on the Review page
     assert sum(s == "assumed_negative" for s in states.values()) == len(classes) - len(present) - 1
 
     versions_before = {v["name"] for v in api.get("/api/v1/versions", headers=lead).json()["items"]}

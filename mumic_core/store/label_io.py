@@ -137,7 +137,7 @@ def state_word(positive: bool, assumed: bool) -> str:
     return "positive" if positive else "assumed_negative" if assumed else "negative"
 
 
-def _when(at: datetime | None) -> str:
+def label_time(at: datetime | None) -> str:
     if at is None:
         return ""
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
@@ -157,7 +157,7 @@ def export_labels(studio: Studio, fmt: str) -> str:
         for im in images:
             ident = (im.image_id, im.sha256, im.filename)
             rows += [
-                (*ident, name, state_word(a.positive, a.assumed), a.annotator, a.source, _when(a.created_at))
+                (*ident, name, state_word(a.positive, a.assumed), a.annotator, a.source, label_time(a.created_at))
                 for name, a in im.labels
             ] or [(*ident, "", "", "", "", "")]
         return write_csv(EXPORT_COLUMNS, rows)
@@ -178,7 +178,7 @@ def export_labels(studio: Studio, fmt: str) -> str:
                                 "state": state_word(a.positive, a.assumed),
                                 "annotator": a.annotator,
                                 "source": a.source,
-                                "labelled_at": _when(a.created_at),
+                                "labelled_at": label_time(a.created_at),
                             }
                             for name, a in im.labels
                         ],

@@ -26,7 +26,7 @@ from mumic_core.services.importing import import_uploads
 from mumic_core.services.review import submit
 from mumic_core.store.classes import active_classes, normalize_name
 from mumic_core.store.feeds import ids_by_sha256, image_record, signature_valid
-from mumic_core.store.label_io import state_word
+from mumic_core.store.label_io import export_rows, label_time, state_word
 from mumic_core.store.queue import STATUSES, QueueFilter, image_views, queue_count, queue_page, thresholds_for
 from mumic_core.store.registry import VersionInfo, active_version, load_head
 from mumic_core.store.studio import Studio
@@ -60,9 +60,16 @@ def detail(studio: Studio, image_id: int, version: VersionInfo | None, top_k: in
         top_k,
         thresholds_for(head.thresholds if head else None, names),
     )[0]
-    by_id = {c.id: c.name for c in active_classes(studio)}
+    stated = export_rows(studio, [image_id])[1]
     labels = [
-        Label(class_name=by_id[c], state=state_word(p, c in view.assumed)) for c, p in view.labels.items() if c in by_id
+        Label(
+            class_name=name,
+            state=state_word(a.positive, a.assumed),
+            annotator=a.annotator,
+            source=a.source,
+            labelled_at=label_time(a.created_at) or None,
+        )
+        for name, a in (stated[0].labels if stated else [])
     ]
     return ImageDetail(
         id=view.image_id,

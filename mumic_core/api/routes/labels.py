@@ -11,14 +11,10 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from mumic_core.api.deps import Caller, Limit, Offset, next_offset, permitted
 from mumic_core.api.schemas import ImageLabels, Label, LabelImportResult, LabelsPage
 from mumic_core.store.feeds import labels_changed_since
-from mumic_core.store.label_io import import_labels, state_word
+from mumic_core.store.label_io import import_labels, label_time, state_word
 from mumic_core.store.studio import Studio
 
 router = APIRouter(prefix="/labels", tags=["labels"])
-
-
-def _when(at: datetime | None) -> str | None:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat() if at else None
 
 
 @router.get("")
@@ -48,7 +44,7 @@ def pull_labels(
                     state=state_word(a.positive, a.assumed),
                     annotator=a.annotator,
                     source=a.source,
-                    labelled_at=_when(a.created_at),
+                    labelled_at=label_time(a.created_at) or None,
                 )
                 for name, a in im.labels
             ],
