@@ -363,6 +363,8 @@ def test_exports_leave_out_retired_classes_tell_all_absent_from_unlabelled_and_t
     once that it is being made, then offers the download."""
     import csv
     import io
+    import json
+    import zipfile
 
     from playwright.sync_api import sync_playwright
 
@@ -408,7 +410,18 @@ def test_exports_leave_out_retired_classes_tell_all_absent_from_unlabelled_and_t
         assert unlabelled and all(len(rs) == 1 and rs[0]["state"] == "" for rs in unlabelled)
         assert set(by_image) == names  # every image is in the file, labelled or not
 
-        page.get_by_role("button", name="(.zip)").click()
+        with page.expect_download() as got:  # Label Studio tasks: every image, the model's suggestions
+            page.get_by_role("button", name="Label Studio tasks").click()
+        tasks = json.loads(Path(got.value.path()).read_text(encoding="utf-8"))
+        assert {t["data"]["filename"] for t in tasks} == names and all("predictions" in t for t in tasks)
+        with page.expect_download() as got:  # FiftyOne: the images and both label fields
+            page.get_by_role("button", name="FiftyOne dataset").click()
+        with zipfile.ZipFile(got.value.path()) as zf:
+            members = zf.namelist()
+        assert {"labels.json", "predictions.json"} <= set(members)
+        assert sum(m.startswith("data/") for m in members) == len(names)
+
+        page.get_by_role("button", name="Model v").click()
         page.wait_for_selector("text=/Zipping model|Download model/", timeout=1000)  # feedback at once
         page.get_by_role("button", name="Download model").wait_for(timeout=60000)
         browser.close()
