@@ -37,6 +37,7 @@ READ_ONLY = {
     "store.feeds.signed_file_url",
     "store.feeds.signing_key",
     "store.label_io.export_rows",
+    "store.snapshot.collection_snapshot",
     "pipeline.planning.order_queue",
     "store.classes.list_classes",
     "store.collection.class_counts",

@@ -7,6 +7,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from mumic_core.store.label_io import ExportImage, label_time, state_word
+
 T = TypeVar("T")
 
 
@@ -58,6 +60,20 @@ class Label(BaseModel):
     labelled_at: str | None = None
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+def labels_of(image: ExportImage) -> list[Label]:
+    """An image's current labels as the API shows them (as the exports write them)."""
+    return [
+        Label(
+            class_name=name,
+            state=state_word(a.positive, a.assumed),
+            annotator=a.annotator,
+            source=a.source,
+            labelled_at=label_time(a.created_at) or None,
+        )
+        for name, a in image.labels
+    ]
 
 
 class ImageSummary(BaseModel):

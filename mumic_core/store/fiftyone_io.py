@@ -36,13 +36,12 @@ from typing import BinaryIO
 
 from sqlalchemy import select
 
-from db.models import Annotation, Image, LabelClass, Prediction
+from db.models import Image
 from mumic_core.store.auth import requires
 from mumic_core.store.csv_rows import MAX_FILE_BYTES, write_csv
 from mumic_core.store.images import IMAGE_SUFFIXES
 from mumic_core.store.label_io import LabelImportReport, import_labels
-from mumic_core.store.queue import thresholds_for
-from mumic_core.store.registry import active_version, load_head
+from mumic_core.store.snapshot import collection_snapshot
 from mumic_core.store.studio import Studio
 
 LABELS_FILE = "labels.json"
@@ -118,51 +117,25 @@ def export_fiftyone(studio: Studio, out: BinaryIO) -> int:
     """Write the collection to ``out`` as a zipped FiftyOne image classification dataset (see the
     module's docstring): the images, the human labels and the active version's suggestions.
     Images are copied one at a time; ``out`` need not be seekable. Returns the images written."""
-    version = active_version(studio)
-    head = load_head(studio, version) if version is not None else None
-    with studio.read() as s:
-        classes = dict(
-            s.execute(
-                select(LabelClass.id, LabelClass.name).where(LabelClass.active.is_(True)).order_by(LabelClass.id)
-            ).all()
-        )
-        images = s.execute(select(Image.id, Image.original_name, Image.relpath).order_by(Image.id)).all()
-        labelled: dict[int, list[str]] = {}
-        for image_id, class_id, positive in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-            .where(Annotation.is_current.is_(True), Annotation.class_id.in_(list(classes)))
-            .order_by(Annotation.image_id, Annotation.class_id)
-        ):
-            names = labelled.setdefault(image_id, [])
-            if positive:
-                names.append(classes[class_id])
-        scores: dict[int, dict[str, float]] = {}
-        if version is not None:
-            for image_id, class_id, score in s.execute(
-                select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                    Prediction.model_version_id == version.id, Prediction.class_id.in_(list(classes))
-                )
-            ):
-                scores.setdefault(image_id, {})[classes[class_id]] = score
-    names = list(classes.values())
-    thresholds = thresholds_for(head.thresholds if head else None, names)
+    snap = collection_snapshot(studio)
+    names, thresholds = snap.classes, snap.thresholds
     human: dict[str, list[dict]] = {}
     suggested: dict[str, list[dict]] = {}
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf:
-        for image_id, original_name, relpath in images:
+        for image_id, original_name, relpath in snap.images:
             filename = export_name(original_name, image_id, relpath)
             zf.write(studio.store.open(relpath), f"{DATA_DIR}/{filename}", compress_type=zipfile.ZIP_STORED)
             key = PurePosixPath(filename).stem
-            if image_id in labelled:
-                human[key] = _label_list(labelled[image_id])
-            if image_id in scores:
-                mine = scores[image_id]
+            if image_id in snap.present:
+                human[key] = _label_list(snap.present[image_id])
+            if image_id in snap.scores:
+                mine = snap.scores[image_id]
                 chosen = sorted((n for n in names if n in mine and mine[n] >= thresholds[n]), key=lambda n: -mine[n])
                 suggested[key] = _label_list(chosen, mine)
         zf.writestr(LABELS_FILE, _fiftyone_json(names, human))
         zf.writestr(PREDICTIONS_FILE, _fiftyone_json(names, suggested))
         zf.writestr("README.txt", README)
-    return len(images)
+    return len(snap.images)
 
 
 # --- import -----------------------------------------------------------------------------------

@@ -140,7 +140,6 @@ def list_jobs(studio: Studio, limit: int = 20, kind: str | None = None) -> list[
         return [JobInfo.of(row) for row in s.scalars(q.where(Job.kind == kind) if kind else q)]
 
 
-@requires("train")
 def count_jobs(studio: Studio, kind: str | None = None) -> int:
     """How many jobs there are (of one kind)."""
     with studio.read() as s:
@@ -148,6 +147,7 @@ def count_jobs(studio: Studio, kind: str | None = None) -> int:
         return int(s.scalar(q.where(Job.kind == kind) if kind else q) or 0)
 
 
+@requires("train")
 def log(studio: Studio, job_id: int, message: str) -> None:
     """Append a line to the job's log."""
     with studio.write() as s:

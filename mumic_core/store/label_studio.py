@@ -15,12 +15,8 @@ from pathlib import PurePosixPath
 from urllib.parse import parse_qs, unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
-from sqlalchemy import select
-
-from db.models import Annotation, Image, LabelClass, Prediction
 from mumic_core.store.auth import requires
-from mumic_core.store.queue import thresholds_for
-from mumic_core.store.registry import active_version, load_head
+from mumic_core.store.snapshot import collection_snapshot
 from mumic_core.store.studio import Studio
 
 FROM_NAME = "label"
@@ -140,35 +136,13 @@ def export_tasks(studio: Studio, image_url: Callable[[int], str], with_predictio
     """Every image as a Label Studio task: its URL (``image_url(image_id)``), the active
     version's suggestions as a prediction, and, for an image people labelled, its current labels
     as an annotation (the classes present; the others are absent or assumed absent)."""
-    version = active_version(studio) if with_predictions else None
-    head = load_head(studio, version) if version is not None else None
-    with studio.read() as s:
-        classes = dict(s.execute(select(LabelClass.id, LabelClass.name).where(LabelClass.active.is_(True))).all())
-        images = s.execute(select(Image.id, Image.original_name).order_by(Image.id)).all()
-        labelled: dict[int, list[str]] = {}
-        for image_id, class_id, positive in s.execute(
-            select(Annotation.image_id, Annotation.class_id, Annotation.positive)
-            .where(Annotation.is_current.is_(True), Annotation.class_id.in_(list(classes)))
-            .order_by(Annotation.image_id, Annotation.class_id)
-        ):
-            names = labelled.setdefault(image_id, [])
-            if positive:
-                names.append(classes[class_id])
-        scores: dict[int, dict[str, float]] = {}
-        if version is not None:
-            for image_id, class_id, score in s.execute(
-                select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                    Prediction.model_version_id == version.id, Prediction.class_id.in_(list(classes))
-                )
-            ):
-                scores.setdefault(image_id, {})[classes[class_id]] = score
-    thresholds = thresholds_for(head.thresholds if head else None, classes.values())
+    snap = collection_snapshot(studio, with_predictions)
     tasks = []
-    for image_id, name in images:
+    for image_id, name, _ in snap.images:
         t = task(image_id, name, image_url(image_id))
-        if image_id in scores:
-            t["predictions"] = [prediction(version.name, scores[image_id], thresholds)]
-        if image_id in labelled:
-            t["annotations"] = [{"result": choices_result(labelled[image_id]), "ground_truth": False}]
+        if image_id in snap.scores:
+            t["predictions"] = [prediction(snap.version.name, snap.scores[image_id], snap.thresholds)]
+        if image_id in snap.present:
+            t["annotations"] = [{"result": choices_result(snap.present[image_id]), "ground_truth": False}]
         tasks.append(t)
     return tasks

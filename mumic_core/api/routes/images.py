@@ -14,19 +14,19 @@ from mumic_core.api.deps import Caller, Id, Limit, Offset, base_studio, caller, 
 from mumic_core.api.schemas import (
     ImageDetail,
     ImageSummary,
-    Label,
     LabelsWrite,
     Page,
     Suggestion,
     UploadedFile,
     UploadResult,
     WriteResult,
+    labels_of,
 )
 from mumic_core.services.importing import import_uploads
 from mumic_core.services.review import submit
 from mumic_core.store.classes import active_classes, normalize_name
 from mumic_core.store.feeds import ids_by_sha256, image_record, signature_valid
-from mumic_core.store.label_io import export_rows, label_time, state_word
+from mumic_core.store.label_io import export_rows
 from mumic_core.store.queue import STATUSES, QueueFilter, image_views, queue_count, queue_page, thresholds_for
 from mumic_core.store.registry import VersionInfo, active_version, load_head
 from mumic_core.store.studio import Studio
@@ -61,16 +61,7 @@ def detail(studio: Studio, image_id: int, version: VersionInfo | None, top_k: in
         thresholds_for(head.thresholds if head else None, names),
     )[0]
     stated = export_rows(studio, [image_id])[1]
-    labels = [
-        Label(
-            class_name=name,
-            state=state_word(a.positive, a.assumed),
-            annotator=a.annotator,
-            source=a.source,
-            labelled_at=label_time(a.created_at) or None,
-        )
-        for name, a in (stated[0].labels if stated else [])
-    ]
+    labels = labels_of(stated[0]) if stated else []
     return ImageDetail(
         id=view.image_id,
         filename=view.name,

@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from mumic_core.api.deps import Caller, Limit, Offset, next_offset, permitted
-from mumic_core.api.schemas import ImageLabels, Label, LabelImportResult, LabelsPage
+from mumic_core.api.schemas import ImageLabels, LabelImportResult, LabelsPage, labels_of
 from mumic_core.store.feeds import labels_changed_since
-from mumic_core.store.label_io import import_labels, label_time, state_word
+from mumic_core.store.label_io import import_labels
 from mumic_core.store.studio import Studio
 
 router = APIRouter(prefix="/labels", tags=["labels"])
@@ -38,16 +38,7 @@ def pull_labels(
             image_id=im.image_id,
             sha256=im.sha256,
             filename=im.filename,
-            labels=[
-                Label(
-                    class_name=name,
-                    state=state_word(a.positive, a.assumed),
-                    annotator=a.annotator,
-                    source=a.source,
-                    labelled_at=label_time(a.created_at) or None,
-                )
-                for name, a in im.labels
-            ],
+            labels=labels_of(im),
         )
         for im in images
     ]
