@@ -173,7 +173,7 @@ def review_sweep(page, truth, n: int, gap_ms: int) -> tuple[str, list[str]]:
     cls = page.locator(".sweep").get_attribute("data-class")
     while len(done) < n and page.locator(".tile").count():
         shown = page.locator(".sweep").get_attribute("data-token")
-        names = [t.locator(".name").inner_text() for t in page.locator(".tile").all()]
+        names = page.locator(".tile .name").all_inner_texts()  # one read: the page may be re-drawn meanwhile
         for name in names:
             press(page, "a" if cls in truth[name] else "x", gap_ms)
         press(page, "Enter", gap_ms)
