@@ -72,13 +72,11 @@ def predict_tasks(studio: Studio, tasks: Sequence[Mapping], fetch: Fetch | None 
             image_ids.append(_image_of_task(studio, task, fetch))
         except (MumicError, OSError, ValueError):
             image_ids.append(None)
-    if any(i is not None for i in image_ids):
-        score_new_images(studio, version)  # images fetched now; nothing when every one was scored
-    out = []
-    for image_id in image_ids:
-        scores = _scores(studio, version, image_id) if image_id is not None else {}
-        out.append(ls.prediction(version.name, scores, thresholds))
-    return out
+    scores = {i: _scores(studio, version, i) for i in image_ids if i is not None}
+    if any(not s for s in scores.values()):  # an image fetched now (or imported but not yet scored)
+        score_new_images(studio, version)
+        scores = {i: s or _scores(studio, version, i) for i, s in scores.items()}
+    return [ls.prediction(version.name, scores.get(i, {}) if i is not None else {}, thresholds) for i in image_ids]
 
 
 def _one_task_export(event: Mapping) -> list[dict]:
