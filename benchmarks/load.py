@@ -68,8 +68,9 @@ def make_store(home: Path, n_images: int, n_users: int) -> None:
         add_user(studio, f"ann{k:02d}", PASSWORD)
 
 
-def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
-    """One person: sign in, lease, look, decide, submit; sometimes undo. Logs every ack."""
+def annotator(k: int, home: str, seconds: float, log_path: str) -> None:
+    """One person: sign in, lease, look, decide, submit; sometimes undo, for ``seconds`` once
+    signed in (starting a process is not counted). Logs every ack."""
     os.environ.update({"MUMIC_HOME": home, **OFFLINE})
     from mumic_core.config import load_settings
     from mumic_core.errors import StaleView
@@ -88,6 +89,7 @@ def annotator(k: int, home: str, deadline: float, log_path: str) -> None:
     holder = f"load-{k}"
     queue = QueueFilter(version_id=version, status="unreviewed", skip_leased_by_others=holder)
     events: list[dict] = []
+    deadline = time.time() + seconds
     while time.time() < deadline:
         t0 = time.perf_counter()
         ids = claim(me, holder, name, queue_page(me, queue, 0, 5), want=1, unreviewed_only=True)
@@ -179,16 +181,14 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def service_load(args, home: Path, out: dict) -> None:
-    deadline = time.time() + args.minutes * 60
+    seconds = args.minutes * 60  # each annotator's working time, after its process has started
     logs = [str(home / f"log-{k}.json") for k in range(args.annotators)]
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=annotator, args=(k, str(home), deadline, logs[k])) for k in range(args.annotators)]
-    start = time.time()
+    procs = [ctx.Process(target=annotator, args=(k, str(home), seconds, logs[k])) for k in range(args.annotators)]
     for p in procs:
         p.start()
     for p in procs:
         p.join()
-    seconds = time.time() - start
     events = [json.loads(Path(p).read_text()) if Path(p).exists() else [] for p in logs]
     crashed = sum(1 for p in procs if p.exitcode != 0)
     subs = [e for log in events for e in log if e["kind"] == "submit"]
