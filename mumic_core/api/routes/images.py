@@ -90,12 +90,12 @@ def upload_images(
     named = [(f.filename or f"upload-{k}", f.file.read()) for k, f in enumerate(files, start=1)]
     outcome = import_uploads(studio, named)
     report = outcome.report
-    ids = ids_by_sha256(studio, [hashlib.sha256(data).hexdigest() for _, data in named])
+    digests = [hashlib.sha256(data).hexdigest() for _, data in named]
+    ids = ids_by_sha256(studio, digests)
     reasons = dict(report.rejected)
     duplicates = dict(report.duplicates)
     listed = []
-    for name, data in named:
-        digest = hashlib.sha256(data).hexdigest()
+    for (name, _), digest in zip(named, digests):
         if name in reasons:
             listed.append(UploadedFile(filename=name, outcome="rejected", reason=reasons.pop(name)))
         elif name in report.added and digest in ids:
@@ -205,6 +205,7 @@ def write_labels(studio: Caller, image_id: Id, body: LabelsWrite) -> WriteResult
         raise KeyError(f"no image with id {image_id}")
     view = views[0]
     if body.seen is not None:
-        view.labels = {c: p for name, p in body.seen.items() for c in [class_ids(studio, [name])[name]]}
+        seen_ids = class_ids(studio, list(body.seen))
+        view.labels = {seen_ids[name]: present for name, present in body.seen.items()}
     submission = submit(studio, view, present.values(), absent.values(), studio.actor.username, body.second_review)
     return WriteResult(submission_id=submission, image=detail(studio, image_id, version))
