@@ -19,6 +19,7 @@ from mumic_core.api.app import MAX_BODY, create_app
 from mumic_core.pipeline.runner import run_job
 from mumic_core.store.api_tokens import create_token
 from mumic_core.store.auth import add_user, set_active
+from mumic_core.store.collection import image_ids_by_name, import_files
 from mumic_core.store.registry import active_version
 
 PASSWORD = "correct horse battery"
@@ -191,6 +192,25 @@ def test_errors_are_one_json_message(api):
     assert api.get("/openapi.json").status_code == 200
     docs = api.get("/docs")  # the reference page, its scripts served here (it works offline)
     assert docs.status_code == 200 and "cdn." not in docs.text and "swagger-ui-bundle.js" in docs.text
+
+
+def test_control_characters_are_refused_before_the_database(api):
+    """PostgreSQL cannot store a NUL at all: every text a caller sends is checked first (422), and
+    a file's name with one is imported under a visible replacement."""
+    lead = auth(api, "lead")
+    refused = [
+        api.post("/api/v1/tokens", headers=lead, json={"name": "ox\u0000"}),
+        api.post("/api/v1/classes", headers=lead, json={"name": "cat\u0000"}),
+        api.post("/api/v1/classes", headers=lead, json={"name": "cat", "description": "a\u0000b"}),
+        api.post("/api/v1/jobs/train", headers=lead, json={"reason": "x\u0007"}),
+        api.get("/api/v1/images", headers=lead, params={"class": "a\x00b"}),
+        api.put("/api/v1/images/1/labels", headers=lead, json={"present": ["cat\u0000"]}),
+    ]
+    for response in refused:
+        assert response.status_code == 422, (response.request.url, response.text)
+        assert list(response.json()) == ["error"]
+    report = import_files(api.studio, [("a\x00b.png", png(5))])
+    assert len(report.added) == 1 and "a\ufffdb.png" in image_ids_by_name(api.studio)
 
 
 def test_label_studio_tasks_carry_predictions_and_their_annotations_import_back(api):

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -141,6 +142,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for kind in (MumicError, *REFUSALS):
         app.add_exception_handler(kind, refused)
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("%s %s: the database refused a value: %s", request.method, request.url.path, exc.orig)
+        return _error(
+            400, "a value cannot be stored: it holds a character the database refuses (such as NUL) or is out of range"
+        )
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from mumic_core.store.label_io import ExportImage, label_time, state_word
 
@@ -18,6 +18,12 @@ def _aware(when: datetime | None) -> datetime | None:
 
 
 Time = Annotated[datetime, AfterValidator(_aware)]
+# Text a person wrote: no control characters (a NUL cannot be stored in PostgreSQL at all), and
+# ``Prose`` may span lines.
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+Line = Annotated[str, StringConstraints(pattern=ONE_LINE)]
+Prose = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+ClassName = Annotated[Line, Field(max_length=100)]
 LabelState = Literal["positive", "negative", "assumed_negative"]
 
 
@@ -113,9 +119,9 @@ class LabelsWrite(BaseModel):
     (``labels`` of GET /images/{id}, as class: present); when given and someone else changed them
     since, the write is refused with 409 and nothing is recorded."""
 
-    present: list[str] = Field(default_factory=list, max_length=1000)
-    absent: list[str] = Field(default_factory=list, max_length=1000)
-    seen: dict[str, bool] | None = None
+    present: list[ClassName] = Field(default_factory=list, max_length=1000)
+    absent: list[ClassName] = Field(default_factory=list, max_length=1000)
+    seen: dict[ClassName, bool] | None = None
     second_review: bool = False
 
     model_config = ConfigDict(extra="forbid")
@@ -146,17 +152,17 @@ class ClassOut(BaseModel):
 
 
 class ClassCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    prompts: list[str] = Field(default_factory=list, max_length=50)
-    description: str = Field(default="", max_length=2000)
+    name: Line = Field(min_length=1, max_length=100)
+    prompts: list[Annotated[Line, Field(max_length=300)]] = Field(default_factory=list, max_length=50)
+    description: Prose = Field(default="", max_length=2000)
 
     model_config = ConfigDict(extra="forbid")
 
 
 class ClassEdit(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    prompts: list[str] | None = Field(default=None, max_length=50)
-    description: str | None = Field(default=None, max_length=2000)
+    name: Line | None = Field(default=None, min_length=1, max_length=100)
+    prompts: list[Annotated[Line, Field(max_length=300)]] | None = Field(default=None, max_length=50)
+    description: Prose | None = Field(default=None, max_length=2000)
     active: bool | None = None
 
     model_config = ConfigDict(extra="forbid")
@@ -211,8 +217,10 @@ class TrainRequest(BaseModel):
 
     mode: Literal["head", "full"] = "head"
     activate: Literal["if-better", "always", "never"] | None = None
-    reason: str = Field(default="requested over the API", max_length=200)
-    settings: dict[str, float | int | str | bool] = Field(default_factory=dict, max_length=30)
+    reason: Line = Field(default="requested over the API", max_length=200)
+    settings: dict[
+        Annotated[Line, Field(max_length=60)], float | int | Annotated[Line, Field(max_length=200)] | bool
+    ] = Field(default_factory=dict, max_length=30)
 
     model_config = ConfigDict(extra="forbid")
 
@@ -244,9 +252,11 @@ class TokenOut(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     role: Literal["admin", "annotator"] | None = None
-    username: str | None = Field(default=None, description="An admin may make a token for someone else.")
+    username: Line | None = Field(
+        default=None, max_length=40, description="An admin may make a token for someone else."
+    )
 
     model_config = ConfigDict(extra="forbid")
 

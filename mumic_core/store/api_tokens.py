@@ -62,6 +62,8 @@ def create_token(studio: Studio, username: str, name: str, role: str | None = No
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise AccountError("name the token (1 to 100 characters), e.g. the pipeline that will use it")
+    if not name.isprintable():
+        raise AccountError("a token's name may not hold control characters")
     if role is not None and role not in ROLES:
         raise AccountError(f"unknown role {role!r}; use {' or '.join(ROLES)}")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)

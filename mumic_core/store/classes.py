@@ -42,6 +42,14 @@ def clean_name(name: str) -> str:
     return shown
 
 
+def clean_description(text: str) -> str:
+    """A class's description: stripped; line breaks and tabs allowed, no other control character."""
+    text = (text or "").strip()
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\r\t" for ch in text):
+        raise ClassError("description contains control characters")
+    return text
+
+
 def clean_prompts(name: str, prompts: Iterable[str]) -> list[str]:
     """Strip, drop blanks and duplicates; default to a CLIP-style prompt from the name."""
     out: list[str] = []
@@ -84,7 +92,7 @@ def add_class(studio: Studio, name: str, prompts: Sequence[str] = (), descriptio
         existing = s.scalar(select(LabelClass).where(LabelClass.normalized_name == key))
         if existing is not None:
             raise ClassError(f"a class named '{existing.name}' already exists")
-        cls = LabelClass(name=shown, normalized_name=key, description=description.strip())
+        cls = LabelClass(name=shown, normalized_name=key, description=clean_description(description))
         cls.prompts = [ClassPrompt(position=i, text=t) for i, t in enumerate(texts)]
         s.add(cls)
         audit(s, studio, "add_class", name=shown, prompts=texts)
@@ -163,7 +171,7 @@ def set_prompts(studio: Studio, class_id: int, prompts: Sequence[str], descripti
         texts = clean_prompts(cls.name, prompts)
         cls.prompts = [ClassPrompt(position=i, text=t) for i, t in enumerate(texts)]
         if description is not None:
-            cls.description = description.strip()
+            cls.description = clean_description(description)
         audit(s, studio, "set_prompts", class_id=class_id, prompts=texts)
         s.flush()
         s.refresh(cls)

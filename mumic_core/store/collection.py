@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ VAL_FRACTION = 0.2
 ID_SLICE = 10_000  # ids per query: SQLite caps the number of bound parameters
 _BATCH = 64
 MAX_NAME = Image.original_name.type.length  # characters of a file name (a folder import's relative path)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_annotator() -> str:
@@ -53,6 +55,7 @@ def import_files(
     pending: list[Image] = []
     seen: dict[str, str] = {}
     for name, source in files:
+        name = _CONTROL.sub("\ufffd", name)  # a NUL or other control character cannot be stored or shown
         if progress:
             progress(1)
         limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.background import BackgroundTask
 
 from mumic_core.api.deps import permitted
+from mumic_core.api.schemas import ONE_LINE
 from mumic_core.store.classes import active_classes
 from mumic_core.store.feeds import signed_file_url
 from mumic_core.store.fiftyone_io import export_fiftyone
@@ -45,7 +46,11 @@ def label_studio_tasks(
     studio: Exporter,
     base_url: Annotated[
         str | None,
-        Query(max_length=500, description="How Label Studio's browser reaches this API (default: as called)."),
+        Query(
+            max_length=500,
+            pattern=ONE_LINE,
+            description="How Label Studio's browser reaches this API (default: as called).",
+        ),
     ] = None,
     predictions: Annotated[bool, Query(description="Carry the active version's suggestions.")] = True,
 ) -> JSONResponse:

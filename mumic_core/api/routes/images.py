@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 
 from mumic_core.api.deps import Caller, Id, Limit, Offset, base_studio, caller, next_offset, permitted, token_header
 from mumic_core.api.schemas import (
+    ONE_LINE,
     ImageDetail,
     ImageSummary,
     LabelsWrite,
@@ -126,7 +127,8 @@ def list_images(
     limit: Limit = 50,
     status: Annotated[Status, Query(description="Review status, as on the Review page.")] = "all",
     class_name: Annotated[
-        str | None, Query(alias="class", max_length=100, description="Only images scored for this class ...")
+        str | None,
+        Query(alias="class", max_length=100, pattern=ONE_LINE, description="Only images scored for this class ..."),
     ] = None,
     min_score: Annotated[
         float, Query(ge=0, le=1, description="... between these scores (of the class, or top).")
@@ -176,7 +178,7 @@ def get_image_file(
     image_id: Id,
     authorization: Annotated[str | None, Depends(token_header)] = None,
     sig: Annotated[
-        str | None, Query(max_length=64, description="A signed URL's signature (exports carry them).")
+        str | None, Query(max_length=64, pattern=ONE_LINE, description="A signed URL's signature (exports carry them).")
     ] = None,
 ) -> FileResponse:
     """The stored image file as uploaded; with a token, or by a signed URL from an export (so

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from mumic_core.api.deps import Caller, Id, Limit, Offset, next_offset, permitted
-from mumic_core.api.schemas import CancelResult, JobOut, JobQueued, Page, ScoreRequest, TrainRequest
+from mumic_core.api.schemas import ONE_LINE, CancelResult, JobOut, JobQueued, Page, ScoreRequest, TrainRequest
 from mumic_core.services.training import request_scoring_of_new_images, request_training
 from mumic_core.store.jobs import JobInfo, count_jobs, get_job, list_jobs, request_cancel
 from mumic_core.store.studio import Studio
@@ -37,7 +37,7 @@ def get_jobs(
     studio: Caller,
     offset: Offset = 0,
     limit: Limit = 20,
-    kind: Annotated[str | None, Query(max_length=30)] = None,
+    kind: Annotated[str | None, Query(max_length=30, pattern=ONE_LINE)] = None,
 ) -> Page[JobOut]:
     """Jobs, newest first."""
     page = list_jobs(studio, limit=offset + limit, kind=kind)[offset:]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from mumic_core.api.deps import Caller, Limit, Offset, next_offset, page_of, permitted
 from mumic_core.api.routes.images import class_ids
-from mumic_core.api.schemas import JobQueued, Page, PredictionOut, VersionOut
+from mumic_core.api.schemas import ONE_LINE, JobQueued, Page, PredictionOut, VersionOut
 from mumic_core.services.training import request_activation
 from mumic_core.store.feeds import prediction_rows
 from mumic_core.store.registry import VersionInfo, active_version, export_model_zip, get_version, list_versions
@@ -41,6 +41,9 @@ def _version(studio: Studio, name: str) -> VersionInfo:
     return get_version(studio, name)
 
 
+VersionName = Annotated[str, Path(max_length=100, pattern=ONE_LINE, description="A version's name, or `active`")]
+
+
 @router.get("")
 def get_versions(studio: Caller, offset: Offset = 0, limit: Limit = 100) -> Page[VersionOut]:
     """Model versions, newest first; ``status`` says which one is active."""
@@ -48,13 +51,13 @@ def get_versions(studio: Caller, offset: Offset = 0, limit: Limit = 100) -> Page
 
 
 @router.get("/{name}")
-def get_one_version(studio: Caller, name: str) -> VersionOut:
+def get_one_version(studio: Caller, name: VersionName) -> VersionOut:
     """One version by name (``active``: the active one), with its evaluation metrics."""
     return _out(_version(studio, name))
 
 
 @router.post("/{name}/activate", status_code=202)
-def activate_version(studio: Annotated[Studio, Depends(permitted("models"))], name: str) -> JobQueued:
+def activate_version(studio: Annotated[Studio, Depends(permitted("models"))], name: VersionName) -> JobQueued:
     """Queue the activation (or roll-back) of a version: a worker re-scores with it, then switches."""
     return JobQueued(job_id=request_activation(studio, _version(studio, name).name))
 
@@ -64,7 +67,7 @@ def activate_version(studio: Annotated[Studio, Depends(permitted("models"))], na
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}, "description": "The version as a zip"}},
 )
-def download_version(studio: Annotated[Studio, Depends(permitted("export"))], name: str) -> Response:
+def download_version(studio: Annotated[Studio, Depends(permitted("export"))], name: VersionName) -> Response:
     """The version as a zip: its encoder when it is a local folder, its head, and a manifest."""
     version = _version(studio, name)
     return Response(
@@ -77,11 +80,11 @@ def download_version(studio: Annotated[Studio, Depends(permitted("export"))], na
 @router.get("/{name}/predictions")
 def get_predictions(
     studio: Caller,
-    name: str,
+    name: VersionName,
     offset: Offset = 0,
     limit: Limit = 100,
     image_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
-    class_name: Annotated[str | None, Query(alias="class", max_length=100)] = None,
+    class_name: Annotated[str | None, Query(alias="class", max_length=100, pattern=ONE_LINE)] = None,
     min_score: Annotated[float, Query(ge=0, le=1)] = 0.0,
 ) -> Page[PredictionOut]:
     """A version's stored scores (probabilities) of the active classes, by image then class."""
