@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
-from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,7 +24,7 @@ from mumic_core.config import Settings, load_settings
 from mumic_core.errors import REFUSALS, MumicError, ServiceUnavailable, StaleView, one_line
 from mumic_core.store.auth import PERMISSIONS, PermissionDenied
 from mumic_core.store.jobs import JobConflict
-from mumic_core.store.studio import open_studio
+from mumic_core.store.studio import UnstorableValue, open_studio
 
 log = logging.getLogger("mumic.api")
 MAX_BODY = 256 * 2**20  # the largest request body (an upload of many images); larger ones get 413
@@ -143,8 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for kind in (MumicError, *REFUSALS):
         app.add_exception_handler(kind, refused)
 
-    @app.exception_handler(DataError)
-    async def unstorable(request: Request, exc: DataError) -> JSONResponse:
+    @app.exception_handler(UnstorableValue)
+    async def unstorable(request: Request, exc: UnstorableValue) -> JSONResponse:
         log.warning("%s %s: the database refused a value: %s", request.method, request.url.path, exc.orig)
         return _error(
             400, "a value cannot be stored: it holds a character the database refuses (such as NUL) or is out of range"

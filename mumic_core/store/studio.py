@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, DataError, OperationalError
 
 from db.migrate import upgrade
 from db.session import read_session, write_session
@@ -42,6 +42,11 @@ class Studio:
     def write(self):
         """Context manager: a short write transaction (BEGIN IMMEDIATE on SQLite)."""
         return write_session(self.url)
+
+
+# What the database raises for a value it cannot hold (a NUL in text on PostgreSQL, a number out
+# of range): the caller's input, not a fault of the server.
+UnstorableValue = DataError
 
 
 def open_studio(settings: Settings | None = None, migrate: bool = True, actor: Actor | None = None) -> Studio:
