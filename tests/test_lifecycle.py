@@ -18,7 +18,7 @@ from conftest import diverging_loss
 from sqlalchemy import func, select, update
 from test_worker import start_worker, stop, wait_for
 
-from db.models import Annotation, AuditEvent, Image, Job, ModelVersion, Prediction
+from db.models import Annotation, AuditEvent, Image, ImageScore, Job, ModelVersion, Prediction
 from mumic_core.cli import main
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.encoders.factory import create_random_local_dir
@@ -69,7 +69,9 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
     assert new.name == job.result["version"] != base.name and new.kind == "head"
     assert new.metrics["val"]["map"] is not None and "per_class_ap" in new.metrics["val"]
     assert prediction_count(studio, new.id) == 60 * 20
-    assert prediction_count(studio, base.id) == 60 * 20  # the old version's predictions stay for roll-back
+    # Only the active version's predictions are kept; the retired one keeps its metrics, and
+    # activating it again re-scores the collection with it.
+    assert prediction_count(studio, base.id) == 0
     # The review queue now serves the new version's suggestions.
     image_id = queue_page(studio, QueueFilter(new.id), 0, 1)[0]
     view = image_views(studio, [image_id], new.id)[0]
@@ -270,11 +272,32 @@ def test_kill_9_during_training_and_during_rescoring(studio, tmp_path: Path):
     with studio.read() as s:
         resumed = s.scalar(select(Job).where(Job.kind == "score").order_by(Job.id.desc()))
     assert resumed.status == "succeeded" and resumed.params["resumes_job"] == act
-    assert prediction_count(studio, other.id) == 300 * 20 and prediction_count(studio, base.id) == base_predictions
+    assert prediction_count(studio, other.id) == 300 * 20 and prediction_count(studio, base.id) == 0
     with studio.read() as s:
         statuses = dict(s.execute(select(ModelVersion.name, ModelVersion.status)).all())
     assert statuses == {"v0001": "retired", "v0002": "active"}
     assert "Traceback" not in out, out
+
+
+def test_a_promotion_keeps_only_the_active_versions_predictions_and_a_roll_back_rescores(demo_studio):
+    """The store holds one version's predictions whatever the number of promotions: the
+    database does not grow per promotion, and rolling back re-scores from cached embeddings."""
+    studio = demo_studio
+    base = active_version(studio)
+    with studio.read() as s:
+        images = s.scalar(select(func.count()).select_from(Image))
+    new = register_version(studio, "v0002", encoder_spec(studio, base), "pretrained", "same encoder, zero-shot")
+    lifecycle.promote(studio, new)
+    assert (prediction_count(studio, new.id), prediction_count(studio, base.id)) == (images * 20, 0)
+    with studio.read() as s:
+        summaries = dict(
+            s.execute(select(ImageScore.model_version_id, func.count()).group_by(ImageScore.model_version_id)).all()
+        )
+    assert summaries == {new.id: images}
+    lifecycle.promote(studio, base)  # roll back
+    assert active_version(studio).id == base.id
+    assert (prediction_count(studio, base.id), prediction_count(studio, new.id)) == (images * 20, 0)
+    assert [v.metrics for v in list_versions(studio) if v.id == base.id] == [base.metrics]  # what was measured stays
 
 
 def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):

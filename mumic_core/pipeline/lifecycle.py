@@ -14,6 +14,7 @@ from dataclasses import fields
 from mumic_core.encoders.factory import resolve_base_spec
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.scoring import (
+    drop_inactive_predictions,
     score_collection,
     score_new_images,
     unscored_count,
@@ -118,7 +119,11 @@ def promote(studio: Studio, version: VersionInfo, report: Report | None = None, 
         report("indexing", 0.0, {})
     build_index(studio, version)  # embeddings are cached by now: this is quick
     activate(studio, version.id)
-    note(f"{version.name} is active; {n} predictions written, search index rebuilt")
+    dropped = drop_inactive_predictions(studio, version.id)
+    note(
+        f"{version.name} is active; {n} predictions written, search index rebuilt; "
+        f"{dropped} predictions of inactive versions deleted (their metrics stay)"
+    )
     return n
 
 

@@ -171,6 +171,36 @@ def _write_predictions(
     return len(image_ids) * len(class_ids)
 
 
+def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
+    """Delete the stored predictions and per-image summaries of every version but
+    ``keep_version_id`` (the active one); versions keep their metrics, and activating one again
+    re-scores it. One class per transaction, so reviewers' writes wait a moment at most. Returns
+    the prediction rows deleted."""
+    table, summaries = Prediction.__table__, ImageScore.__table__
+    with studio.read() as s:  # a seek per version (and class) on the primary key, not a scan
+        others = s.scalars(select(ModelVersion.id).where(ModelVersion.id != keep_version_id)).all()
+        class_ids = s.scalars(select(LabelClass.id)).all()
+        has = lambda t, *where: s.scalar(select(t.c.model_version_id).where(*where).limit(1)) is not None  # noqa: E731
+        stale = [v for v in others if has(summaries, summaries.c.model_version_id == v)]
+        pairs = [
+            (v, c)
+            for v in others
+            if has(table, table.c.model_version_id == v)
+            for c in class_ids
+            if has(table, table.c.model_version_id == v, table.c.class_id == c)
+        ]
+    deleted = 0
+    for version_id, class_id in pairs:
+        with studio.write() as s:
+            deleted += s.execute(
+                delete(table).where(table.c.model_version_id == version_id, table.c.class_id == class_id)
+            ).rowcount
+    for version_id in stale:
+        with studio.write() as s:
+            s.execute(delete(summaries).where(summaries.c.model_version_id == version_id))
+    return deleted
+
+
 def insert_many(conn, table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
     """INSERT rows (tuples in ``columns`` order) through the driver's executemany: at 100k rows,
     SQLAlchemy's per-row parameter processing costs as much as SQLite's own inserting."""

@@ -91,6 +91,11 @@ def get_predictions(
     version = _version(studio, name)
     class_id = class_ids(studio, [class_name])[class_name] if class_name else None
     rows, total = prediction_rows(studio, version.id, image_id, class_id, min_score, offset, limit)
+    if not total and version.status != "active" and (image_id, class_id, min_score) == (None, None, 0.0):
+        raise LookupError(
+            f"{version.name} has no stored predictions: only the active version's are kept "
+            "(activating it re-scores the collection with it)"
+        )
     return Page[PredictionOut](
         items=[PredictionOut(image_id=r.image_id, class_name=r.class_name, score=r.score) for r in rows],
         total=total,
