@@ -19,7 +19,7 @@ from mumic_core.pipeline.scoring import (
     score_new_images,
     unscored_count,
 )
-from mumic_core.pipeline.search import build_index
+from mumic_core.pipeline.search import build_index, load_index
 from mumic_core.pipeline.training import TrainConfig, train
 from mumic_core.store.auth import requires
 from mumic_core.store.collection import all_image_ids
@@ -117,11 +117,14 @@ def promote(studio: Studio, version: VersionInfo, report: Report | None = None, 
     n = score_all(studio, version, report)
     if report:
         report("indexing", 0.0, {})
-    build_index(studio, version)  # embeddings are cached by now: this is quick
+    # A head-mode version shares its parent's encoder, so its saved index (extended with new
+    # images): an HNSW graph of 1M images takes minutes to build. Rebuilt when images were removed.
+    if len(load_index(studio, version)) != len(all_image_ids(studio)):
+        build_index(studio, version)
     activate(studio, version.id)
     dropped = drop_inactive_predictions(studio, version.id)
     note(
-        f"{version.name} is active; {n} predictions written, search index rebuilt; "
+        f"{version.name} is active; {n} predictions written, search index ready; "
         f"{dropped} predictions of inactive versions deleted (their metrics stay)"
     )
     return n

@@ -1,8 +1,9 @@
 """Search the collection by text or by example, through the active model's embeddings.
 
 The faiss index lives under ``$MUMIC_HOME/index/<encoder key>/`` next to the embedding cache
-of the same encoder. It is rebuilt when a version is promoted, and extended with images
-imported since, the next time it is used.
+of the same encoder. It is built when a version with a new encoder is promoted (a head-mode
+version shares its parent's encoder, so its index too), and extended with images imported
+since, the next time it is used.
 """
 
 from __future__ import annotations
