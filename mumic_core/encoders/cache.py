@@ -19,6 +19,9 @@ from mumic_core.encoders.encoding import encode_images
 from mumic_core.encoders.factory import Encoder
 
 _PART = re.compile(r"part-(\d{6})-ids\.npy$")
+# Per process: folder -> (its parts and their commit times, ids, embeddings, the ids' sort order).
+# A page rerun then finds a few rows of a 1M-image cache without re-reading or re-sorting its ids.
+_loaded: dict[Path, tuple[tuple, np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 class EmbeddingCache:
@@ -41,6 +44,20 @@ class EmbeddingCache:
     def load(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, embeddings) of every committed part; empty arrays when nothing is cached yet.
         Embeddings are memory-mapped, so looking up a few rows of a large cache reads only those."""
+        return self._indexed()[:2]
+
+    def _indexed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``load()`` and the ids' sort order, kept per process while the parts are unchanged."""
+        stamp = tuple((n, (self.dir / f"part-{n:06d}-ids.npy").stat().st_mtime_ns) for n in self._parts())
+        hit = _loaded.get(self.dir)
+        if hit is not None and hit[0] == stamp:
+            return hit[1], hit[2], hit[3]
+        ids, emb = self._read()
+        sorter = np.argsort(ids, kind="stable")
+        _loaded[self.dir] = (stamp, ids, emb, sorter)
+        return ids, emb, sorter
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray]:
         ids, embs = [], []
         for n in self._parts():
             part_ids = np.load(self.dir / f"part-{n:06d}-ids.npy")
@@ -61,8 +78,8 @@ class EmbeddingCache:
         """The ids among ``ids`` not cached yet, ascending."""
         wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._lock:
-            cached, _ = self.load()
-        return np.unique(wanted[~np.isin(wanted, cached)]).tolist()
+            cached, _, sorter = self._indexed()
+        return np.unique(wanted[~_found(cached, sorter, wanted)]).tolist()
 
     def add(self, ids: np.ndarray, emb: np.ndarray) -> None:
         """Save embeddings computed elsewhere (another worker's batch) as a new part."""
@@ -81,19 +98,18 @@ class EmbeddingCache:
         files that ``locate(missing ids)`` names as (id, path), saved part by part."""
         wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._lock:
-            cached, emb = self.load()
-            missing = np.unique(wanted[~np.isin(wanted, cached)]).tolist()
+            cached, emb, sorter = self._indexed()
+            missing = np.unique(wanted[~_found(cached, sorter, wanted)]).tolist()
             if missing:
                 items = list(locate(missing))
                 for start in range(0, len(items), self.chunk):
                     chunk = items[start : start + self.chunk]
                     new = encode_images(encoder, [p for _, p in chunk], batch_size=batch_size, progress=progress)
                     self._append(np.array([i for i, _ in chunk], dtype=np.int64), new)
-                cached, emb = self.load()
-                self._merge(cached, emb)
+                self._merge(*self.load())
+                cached, emb, sorter = self._indexed()
         if not len(wanted):
             return cached[:0], np.asarray(emb[:0])
-        sorter = np.argsort(cached, kind="stable")
         pos = np.minimum(np.searchsorted(cached, wanted, sorter=sorter), len(cached) - 1) if len(cached) else None
         if pos is None or (cached[sorter[pos]] != wanted).any():
             lost = wanted if pos is None else wanted[cached[sorter[pos]] != wanted]
@@ -119,6 +135,14 @@ class EmbeddingCache:
         for n in old:
             (self.dir / f"part-{n:06d}-ids.npy").unlink(missing_ok=True)
             (self.dir / f"part-{n:06d}-emb.npy").unlink(missing_ok=True)
+
+
+def _found(cached: np.ndarray, sorter: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Which of ``wanted`` are in ``cached`` (sorted by ``sorter``): a binary search each."""
+    if not len(cached):
+        return np.zeros(len(wanted), dtype=bool)
+    pos = np.minimum(np.searchsorted(cached, wanted, sorter=sorter), len(cached) - 1)
+    return cached[sorter[pos]] == wanted
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
