@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import getpass
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from db.models import Annotation, Image, LabelClass, Prediction, Submission, utcnow
 from mumic_core.errors import StaleView
@@ -28,7 +27,6 @@ VAL_FRACTION = 0.2
 ID_SLICE = 10_000  # ids per query: SQLite caps the number of bound parameters
 _BATCH = 64
 MAX_NAME = Image.original_name.type.length  # characters of a file name (a folder import's relative path)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_annotator() -> str:
@@ -55,7 +53,7 @@ def import_files(
     pending: list[Image] = []
     seen: dict[str, str] = {}
     for name, source in files:
-        name = _CONTROL.sub("\ufffd", name)  # a NUL or other control character cannot be stored or shown
+        name = name.replace("\x00", "\ufffd")  # PostgreSQL cannot store a NUL in text
         if progress:
             progress(1)
         limits = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_image_bytes}
@@ -281,15 +279,24 @@ def _write_statements(
     missing = sorted(set(statements) - known)
     if missing:
         raise KeyError(f"no image with id {missing[0]}")
-    current: dict[tuple[int, int], Annotation] = {
+    current = {
         (a.image_id, a.class_id): a
-        for a in s.scalars(
-            select(Annotation)
+        for a in s.execute(
+            select(
+                Annotation.id,
+                Annotation.image_id,
+                Annotation.class_id,
+                Annotation.positive,
+                Annotation.assumed,
+                Annotation.annotator,
+            )
             .where(Annotation.image_id.in_(list(statements)), Annotation.is_current.is_(True))
             .with_for_update()
         )
     }
     changed: list[int] = []
+    retired: list[int] = []  # rows that stop being current, before the rows replacing them go in
+    new_rows: list[dict] = []
     added = assumed = 0
     for image_id, labels in statements.items():
         shown = suggested.get(image_id, {})
@@ -302,27 +309,32 @@ def _write_statements(
             if old is not None and old.positive == st.positive and old.assumed == st.assumed and not confirms:
                 continue
             if old is not None:
-                old.is_current = False
-                s.flush()
-            s.add(
-                Annotation(
-                    image_id=image_id,
-                    class_id=class_id,
-                    positive=st.positive,
-                    assumed=st.assumed,
-                    annotator=st.annotator,
-                    source=st.source,
-                    supersedes_id=old.id if old else None,
-                    submission_id=submission_id,
-                    suggested_score=shown.get(class_id),
-                    created_at=st.at or utcnow(),
-                )
+                retired.append(old.id)
+            new_rows.append(
+                {
+                    "image_id": image_id,
+                    "class_id": class_id,
+                    "positive": st.positive,
+                    "assumed": st.assumed,
+                    "annotator": st.annotator,
+                    "source": st.source,
+                    "is_current": True,
+                    "supersedes_id": old.id if old else None,
+                    "submission_id": submission_id,
+                    "suggested_score": shown.get(class_id),
+                    "created_at": st.at or utcnow(),
+                }
             )
             rows += 1
             assumed += st.assumed
         added += rows
         if rows:
             changed.append(image_id)
+    # In bulk (a 12-image page at 120 classes is ~1,500 rows): the old rows stop being current
+    # first, so the one-current-row-per-label index never sees two.
+    _set_current(s, retired, False)
+    if new_rows:
+        s.execute(insert(Annotation), new_rows)
     counted = sorted(statements) if count_all else changed if count_changed else []
     if counted:
         s.execute(
@@ -395,14 +407,13 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
             .order_by(Image.id)
             .with_for_update()
         )  # as record_labels does (PostgreSQL)
-        rows = list(s.scalars(select(Annotation).where(Annotation.submission_id == sub.id)))
-        for row in rows:
-            if not row.is_current:
-                continue
-            row.is_current = False
-            s.flush()
-            if row.supersedes_id is not None:
-                s.execute(update(Annotation).where(Annotation.id == row.supersedes_id).values(is_current=True))
+        rows = s.execute(
+            select(Annotation.id, Annotation.supersedes_id).where(
+                Annotation.submission_id == sub.id, Annotation.is_current.is_(True)
+            )
+        ).all()
+        _set_current(s, [r.id for r in rows], False)
+        _set_current(s, [r.supersedes_id for r in rows if r.supersedes_id is not None], True)
         images = set(sub.image_ids)
         if images:
             s.execute(
@@ -412,6 +423,12 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
             )
         sub.undone_at = utcnow()
         return sub.id
+
+
+def _set_current(s, annotation_ids: list[int], current: bool) -> None:
+    for start in range(0, len(annotation_ids), ID_SLICE):
+        chunk = annotation_ids[start : start + ID_SLICE]
+        s.execute(update(Annotation).where(Annotation.id.in_(chunk)).values(is_current=current))
 
 
 def current_labels(studio: Studio) -> list[tuple[int, int, bool, bool]]:

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from sqlalchemy import case, func, select, true
 
@@ -94,6 +95,16 @@ class LabelImportReport:
 # --- export -----------------------------------------------------------------------------------
 
 
+class Stated(Protocol):
+    """A current statement as the exports read it (a row of the annotations table's columns)."""
+
+    positive: bool
+    assumed: bool
+    annotator: str
+    source: str
+    created_at: datetime | None
+
+
 @dataclass
 class ExportImage:
     image_id: int
@@ -101,7 +112,7 @@ class ExportImage:
     filename: str
     width: int
     height: int
-    labels: list[tuple[str, Annotation]]  # (class name, current statement), by class id
+    labels: list[tuple[str, Stated]]  # (class name, current statement), by class id
 
 
 def export_rows(studio: Studio, image_ids: Iterable[int] | None = None) -> tuple[list[str], list[ExportImage]]:
@@ -113,14 +124,25 @@ def export_rows(studio: Studio, image_ids: Iterable[int] | None = None) -> tuple
             c.id: c.name
             for c in s.scalars(select(LabelClass).where(LabelClass.active.is_(True)).order_by(LabelClass.id))
         }
+        # Columns, not ORM objects: a 1M-image export builds no identity map.
         images = {
-            im.id: ExportImage(im.id, im.sha256, im.original_name, im.width, im.height, [])
-            for im in s.scalars(
-                select(Image).where(Image.id.in_(wanted) if wanted is not None else true()).order_by(Image.id)
+            i: ExportImage(i, sha, name, w, h, [])
+            for i, sha, name, w, h in s.execute(
+                select(Image.id, Image.sha256, Image.original_name, Image.width, Image.height)
+                .where(Image.id.in_(wanted) if wanted is not None else true())
+                .order_by(Image.id)
             )
         }
-        for a in s.scalars(
-            select(Annotation)
+        for a in s.execute(
+            select(
+                Annotation.image_id,
+                Annotation.class_id,
+                Annotation.positive,
+                Annotation.assumed,
+                Annotation.annotator,
+                Annotation.source,
+                Annotation.created_at,
+            )
             .where(
                 Annotation.is_current.is_(True),
                 Annotation.class_id.in_(list(classes)),
