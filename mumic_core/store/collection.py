@@ -474,7 +474,11 @@ def class_counts(
             dict(
                 s.execute(
                     select(Prediction.class_id, func.count())
-                    .where(Prediction.model_version_id == version_id, Prediction.score >= threshold)
+                    .where(  # a range of the (version, class, score) index per class, not the whole version
+                        Prediction.model_version_id == version_id,
+                        Prediction.class_id.in_(select(LabelClass.id)),
+                        Prediction.score >= threshold,
+                    )
                     .group_by(Prediction.class_id)
                 ).all()
             )
