@@ -37,6 +37,7 @@ def order_queue(
     if scorer.head is None:  # not scored yet: there is nothing to plan with
         return candidates
     emb, prob = candidate_probabilities(studio, scorer, candidates, classes)
+    diverse = weights.get("diversity", 0) > 0
     with studio.read() as s:
         per_class = dict(
             s.execute(
@@ -47,16 +48,16 @@ def order_queue(
         )
         seen = (
             list(s.scalars(select(Annotation.image_id).where(Annotation.is_current.is_(True)).distinct().limit(pool)))
-            if weights.get("diversity", 0) > 0
+            if diverse
             else []
         )
     thr = thresholds_for(scorer.head.thresholds, [c.name for c in classes])
     thresholds = np.array([thr[c.name] for c in classes], dtype=np.float32)
     positives = np.array([per_class.get(c.id, 0) for c in classes], dtype=np.float64)
     labelled_emb = image_embeddings(studio, scorer, seen) if seen else None
-    if weights.get("diversity", 0) <= 0:
-        emb = None
-    order = select_batch(prob, thresholds, len(candidates), weights, emb, labelled_emb, positives, seed)
+    order = select_batch(
+        prob, thresholds, len(candidates), weights, emb if diverse else None, labelled_emb, positives, seed
+    )
     return [candidates[k] for k in order]
 
 
