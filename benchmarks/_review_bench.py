@@ -111,6 +111,7 @@ def seed_images(studio: Studio, n_images: int, rng: np.random.Generator) -> floa
                 for i in range(start, min(n_images, start + IMAGE_CHUNK))
             ]
             s.execute(insert(Image), rows)
+    advance_sequences(studio, ["images"])
     return time.perf_counter() - t0
 
 
@@ -213,12 +214,24 @@ def seed_reviews(
                     ),
                     {"now": now.isoformat()},
                 )
+    advance_sequences(studio, ["submissions", "annotations"])
     return {
         "seconds": time.perf_counter() - t0,
         "reviewed_images": n_rev,
         "disputed_images": len(disputed),
         "annotations": len(anns),
     }
+
+
+def advance_sequences(studio: Studio, tables: list[str]) -> None:
+    """PostgreSQL: move the id sequences past the ids inserted explicitly (else the product's
+    next row of that table would take id 1 again)."""
+    if studio.url.startswith("postgresql"):
+        with studio.write() as s:
+            for table in tables:
+                s.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+                )
 
 
 def checkpoint(studio: Studio) -> float:

@@ -205,8 +205,15 @@ def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
 
 
 def insert_many(conn, table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
-    """INSERT rows (tuples in ``columns`` order) through the driver's executemany: at 100k rows,
-    SQLAlchemy's per-row parameter processing costs as much as SQLite's own inserting."""
+    """INSERT rows (tuples in ``columns`` order) through the driver: executemany on SQLite (at
+    100k rows, SQLAlchemy's per-row parameter processing costs as much as SQLite's own
+    inserting), COPY on PostgreSQL (in the same transaction; executemany wrote 12M rows in 320 s)."""
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
     compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
     if conn.dialect.positional:
         assert list(compiled.positiontup) == list(columns), compiled.positiontup
