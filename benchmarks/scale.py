@@ -549,7 +549,8 @@ def vars_of(args: argparse.Namespace) -> dict:
 
 
 def summarise() -> None:
-    runs = [json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks/results").glob("scale_*.json"))]
+    found = sorted((ROOT / "benchmarks/results").glob("scale_*.json"))
+    runs = [json.loads(p.read_text()) for p in found if p.stem.split("_")[1] in ("sqlite", "postgres", "probe")]
     runs.sort(key=lambda r: (r["sizes"]["images"], r.get("machine", {}).get("database", "")))
     (ROOT / "benchmarks/results/scale.md").write_text(markdown(runs))
     print(f"wrote benchmarks/results/scale.md from {len(runs)} runs")
