@@ -39,6 +39,7 @@ READ_ONLY = {
     "store.label_io.export_rows",
     "store.snapshot.collection_snapshot",
     "pipeline.planning.order_queue",
+    "pipeline.planning.candidate_probabilities",
     "store.classes.list_classes",
     "store.collection.class_counts",
     "store.collection.collection_counts",

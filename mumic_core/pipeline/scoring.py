@@ -171,6 +171,7 @@ def _write_predictions(
     return len(image_ids) * len(class_ids)
 
 
+@requires("models")
 def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
     """Delete the stored predictions and per-image summaries of every version but
     ``keep_version_id`` (the active one); versions keep their metrics, and activating one again
