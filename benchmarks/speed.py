@@ -184,6 +184,11 @@ def throughput(args, out: dict) -> None:
         print(label, out["throughput"][label], flush=True)
 
 
+def _model_label(model_dir: Path) -> str:
+    """What the model folder holds, as its config labels it (a stand-in says so)."""
+    return json.loads((model_dir / "open_clip_config.json").read_text()).get("mumic_label") or model_dir.name
+
+
 def peak_memory_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -226,6 +231,13 @@ def big_store(args, out: dict):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    from mumic_core.pipeline.scoring import load_scorer
+    from mumic_core.store.collection import image_items
+    from mumic_core.store.registry import active_version
+
+    encoder = load_scorer(studio, active_version(studio)).encoder
+    sample = [p for _, p in image_items(studio)][: min(len(rows), 2048)]
+    raw_before = raw_forward_rate(encoder, sample, args.batch_size, repeats=1)  # same model and batch
     try:
         t = time.monotonic()
         job_id = enqueue(studio, "score", {})
@@ -239,10 +251,15 @@ def big_store(args, out: dict):
         worker.wait(30)
     if job.status != "succeeded":
         sys.exit(f"the score job {job.status}: {job.error}")
+    raw = (raw_before + raw_forward_rate(encoder, sample, args.batch_size, repeats=1)) / 2  # drift: both sides
     out["worker_rescoring"] = {
+        "model": _model_label(args.starter),
         "images": len(rows),
+        "batch_size": args.batch_size,
         "seconds": round(seconds, 1),
         "images_per_s": round(len(rows) / seconds, 1),
+        "raw_forward_images_per_s": round(raw, 1),
+        "ratio": round(len(rows) / seconds / raw, 3),
         "peak_rss_mib": round(peak / 1024, 1),
         "note": "huey consumer as in the Procfile; VmHWM of its process after the job",
     }
@@ -361,6 +378,14 @@ def markdown(out: dict) -> str:
             f"({w['images_per_s']} img/s); peak resident memory of the worker process **{w['peak_rss_mib']} MiB**.",
             "",
         ]
+        if "ratio" in w:
+            lines += [
+                f"Model: {w['model']}. One huey worker, job queued to succeeded, against open_clip's raw "
+                f"`encode_image` of the same model and batch ({w['batch_size']}) on up to 2048 of the "
+                f"store's images prepared in advance, measured just before and just after the job "
+                f"(mean {w['raw_forward_images_per_s']} img/s): ratio **{w['ratio']}** (goal >= 0.9).",
+                "",
+            ]
     if "new_class" in out:
         c = out["new_class"]
         lines += [
