@@ -59,3 +59,23 @@ def test_class_text_embeddings_are_computed_once_per_model(studio, monkeypatch):
     np.testing.assert_array_equal(again[0], first[1])
     np.testing.assert_array_equal(again[2], first[0])
     assert scorer.text_embeddings([]).shape == (0, first.shape[1])
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_embeds_as_decoded_in_full(studio, tmp_path: Path):
+    from PIL import Image, ImageDraw
+
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([xx * 255 // 1600, yy * 255 // 1200, (xx + yy) * 255 // 2800], -1).astype(np.uint8)
+    img = Image.fromarray(photo)
+    ImageDraw.Draw(img).ellipse((500, 300, 1100, 900), fill=(200, 30, 40))
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=92)
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    reduced = load_rgb(path, min_side=encoder.image_size)
+    assert encoder.image_size <= min(reduced.size) < 1200 / 2  # 1/4 or 1/8 of the file's scale
+    full = torch.stack([encoder.preprocess(load_rgb(path))])
+    fast = _pixels(encoder, [path])
+    assert fast.shape == full.shape and (fast - full).abs().mean() < 0.05  # normalised units
+    with torch.inference_mode():
+        a, b = (torch.nn.functional.normalize(encoder.model.encode_image(x).float(), dim=-1) for x in (full, fast))
+    assert float((a * b).sum()) > 0.995

@@ -44,13 +44,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def load_rgb(source: bytes | str | Path, max_side: int | None = None) -> Image.Image:
-    """Open an image file (or its bytes) and return it as upright RGB. With ``max_side``, a JPEG
-    may be decoded at a reduced scale (1/2, 1/4 or 1/8, much faster) that still has at least
-    ``max_side`` pixels on its long side."""
+def load_rgb(source: bytes | str | Path, max_side: int | None = None, min_side: int | None = None) -> Image.Image:
+    """Open an image file (or its bytes) and return it as upright RGB. With ``max_side`` (or
+    ``min_side``), a JPEG may be decoded at a reduced scale (1/2, 1/4 or 1/8, much faster) that
+    still has at least ``max_side`` pixels on its long side (``min_side`` on its short side)."""
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(fp) as img:
-        scale = max_side / max(img.size) if max_side else 1.0
+        scale = max_side / max(img.size) if max_side else min_side / min(img.size) if min_side else 1.0
         if scale < 1.0:
             img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
         img.load()
