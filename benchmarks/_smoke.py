@@ -56,7 +56,7 @@ def stand_in_model(folder: Path) -> Path:
     if not (folder / CONFIG_NAME).is_file():
         create_random_local_dir(STARTER_ARCH, folder, seed=0)
         config = json.loads((folder / CONFIG_NAME).read_text())
-        config["mumic_label"] = f"SMOKE stand-in for the starter model: {STARTER_ARCH}, random weights"
+        config["mumic_label"] = f"stand-in for the starter model (same computation): {STARTER_ARCH}, random weights"
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return folder
 

@@ -552,7 +552,18 @@ def summarise() -> None:
     found = sorted((ROOT / "benchmarks/results").glob("scale_*.json"))
     runs = [json.loads(p.read_text()) for p in found if p.stem.split("_")[1] in ("sqlite", "postgres", "probe")]
     runs.sort(key=lambda r: (r["sizes"]["images"], r.get("machine", {}).get("database", "")))
-    (ROOT / "benchmarks/results/scale.md").write_text(markdown(runs))
+    text = markdown(runs)
+    speed = ROOT / "benchmarks/results/speed.json"
+    worker = json.loads(speed.read_text()).get("worker_rescoring", {}) if speed.exists() else {}
+    if "ratio" in worker:  # measured by speed.py, which needs real images and a real encoder
+        text += (
+            "\n## Cold re-scoring by one worker (from `speed.json`)\n\n"
+            f"{worker['images']:,} images from cold (decode, encode, store) by one huey worker with "
+            f"{worker['model']}: {worker['images_per_s']} images/s, **{worker['ratio']}** of the raw open_clip "
+            f"forward of the same model and batch measured in the same run (goal >= 0.9). "
+            "Command and method: `speed.md`.\n"
+        )
+    (ROOT / "benchmarks/results/scale.md").write_text(text)
     print(f"wrote benchmarks/results/scale.md from {len(runs)} runs")
 
 
