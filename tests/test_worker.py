@@ -83,6 +83,8 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
     finally:
         log = stop(proc)
     assert "Traceback" not in log, log
+    doubled = [line for line in log.splitlines() if line.startswith("INFO:huey")]  # a second, plain handler
+    assert not doubled, doubled[:3]
 
 
 def test_worker_start_marks_jobs_of_a_dead_worker_failed(studio):

@@ -49,9 +49,21 @@ handle("encode_batches", lambda encoder_key: work_on_batches(_system(), encoder_
 handle("look_after_workers", look_after_workers)
 
 
+def _one_line_per_message() -> None:
+    """Give the root logger the consumer's handler. Libraries that log through the root logger
+    (open_clip's ``logging.info``) would otherwise install a plain handler on first use, and
+    every line of the ``huey`` logger would be printed twice."""
+    huey_log, root = logging.getLogger("huey"), logging.getLogger()
+    if huey_log.handlers and not root.handlers:
+        for handler in huey_log.handlers:
+            root.addHandler(handler)
+        huey_log.propagate = False
+
+
 @huey.on_startup()
 def _startup() -> None:
     global _heartbeat
+    _one_line_per_message()
     _heartbeat = register(
         open_studio(settings, actor=SYSTEM),
         "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite",
