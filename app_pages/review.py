@@ -259,13 +259,14 @@ def progress_line(remaining: int) -> str:
     done = state.get("reviewed_at", [])
     n = sum(k for _, k in done)
     if not n:
-        return f"{remaining} images left in this queue."
+        return f"{remaining} {'image' if remaining == 1 else 'images'} left in this queue."
     started = state.get("review_started", done[0][0])
     hours = max(time.time() - started, 30.0) / 3600
     rate = n / hours
     left = remaining / rate if rate else 0
     eta = f"{left * 60:.0f} min" if left < 1 else f"{left:.1f} h"
-    return f"This session: {n} images, {rate:.0f} per hour · {remaining} left in this queue · about {eta} at this pace."
+    did = f"{n} image" if n == 1 else f"{n} images"
+    return f"This session: {did}, {rate:.0f} per hour · {remaining} left in this queue · about {eta} at this pace."
 
 
 if mode == "Class sweep":  # its own queue: the images nobody has judged for the chosen class
