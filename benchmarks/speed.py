@@ -84,6 +84,17 @@ def fresh_studio(home: Path, model_dir: Path | None, keep: bool = False):
     return open_studio(load_settings(), actor=SYSTEM)
 
 
+def random_vit_dir(home: Path) -> Path:
+    """ViT-B-32 with random weights under ``home`` (made once): the computation of the LAION
+    ViT-B-32 real users run."""
+    from mumic_core.encoders.factory import create_random_local_dir
+
+    vit_dir = home / "vit-b-32-random"
+    if not (vit_dir / "open_clip_config.json").exists():
+        create_random_local_dir("ViT-B-32", vit_dir, seed=0)
+    return vit_dir
+
+
 def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int = 3) -> float:
     """Median images/s of open_clip's encode_image alone, on tensors prepared in advance."""
     import torch
@@ -141,14 +152,11 @@ def demo_classes(studio) -> None:
 
 def throughput(args, out: dict) -> None:
     """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
-    from mumic_core.encoders.factory import create_random_local_dir
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import load_scorer, score_collection
     from mumic_core.store.collection import image_items, import_folder
 
-    vit_dir = args.home / "vit-b-32-random"
-    if not (vit_dir / "open_clip_config.json").exists():
-        create_random_local_dir("ViT-B-32", vit_dir, seed=0)
+    vit_dir = random_vit_dir(args.home)
     rows = scenes(args.home / "scenes", args.images)
     out["throughput"] = {}
     models = (
@@ -188,11 +196,6 @@ def throughput(args, out: dict) -> None:
         print(label, out["throughput"][label], flush=True)
 
 
-def _model_label(model_dir: Path) -> str:
-    """What the model folder holds, as its config labels it (a stand-in says so)."""
-    return json.loads((model_dir / "open_clip_config.json").read_text()).get("mumic_label") or model_dir.name
-
-
 def peak_memory_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -202,10 +205,14 @@ def peak_memory_kib(pid: int) -> int:
 
 def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
+    from mumic_core.encoders.factory import read_label
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.queue import enqueue
-    from mumic_core.store.collection import import_folder
+    from mumic_core.pipeline.scoring import load_scorer
+    from mumic_core.store.collection import image_items, import_folder
     from mumic_core.store.jobs import get_job
+    from mumic_core.store.registry import active_version
+    from mumic_core.store.workers import live_workers
 
     home = args.home / "big"
     rows = scenes(args.home / "scenes", args.images)
@@ -216,10 +223,6 @@ def big_store(args, out: dict):
     out["store"] = {"images": len(report.added), "classes": 20, "import_seconds": round(time.monotonic() - t, 1)}
     print(out["store"], flush=True)
     ensure_base_version(studio)
-    from mumic_core.pipeline.scoring import load_scorer
-    from mumic_core.store.collection import image_items
-    from mumic_core.store.registry import active_version
-
     encoder = load_scorer(studio, active_version(studio)).encoder
     sample = [p for _, p in image_items(studio)][: min(len(rows), 2048)]
     raw_before = raw_forward_rate(encoder, sample, args.batch_size)  # same model and batch, before the worker starts
@@ -243,8 +246,6 @@ def big_store(args, out: dict):
         stderr=subprocess.DEVNULL,
     )
     try:
-        from mumic_core.store.workers import live_workers
-
         deadline = time.monotonic() + 120
         while not live_workers(studio) and time.monotonic() < deadline:  # timed from a started worker
             time.sleep(0.5)
@@ -262,7 +263,7 @@ def big_store(args, out: dict):
         sys.exit(f"the score job {job.status}: {job.error}")
     raw = (raw_before + raw_forward_rate(encoder, sample, args.batch_size)) / 2  # drift: both sides, worker gone
     out["worker_rescoring"] = {
-        "model": _model_label(args.starter),
+        "model": read_label(args.starter),
         "images": len(rows),
         "batch_size": args.batch_size,
         "seconds": round(seconds, 1),
@@ -335,12 +336,10 @@ def photos(args, out: dict) -> None:
     from PIL import Image
 
     from mumic_core.encoders.encoding import _pixels
-    from mumic_core.encoders.factory import EncoderSpec, create_random_local_dir, load_encoder
+    from mumic_core.encoders.factory import EncoderSpec, load_encoder
     from mumic_core.encoders.pixels import load_rgb
 
-    vit_dir = args.home / "vit-b-32-random"
-    if not (vit_dir / "open_clip_config.json").exists():
-        create_random_local_dir("ViT-B-32", vit_dir, seed=0)
+    vit_dir = random_vit_dir(args.home)
     encoder = load_encoder(EncoderSpec(f"local-dir:{vit_dir.resolve()}", "", "", ""))
     folder, rng = args.home / "photos", np.random.default_rng(7)
     folder.mkdir(parents=True, exist_ok=True)

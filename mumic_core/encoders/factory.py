@@ -129,7 +129,7 @@ def resolve_base_spec(settings: Settings) -> EncoderSpec:
         path = Path(arch.removeprefix("local-dir:")).expanduser().resolve()
         if not (path / CONFIG_NAME).is_file():
             raise ModelUnavailable(f"{arch}: no {CONFIG_NAME} in that folder")
-        return EncoderSpec(f"local-dir:{path}", "", "pretrained", f"{_read_label(path)} (from {path})")
+        return EncoderSpec(f"local-dir:{path}", "", "pretrained", f"{read_label(path)} (from {path})")
     if weights.startswith("local-dir:"):
         return resolve_base_spec(Settings(**{**settings.__dict__, "model": weights, "pretrained": ""}))
     if obtainable(arch, weights, settings.offline_probe_seconds):
@@ -156,7 +156,8 @@ def resolve_base_spec(settings: Settings) -> EncoderSpec:
     )
 
 
-def _read_label(path: Path) -> str:
+def read_label(path: Path) -> str:
+    """The label a local model folder's config gives it (its folder name when it has none)."""
     try:
         return json.loads((path / CONFIG_NAME).read_text()).get("mumic_label", path.name)
     except (OSError, ValueError):
