@@ -22,19 +22,19 @@ from PIL import ImageDraw
 from sqlalchemy import func, insert, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from db.models import Annotation, Image, Prediction, Submission
+from db.models import Annotation, Image, Submission
 from mumic_core.encoders.spec import EncoderSpec
-from mumic_core.pipeline.scoring import _refresh_image_scores
+from mumic_core.pipeline.scoring import refresh_statistics, replace_image_scores
 from mumic_core.services.review import accept_above, submit, undo
 from mumic_core.store.auth import add_user, sign_in
 from mumic_core.store.classes import add_class
 from mumic_core.store.queue import QueueFilter, _queue_query, image_views, page_query, queue_count, queue_page
 from mumic_core.store.registry import register_version
+from mumic_core.store.scores import as_stored, write_class_scores
 from mumic_core.store.studio import Studio
 
 N_FILES = 20
 UI_USER, UI_PASSWORD = "bench-ui", "correct horse battery"  # the AppTest's signed-in annotator
-PRED_CHUNK = 50_000
 IMAGE_CHUNK = 20_000
 
 
@@ -71,10 +71,6 @@ def seed(studio: Studio, n_images: int, n_classes: int, reviewed_fraction: float
     t["classes_version_files"] = time.perf_counter() - t0
     t["images"] = seed_images(studio, n_images, rng)
     t["predictions"], n_pred = seed_predictions(studio, version.id, class_ids, n_images, rng)
-    t0 = time.perf_counter()
-    with studio.write() as s:
-        _refresh_image_scores(s, version.id)
-    t["image_scores"] = time.perf_counter() - t0
     reviews = seed_reviews(studio, class_ids, n_images, reviewed_fraction, rng)
     t["reviews"] = reviews.pop("seconds")
     t["checkpoint"] = checkpoint(studio)
@@ -119,30 +115,19 @@ def seed_predictions(
     studio: Studio, version_id: int, class_ids: list[int], n_images: int, rng: np.random.Generator
 ) -> tuple[float, int]:
     """Synthetic probabilities, mostly low with a tail near 1 (Beta(0.4, 1.6), mean 0.2), like a
-    sigmoid head's; returns (seconds, rows)."""
+    sigmoid head's, stored as scoring stores them, with the per-image queue summaries; returns
+    (seconds, image-class scores)."""
     t0 = time.perf_counter()
-    n_classes = len(class_ids)
-    per_chunk = max(1, PRED_CHUNK // n_classes)
-    n_pred = 0
+    ids = np.arange(1, n_images + 1)
+    prob = rng.beta(0.4, 1.6, size=(n_images, len(class_ids))).astype(np.float32)
     with studio.write() as s:
-        for start in range(0, n_images, per_chunk):
-            stop = min(n_images, start + per_chunk)
-            prob = rng.beta(0.4, 1.6, size=(stop - start, n_classes)).tolist()
-            sim = (rng.normal(0.2, 0.05, size=(stop - start, n_classes))).tolist()
-            rows = [
-                {
-                    "model_version_id": version_id,
-                    "image_id": i + 1,
-                    "class_id": c,
-                    "similarity": sim[a][b],
-                    "score": prob[a][b],
-                }
-                for a, i in enumerate(range(start, stop))
-                for b, c in enumerate(class_ids)
-            ]
-            s.execute(insert(Prediction), rows)
-            n_pred += len(rows)
-    return time.perf_counter() - t0, n_pred
+        conn = s.connection()
+        for start in range(0, len(class_ids), 10):  # a few classes' columns at a time
+            part = slice(start, start + 10)
+            write_class_scores(conn, version_id, ids, class_ids[part], as_stored(prob[:, part]))
+        replace_image_scores(conn, version_id, ids, as_stored(prob))
+        refresh_statistics(conn)
+    return time.perf_counter() - t0, prob.size
 
 
 def seed_reviews(
@@ -341,6 +326,8 @@ def query_plans(studio: Studio, filters: dict[str, QueueFilter], deep: int) -> d
     con = sqlite3.connect(studio.settings.home / "mumic.db")
     try:
         for name, f in filters.items():
+            if f.class_id is not None:  # read from the class's stored column, not by SQL
+                continue
             cq, _, _, _ = _queue_query(f, [func.count(Image.id)])
             pq = page_query(f)
             for kind, q in (("count", cq), ("page", pq.offset(deep).limit(1))):

@@ -11,7 +11,7 @@ in this process (its peak memory stands for the web process's).
 
     .venv/bin/python benchmarks/scale.py [--images 1000000] [--classes 120] [--dim 512]
         [--database sqlite|postgres] [--home /tmp/mumic-bench-scale] [--repeats 20]
-        [--out benchmarks/results/scale_<database>_<images/1000>k] [--probe-only] [--smoke [DIR]]
+        [--out benchmarks/results/scale_<database>_<images/1000>k] [--smoke [DIR]]
 
 ``--database postgres`` needs ``MUMIC_TEST_DATABASE_URL`` (a server's maintenance database, as
 ``scripts/with_postgres.sh`` gives it); a database ``mumic_bench_scale`` is made afresh there.
@@ -58,7 +58,6 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="result path without suffix")
     ap.add_argument("--skip-apptest", action="store_true")
-    ap.add_argument("--probe-only", action="store_true", help="only the score-matrix design probe (numpy, no database)")
     ap.add_argument("--summarise", action="store_true", help="write results/scale.md from the scale_*.json")
     ap.add_argument("--worker-step", choices=["promote", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--version", help=argparse.SUPPRESS)
@@ -67,8 +66,7 @@ def parse_args() -> argparse.Namespace:
     if args.smoke is not None:
         folder = smoke_folder(args.smoke, "scale")
         vars(args).update(SMOKE, home=folder / "home", out=folder / f"scale_{args.database}")
-    kind = "probe" if args.probe_only else args.database
-    args.out = args.out or ROOT / f"benchmarks/results/scale_{kind}_{args.images // 1000}k"
+    args.out = args.out or ROOT / f"benchmarks/results/scale_{args.database}_{args.images // 1000}k"
     return args
 
 
@@ -208,25 +206,6 @@ def main() -> None:
         worker_step(args)
         return
     rng = np.random.default_rng(args.seed)
-    if args.probe_only:
-        shutil.rmtree(args.home, ignore_errors=True)
-        synthetic_embeddings(args.home / "embeddings" / "probe", args.images, args.dim, rng)
-        probe = probe_score_matrix(args.images, args.classes, args.dim, args.home / "probe", args.repeats * 3, rng)
-        print(json.dumps(probe, indent=1))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(
-            json.dumps(
-                {
-                    "command": " ".join(["benchmarks/scale.py", *sys.argv[1:]]),
-                    "sizes": vars_of(args),
-                    "design_probe": probe,
-                },
-                indent=1,
-            )
-            + "\n"
-        )
-        shutil.rmtree(args.home, ignore_errors=True)
-        return
     fresh_database(args)
 
     from benchmarks import _review_bench as bench
@@ -336,8 +315,6 @@ def main() -> None:
             bench.bench_apptest(studio, args.repeats)
         other["apptest"] = load.summary()
 
-    print("design probe: the score matrix as a class-major float16 file", flush=True)
-    probe = probe_score_matrix(args.images, args.classes, args.dim, args.home / "probe", args.repeats * 3, rng)
     promotions = {k: v for k, v in steps.items() if "promotion" in k}
     result = {
         "command": " ".join([".venv/bin/python", "benchmarks/scale.py", *sys.argv[1:]]),
@@ -382,7 +359,6 @@ def main() -> None:
         "promotion_seconds": {k: v["seconds"] for k, v in promotions.items()},
         "rows": bench.ROWS,
         "over_budget": over_budget(bench.ROWS),
-        "design_probe": probe,
     }
     result["peak_rss_over_budget"] = [k for k, v in result["peak_rss_gib"].items() if v > MEMORY_BUDGET_GIB]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -397,62 +373,6 @@ def main() -> None:
         studio_engine = create_engine(os.environ["MUMIC_TEST_DATABASE_URL"], isolation_level="AUTOCOMMIT")
         with studio_engine.connect() as con:
             con.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-
-
-def probe_score_matrix(n: int, c: int, dim: int, folder: Path, repeats: int, rng: np.random.Generator) -> dict:
-    """The design this benchmark weighs against one database row per image and class: each
-    version's scores as one (C, N) float16 file (class-major: a class is 2 bytes x N, contiguous),
-    made by matrix products over the cached embeddings, memory-mapped by the web process; the
-    queue's class filters and an image's suggestions read it with numpy. Pure numpy, no database."""
-    folder.mkdir(parents=True, exist_ok=True)
-    emb = np.load(next(folder.parent.rglob("part-000000-emb.npy")), mmap_mode="r")[:n]
-    cls = rng.standard_normal((c, dim)).astype(np.float32)
-    cls /= np.linalg.norm(cls, axis=1, keepdims=True)
-    out: dict[str, float] = {}
-    t0 = time.perf_counter()
-    scores = np.lib.format.open_memmap(folder / "scores.npy", mode="w+", dtype=np.float16, shape=(c, n))
-    top = np.empty(n, np.float32)
-    unsure = np.empty(n, np.float32)
-    for start in range(0, n, 65_536):
-        stop = min(n, start + 65_536)
-        p = 1 / (1 + np.exp(-(np.asarray(emb[start:stop]) @ cls.T * 30 - 3)))
-        scores[:, start:stop] = p.T
-        top[start:stop], unsure[start:stop] = p.max(axis=1), np.abs(p - 0.5).min(axis=1)
-    scores.flush()
-    out["write all scores + per-image summaries (s)"] = time.perf_counter() - t0
-    del scores
-    scores = np.load(folder / "scores.npy", mmap_mode="r")
-    reviewed = np.zeros(n, bool)
-    reviewed[rng.choice(n, n // 20, replace=False)] = True
-
-    def class_filter() -> np.ndarray:  # class k in [0.8, 1], unreviewed, most uncertain first, page 1
-        col = scores[int(rng.integers(c))]
-        hit = np.flatnonzero((col >= 0.8) & ~reviewed)
-        key = np.abs(col[hit].astype(np.float32) - 0.5)
-        return hit[np.argsort(key, kind="stable")[:12]]
-
-    def image_row() -> np.ndarray:  # one image's scores, top 9
-        row = scores[:, int(rng.integers(n))].astype(np.float32)
-        return np.argsort(-row)[:9]
-
-    def new_class() -> np.ndarray:  # a new class over every image: one matrix-vector product
-        v = rng.standard_normal(dim).astype(np.float32)
-        return np.argsort(-(emb @ v))[:12]
-
-    for name, fn, k in (
-        ("class filter + first page (ms)", class_filter, repeats),
-        ("one image's suggestions (ms)", image_row, repeats),
-        ("new class scored and ranked (ms)", new_class, max(3, repeats // 4)),
-    ):
-        fn()
-        samples = []
-        for _ in range(k):
-            t = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t)
-        out[name.replace("(ms)", "p95 (ms)")] = float(np.percentile(samples, 95) * 1000)
-    out["file size (GiB)"] = (folder / "scores.npy").stat().st_size / 2**30
-    return {k: round(v, 3) for k, v in out.items()}
 
 
 def _once(fn, *a) -> float:
@@ -486,16 +406,6 @@ def markdown(results: list[dict]) -> str:
     """One table per run (database, size): rows, worker steps, storage and memory."""
     lines = ["# Scale", "", "Written by `benchmarks/scale.py` (see its docstring); one section per run.", ""]
     for r in results:
-        if "rows" not in r:  # --probe-only
-            z = r["sizes"]
-            lines += [
-                f"## Design probe only: {z['images']:,} images x {z['classes']} classes",
-                "",
-                f"`{r['command']}`",
-                "",
-            ]
-            lines += probe_markdown(r["design_probe"])
-            continue
         z, st = r["sizes"], r["storage_bytes"]
         lines += [
             f"## {z['images']:,} images x {z['classes']} classes, {r['machine']['database']} ({r['when']})",
@@ -529,28 +439,12 @@ def markdown(results: list[dict]) -> str:
             lines.append(f"| {row['operation']} | {row['n']} | {ms} |")
         lines += ["", "Over budget:" if r["over_budget"] else "Nothing over budget.", ""]
         lines += [f"- {x}" for x in r["over_budget"]] + [""]
-        lines += probe_markdown(r["design_probe"]) if "design_probe" in r else []
     return "\n".join(lines)
-
-
-def probe_markdown(probe: dict) -> list[str]:
-    return [
-        "Design probe (numpy only: the scores as one class-major float16 file per version, no rows):",
-        "",
-        "| measure | value |",
-        "|---|---:|",
-        *[f"| {k} | {v:,.3f} |" for k, v in probe.items()],
-        "",
-    ]
-
-
-def vars_of(args: argparse.Namespace) -> dict:
-    return {"images": args.images, "classes": args.classes, "dim": args.dim, "repeats": args.repeats}
 
 
 def summarise() -> None:
     found = sorted((ROOT / "benchmarks/results").glob("scale_*.json"))
-    runs = [json.loads(p.read_text()) for p in found if p.stem.split("_")[1] in ("sqlite", "postgres", "probe")]
+    runs = [json.loads(p.read_text()) for p in found if p.stem.split("_")[1] in ("sqlite", "postgres")]
     runs.sort(key=lambda r: (r["sizes"]["images"], r.get("machine", {}).get("database", "")))
     text = markdown(runs)
     speed = ROOT / "benchmarks/results/speed.json"

@@ -68,7 +68,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
 def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dict:
     from sqlalchemy import delete, func, select
 
-    from db.models import EncodeBatch, ImageScore, Prediction
+    from db.models import EncodeBatch, ImageScore, ScoreBlock
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.queue import enqueue
     from mumic_core.pipeline.scoring import load_scorer
@@ -79,7 +79,7 @@ def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dic
     key = load_scorer(studio, version).encoder.spec.key
     shutil.rmtree(studio.settings.embedding_dir / key, ignore_errors=True)  # from cold
     with studio.write() as s:
-        s.execute(delete(Prediction))
+        s.execute(delete(ScoreBlock))
         s.execute(delete(ImageScore))
         s.execute(delete(EncodeBatch))
     threads = 1 if pin else max(1, cores // n_workers)
@@ -123,7 +123,7 @@ def run(studio, n_workers: int, env: dict, cores: int, pin: bool = False) -> dic
         job = get_job(studio, job_id)
         with studio.read() as s:
             holders = Counter(s.scalars(select(EncodeBatch.holder)))
-            images = s.scalar(select(func.count(func.distinct(Prediction.image_id))))
+            images = s.scalar(select(func.count()).select_from(ImageScore))
     finally:
         for w in workers:
             w.terminate()

@@ -11,6 +11,7 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mumic_core.config import load_settings
@@ -154,3 +155,21 @@ def panel_data(at, component: str = "mumic_review_panel") -> dict | None:
         if element.proto.component_name == component:
             return json.loads(element.proto.json)
     return None
+
+
+def stored_scores(studio: Studio, class_id: int | None = None) -> dict[tuple[int, int, int], float]:
+    """Every stored image-class probability (of one class, when given): (version, image, class) -> p."""
+    from sqlalchemy import select
+
+    from db.models import SCORE_BLOCK, ScoreBlock
+
+    query = select(ScoreBlock.model_version_id, ScoreBlock.class_id, ScoreBlock.block, ScoreBlock.scores)
+    if class_id is not None:
+        query = query.where(ScoreBlock.class_id == class_id)
+    out = {}
+    with studio.read() as s:
+        for version_id, cid, block, data in s.execute(query):
+            values = np.frombuffer(data, dtype="<f2").astype(float)
+            for k in np.flatnonzero(~np.isnan(values)).tolist():
+                out[version_id, block * SCORE_BLOCK + k, cid] = float(values[k])
+    return out

@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from db.models import Annotation, Image, LabelClass, Prediction
+from db.models import Annotation, Image, LabelClass
 from mumic_core.cli import main
 from mumic_core.store import fiftyone_io
 from mumic_core.store.fiftyone_io import export_fiftyone, export_name, import_fiftyone
 from mumic_core.store.queue import thresholds_for
 from mumic_core.store.registry import active_version, load_head
+from mumic_core.store.scores import score_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 FIFTYONE = "fiftyone==1.22.1"
@@ -70,17 +71,11 @@ def expected_predictions(studio) -> dict[int, dict[str, float]]:
     head = load_head(studio, version)
     with studio.read() as s:
         classes = dict(s.execute(select(LabelClass.id, LabelClass.name).where(LabelClass.active.is_(True))).all())
-        rows = s.execute(
-            select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                Prediction.model_version_id == version.id
-            )
-        ).all()
+        image_ids, prob = score_matrix(s, version.id, list(classes))
     thresholds = thresholds_for(head.thresholds if head else None, classes.values())
     out: dict[int, dict[str, float]] = {}
-    for image_id, class_id, score in rows:
-        out.setdefault(image_id, {})
-        if class_id in classes and score >= thresholds[classes[class_id]]:
-            out[image_id][classes[class_id]] = score
+    for image_id, row in zip(image_ids.tolist(), prob.astype(float).tolist()):
+        out[image_id] = {name: score for name, score in zip(classes.values(), row) if score >= thresholds[name]}
     return out
 
 

@@ -18,7 +18,7 @@ from conftest import diverging_loss
 from sqlalchemy import func, select, update
 from test_worker import start_worker, stop, wait_for
 
-from db.models import Annotation, AuditEvent, Image, ImageScore, Job, ModelVersion, Prediction
+from db.models import Annotation, AuditEvent, Image, ImageScore, Job, LabelClass, ModelVersion
 from mumic_core.cli import main
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.encoders.factory import create_random_local_dir
@@ -42,12 +42,15 @@ from mumic_core.store.jobs import (
 )
 from mumic_core.store.queue import QueueFilter, image_views, queue_page
 from mumic_core.store.registry import active_version, encoder_spec, list_versions, register_version
+from mumic_core.store.scores import score_matrix, scores_of_images
 from mumic_core.store.settings import set_setting
 
 
 def prediction_count(studio, version_id: int) -> int:
+    """The image-class scores the version has stored."""
     with studio.read() as s:
-        return s.scalar(select(func.count()).select_from(Prediction).where(Prediction.model_version_id == version_id))
+        _, prob = score_matrix(s, version_id, s.scalars(select(LabelClass.id)).all())
+    return int((~np.isnan(prob)).sum())
 
 
 def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio):
@@ -76,13 +79,8 @@ def test_request_to_worker_to_candidate_to_promotion_to_review_queue(demo_studio
     image_id = queue_page(studio, QueueFilter(new.id), 0, 1)[0]
     view = image_views(studio, [image_id], new.id)[0]
     with studio.read() as s:
-        stored = dict(
-            s.execute(
-                select(Prediction.class_id, Prediction.score).where(
-                    Prediction.image_id == image_id, Prediction.model_version_id == new.id
-                )
-            ).all()
-        )
+        class_ids = s.scalars(select(LabelClass.id)).all()
+        stored = dict(zip(class_ids, scores_of_images(s, new.id, [image_id], class_ids)[0].tolist()))
     assert view.suggestions and all(abs(stored[x.class_id] - x.probability) < 1e-6 for x in view.suggestions)
     # The Training page compares both: the base model through the comparison made at training.
     from mumic_core.store.reports import per_class_ap, validation_metrics

@@ -16,10 +16,11 @@ import pkgutil
 from collections.abc import Callable
 
 import pytest
+from conftest import stored_scores
 from sqlalchemy import select, text
 
 import mumic_core
-from db.models import Base, ModelVersion, Prediction, ReviewLease
+from db.models import Base, ModelVersion, ReviewLease
 from mumic_core.store.auth import PERMISSIONS, Actor, PermissionDenied
 
 ANNOTATOR = Actor("ann", "annotator")
@@ -227,14 +228,14 @@ def test_an_annotator_cannot_create_model_versions_or_write_scores(demo_studio):
     version = active_version(demo_studio)
     with demo_studio.read() as s:
         versions = s.scalar(select(ModelVersion.id).order_by(ModelVersion.id.desc()).limit(1))
-        scores = sorted(s.execute(select(Prediction.image_id, Prediction.class_id, Prediction.score)).all())
+        scores = stored_scores(demo_studio)
     with pytest.raises(PermissionDenied, match="annotator and may not"):
         register_version(ann, "v9999", None, "head", "planted by an annotator")
     with pytest.raises(PermissionDenied, match="annotator and may not"):
         score_classes(ann, version, [1])
     with demo_studio.read() as s:
         assert s.scalar(select(ModelVersion.id).order_by(ModelVersion.id.desc()).limit(1)) == versions
-        assert sorted(s.execute(select(Prediction.image_id, Prediction.class_id, Prediction.score)).all()) == scores
+    assert stored_scores(demo_studio) == scores
 
 
 def test_annotators_claim_and_release_only_their_own_leases(demo_studio):

@@ -13,10 +13,11 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from conftest import stored_scores
 from sqlalchemy import func, select
 from test_worker import start_worker, stop, wait_for
 
-from db.models import EncodeBatch, Job, JobLog, Prediction, utcnow
+from db.models import EncodeBatch, Job, JobLog, utcnow
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.pipeline.encode_batches import plan_batches
 from mumic_core.pipeline.lifecycle import ensure_base_version
@@ -124,7 +125,7 @@ def test_scoring_is_split_into_batches_that_both_workers_encode(studio, redis_ur
         assert job.status == "succeeded", job.error
         with studio.read() as s:
             batches = s.execute(select(EncodeBatch.holder, EncodeBatch.status, EncodeBatch.image_ids)).all()
-            n_predictions = s.scalar(select(func.count()).select_from(Prediction))
+        n_predictions = len(stored_scores(studio))
         assert {b.status for b in batches} == {"stored"} and len(batches) == 15
         assert sorted(i for b in batches for i in b.image_ids) == all_image_ids(studio).tolist()
         assert len({b.holder for b in batches}) == 2, batches  # both workers encoded batches
@@ -200,8 +201,7 @@ def test_batches_of_a_dead_worker_and_finished_batches_are_taken_up(studio, monk
     assert sorted(cache_ids.tolist()) == ids
     finished = np.isin(cache_ids, ids[16:32])
     np.testing.assert_allclose(np.asarray(emb)[finished], 0.25)  # the helper's result, as handed back
-    with studio.read() as s:
-        assert s.scalar(select(func.count()).select_from(Prediction)) == 64 * len(ensure_classes(studio))
+    assert len(stored_scores(studio)) == 64 * len(ensure_classes(studio))
 
 
 def test_a_job_on_another_machine_fails_only_once_its_worker_stops_beating(studio):

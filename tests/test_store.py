@@ -4,6 +4,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +33,7 @@ def test_migrations_create_the_schema(studio):
         "classes",
         "class_prompts",
         "annotations",
-        "predictions",
+        "score_blocks",
         "model_versions",
         "jobs",
         "alembic_version",
@@ -135,27 +136,66 @@ def test_duplicate_content_is_stored_once(studio, tmp_path):
         assert s.execute(text("select count(*) from images")).scalar() == 2
 
 
-def test_predictions_are_clustered_by_class(studio):
-    """A new class appends its rows: the key is (version, class, image)."""
-    key = inspect(get_engine(studio.url)).get_pk_constraint("predictions")["constrained_columns"]
-    assert key == ["model_version_id", "class_id", "image_id"]
+def test_scores_are_stored_in_class_blocks(studio):
+    """A class's column is one key range: the key is (version, class, block)."""
+    key = inspect(get_engine(studio.url)).get_pk_constraint("score_blocks")["constrained_columns"]
+    assert key == ["model_version_id", "class_id", "block"]
 
 
 @pytest.mark.sqlite_only
-def test_a_lookup_of_some_images_predictions_seeks_the_key(studio):
-    """SQLite's plan for some images' predictions seeks the key instead of scanning the version."""
-    from db.models import Prediction
+def test_a_lookup_of_some_images_scores_seeks_their_blocks(studio):
+    """SQLite's plan for some images' scores seeks (version, block) instead of scanning the version."""
+    from db.models import ScoreBlock
 
     engine = get_engine(studio.url)
-    query = select(Prediction.score).where(Prediction.of_images(1, [5, 7]))
+    query = select(ScoreBlock.scores).where(
+        ScoreBlock.model_version_id == 1, ScoreBlock.block.in_([0, 3]), ScoreBlock.class_id.in_([1, 2])
+    )
     with engine.connect() as conn:
         sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
         plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
-    assert "class_id=? AND image_id=?" in plan, plan
+    assert "SEARCH" in plan and "SCAN" not in plan, plan
 
 
-def test_migration_0005_keeps_every_prediction(tmp_path):
-    """Upgrading a store from revision 0004 re-keys predictions without losing a row."""
+def test_the_score_blocks_round_trip_any_images_and_classes(studio):
+    """Written per class, added to for new images, read back by column, by image and whole."""
+    from db.models import SCORE_BLOCK
+    from mumic_core.pipeline.lifecycle import ensure_base_version
+    from mumic_core.store.classes import add_class
+    from mumic_core.store.scores import (
+        add_image_scores,
+        class_column,
+        score_matrix,
+        scores_of_images,
+        write_class_scores,
+    )
+
+    version = ensure_base_version(studio)
+    a, b = (add_class(studio, name, [f"a {name}"]).id for name in ("apple", "bear"))
+    rng = np.random.default_rng(0)
+    ids = np.array([1, 2, SCORE_BLOCK - 1, SCORE_BLOCK, 3 * SCORE_BLOCK + 5])
+    prob = rng.random((len(ids), 2)).astype(np.float32)
+    new_ids, new_prob = np.array([7, 5 * SCORE_BLOCK]), rng.random((2, 2)).astype(np.float32)
+    with studio.write() as s:
+        write_class_scores(s.connection(), version.id, ids, [a, b], prob)
+        add_image_scores(s.connection(), version.id, new_ids, [a, b], new_prob)
+    every, expected = np.r_[ids, new_ids], np.r_[prob, new_prob].astype(np.float16).astype(np.float32)
+    with studio.read() as s:
+        column = class_column(s, version.id, b)
+        some = scores_of_images(s, version.id, [int(every[3]), 999, int(every[-1])], [b, a])
+        scored, matrix = score_matrix(s, version.id, [a, b])
+    np.testing.assert_array_equal(column[every], expected[:, 1])
+    assert np.isnan(np.delete(column, every)).all()
+    np.testing.assert_array_equal(some[[0, 2]], expected[[3, -1]][:, ::-1])
+    assert np.isnan(some[1]).all()
+    order = np.argsort(every)
+    np.testing.assert_array_equal(scored, every[order])
+    np.testing.assert_array_equal(matrix.astype(np.float32), expected[order])
+
+
+def test_migrations_0005_and_0012_keep_every_prediction(tmp_path):
+    """Upgrading a store from revision 0004 re-keys predictions without losing a row (0005), then
+    moves them into score blocks (0012, float16) and back on a downgrade."""
     from alembic import command
 
     from db.migrate import alembic_config
@@ -183,7 +223,7 @@ def test_migration_0005_keeps_every_prediction(tmp_path):
             "(1, 2, 1, 0.5, 0.6), (1, 2, 2, 0.7, 0.8)"
         )
     engine.dispose()
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "0011")
     engine = get_engine(url)
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
@@ -197,3 +237,29 @@ def test_migration_0005_keeps_every_prediction(tmp_path):
         (1, 2, 2, 0.7, 0.8),
     ]
     assert inspect(engine).get_pk_constraint("predictions")["constrained_columns"][1] == "class_id"
+    engine.dispose()
+    command.upgrade(alembic_config(url), "head")
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        blocks = {
+            tuple(r[:3]): np.frombuffer(r[3], dtype="<f2")
+            for r in conn.exec_driver_sql("SELECT model_version_id, class_id, block, scores FROM score_blocks")
+        }
+        assert "predictions" not in inspect(engine).get_table_names()
+    assert set(blocks) == {(1, 1, 0), (1, 2, 0)}
+    stored = np.array([0.2, 0.6, 0.4, 0.8], dtype=np.float16)
+    np.testing.assert_array_equal(np.r_[blocks[1, 1, 0][1:3], blocks[1, 2, 0][1:3]], stored)
+    assert np.isnan(blocks[1, 1, 0][3:]).all() and np.isnan(blocks[1, 1, 0][0])
+    engine.dispose()
+    command.downgrade(alembic_config(url), "0011")
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        back = conn.exec_driver_sql(
+            "SELECT image_id, class_id, score FROM predictions ORDER BY image_id, class_id"
+        ).all()
+    assert [tuple(r) for r in back] == [
+        (1, 1, float(stored[0])),
+        (1, 2, float(stored[2])),
+        (2, 1, float(stored[1])),
+        (2, 2, float(stored[3])),
+    ]

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import diverging_loss
-from sqlalchemy import func, select
+from conftest import diverging_loss, stored_scores
+from sqlalchemy import select
 
-from db.models import ImageScore, Prediction
+from db.models import ImageScore
 from mumic_core.encoders.factory import load_encoder
 from mumic_core.encoders.finetune import default_full_lr
 from mumic_core.errors import TrainingError
@@ -141,13 +141,8 @@ def test_new_class_gets_zero_shot_scores_from_cached_embeddings(demo120, monkeyp
         before = np.array(s.execute(summary).all(), dtype=float)
     n = score_classes(studio, version, [new.id])
     assert n == 120
-    with studio.read() as s:
-        scores = list(
-            s.scalars(
-                select(Prediction.score).where(Prediction.class_id == new.id, Prediction.model_version_id == version.id)
-            )
-        )
-        total = s.scalar(select(func.count()).select_from(Prediction))
+    scores = [p for (v, _, _), p in stored_scores(studio, new.id).items() if v == version.id]
+    total = len(stored_scores(studio))
     assert len(scores) == 120 and all(0.0 < p < 1.0 for p in scores)
     assert total == 120 * 21
     assert np.std(scores) > 0  # a real score distribution, not a constant
@@ -181,14 +176,13 @@ def test_a_new_class_is_folded_into_the_image_summaries_as_a_full_refresh_would(
     assert merged.shape == before.shape
     assert (merged[:, 1] > before[:, 1]).any() and (merged[:, 2] < before[:, 2]).any()
     with studio.write() as s:
-        _refresh_image_scores(s, version.id)
+        _refresh_image_scores(s.connection(), version.id)
     with studio.read() as s:
         np.testing.assert_allclose(np.array(s.execute(summary).all(), dtype=float), merged)
 
 
 def test_untrained_base_probabilities_are_not_saturated(demo120):
-    with demo120.read() as s:
-        scores = np.array(list(s.scalars(select(Prediction.score))))
+    scores = np.array(list(stored_scores(demo120).values()))
     assert 0.02 < scores.mean() < 0.5
     assert (scores > 0.999).mean() < 0.01 and (scores < 0.001).mean() < 0.5
 

@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import make_env
-from sqlalchemy import func, select
+from conftest import make_env, stored_scores
 
-from db.models import Job, Prediction
+from db.models import Job, ScoreBlock
 from mumic_core.pipeline.lifecycle import ensure_base_version
 from mumic_core.store.jobs import create_job, get_job
 from mumic_core.store.workers import live_workers
@@ -65,7 +64,7 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
     studio = demo_studio
     version = ensure_base_version(studio)
     with studio.write() as s:
-        s.query(Prediction).delete()
+        s.query(ScoreBlock).delete()
     # enqueue the way the app does: a job row plus a huey message, in another process's queue
     from mumic_core.pipeline.queue import enqueue
 
@@ -78,8 +77,7 @@ def test_queued_job_runs_in_the_worker_process(demo_studio):
         assert job.worker_pid not in (None, os.getpid())
         assert [w.pid for w in live_workers(studio)] == [job.worker_pid]
         assert job.result == {"version": version.name, "predictions": 60 * 20}
-        with studio.read() as s:
-            assert s.scalar(select(func.count()).select_from(Prediction)) == 60 * 20
+        assert len(stored_scores(studio)) == 60 * 20
     finally:
         log = stop(proc)
     assert "Traceback" not in log, log

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 
 from db.models import (
     Annotation,
@@ -16,7 +16,6 @@ from db.models import (
     ImageScore,
     LabelClass,
     ModelVersion,
-    Prediction,
 )
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.encoders.encoding import encode_prompts
@@ -30,13 +29,23 @@ from mumic_core.model.head import (
 )
 from mumic_core.pipeline.encode_batches import encode_in_parallel
 from mumic_core.store.auth import requires
+from mumic_core.store.bulk import insert_many
 from mumic_core.store.classes import ClassInfo, active_classes
 from mumic_core.store.collection import ID_SLICE, all_image_ids, image_items
 from mumic_core.store.registry import VersionInfo, encoder_spec, load_head, save_head
+from mumic_core.store.scores import (
+    add_image_scores,
+    as_stored,
+    delete_scores,
+    score_matrix,
+    scored_classes,
+    scores_of_images,
+    summaries,
+    write_class_scores,
+)
 from mumic_core.store.studio import Studio
 
 Progress = Callable[[int], None]
-_INSERT_CHUNK = 20_000
 
 _text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
 _text_lock = threading.Lock()
@@ -119,53 +128,26 @@ def _write_predictions(
     version_id: int,
     image_ids: np.ndarray,
     class_ids: Sequence[int],
-    sim: np.ndarray,
     prob: np.ndarray,
     replace_all: bool,
 ) -> int:
-    """Replace the version's predictions (all, or those of ``class_ids``) in one transaction.
-    Rows are built a chunk at a time, so memory stays flat at 100k+ images."""
+    """Replace the version's scores (all, or those of ``class_ids``) and its per-image queue
+    summaries in one transaction; returns the image-class scores written."""
     image_ids = np.asarray(image_ids, dtype=np.int64)
     class_ids = [int(c) for c in class_ids]
-    table = Prediction.__table__
+    prob = as_stored(prob)
     with studio.write() as s:
         conn = s.connection()
-        # PostgreSQL: one writer of a version's predictions at a time (SQLite's write lock does this),
-        # else a second job's DELETE would not see the rows the first one just inserted
+        # PostgreSQL: one writer of a version's scores at a time (SQLite's write lock does this),
+        # else a second job's DELETE would not see the blocks the first one just inserted
         conn.execute(select(ModelVersion.id).where(ModelVersion.id == version_id).with_for_update())
-        new_classes = (
-            not replace_all
-            and conn.scalar(  # class_id, not image_id: SQLite then walks
-                select(table.c.class_id)
-                .where(
-                    table.c.model_version_id == version_id,  # the class index
-                    table.c.class_id.in_(class_ids),
-                )
-                .limit(1)
-            )
-            is None
-        )
-        q = delete(table).where(table.c.model_version_id == version_id)
-        if not replace_all:
-            q = q.where(table.c.class_id.in_(class_ids))
-        conn.execute(q)
-        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
-        for b, class_id in enumerate(class_ids):  # in key order (class, then image): inserts append
-            for start in range(0, len(image_ids), _INSERT_CHUNK):
-                end = min(start + _INSERT_CHUNK, len(image_ids))
-                insert_many(
-                    conn,
-                    table,
-                    columns,
-                    zip(
-                        [version_id] * (end - start),
-                        image_ids[start:end].tolist(),
-                        [class_id] * (end - start),
-                        sim[start:end, b].tolist(),
-                        prob[start:end, b].tolist(),
-                    ),
-                )
-        if not (new_classes and _merge_image_scores(conn, version_id, image_ids, prob)):
+        new_classes = not replace_all and not scored_classes(conn, version_id) & set(class_ids)
+        if replace_all:
+            delete_scores(conn, version_id)
+        write_class_scores(conn, version_id, image_ids, class_ids, prob)
+        if replace_all:
+            replace_image_scores(conn, version_id, image_ids, prob)
+        elif not (new_classes and _merge_image_scores(conn, version_id, image_ids, prob)):
             _refresh_image_scores(conn, version_id)
         refresh_statistics(conn)
     return len(image_ids) * len(class_ids)
@@ -173,29 +155,20 @@ def _write_predictions(
 
 @requires("models")
 def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
-    """Delete the stored predictions and per-image summaries of every version but
-    ``keep_version_id`` (the active one); versions keep their metrics, and activating one again
-    re-scores it. One class per transaction, so reviewers' writes wait a moment at most. Returns
-    the prediction rows deleted."""
-    table, summaries = Prediction.__table__, ImageScore.__table__
-    with studio.read() as s:  # a seek per version (and class) on the primary key, not a scan
+    """Delete the stored scores and per-image summaries of every version but ``keep_version_id``
+    (the active one); versions keep their metrics, and activating one again re-scores it. One
+    class per transaction, so reviewers' writes wait a moment at most. Returns the score blocks
+    deleted."""
+    summaries = ImageScore.__table__
+    with studio.read() as s:  # a seek per version on the primary keys, not a scan
         others = s.scalars(select(ModelVersion.id).where(ModelVersion.id != keep_version_id)).all()
-        class_ids = s.scalars(select(LabelClass.id)).all()
         has = lambda t, *where: s.scalar(select(t.c.model_version_id).where(*where).limit(1)) is not None  # noqa: E731
         stale = [v for v in others if has(summaries, summaries.c.model_version_id == v)]
-        pairs = [
-            (v, c)
-            for v in others
-            if has(table, table.c.model_version_id == v)
-            for c in class_ids
-            if has(table, table.c.model_version_id == v, table.c.class_id == c)
-        ]
+        pairs = [(v, c) for v in others for c in sorted(scored_classes(s, v))]
     deleted = 0
     for version_id, class_id in pairs:
         with studio.write() as s:
-            deleted += s.execute(
-                delete(table).where(table.c.model_version_id == version_id, table.c.class_id == class_id)
-            ).rowcount
+            deleted += delete_scores(s.connection(), version_id, [class_id])
     for version_id in stale:
         with studio.write() as s:
             s.execute(delete(summaries).where(summaries.c.model_version_id == version_id))
@@ -203,26 +176,6 @@ def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
         with studio.write() as s:
             refresh_statistics(s.connection())
     return deleted
-
-
-def insert_many(conn, table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
-    """INSERT rows (tuples in ``columns`` order) through the driver: executemany on SQLite (at
-    100k rows, SQLAlchemy's per-row parameter processing costs as much as SQLite's own
-    inserting), COPY on PostgreSQL (in the same transaction; executemany wrote 12M rows in 320 s)."""
-    if conn.dialect.name == "postgresql":
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(columns))
-    if conn.dialect.positional:
-        assert list(compiled.positiontup) == list(columns), compiled.positiontup
-        params = list(rows)
-    else:
-        params = [dict(zip(columns, r)) for r in rows]
-    if params:
-        conn.exec_driver_sql(str(compiled), params)
 
 
 def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> bool:
@@ -259,23 +212,23 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
     return True
 
 
-def _refresh_image_scores(conn, version_id: int) -> None:
+def replace_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> None:
     """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
     conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
-    conn.execute(
-        insert(ImageScore.__table__).from_select(
-            ["model_version_id", "image_id", "max_score", "uncertainty"],
-            select(
-                Prediction.model_version_id,
-                Prediction.image_id,
-                func.max(Prediction.score),
-                func.min(func.abs(Prediction.score - 0.5)),
-            )
-            .join(LabelClass, LabelClass.id == Prediction.class_id)
-            .where(Prediction.model_version_id == version_id, LabelClass.active.is_(True))
-            .group_by(Prediction.model_version_id, Prediction.image_id),
-        )
+    top, unsure = summaries(prob)
+    insert_many(
+        conn,
+        ImageScore.__table__,
+        ("model_version_id", "image_id", "max_score", "uncertainty"),
+        zip([version_id] * len(image_ids), np.asarray(image_ids).tolist(), top.tolist(), unsure.tolist()),
     )
+
+
+def _refresh_image_scores(conn, version_id: int) -> None:
+    """The per-image summaries again, from the stored scores of the active classes."""
+    classes = conn.scalars(select(LabelClass.id).where(LabelClass.active.is_(True)).order_by(LabelClass.id)).all()
+    image_ids, prob = score_matrix(conn, version_id, classes)
+    replace_image_scores(conn, version_id, image_ids, prob)
 
 
 def refresh_statistics(conn) -> None:
@@ -287,7 +240,7 @@ def refresh_statistics(conn) -> None:
         conn.execute(text("PRAGMA analysis_limit=1000"))
         conn.execute(text("ANALYZE"))
     elif conn.dialect.name == "postgresql":
-        conn.execute(text("ANALYZE predictions, image_scores"))
+        conn.execute(text("ANALYZE score_blocks, image_scores"))
 
 
 @requires("train")
@@ -303,8 +256,8 @@ def score_collection(studio: Studio, version: VersionInfo, progress: Progress | 
         )
         save_head(studio, version.name, scorer.head)
         progress = None  # the images are embedded now
-    sim, prob = predict(studio, scorer, ids, classes, progress)
-    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, True)
+    _, prob = predict(studio, scorer, ids, classes, progress)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], prob, True)
 
 
 def unscored_image_ids(studio: Studio, version_id: int) -> np.ndarray:
@@ -339,29 +292,19 @@ def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | 
     if scorer.head is None:  # never scored at all: calibrate on the whole collection
         return score_collection(studio, version, progress)
     classes = active_classes(studio)
-    sim, prob = predict(studio, scorer, ids, classes, progress)
-    table, summaries = Prediction.__table__, ImageScore.__table__
+    _, prob = predict(studio, scorer, ids, classes, progress)
+    prob = as_stored(prob)
     with studio.write() as s:
         conn = s.connection()
         conn.execute(select(ModelVersion.id).where(ModelVersion.id == version.id).with_for_update())
         still = set(unscored_image_ids_in(conn, version.id, ids))  # another job may have scored some since
         keep = np.array([i in still for i in ids.tolist()], dtype=bool)
-        ids, sim, prob = ids[keep], sim[keep], prob[keep]
-        columns = ("model_version_id", "image_id", "class_id", "similarity", "score")
-        for b, cls in enumerate(classes):
-            insert_many(
-                conn,
-                table,
-                columns,
-                zip(
-                    [version.id] * len(ids), ids.tolist(), [cls.id] * len(ids), sim[:, b].tolist(), prob[:, b].tolist()
-                ),
-            )
-        top = prob.max(axis=1) if prob.shape[1] else np.zeros(len(ids))
-        unsure = np.abs(prob - 0.5).min(axis=1) if prob.shape[1] else np.full(len(ids), 0.5)
+        ids, prob = ids[keep], prob[keep]
+        add_image_scores(conn, version.id, ids, [c.id for c in classes], prob)
+        top, unsure = summaries(prob)
         insert_many(
             conn,
-            summaries,
+            ImageScore.__table__,
             ("model_version_id", "image_id", "max_score", "uncertainty"),
             zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()),
         )
@@ -391,8 +334,8 @@ def score_classes(studio: Studio, version: VersionInfo, class_ids: Sequence[int]
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
     classes = [c for c in active_classes(studio) if c.id in set(class_ids)]
-    sim, prob = predict(studio, scorer, ids, classes)
-    return _write_predictions(studio, version.id, ids, [c.id for c in classes], sim, prob, False)
+    _, prob = predict(studio, scorer, ids, classes)
+    return _write_predictions(studio, version.id, ids, [c.id for c in classes], prob, False)
 
 
 def rank_images_for_prompts(
@@ -408,19 +351,15 @@ def rank_images_for_prompts(
     if scorer.head is None:
         raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
     cls = scorer.head.class_matrix([name or ""], scorer.text_embeddings([list(prompts)]))  # as score_classes will
-    prob = scorer.head.probabilities(emb @ cls.T, [name or ""])[:, 0]
-    top = np.argsort(-prob)[:k]
+    prob = as_stored(scorer.head.probabilities(emb @ cls.T, [name or ""])[:, 0])
+    top = np.lexsort((-ids, -prob))[:k]  # as the stored class column ranks: ties to the newest image
     return [(int(ids[i]), float(prob[i])) for i in top]
 
 
 def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int = 10) -> list[tuple[str, float]]:
     """(class name, probability) for one image, best first."""
+    classes = active_classes(studio)
     with studio.read() as s:
-        rows = s.execute(
-            select(LabelClass.name, Prediction.score)
-            .join(LabelClass, LabelClass.id == Prediction.class_id)
-            .where(Prediction.of_images(version_id, [image_id]), LabelClass.active.is_(True))
-            .order_by(Prediction.score.desc())
-            .limit(limit)
-        ).all()
-    return [(n, float(p)) for n, p in rows]
+        prob = scores_of_images(s, version_id, [image_id], [c.id for c in classes])[0]
+    ranked = sorted((float(p), c.name) for c, p in zip(classes, prob.tolist()) if p == p)
+    return [(n, p) for p, n in sorted(ranked, key=lambda x: -x[0])[:limit]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, insert, select, update
 
-from db.models import Annotation, Image, LabelClass, Prediction, Submission, utcnow
+from db.models import Annotation, Image, LabelClass, Submission, utcnow
 from mumic_core.errors import StaleView
 from mumic_core.store.auth import PermissionDenied, audit, requires
 from mumic_core.store.images import (
@@ -21,6 +21,7 @@ from mumic_core.store.images import (
     validate_file,
     validate_image,
 )
+from mumic_core.store.scores import class_column
 from mumic_core.store.studio import Studio
 
 VAL_FRACTION = 0.2
@@ -470,21 +471,11 @@ def class_counts(
             .where(Annotation.is_current.is_(True))
             .group_by(Annotation.class_id, Annotation.positive, Annotation.assumed)
         ).all()
-        predicted = (
-            dict(
-                s.execute(
-                    select(Prediction.class_id, func.count())
-                    .where(  # a range of the (version, class, score) index per class, not the whole version
-                        Prediction.model_version_id == version_id,
-                        Prediction.class_id.in_(select(LabelClass.id)),
-                        Prediction.score >= threshold,
-                    )
-                    .group_by(Prediction.class_id)
-                ).all()
-            )
-            if version_id is not None
-            else {}
-        )
+        predicted = {}
+        if version_id is not None:
+            for c in classes:
+                with np.errstate(invalid="ignore"):
+                    predicted[c.id] = int((class_column(s, version_id, c.id) >= threshold).sum())
     counts = {(c, p, a): n for c, p, a, n in human}
     return [
         {

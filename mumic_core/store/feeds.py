@@ -9,11 +9,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from sqlalchemy import func, select, union
 from sqlalchemy.exc import IntegrityError
 
-from db.models import Annotation, Image, LabelClass, Prediction, StudioSetting, Submission
+from db.models import Annotation, Image, LabelClass, StudioSetting, Submission
 from mumic_core.store.label_io import ExportImage, export_rows
+from mumic_core.store.scores import score_matrix, scores_of_images
 from mumic_core.store.studio import Studio
 
 _SIGNING_KEY = "image_url_signing_key"
@@ -64,22 +66,29 @@ def prediction_rows(
 ) -> tuple[list[PredictionRow], int]:
     """One page of a version's stored scores of active classes (by image, then class), and the
     number of rows that match."""
-    where = [Prediction.model_version_id == version_id, LabelClass.active.is_(True)]
-    if image_id is not None:
-        where.append(Prediction.image_id == image_id)
-    if class_id is not None:
-        where.append(Prediction.class_id == class_id)
-    if min_score > 0:
-        where.append(Prediction.score >= min_score)
-    base = select(Prediction.image_id, LabelClass.name, Prediction.score).join(
-        LabelClass, LabelClass.id == Prediction.class_id
-    )
     with studio.read() as s:
-        total = int(s.scalar(select(func.count()).select_from(base.where(*where).subquery())) or 0)
-        rows = s.execute(
-            base.where(*where).order_by(Prediction.image_id, Prediction.class_id).offset(offset).limit(limit)
-        ).all()
-    return [PredictionRow(int(i), name, float(score)) for i, name, score in rows], total
+        query = select(LabelClass.id, LabelClass.name).where(LabelClass.active.is_(True)).order_by(LabelClass.id)
+        if class_id is not None:
+            query = query.where(LabelClass.id == class_id)
+        classes = s.execute(query).all()
+        class_ids = [c for c, _ in classes]
+        if image_id is not None:
+            image_ids, prob = np.array([image_id]), scores_of_images(s, version_id, [image_id], class_ids)
+        else:
+            image_ids, prob = score_matrix(s, version_id, class_ids)
+    with np.errstate(invalid="ignore"):
+        match = ~np.isnan(prob) & (prob >= min_score)
+    per_image = np.cumsum(match.sum(axis=1))
+    total = int(per_image[-1]) if len(per_image) else 0
+    rows: list[PredictionRow] = []
+    row = int(np.searchsorted(per_image, offset, side="right"))  # the image holding match number `offset`
+    skip = offset - (int(per_image[row - 1]) if row else 0)
+    while row < len(image_ids) and len(rows) < limit:
+        for b in np.flatnonzero(match[row])[skip:].tolist():
+            if len(rows) < limit:
+                rows.append(PredictionRow(int(image_ids[row]), classes[b][1], float(prob[row, b])))
+        row, skip = row + 1, 0
+    return rows, total
 
 
 def ids_by_sha256(studio: Studio, digests: list[str]) -> dict[str, int]:

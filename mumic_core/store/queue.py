@@ -1,8 +1,9 @@
 """The review queue: which images to show, what the model suggests for each, submit and undo.
 
 Everything the Review page does goes through these functions (the CLI and tests use them too).
-Queries use indexed columns only (predictions by version/class/score, per-image score
-summaries), so they stay fast with 100k images and millions of predictions.
+Queues without a class filter are SQL over indexed per-image score summaries; a class filter,
+a class's top images and the class sweep read the class's stored score column into memory
+(``store.scores``: 4 MB at 1M images) and narrow it by the reviews in the database.
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import and_, func, literal, select
+import numpy as np
+from sqlalchemy import and_, func, not_, select
 
 from db.models import (
     Annotation,
     Image,
     ImageScore,
     LabelClass,
-    Prediction,
     ReviewLease,
     Submission,
     utcnow,
 )
 from mumic_core.store.renditions import Rendition, renditions
+from mumic_core.store.scores import class_column, scores_of_images
 from mumic_core.store.studio import Studio
 
 STATUSES = ("all", "unreviewed", "reviewed", "disputed", "second review")
@@ -89,19 +91,45 @@ def _disputed_images():
     )
 
 
-def _queue_query(f: QueueFilter, columns):
-    q = select(*columns).select_from(Image)
-    if f.class_id is not None and f.version_id is not None:
-        q = q.join(
-            Prediction,
-            and_(
-                Prediction.image_id == Image.id,
-                Prediction.model_version_id == f.version_id,
-                Prediction.class_id == f.class_id,
+def _status_conditions(f: QueueFilter) -> list:
+    """The WHERE conditions on ``Image`` of a filter's status, leases and explicit selection."""
+    where = []
+    if f.status == "unreviewed":
+        where.append(Image.review_count == 0)
+    elif f.status == "reviewed":
+        where.append(Image.review_count > 0)
+    elif f.status == "disputed":
+        where.append(Image.id.in_(_disputed_images()))
+    elif f.status == "second review":
+        if not f.reviewer:
+            raise ValueError("a second review needs the reviewer's name")
+        where += [
+            Image.id.in_(
+                select(Annotation.image_id).where(
+                    Annotation.is_current.is_(True), Annotation.source == "review", Annotation.annotator != f.reviewer
+                )
             ),
+            Image.id.not_in(select(Annotation.image_id).where(Annotation.source == SECOND_REVIEW)),
+        ]
+    elif f.status != "all":
+        raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
+    if f.image_ids is not None:
+        where.append(Image.id.in_(list(f.image_ids)))
+    if f.skip_leased_by_others is not None:
+        where.append(
+            Image.id.not_in(
+                select(ReviewLease.image_id).where(
+                    ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow()
+                )
+            )
         )
-        score, uncertainty, tiebreak = Prediction.score, func.abs(Prediction.score - 0.5), Image.id
-    elif f.version_id is not None:
+    return where
+
+
+def _queue_query(f: QueueFilter, columns):
+    """The queue as SQL, for filters without a class (those join the per-image summaries)."""
+    q = select(*columns).select_from(Image)
+    if f.version_id is not None:
         q = q.join(ImageScore, and_(ImageScore.image_id == Image.id, ImageScore.model_version_id == f.version_id))
         score, uncertainty, tiebreak = ImageScore.max_score, ImageScore.uncertainty, ImageScore.image_id
     else:
@@ -109,41 +137,59 @@ def _queue_query(f: QueueFilter, columns):
         tiebreak = Image.id
     if score is not None and (f.min_score > 0.0 or f.max_score < 1.0):
         q = q.where(score >= f.min_score, score <= f.max_score)
-    if f.status == "unreviewed":
-        q = q.where(Image.review_count == 0)
-    elif f.status == "reviewed":
-        q = q.where(Image.review_count > 0)
-    elif f.status == "disputed":
-        q = q.where(Image.id.in_(_disputed_images()))
-    elif f.status == "second review":
-        if not f.reviewer:
-            raise ValueError("a second review needs the reviewer's name")
-        q = q.where(
-            Image.id.in_(
-                select(Annotation.image_id).where(
-                    Annotation.is_current.is_(True), Annotation.source == "review", Annotation.annotator != f.reviewer
-                )
-            ),
-            Image.id.not_in(select(Annotation.image_id).where(Annotation.source == SECOND_REVIEW)),
-        )
-    elif f.status != "all":
-        raise ValueError(f"unknown status {f.status!r}; use one of {', '.join(STATUSES)}")
-    if f.image_ids is not None:
-        q = q.where(Image.id.in_(list(f.image_ids)))
-    if f.skip_leased_by_others is not None:
-        q = q.where(
-            Image.id.not_in(
-                select(ReviewLease.image_id).where(
-                    ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow()
-                )
-            )
-        )
-    return q, score, uncertainty, tiebreak
+    return q.where(*_status_conditions(f)), score, uncertainty, tiebreak
+
+
+def _by_class(f: QueueFilter) -> bool:
+    return f.class_id is not None and f.version_id is not None
+
+
+def _class_queue(s, f: QueueFilter) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, their scores) of a class-filtered queue, unordered: the class's stored
+    column in memory, narrowed by the status conditions (whichever side of them is smaller is
+    read from the database)."""
+    column = class_column(s, f.version_id, f.class_id)
+    with np.errstate(invalid="ignore"):
+        inside = ~np.isnan(column)
+        if f.min_score > 0.0 or f.max_score < 1.0:
+            inside &= (column >= f.min_score) & (column <= f.max_score)
+    ids = np.flatnonzero(inside)
+    where = _status_conditions(f)
+    if where and f.image_ids is None and f.status in ("all", "unreviewed"):  # most images pass: read the rest
+        out = np.fromiter(s.scalars(select(Image.id).where(not_(and_(*where)))), dtype=np.int64)
+        ids = ids[~np.isin(ids, out)]
+    elif where:
+        ids = np.intersect1d(ids, np.fromiter(s.scalars(select(Image.id).where(*where)), dtype=np.int64))
+    return ids, column[ids]
+
+
+def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str) -> np.ndarray:
+    """int64 keys whose ascending order is the queue order: the score's float32 bits (monotone
+    for scores >= 0) above the image id."""
+    if sort == "priority":
+        return (np.abs(scores - np.float32(0.5)).view(np.int32).astype(np.int64) << 31) | ids
+    if sort == "confidence":
+        return -((scores.astype(np.float32).view(np.int32).astype(np.int64) << 31) | ids)
+    if sort == "newest":
+        return -ids
+    raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+
+
+def _page_of(keys: np.ndarray, ids: np.ndarray, offset: int, limit: int) -> list[int]:
+    """The ids of keys ranked [offset, offset + limit), without sorting the rest."""
+    end = min(len(keys), offset + limit)
+    if offset >= end:
+        return []
+    first = np.argpartition(keys, end - 1)[:end] if end < len(keys) else np.arange(len(keys))
+    first = first[np.argsort(keys[first], kind="stable")]
+    return ids[first[offset:end]].tolist()
 
 
 def queue_count(studio: Studio, f: QueueFilter) -> int:
-    q, _, _, _ = _queue_query(f, [func.count(Image.id)])
     with studio.read() as s:
+        if _by_class(f):
+            return len(_class_queue(s, f)[0])
+        q, _, _, _ = _queue_query(f, [func.count(Image.id)])
         return int(s.scalar(q) or 0)
 
 
@@ -154,11 +200,16 @@ def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) 
     probability closest to 0.5), ``confidence`` (highest first), ``newest``.
     """
     with studio.read() as s:
+        if _by_class(f):
+            ids, scores = _class_queue(s, f)
+            return _page_of(_sort_keys(ids, scores, f.sort), ids, offset, limit)
         return list(s.scalars(page_query(f).offset(offset).limit(limit)))
 
 
 def page_query(f: QueueFilter):
-    """The ordered SELECT of image ids behind ``queue_page``."""
+    """The ordered SELECT of image ids behind ``queue_page`` for a filter without a class."""
+    if _by_class(f):
+        raise ValueError("a class-filtered queue is read from the stored class column, not by SQL")
     q, score, uncertainty, tiebreak = _queue_query(f, [Image.id])
     if f.sort == "priority" and uncertainty is not None:
         return q.order_by(uncertainty.asc(), tiebreak.asc())
@@ -172,13 +223,10 @@ def page_query(f: QueueFilter):
 def top_images_for_class(studio: Studio, version_id: int, class_id: int, k: int = 12) -> list[tuple[int, float]]:
     """(image id, probability) of the k images that score highest for a class."""
     with studio.read() as s:
-        rows = s.execute(
-            select(Prediction.image_id, Prediction.score)
-            .where(Prediction.model_version_id == version_id, Prediction.class_id == class_id)
-            .order_by(Prediction.score.desc())
-            .limit(k)
-        ).all()
-    return [(i, float(p)) for i, p in rows]
+        column = class_column(s, version_id, class_id)
+    ids = np.flatnonzero(~np.isnan(column))
+    top = _page_of(_sort_keys(ids, column[ids], "confidence"), ids, 0, k)
+    return [(i, float(column[i])) for i in top]
 
 
 SWEEP_ORDERS = ("most likely", "most uncertain")
@@ -189,6 +237,15 @@ def _judged_for(class_id: int):
     return select(Annotation.image_id).where(
         Annotation.class_id == class_id, Annotation.is_current.is_(True), Annotation.assumed.is_(False)
     )
+
+
+def _unjudged(s, version_id: int, class_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, probabilities) of the scored images nobody has judged for this class yet."""
+    column = class_column(s, version_id, class_id)
+    ids = np.flatnonzero(~np.isnan(column))
+    judged = np.fromiter(s.scalars(_judged_for(class_id)), dtype=np.int64)
+    ids = ids[~np.isin(ids, judged)]
+    return ids, column[ids]
 
 
 def sweep_candidates(
@@ -205,41 +262,24 @@ def sweep_candidates(
     class's ``threshold`` first; ``skip``: image ids to leave out (e.g. open elsewhere)."""
     if order not in SWEEP_ORDERS:
         raise ValueError(f"unknown order {order!r}; use {', '.join(SWEEP_ORDERS)}")
-    judged = _judged_for(class_id)
-    rank = Prediction.score.desc() if order == "most likely" else func.abs(Prediction.score - threshold)
-    q = (
-        select(Prediction.image_id, Prediction.score)
-        .where(
-            Prediction.model_version_id == version_id,
-            Prediction.class_id == class_id,
-            Prediction.image_id.not_in(judged),
-        )
-        .order_by(rank, Prediction.image_id)
-        .limit(limit)
-    )
+    with studio.read() as s:
+        ids, scores = _unjudged(s, version_id, class_id)
     skipped = list(skip)
     if skipped:
-        q = q.where(Prediction.image_id.not_in(skipped))
-    with studio.read() as s:
-        return [(int(i), float(p)) for i, p in s.execute(q).all()]
+        keep = ~np.isin(ids, np.array(skipped, dtype=np.int64))
+        ids, scores = ids[keep], scores[keep]
+    if order == "most likely":
+        keys = -((scores.view(np.int32).astype(np.int64) << 31) - ids)  # highest first, then lowest id
+    else:
+        keys = (np.abs(scores - np.float32(threshold)).view(np.int32).astype(np.int64) << 31) | ids
+    by_id = dict(zip(ids.tolist(), scores.tolist()))
+    return [(i, float(by_id[i])) for i in _page_of(keys, ids, 0, limit)]
 
 
 def sweep_remaining(studio: Studio, version_id: int, class_id: int) -> int:
     """How many scored images nobody has judged for this class yet."""
-    judged = _judged_for(class_id)
     with studio.read() as s:
-        return (
-            s.scalar(
-                select(func.count())
-                .select_from(Prediction)
-                .where(
-                    Prediction.model_version_id == version_id,
-                    Prediction.class_id == class_id,
-                    Prediction.image_id.not_in(judged),
-                )
-            )
-            or 0
-        )
+        return len(_unjudged(s, version_id, class_id)[0])
 
 
 def thresholds_for(head_thresholds: dict[str, float] | None, names: Iterable[str]) -> dict[str, float]:
@@ -280,37 +320,18 @@ def image_views(
         wanted |= {(i, c) for i, cs in (also or {}).items() if i in labels for c in cs}
         preds: dict[int, dict[int, Suggestion]] = {i: {} for i in image_ids}
         if version_id is not None:
-            ranked = (
-                select(
-                    Prediction.image_id,
-                    Prediction.class_id,
-                    LabelClass.name,
-                    Prediction.score,
-                    func.row_number()
-                    .over(partition_by=Prediction.image_id, order_by=Prediction.score.desc())
-                    .label("rank"),
-                )
-                .join(LabelClass, LabelClass.id == Prediction.class_id)
-                .where(Prediction.of_images(version_id, ids), LabelClass.active.is_(True))
-                .subquery()
-            )
-            rows = list(s.execute(select(ranked).where(ranked.c.rank <= top_k)))
-            extra = wanted - {(r[0], r[1]) for r in rows}
-            if extra:
-                rows += s.execute(
-                    select(Prediction.image_id, Prediction.class_id, LabelClass.name, Prediction.score, literal(0))
-                    .join(LabelClass, LabelClass.id == Prediction.class_id)
-                    .where(
-                        Prediction.model_version_id == version_id,
-                        LabelClass.active.is_(True),
-                        Prediction.image_id.in_({i for i, _ in extra}),
-                        Prediction.class_id.in_({c for _, c in extra}),
-                    )
-                ).all()
-            for image_id, class_id, name, score, rank in rows:
-                if rank or (image_id, class_id) in wanted:
+            classes = s.execute(
+                select(LabelClass.id, LabelClass.name).where(LabelClass.active.is_(True)).order_by(LabelClass.id)
+            ).all()
+            prob = scores_of_images(s, version_id, ids, [c for c, _ in classes])
+            for row, image_id in enumerate(ids):
+                scored = np.flatnonzero(~np.isnan(prob[row]))
+                best = scored[np.argsort(-prob[row, scored], kind="stable")[:top_k]].tolist()
+                listed = set(best) | {b for b in scored.tolist() if (image_id, classes[b][0]) in wanted}
+                for b in listed:
+                    class_id, name = classes[b]
                     t = (thresholds or {}).get(name, DEFAULT_THRESHOLD)
-                    preds[image_id][class_id] = Suggestion(class_id, name, float(score), t)
+                    preds[image_id][class_id] = Suggestion(class_id, name, float(prob[row, b]), t)
     shown = [i for i in image_ids if i in images]
     paths = dict(zip(shown, studio.store.paths([images[i].relpath for i in shown])))
     shows = renditions(studio, [images[i] for i in shown], display) if display else [None] * len(shown)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import select
 
-from db.models import Annotation, Image, LabelClass, Prediction
+from db.models import Annotation, Image, LabelClass
 from mumic_core.store.queue import thresholds_for
 from mumic_core.store.registry import VersionInfo, active_version, load_head
+from mumic_core.store.scores import score_matrix
 from mumic_core.store.studio import Studio
 
 
@@ -50,11 +52,9 @@ def collection_snapshot(studio: Studio, with_scores: bool = True) -> Snapshot:
                 names.append(classes[class_id])
         scores: dict[int, dict[str, float]] = {}
         if version is not None:
-            for image_id, class_id, score in s.execute(
-                select(Prediction.image_id, Prediction.class_id, Prediction.score).where(
-                    Prediction.model_version_id == version.id, Prediction.class_id.in_(list(classes))
-                )
-            ):
-                scores.setdefault(image_id, {})[classes[class_id]] = score
+            scored, prob = score_matrix(s, version.id, list(classes))
     names = list(classes.values())
+    if version is not None:
+        for image_id, row in zip(scored.tolist(), prob.astype(np.float32).tolist()):
+            scores[image_id] = {n: p for n, p in zip(names, row) if p == p}
     return Snapshot(names, images, present, scores, thresholds_for(head.thresholds if head else None, names), version)
