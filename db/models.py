@@ -47,7 +47,7 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(16))
     split: Mapped[str] = mapped_column(String(8), default="train")
-    review_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    review_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0", index=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -158,9 +158,9 @@ def test_a_new_class_is_folded_into_the_image_summaries_as_a_full_refresh_would(
     original = scoring.predict
 
     def confident(*args, **kwargs):  # the new class ranges from sure-absent to sure-present
-        sim, prob = original(*args, **kwargs)
+        prob = original(*args, **kwargs)
         prob[:, 0] = np.linspace(0.0, 1.0, len(prob))
-        return sim, prob
+        return prob
 
     monkeypatch.setattr(scoring, "predict", confident)
     summary = (

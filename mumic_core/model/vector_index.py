@@ -1,8 +1,10 @@
 """A faiss index of image embeddings (normalised, so inner product = cosine similarity).
 
 Exact search (``IndexFlatIP``) for small collections; above ``APPROX_THRESHOLD`` vectors an
-HNSW graph (``IndexHNSWFlat``), whose recall against exact search is measured by
-``recall_at_k``. Vectors carry the image ids; the index is saved with faiss's own format.
+HNSW graph over float16 vectors (``IndexHNSWSQ``, half the memory of float32: 1.3 GB at 1M x
+512), whose recall against exact search is measured by ``recall_at_k``. Vectors carry the image
+ids; the index is saved with faiss's own format, and its ids beside it (``ids.npy``), so a
+process can tell whether a saved index is current without loading it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 APPROX_THRESHOLD = 50_000
 HNSW_M = 32
 INDEX_NAME = "index.faiss"
+IDS_NAME = "ids.npy"
 
 
 class VectorIndex:
@@ -23,7 +26,7 @@ class VectorIndex:
 
     def __init__(self, dim: int, approximate: bool, ef_search: int = 128) -> None:
         if approximate:
-            inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            inner = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = 80
             inner.hnsw.efSearch = ef_search
         else:
@@ -52,7 +55,10 @@ class VectorIndex:
         elif len(present):  # HNSW cannot remove: keep the first vector of an id
             keep = ~np.isin(ids, present)
             ids, emb = ids[keep], emb[keep]
-        self.index.add_with_ids(np.ascontiguousarray(emb, dtype=np.float32), ids)
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if not self.index.is_trained:  # float16 quantisation: nothing learnt from the data
+            self.index.train(emb)
+        self.index.add_with_ids(emb, ids)
 
     def ids(self) -> np.ndarray:
         """The image ids in the index, in the order they were added."""
@@ -76,13 +82,24 @@ class VectorIndex:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{INDEX_NAME}.tmp"
         faiss.write_index(self.index, str(tmp))
+        ids_tmp = folder / f".{IDS_NAME}.tmp.npy"
+        np.save(ids_tmp, self.ids())
         os.replace(tmp, folder / INDEX_NAME)
+        os.replace(ids_tmp, folder / IDS_NAME)
+
+    @staticmethod
+    def saved_ids(folder: Path) -> np.ndarray | None:
+        """The ids of the index saved in ``folder``, read without loading it (None: not saved)."""
+        try:
+            return np.load(folder / IDS_NAME)
+        except (FileNotFoundError, ValueError):
+            return None
 
     @classmethod
     def load(cls, folder: Path) -> VectorIndex:
         index = cls.__new__(cls)
         index.index = faiss.read_index(str(folder / INDEX_NAME))
-        index.approximate = isinstance(faiss.downcast_index(index.index.index), faiss.IndexHNSWFlat)
+        index.approximate = isinstance(faiss.downcast_index(index.index.index), faiss.IndexHNSW)
         return index
 
 

@@ -54,7 +54,7 @@ def evaluate_stored(studio: Studio, version: VersionInfo, truth_csv: Path) -> di
     if missing:
         raise ValueError(f"{len(missing)} images of {truth_csv} are not in the collection, e.g. {missing[0]}")
     classes = active_classes(studio)
-    _, prob = predict(studio, load_scorer(studio, version), [ids[n] for n, _ in rows], classes)
+    prob = predict(studio, load_scorer(studio, version), [ids[n] for n, _ in rows], classes)
     names = [c.name for c in classes]
     return evaluate(prob, _truth_matrix(rows, names), names)
 

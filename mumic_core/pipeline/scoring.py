@@ -46,6 +46,7 @@ from mumic_core.store.scores import (
 from mumic_core.store.studio import Studio
 
 Progress = Callable[[int], None]
+_PREDICT_ROWS = 65_536  # images per slice of the scores' matrix product
 
 _text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
 _text_lock = threading.Lock()
@@ -111,16 +112,20 @@ def predict(
     image_ids: Sequence[int],
     classes: Sequence[ClassInfo],
     progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(similarity, probability) arrays of shape (N, C) for stored images. A version without a
-    head yet (a base model before its first scoring) gets a zero-shot head made on these images."""
+) -> np.ndarray:
+    """(N, C) float32 probabilities of stored images. A version without a head yet (a base model
+    before its first scoring) gets a zero-shot head made on these images. Computed a slice of
+    images at a time: at 1M images the similarities are never all in memory at once."""
     emb = image_embeddings(studio, scorer, image_ids, progress)
     names = [c.name for c in classes]
     text = scorer.text_embeddings([c.prompt_texts for c in classes])
     head = scorer.head or zero_shot_head(emb, text, observed_positive_rate(studio))
     cls = head.class_matrix(names, text)
-    sim = emb @ cls.T if len(cls) else np.zeros((len(emb), 0), dtype=np.float32)
-    return sim, head.probabilities(sim, names)
+    prob = np.empty((len(emb), len(cls)), dtype=np.float32)
+    if len(cls):
+        for a in range(0, len(emb), _PREDICT_ROWS):
+            prob[a : a + _PREDICT_ROWS] = head.probabilities(np.asarray(emb[a : a + _PREDICT_ROWS]) @ cls.T, names)
+    return prob
 
 
 def _write_predictions(
@@ -256,7 +261,7 @@ def score_collection(studio: Studio, version: VersionInfo, progress: Progress | 
         )
         save_head(studio, version.name, scorer.head)
         progress = None  # the images are embedded now
-    _, prob = predict(studio, scorer, ids, classes, progress)
+    prob = predict(studio, scorer, ids, classes, progress)
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], prob, True)
 
 
@@ -292,7 +297,7 @@ def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | 
     if scorer.head is None:  # never scored at all: calibrate on the whole collection
         return score_collection(studio, version, progress)
     classes = active_classes(studio)
-    _, prob = predict(studio, scorer, ids, classes, progress)
+    prob = predict(studio, scorer, ids, classes, progress)
     prob = as_stored(prob)
     with studio.write() as s:
         conn = s.connection()
@@ -334,7 +339,7 @@ def score_classes(studio: Studio, version: VersionInfo, class_ids: Sequence[int]
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
     classes = [c for c in active_classes(studio) if c.id in set(class_ids)]
-    _, prob = predict(studio, scorer, ids, classes)
+    prob = predict(studio, scorer, ids, classes)
     return _write_predictions(studio, version.id, ids, [c.id for c in classes], prob, False)
 
 

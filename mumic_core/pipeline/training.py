@@ -192,7 +192,7 @@ def train(studio: Studio, config: TrainConfig, parent: VersionInfo, progress: Pr
         report("embedding", done[0] / len(ids), {"images": done[0], "of": len(ids)})
 
     report("embedding", 0.0, {"images": 0, "of": len(ids)})
-    _, parent_prob = predict(studio, scorer, ids, labels.classes, progress=embedded)
+    parent_prob = predict(studio, scorer, ids, labels.classes, progress=embedded)
     parent_metrics = _metrics(parent_prob[val_rows], labels, val_rows, False)
 
     name = next_version_name(studio)
@@ -266,7 +266,7 @@ def _not_worse(new: dict, old: dict) -> bool:
 
 def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet) -> np.ndarray:
     trained = Scorer(scorer.version, scorer.encoder, head)
-    return predict(studio, trained, labels.image_ids, labels.classes)[1]
+    return predict(studio, trained, labels.image_ids, labels.classes)
 
 
 def _refit_head(

@@ -9,11 +9,11 @@ a class's top images and the class sweep read the class's stored score column in
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, func, not_, select
+from sqlalchemy import and_, func, or_, select
 
 from db.models import (
     Annotation,
@@ -116,14 +116,13 @@ def _status_conditions(f: QueueFilter) -> list:
     if f.image_ids is not None:
         where.append(Image.id.in_(list(f.image_ids)))
     if f.skip_leased_by_others is not None:
-        where.append(
-            Image.id.not_in(
-                select(ReviewLease.image_id).where(
-                    ReviewLease.holder != f.skip_leased_by_others, ReviewLease.expires_at >= utcnow()
-                )
-            )
-        )
+        where.append(Image.id.not_in(_leased_by_others(f.skip_leased_by_others)))
     return where
+
+
+def _leased_by_others(holder: str):
+    """The images that review sessions other than ``holder`` hold now."""
+    return select(ReviewLease.image_id).where(ReviewLease.holder != holder, ReviewLease.expires_at >= utcnow())
 
 
 def _queue_query(f: QueueFilter, columns):
@@ -153,14 +152,40 @@ def _class_queue(s, f: QueueFilter) -> tuple[np.ndarray, np.ndarray]:
         inside = ~np.isnan(column)
         if f.min_score > 0.0 or f.max_score < 1.0:
             inside &= (column >= f.min_score) & (column <= f.max_score)
-    ids = np.flatnonzero(inside)
     where = _status_conditions(f)
-    if where and f.image_ids is None and f.status in ("all", "unreviewed"):  # most images pass: read the rest
-        out = np.fromiter(s.scalars(select(Image.id).where(not_(and_(*where)))), dtype=np.int64)
-        ids = ids[~np.isin(ids, out)]
-    elif where:
+    if f.image_ids is None and f.status in ("all", "unreviewed"):  # most images pass: drop the others
+        out = [_reviewed_ids(s)] if f.status == "unreviewed" else []
+        if f.skip_leased_by_others is not None:
+            out.append(_ids_of(s, _leased_by_others(f.skip_leased_by_others)))
+        for drop in out:
+            inside[drop[drop < len(inside)]] = False
+        return np.flatnonzero(inside), column[inside]
+    ids = np.flatnonzero(inside)
+    if where:
         ids = np.intersect1d(ids, np.fromiter(s.scalars(select(Image.id).where(*where)), dtype=np.int64))
     return ids, column[ids]
+
+
+def _ids_of(s, query) -> np.ndarray:
+    return np.fromiter(s.connection().execute(query).scalars(), dtype=np.int64)
+
+
+_reviewed: dict[str, tuple[tuple, np.ndarray]] = {}  # store url -> (revision, reviewed image ids)
+
+
+def _reviewed_ids(s) -> np.ndarray:
+    """The reviewed images' ids (50k at 1M images take 80 ms to read), read again only when a
+    label was written or a submission undone since (two key lookups tell)."""
+    revision = (
+        s.scalar(select(func.max(Annotation.id))),
+        s.scalar(select(func.max(Submission.undone_at))),
+    )
+    url = str(s.get_bind().url)
+    hit = _reviewed.get(url)
+    if hit is None or hit[0] != revision:
+        hit = (revision, _ids_of(s, select(Image.id).where(Image.review_count > 0)))
+        _reviewed[url] = hit
+    return hit[1]
 
 
 def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str) -> np.ndarray:
@@ -185,10 +210,39 @@ def _page_of(keys: np.ndarray, ids: np.ndarray, offset: int, limit: int) -> list
     return ids[first[offset:end]].tolist()
 
 
+_scored_counts: dict[tuple[str, int, int], int] = {}  # (store, version, its newest scored image) -> images
+
+
+def _scored_images(s, version_id: int) -> int:
+    """How many images the version has summaries of: counted once per process and version while
+    no image is added to them (the newest scored image id, a key seek, tells)."""
+    newest = s.scalar(select(func.max(ImageScore.image_id)).where(ImageScore.model_version_id == version_id)) or 0
+    key = (str(s.get_bind().url), version_id, int(newest))
+    if key not in _scored_counts:
+        if len(_scored_counts) > 64:
+            _scored_counts.clear()
+        _scored_counts[key] = int(
+            s.scalar(select(func.count()).select_from(ImageScore).where(ImageScore.model_version_id == version_id)) or 0
+        )
+    return _scored_counts[key]
+
+
 def queue_count(studio: Studio, f: QueueFilter) -> int:
+    """How many images the queue holds. The big queues (every scored image, or every unreviewed
+    one, with no score range) are counted as the version's scored images minus the few that
+    fail the filter: counting 1M rows on each page run took 0.2 s on SQLite."""
     with studio.read() as s:
         if _by_class(f):
             return len(_class_queue(s, f)[0])
+        whole = f.min_score <= 0.0 and f.max_score >= 1.0 and f.image_ids is None
+        if f.version_id is not None and whole and f.status in ("all", "unreviewed"):
+            out = []
+            if f.status == "unreviewed":
+                out.append(Image.review_count > 0)
+            if f.skip_leased_by_others is not None:
+                out.append(Image.id.in_(_leased_by_others(f.skip_leased_by_others)))
+            q, _, _, _ = _queue_query(replace(f, status="all", skip_leased_by_others=None), [func.count(Image.id)])
+            return _scored_images(s, f.version_id) - (int(s.scalar(q.where(or_(*out))) or 0) if out else 0)
         q, _, _, _ = _queue_query(f, [func.count(Image.id)])
         return int(s.scalar(q) or 0)
 

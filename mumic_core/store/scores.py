@@ -18,13 +18,17 @@ from db.models import SCORE_BLOCK, ScoreBlock
 from mumic_core.store.bulk import insert_many
 
 _STORED = np.dtype("<f2")
-_WRITE_BLOCKS = 2_000  # rows per INSERT batch
+_SLICE = 65_536  # images per slice of the large array operations
 
 
 def as_stored(prob: np.ndarray) -> np.ndarray:
-    """``prob`` rounded as it will be stored (float16), as float32: summaries computed from it
-    agree exactly with what the filters read back."""
-    return np.asarray(prob, dtype=np.float32).astype(_STORED).astype(np.float32)
+    """``prob`` rounded as it will be stored (float16), as float32 (a float32 array is rounded
+    in place, a slice at a time, so 1M x 120 scores need no second copy): summaries computed
+    from it agree exactly with what the filters read back."""
+    prob = np.asarray(prob, dtype=np.float32)
+    for a in range(0, len(prob), _SLICE):
+        prob[a : a + _SLICE] = prob[a : a + _SLICE].astype(_STORED)
+    return prob
 
 
 def _blocks_of(image_ids: np.ndarray, values: np.ndarray, base: dict[int, np.ndarray] | None = None):
@@ -142,13 +146,16 @@ def score_matrix(session, version_id: int, class_ids: Sequence[int]) -> tuple[np
 def summaries(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per image (row): the top probability and the uncertainty min over classes of |p - 0.5|
     (NaN scores ignored; an image without any: 0 and 0.5)."""
-    prob = np.asarray(prob, dtype=np.float32)
+    top, unsure = np.zeros(len(prob)), np.full(len(prob), 0.5)
     if not prob.shape[1]:
-        return np.zeros(len(prob)), np.full(len(prob), 0.5)
-    with np.errstate(invalid="ignore"):
-        top = np.nan_to_num(np.nanmax(np.where(np.isnan(prob), -np.inf, prob), axis=1), neginf=0.0)
-        unsure = np.nanmin(np.where(np.isnan(prob), 0.5, np.abs(prob - 0.5)), axis=1)
-    return top.astype(np.float64), unsure.astype(np.float64)
+        return top, unsure
+    for a in range(0, len(prob), _SLICE):
+        part = np.asarray(prob[a : a + _SLICE], dtype=np.float32)
+        missing = np.isnan(part)
+        top[a : a + _SLICE] = np.where(missing, -np.inf, part).max(axis=1)
+        unsure[a : a + _SLICE] = np.where(missing, 0.5, np.abs(part - 0.5)).min(axis=1)
+    top[np.isinf(top)] = 0.0
+    return top, unsure
 
 
 def delete_scores(conn, version_id: int, class_ids: Iterable[int] | None = None) -> int:

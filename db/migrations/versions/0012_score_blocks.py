@@ -1,5 +1,6 @@
 """score blocks: a version's scores as float16 blocks of 1,024 images per class, not a row per
-image and class (1M images x 120 classes: 117k rows instead of 120M)
+image and class (1M images x 120 classes: 117k rows instead of 120M); images indexed by
+review count
 
 The stored probabilities move over (rounded to float16); the similarities, which nothing read,
 are dropped. Downgrading writes rows again, with each row's similarity set to its score.
@@ -59,6 +60,8 @@ def _pairs(conn, table: str) -> list[tuple[int, int]]:
 
 
 def upgrade() -> None:
+    # Which images are reviewed: a class-filtered queue reads them (50k of 1M) by this index.
+    op.create_index("ix_images_review_count", "images", ["review_count"])
     _create_blocks()
     conn = op.get_bind()
     insert = sa.text("INSERT INTO score_blocks (model_version_id, class_id, block, scores) VALUES (:v, :c, :b, :s)")
@@ -99,3 +102,4 @@ def downgrade() -> None:
             conn.execute(insert, rows)
     op.drop_index("ix_score_blocks_version_block", "score_blocks")
     op.drop_table("score_blocks")
+    op.drop_index("ix_images_review_count", "images")
