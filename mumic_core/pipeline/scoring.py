@@ -29,7 +29,7 @@ from mumic_core.model.head import (
 )
 from mumic_core.pipeline.encode_batches import encode_in_parallel
 from mumic_core.store.auth import requires
-from mumic_core.store.bulk import insert_many
+from mumic_core.store.bulk import fetch_rows, insert_many
 from mumic_core.store.classes import ClassInfo, active_classes
 from mumic_core.store.collection import ID_SLICE, all_image_ids, image_items
 from mumic_core.store.registry import VersionInfo, encoder_spec, load_head, save_head
@@ -188,14 +188,15 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
     only the summaries that change (a new class over 100k images: well under a second).
     False when the summaries do not cover exactly these images (then they are rebuilt)."""
     table = ImageScore.__table__
-    rows = conn.execute(
+    rows = fetch_rows(
+        conn,
         select(table.c.image_id, table.c.max_score, table.c.uncertainty)
         .where(table.c.model_version_id == version_id)
-        .order_by(table.c.image_id)
-    ).all()
+        .order_by(table.c.image_id),
+    )
     if len(rows) != len(image_ids) or not len(rows):
         return False
-    current = np.array([tuple(r) for r in rows], dtype=np.float64)
+    current = np.array(rows, dtype=np.float64)
     order = np.argsort(image_ids, kind="stable")
     if not np.array_equal(current[:, 0].astype(np.int64), image_ids[order]):
         return False

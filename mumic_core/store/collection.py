@@ -14,6 +14,7 @@ from sqlalchemy import func, insert, select, update
 from db.models import Annotation, Image, LabelClass, Submission, utcnow
 from mumic_core.errors import StaleView
 from mumic_core.store.auth import PermissionDenied, audit, requires
+from mumic_core.store.bulk import fetch_rows
 from mumic_core.store.images import (
     ImageRejected,
     ImportReport,
@@ -494,8 +495,8 @@ def class_counts(
 def all_image_ids(studio: Studio) -> np.ndarray:
     """Every image id, ascending."""
     with studio.read() as s:
-        ids = s.connection().execute(select(Image.__table__.c.id).order_by(Image.__table__.c.id)).scalars().all()
-    return np.array(ids, dtype=np.int64)
+        rows = fetch_rows(s.connection(), select(Image.__table__.c.id).order_by(Image.__table__.c.id))
+    return np.array(rows, dtype=np.int64).reshape(-1)
 
 
 def image_items(studio: Studio, image_ids: Sequence[int] | None = None) -> list[tuple[int, Path]]:
