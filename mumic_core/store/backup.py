@@ -25,7 +25,7 @@ MANIFEST = "manifest.json"
 DB_NAME = "mumic.db"
 FOLDERS = ("images", "models")
 # in the schema since its first revision: a database without them is not this product's
-PRODUCT_TABLES = ("images", "classes", "class_prompts", "annotations", "model_versions", "predictions", "jobs")
+PRODUCT_TABLES = ("images", "classes", "class_prompts", "annotations", "model_versions", "jobs")
 
 
 class BackupError(MumicError, RuntimeError):

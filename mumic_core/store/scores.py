@@ -33,6 +33,8 @@ def as_stored(prob: np.ndarray) -> np.ndarray:
 
 def _blocks_of(image_ids: np.ndarray, values: np.ndarray, base: dict[int, np.ndarray] | None = None):
     """(block, float16 array) of ``values`` placed at their image ids, on top of ``base`` blocks."""
+    if not len(image_ids):
+        return
     blocks = image_ids // SCORE_BLOCK
     order = np.argsort(blocks, kind="stable")
     blocks, ids, values = blocks[order], image_ids[order], values[order]
