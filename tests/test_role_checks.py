@@ -107,6 +107,7 @@ READ_ONLY = {
     "pipeline.search.build_index",
     "pipeline.search.embedding_map",
     "pipeline.search.index_dir",
+    "pipeline.search.index_is_current",
     "pipeline.search.load_index",
     "pipeline.search.near_duplicate_groups",
     "pipeline.search.search_text",
