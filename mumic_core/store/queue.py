@@ -9,7 +9,7 @@ a class's top images and the class sweep read the class's stored score column in
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,15 +91,18 @@ def _disputed_images():
     )
 
 
-def _status_conditions(f: QueueFilter) -> list:
-    """The WHERE conditions on ``Image`` of a filter's status, leases and explicit selection."""
+def _status_conditions(f: QueueFilter, s=None) -> list:
+    """The WHERE conditions on ``Image`` of a filter's status, leases and explicit selection
+    (with a session ``s``, disputed images come from a list kept while the labels are unchanged)."""
     where = []
     if f.status == "unreviewed":
         where.append(Image.review_count == 0)
     elif f.status == "reviewed":
         where.append(Image.review_count > 0)
     elif f.status == "disputed":
-        where.append(Image.id.in_(_disputed_images()))
+        disputed = None if s is None else _ids_by_labels(s, "disputed", _disputed_images())
+        use_list = disputed is not None and len(disputed) <= _IN_LIST_MAX
+        where.append(Image.id.in_(disputed.tolist() if use_list else _disputed_images()))
     elif f.status == "second review":
         if not f.reviewer:
             raise ValueError("a second review needs the reviewer's name")
@@ -125,7 +128,7 @@ def _leased_by_others(holder: str):
     return select(ReviewLease.image_id).where(ReviewLease.holder != holder, ReviewLease.expires_at >= utcnow())
 
 
-def _queue_query(f: QueueFilter, columns):
+def _queue_query(f: QueueFilter, columns, s=None):
     """The queue as SQL, for filters without a class (those join the per-image summaries)."""
     q = select(*columns).select_from(Image)
     if f.version_id is not None:
@@ -136,7 +139,7 @@ def _queue_query(f: QueueFilter, columns):
         tiebreak = Image.id
     if score is not None and (f.min_score > 0.0 or f.max_score < 1.0):
         q = q.where(score >= f.min_score, score <= f.max_score)
-    return q.where(*_status_conditions(f)), score, uncertainty, tiebreak
+    return q.where(*_status_conditions(f, s)), score, uncertainty, tiebreak
 
 
 def _by_class(f: QueueFilter) -> bool:
@@ -152,7 +155,7 @@ def _class_queue(s, f: QueueFilter) -> tuple[np.ndarray, np.ndarray]:
         inside = ~np.isnan(column)
         if f.min_score > 0.0 or f.max_score < 1.0:
             inside &= (column >= f.min_score) & (column <= f.max_score)
-    where = _status_conditions(f)
+    where = _status_conditions(f, s)
     if f.image_ids is None and f.status in ("all", "unreviewed"):  # most images pass: drop the others
         out = [_reviewed_ids(s)] if f.status == "unreviewed" else []
         if f.skip_leased_by_others is not None:
@@ -170,22 +173,28 @@ def _ids_of(s, query) -> np.ndarray:
     return np.fromiter(s.connection().execute(query).scalars(), dtype=np.int64)
 
 
-_reviewed: dict[str, tuple[tuple, np.ndarray]] = {}  # store url -> (revision, reviewed image ids)
+_label_derived: dict[tuple[str, str], tuple[tuple, np.ndarray]] = {}  # (store, what) -> (revision, ids)
+_IN_LIST_MAX = 20_000  # ids bound into one IN (...) at most (SQLite allows 32,766 parameters)
+
+
+def _label_revision(s) -> tuple:
+    """Changes whenever a label is written or a submission undone (two key lookups)."""
+    return s.scalar(select(func.max(Annotation.id))), s.scalar(select(func.max(Submission.undone_at)))
+
+
+def _ids_by_labels(s, what: str, query) -> np.ndarray:
+    """The ids ``query`` selects, read again only when the labels changed since: reviewed and
+    disputed images depend on nothing else (at 1M images: 80 and 160 ms to read)."""
+    key, revision = (str(s.get_bind().url), what), _label_revision(s)
+    hit = _label_derived.get(key)
+    if hit is None or hit[0] != revision:
+        hit = (revision, _ids_of(s, query))
+        _label_derived[key] = hit
+    return hit[1]
 
 
 def _reviewed_ids(s) -> np.ndarray:
-    """The reviewed images' ids (50k at 1M images take 80 ms to read), read again only when a
-    label was written or a submission undone since (two key lookups tell)."""
-    revision = (
-        s.scalar(select(func.max(Annotation.id))),
-        s.scalar(select(func.max(Submission.undone_at))),
-    )
-    url = str(s.get_bind().url)
-    hit = _reviewed.get(url)
-    if hit is None or hit[0] != revision:
-        hit = (revision, _ids_of(s, select(Image.id).where(Image.review_count > 0)))
-        _reviewed[url] = hit
-    return hit[1]
+    return _ids_by_labels(s, "reviewed", select(Image.id).where(Image.review_count > 0))
 
 
 def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str) -> np.ndarray:
@@ -234,16 +243,19 @@ def queue_count(studio: Studio, f: QueueFilter) -> int:
     with studio.read() as s:
         if _by_class(f):
             return len(_class_queue(s, f)[0])
-        whole = f.min_score <= 0.0 and f.max_score >= 1.0 and f.image_ids is None
-        if f.version_id is not None and whole and f.status in ("all", "unreviewed"):
-            out = []
-            if f.status == "unreviewed":
-                out.append(Image.review_count > 0)
-            if f.skip_leased_by_others is not None:
-                out.append(Image.id.in_(_leased_by_others(f.skip_leased_by_others)))
-            q, _, _, _ = _queue_query(replace(f, status="all", skip_leased_by_others=None), [func.count(Image.id)])
-            return _scored_images(s, f.version_id) - (int(s.scalar(q.where(or_(*out))) or 0) if out else 0)
-        q, _, _, _ = _queue_query(f, [func.count(Image.id)])
+        if f.version_id is not None and f.min_score <= 0.0 and f.max_score >= 1.0:
+            # Count summaries of the images the conditions select (their id index first: a
+            # join walked the version's 1M summaries); the big queues as all minus the others.
+            scored = select(func.count()).select_from(ImageScore).where(ImageScore.model_version_id == f.version_id)
+            if f.image_ids is None and f.status in ("all", "unreviewed"):
+                out = [Image.review_count > 0] if f.status == "unreviewed" else []
+                if f.skip_leased_by_others is not None:
+                    out.append(Image.id.in_(_leased_by_others(f.skip_leased_by_others)))
+                others = scored.where(ImageScore.image_id.in_(select(Image.id).where(or_(*out)))) if out else None
+                return _scored_images(s, f.version_id) - (int(s.scalar(others) or 0) if out else 0)
+            where = _status_conditions(f, s)
+            return int(s.scalar(scored.where(ImageScore.image_id.in_(select(Image.id).where(*where)))) or 0)
+        q, _, _, _ = _queue_query(f, [func.count(Image.id)], s)
         return int(s.scalar(q) or 0)
 
 
@@ -257,14 +269,14 @@ def queue_page(studio: Studio, f: QueueFilter, offset: int = 0, limit: int = 1) 
         if _by_class(f):
             ids, scores = _class_queue(s, f)
             return _page_of(_sort_keys(ids, scores, f.sort), ids, offset, limit)
-        return list(s.scalars(page_query(f).offset(offset).limit(limit)))
+        return list(s.scalars(page_query(f, s).offset(offset).limit(limit)))
 
 
-def page_query(f: QueueFilter):
+def page_query(f: QueueFilter, s=None):
     """The ordered SELECT of image ids behind ``queue_page`` for a filter without a class."""
     if _by_class(f):
         raise ValueError("a class-filtered queue is read from the stored class column, not by SQL")
-    q, score, uncertainty, tiebreak = _queue_query(f, [Image.id])
+    q, score, uncertainty, tiebreak = _queue_query(f, [Image.id], s)
     if f.sort == "priority" and uncertainty is not None:
         return q.order_by(uncertainty.asc(), tiebreak.asc())
     if f.sort == "confidence" and score is not None:
