@@ -221,6 +221,10 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
 def replace_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> None:
     """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
     conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
+    _insert_image_scores(conn, version_id, image_ids, prob)
+
+
+def _insert_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> None:
     top, unsure = summaries(prob)
     insert_many(
         conn,
@@ -307,13 +311,7 @@ def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | 
         keep = np.array([i in still for i in ids.tolist()], dtype=bool)
         ids, prob = ids[keep], prob[keep]
         add_image_scores(conn, version.id, ids, [c.id for c in classes], prob)
-        top, unsure = summaries(prob)
-        insert_many(
-            conn,
-            ImageScore.__table__,
-            ("model_version_id", "image_id", "max_score", "uncertainty"),
-            zip([version.id] * len(ids), ids.tolist(), top.tolist(), unsure.tolist()),
-        )
+        _insert_image_scores(conn, version.id, ids, prob)
         refresh_statistics(conn)
     return len(ids) * len(classes)
 
@@ -367,5 +365,5 @@ def top_predictions(studio: Studio, image_id: int, version_id: int, limit: int =
     classes = active_classes(studio)
     with studio.read() as s:
         prob = scores_of_images(s, version_id, [image_id], [c.id for c in classes])[0]
-    ranked = sorted((float(p), c.name) for c, p in zip(classes, prob.tolist()) if p == p)
-    return [(n, p) for p, n in sorted(ranked, key=lambda x: -x[0])[:limit]]
+    scored = [(c.name, float(p)) for c, p in zip(classes, prob.tolist()) if p == p]  # NaN: not scored
+    return sorted(scored, key=lambda x: (-x[1], x[0]))[:limit]

@@ -155,7 +155,6 @@ def _class_queue(s, f: QueueFilter) -> tuple[np.ndarray, np.ndarray]:
         inside = ~np.isnan(column)
         if f.min_score > 0.0 or f.max_score < 1.0:
             inside &= (column >= f.min_score) & (column <= f.max_score)
-    where = _status_conditions(f, s)
     if f.image_ids is None and f.status in ("all", "unreviewed"):  # most images pass: drop the others
         out = [_reviewed_ids(s)] if f.status == "unreviewed" else []
         if f.skip_leased_by_others is not None:
@@ -164,8 +163,9 @@ def _class_queue(s, f: QueueFilter) -> tuple[np.ndarray, np.ndarray]:
             inside[drop[drop < len(inside)]] = False
         return np.flatnonzero(inside), column[inside]
     ids = np.flatnonzero(inside)
+    where = _status_conditions(f, s)
     if where:
-        ids = np.intersect1d(ids, np.fromiter(s.scalars(select(Image.id).where(*where)), dtype=np.int64))
+        ids = np.intersect1d(ids, _ids_of(s, select(Image.id).where(*where)))
     return ids, column[ids]
 
 
@@ -197,13 +197,18 @@ def _reviewed_ids(s) -> np.ndarray:
     return _ids_by_labels(s, "reviewed", select(Image.id).where(Image.review_count > 0))
 
 
-def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str) -> np.ndarray:
+def _high_bits(values: np.ndarray) -> np.ndarray:
+    """Non-negative float32 values as int64 in the same order, shifted above any image id."""
+    return values.astype(np.float32).view(np.int32).astype(np.int64) << 31
+
+
+def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str, center: float = 0.5) -> np.ndarray:
     """int64 keys whose ascending order is the queue order: the score's float32 bits (monotone
-    for scores >= 0) above the image id."""
+    for scores >= 0) above the image id; ``priority``: nearest to ``center`` first."""
     if sort == "priority":
-        return (np.abs(scores - np.float32(0.5)).view(np.int32).astype(np.int64) << 31) | ids
+        return _high_bits(np.abs(scores - np.float32(center))) | ids
     if sort == "confidence":
-        return -((scores.astype(np.float32).view(np.int32).astype(np.int64) << 31) | ids)
+        return -(_high_bits(scores) | ids)
     if sort == "newest":
         return -ids
     raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
@@ -335,9 +340,9 @@ def sweep_candidates(
         keep = ~np.isin(ids, np.array(skipped, dtype=np.int64))
         ids, scores = ids[keep], scores[keep]
     if order == "most likely":
-        keys = -((scores.view(np.int32).astype(np.int64) << 31) - ids)  # highest first, then lowest id
+        keys = ids - _high_bits(scores)  # highest first, then lowest id
     else:
-        keys = (np.abs(scores - np.float32(threshold)).view(np.int32).astype(np.int64) << 31) | ids
+        keys = _sort_keys(ids, scores, "priority", center=threshold)
     by_id = dict(zip(ids.tolist(), scores.tolist()))
     return [(i, float(by_id[i])) for i in _page_of(keys, ids, 0, limit)]
 
