@@ -127,6 +127,18 @@ class Submission(Base):
     image_ids: Mapped[list] = mapped_column(JSON, default=list)
 
 
+class StoreRevision(Base):
+    """Named counters raised by the transactions that change what they name (``labels``: every
+    labels write and undo). Processes keep what they derive (reviewed and disputed images) while
+    the counter stands still; raising it early in the writing transaction also orders the
+    writers, so a reader never sees a later change without an earlier one (PostgreSQL)."""
+
+    __tablename__ = "store_revisions"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
 
@@ -142,6 +154,9 @@ class ModelVersion(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(20), default="candidate")  # candidate|active|retired
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Raised whenever the version's stored scores or per-image summaries change: what a process
+    # derives from them (queue orders, predicted counts) stays valid while it does not move.
+    scores_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ScoreBlock(Base):

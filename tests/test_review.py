@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -125,3 +126,62 @@ def test_submit_refuses_contradictions_and_anonymous(demo_studio):
         submit(demo_studio, view, [c], [c], "ann")
     with pytest.raises(ValueError, match="annotator"):
         submit(demo_studio, view, [c], [], "  ")
+
+
+def _sql_queue(studio, f: QueueFilter) -> list[int]:
+    """The queue as plain SQL (no process caches, no in-memory orders): the reference."""
+    from mumic_core.store.queue import page_query
+
+    with studio.read() as s:
+        return list(s.scalars(page_query(f)))
+
+
+def _check_against_sql(studio, holder: str) -> None:
+    vid = active_version(studio).id
+    for status in ("all", "unreviewed", "reviewed", "disputed"):
+        for sort in ("priority", "confidence", "newest"):
+            for skip in (None, holder):
+                for lo in (0.0, 0.3):
+                    f = QueueFilter(vid, status=status, sort=sort, skip_leased_by_others=skip, min_score=lo)
+                    expected = _sql_queue(studio, f)
+                    assert queue_count(studio, f) == len(expected), f
+                    got = [i for off in range(0, len(expected) + 7, 7) for i in queue_page(studio, f, off, 7)]
+                    assert got == expected, f
+
+
+def test_queue_counts_and_pages_kept_in_memory_agree_with_sql(demo_studio, monkeypatch):
+    """Counts from the ids kept per process and deep pages from the order kept in memory equal
+    the plain SQL queue, through submits, another reviewer's disagreement, undo, leases held by
+    another session and a new class that changes every image's summary."""
+    import mumic_core.store.queue as queue
+    from mumic_core.pipeline.scoring import _write_predictions, score_classes
+    from mumic_core.store.classes import active_classes, add_class
+    from mumic_core.store.collection import all_image_ids, class_counts
+    from mumic_core.store.leases import claim
+
+    monkeypatch.setattr(queue, "DEEP_PAGE", 5)  # every page past the fifth image comes from memory
+    studio = demo_studio
+    _check_against_sql(studio, "me")
+    vid = active_version(studio).id
+    newest = queue_page(studio, QueueFilter(vid, status="unreviewed", sort="newest"), 0, 10)
+    views = image_views(studio, newest[:4], vid)
+    accept_above(studio, views, 0.5, "ann")
+    c = views[0].suggestions[0].class_id
+    disputed = queue_count(studio, QueueFilter(vid, status="disputed"))
+    annotate(studio, views[0].image_id, {c: True}, "ann")
+    annotate(studio, views[0].image_id, {c: False}, "bob")  # a dispute
+    assert queue_count(studio, QueueFilter(vid, status="disputed")) == disputed + 1
+    claim(studio, "other-tab", "carol", newest[4:7])
+    _check_against_sql(studio, "me")
+    undo(studio, "ann")
+    _check_against_sql(studio, "me")
+    score_classes(studio, active_version(studio), [add_class(studio, "kite", ["a red kite in the sky"]).id])
+    _check_against_sql(studio, "me")
+    # new scores for every image and class reorder every queue
+    image_ids, class_ids = all_image_ids(studio), [c.id for c in active_classes(studio)]
+    prob = np.random.default_rng(5).random((len(image_ids), len(class_ids)), dtype=np.float32)
+    _write_predictions(studio, vid, image_ids, class_ids, prob, True)
+    _check_against_sql(studio, "me")
+    stored = prob.astype(np.float16)  # the dashboard's predicted positives follow the new scores
+    predicted = {row["class"]: row["predicted ≥ 0.5"] for row in class_counts(studio, vid)}
+    assert predicted == {c.name: int((stored[:, k] >= 0.5).sum()) for k, c in enumerate(active_classes(studio))}

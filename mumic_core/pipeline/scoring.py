@@ -36,7 +36,9 @@ from mumic_core.store.registry import VersionInfo, encoder_spec, load_head, save
 from mumic_core.store.scores import (
     add_image_scores,
     as_stored,
+    coverage,
     delete_scores,
+    mark_changed,
     score_matrix,
     scored_classes,
     scores_of_images,
@@ -147,6 +149,7 @@ def _write_predictions(
         # else a second job's DELETE would not see the blocks the first one just inserted
         conn.execute(select(ModelVersion.id).where(ModelVersion.id == version_id).with_for_update())
         new_classes = not replace_all and not scored_classes(conn, version_id) & set(class_ids)
+        mark_changed(conn, version_id)
         if replace_all:
             delete_scores(conn, version_id)
         write_class_scores(conn, version_id, image_ids, class_ids, prob)
@@ -174,9 +177,11 @@ def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
     for version_id, class_id in pairs:
         with studio.write() as s:
             deleted += delete_scores(s.connection(), version_id, [class_id])
+            mark_changed(s.connection(), version_id)
     for version_id in stale:
         with studio.write() as s:
             s.execute(delete(summaries).where(summaries.c.model_version_id == version_id))
+            mark_changed(s.connection(), version_id)
     if pairs or stale:
         with studio.write() as s:
             refresh_statistics(s.connection())
@@ -282,13 +287,13 @@ def unscored_image_ids(studio: Studio, version_id: int) -> np.ndarray:
 
 
 def unscored_count(studio: Studio, version_id: int) -> int:
-    """How many images wait for this version's scores (they are not in its review queue yet)."""
+    """How many images wait for this version's scores (they are not in its review queue yet):
+    the images after the newest scored one, a key range (the Review page asks on every run)."""
     with studio.read() as s:
-        images = s.scalar(select(func.count(Image.id))) or 0
-        scored = (
-            s.scalar(select(func.count()).select_from(ImageScore).where(ImageScore.model_version_id == version_id)) or 0
-        )
-    return max(0, images - scored)
+        cover = coverage(s, version_id)
+        if cover.full:
+            return int(s.scalar(select(func.count(Image.id)).where(Image.id > cover.newest)) or 0)
+        return max(0, int(s.scalar(select(func.count(Image.id))) or 0) - cover.scored)
 
 
 @requires("train")
@@ -312,6 +317,7 @@ def score_new_images(studio: Studio, version: VersionInfo, progress: Progress | 
         ids, prob = ids[keep], prob[keep]
         add_image_scores(conn, version.id, ids, [c.id for c in classes], prob)
         _insert_image_scores(conn, version.id, ids, prob)
+        mark_changed(conn, version.id)
         refresh_statistics(conn)
     return len(ids) * len(classes)
 

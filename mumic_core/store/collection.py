@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, insert, select, update
 
-from db.models import Annotation, Image, LabelClass, Submission, utcnow
+from db.models import Annotation, Image, LabelClass, StoreRevision, Submission, utcnow
 from mumic_core.errors import StaleView
 from mumic_core.store.auth import PermissionDenied, audit, requires
 from mumic_core.store.bulk import fetch_rows
@@ -22,7 +22,7 @@ from mumic_core.store.images import (
     validate_file,
     validate_image,
 )
-from mumic_core.store.scores import class_column
+from mumic_core.store.scores import class_column, kept_per_scores
 from mumic_core.store.studio import Studio
 
 VAL_FRACTION = 0.2
@@ -262,9 +262,24 @@ def import_statements(
 
 
 def _lock_images(s, statements: Mapping[int, object]) -> None:
-    """PostgreSQL: lock the images' rows first, in id order, so that two submissions to one image
-    run one after the other, as SQLite's write lock makes them (a no-op there)."""
+    """Raise the labels revision, then (PostgreSQL) lock the images' rows, in id order, so that
+    two submissions to one image run one after the other, as SQLite's write lock makes them."""
+    _labels_changed(s)
     s.execute(select(Image.id).where(Image.id.in_(sorted(statements))).order_by(Image.id).with_for_update())
+
+
+def labels_revision(s) -> tuple[int, int]:
+    """(labels writes, undos): counters that every labels write, and every undo, raises."""
+    values = dict(s.execute(select(StoreRevision.name, StoreRevision.value)).all())
+    return int(values.get("labels", 0)), int(values.get("undos", 0))
+
+
+def _labels_changed(s, undo: bool = False) -> None:
+    """Raise the labels revision first thing in a transaction that writes labels: its row lock
+    then orders labels writers (PostgreSQL), so their submission and annotation ids grow in
+    commit order and a reader can pick up what changed after the ids it has seen."""
+    names = ["labels", "undos"] if undo else ["labels"]
+    s.execute(update(StoreRevision).where(StoreRevision.name.in_(names)).values(value=StoreRevision.value + 1))
 
 
 def _write_statements(
@@ -394,6 +409,7 @@ def undo_last_submission(studio: Studio, annotator: str) -> int | None:
     someone changed that label since (their later statement stands). Nothing is deleted.
     """
     with studio.write() as s:
+        _labels_changed(s, undo=True)
         sub = s.scalar(
             select(Submission)
             .where(Submission.annotator == annotator, Submission.undone_at.is_(None))
@@ -459,6 +475,17 @@ def collection_counts(studio: Studio) -> dict[str, int]:
         }
 
 
+def _predicted_positives(s, version_id: int, class_ids: list[int], threshold: float) -> dict[int, int]:
+    """Images scored >= threshold per class, kept per process while the version's scores do not
+    change (reading 120 class columns of 1M images took 0.9 s on SQLite, 2.9 s on PostgreSQL)."""
+    counts = kept_per_scores(s, version_id, f"predicted>={float(threshold)!r}", dict)
+    for class_id in class_ids:
+        if class_id not in counts:
+            with np.errstate(invalid="ignore"):
+                counts[class_id] = int((class_column(s, version_id, class_id) >= threshold).sum())
+    return {c: counts[c] for c in class_ids}
+
+
 def class_counts(
     studio: Studio, version_id: int | None, threshold: float = 0.5, include_inactive: bool = False
 ) -> list[dict]:
@@ -472,11 +499,9 @@ def class_counts(
             .where(Annotation.is_current.is_(True))
             .group_by(Annotation.class_id, Annotation.positive, Annotation.assumed)
         ).all()
-        predicted = {}
-        if version_id is not None:
-            for c in classes:
-                with np.errstate(invalid="ignore"):
-                    predicted[c.id] = int((class_column(s, version_id, c.id) >= threshold).sum())
+        predicted = (
+            {} if version_id is None else _predicted_positives(s, version_id, [c.id for c in classes], threshold)
+        )
     counts = {(c, p, a): n for c, p, a, n in human}
     return [
         {

@@ -9,12 +9,14 @@ classes to seconds of writing, where one row per image and class took minutes pe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 
-from db.models import SCORE_BLOCK, ScoreBlock
+from db.models import SCORE_BLOCK, Image, ImageScore, ModelVersion, ScoreBlock
 from mumic_core.store.bulk import insert_many
 
 _STORED = np.dtype("<f2")
@@ -176,3 +178,57 @@ def scored_classes(session, version_id: int) -> set[int]:
             select(ScoreBlock.class_id).where(ScoreBlock.model_version_id == version_id).group_by(ScoreBlock.class_id)
         )
     )
+
+
+def mark_changed(conn, version_id: int) -> None:
+    """Raise the version's scores revision (inside the transaction that changed its scores or
+    per-image summaries): processes drop what they derived from the old ones."""
+    conn.execute(
+        update(ModelVersion)
+        .where(ModelVersion.id == version_id)
+        .values(scores_revision=ModelVersion.scores_revision + 1)
+    )
+
+
+def scores_revision(session, version_id: int) -> int:
+    """The version's scores revision (a primary-key read)."""
+    return int(session.scalar(select(ModelVersion.scores_revision).where(ModelVersion.id == version_id)) or 0)
+
+
+_kept: dict[tuple, tuple[int, Any]] = {}  # (store, version, what) -> (scores revision, value)
+
+
+def kept_per_scores(session, version_id: int, what: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, kept per process while the version's scores revision stands still (what
+    is derived from a version's scores: queue orders, counts, predicted positives)."""
+    key, revision = (str(session.get_bind().url), version_id, what), scores_revision(session, version_id)
+    hit = _kept.get(key)
+    if hit is None or hit[0] != revision:
+        if len(_kept) > 32:
+            _kept.clear()
+        hit = (revision, compute())
+        _kept[key] = hit
+    return hit[1]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which images a version has per-image summaries of."""
+
+    scored: int  # how many
+    newest: int  # the newest of them
+    full: bool  # every image up to ``newest`` has one: "scored" is "id <= newest"
+
+
+def coverage(session, version_id: int) -> Coverage:
+    """The version's ``Coverage`` (two counts, once per process and scores revision)."""
+
+    def compute() -> Coverage:
+        scored, newest = session.execute(
+            select(func.count(), func.max(ImageScore.image_id)).where(ImageScore.model_version_id == version_id)
+        ).one()
+        scored, newest = int(scored or 0), int(newest or 0)
+        upto = int(session.scalar(select(func.count(Image.id)).where(Image.id <= newest)) or 0)
+        return Coverage(scored, newest, scored == upto)
+
+    return kept_per_scores(session, version_id, "coverage", compute)
