@@ -57,6 +57,18 @@ def test_load_head_names_the_version_and_what_to_do(demo_studio, corrupt_head):
         load_head(demo_studio, active_version(demo_studio))
 
 
+def test_a_head_file_changed_on_disk_is_read_again(demo_studio):
+    """Heads are parsed once per process while their file is unchanged: a caller's change to
+    its copy does not leak into the next load, and a file rewritten since is read again."""
+    version = active_version(demo_studio)
+    head = load_head(demo_studio, version)
+    head.thresholds["someone's edit"] = 0.9
+    assert "someone's edit" not in load_head(demo_studio, version).thresholds
+    head_path(demo_studio, version).write_text('{"temperature": 1}')
+    with pytest.raises(MumicError, match="v0001"):
+        load_head(demo_studio, version)
+
+
 def test_any_other_error_is_one_generic_line_and_the_traceback_goes_to_the_log(demo_studio, monkeypatch, caplog):
     def broken(studio):
         raise FileNotFoundError(2, "No such file or directory", str(demo_studio.settings.home / "secret.db"))
