@@ -137,16 +137,21 @@ def _sql_queue(studio, f: QueueFilter) -> list[int]:
 
 
 def _check_against_sql(studio, holder: str) -> None:
+    from mumic_core.store.collection import all_image_ids
+
     vid = active_version(studio).id
+    window = tuple(int(i) for i in all_image_ids(studio)[-30:])  # a page's images, as the Review page checks them
+    variants = [(skip, lo, None) for skip in (None, holder) for lo in (0.0, 0.3)] + [(holder, 0.0, window)]
     for status in ("all", "unreviewed", "reviewed", "disputed"):
         for sort in ("priority", "confidence", "newest"):
-            for skip in (None, holder):
-                for lo in (0.0, 0.3):
-                    f = QueueFilter(vid, status=status, sort=sort, skip_leased_by_others=skip, min_score=lo)
-                    expected = _sql_queue(studio, f)
-                    assert queue_count(studio, f) == len(expected), f
-                    got = [i for off in range(0, len(expected) + 7, 7) for i in queue_page(studio, f, off, 7)]
-                    assert got == expected, f
+            for skip, lo, chosen in variants:
+                f = QueueFilter(
+                    vid, status=status, sort=sort, skip_leased_by_others=skip, min_score=lo, image_ids=chosen
+                )
+                expected = _sql_queue(studio, f)
+                assert queue_count(studio, f) == len(expected), f
+                got = [i for off in range(0, len(expected) + 7, 7) for i in queue_page(studio, f, off, 7)]
+                assert got == expected, f
 
 
 def test_queue_counts_and_pages_kept_in_memory_agree_with_sql(demo_studio, monkeypatch):

@@ -104,8 +104,11 @@ def _status_conditions(f: QueueFilter, s=None) -> list:
         where.append(Image.review_count > 0)
     elif f.status == "disputed":
         disputed = None if s is None else _disputed_ids(s)
-        use_list = disputed is not None and len(disputed) <= _IN_LIST_MAX
-        where.append(Image.id.in_(disputed.tolist() if use_list else _disputed_images()))
+        if disputed is not None and f.image_ids is not None:  # a few chosen images: only those disputed
+            where.append(Image.id.in_(np.intersect1d(disputed, np.asarray(f.image_ids, dtype=np.int64)).tolist()))
+        else:
+            use_list = disputed is not None and len(disputed) <= _IN_LIST_MAX
+            where.append(Image.id.in_(disputed.tolist() if use_list else _disputed_images()))
     elif f.status == "second review":
         if not f.reviewer:
             raise ValueError("a second review needs the reviewer's name")
