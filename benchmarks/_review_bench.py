@@ -492,6 +492,22 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     )
     if not any(e.proto.component_name == "mumic_review_panel" for e in at.get("bidi_component")):
         raise RuntimeError("the Review page did not show an image to review (signed out, or an empty queue?)")
+
+    def first_visit() -> None:  # another browser session: plans its own active-learning queue
+        other = AppTest.from_file(str(ROOT / "app_pages/review.py"), default_timeout=120)
+        other.session_state["auth_token"] = at.session_state["auth_token"]
+        # A server scans the installed packages for components once per process; each new AppTest
+        # would scan again (0.4 s): the new session gets the registry the first one made.
+        other._bidi_component_manager = at._bidi_component_manager
+        other.run()
+        if other.exception:
+            raise RuntimeError(f"Review page raised: {[e.value for e in other.exception]}")
+
+    record(
+        "apptest",
+        "first visit of a new browser session (its active-learning queue planned)",
+        [run(first_visit) for _ in range(repeats)],
+    )
     record("apptest", "plain rerun (no change)", [run(at.run) for _ in range(repeats)])
 
     def next_image() -> None:  # what the panel's → asks the server for

@@ -59,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="result path without suffix")
     ap.add_argument("--skip-apptest", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="leave the PostgreSQL database in place afterwards")
     ap.add_argument("--summarise", action="store_true", help="write results/scale.md from the scale_*.json")
     ap.add_argument("--worker-step", choices=["promote", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--version", help=argparse.SUPPRESS)
@@ -423,7 +424,7 @@ def main() -> None:
     print(markdown([result]))
     check_written(args.out.with_suffix(".json"), args.out.with_suffix(".md"))
     require({r["group"] for r in bench.ROWS}, ["service", "class", "search", "export", "dashboard"], "the rows' groups")
-    if args.database == "postgres":
+    if args.database == "postgres" and not args.keep:
         from sqlalchemy import create_engine, text
 
         studio_engine = create_engine(os.environ["MUMIC_TEST_DATABASE_URL"], isolation_level="AUTOCOMMIT")
