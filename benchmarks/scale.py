@@ -510,7 +510,7 @@ def markdown(results: list[dict]) -> str:
 def summarise() -> None:
     found = sorted((ROOT / "benchmarks/results").glob("scale_*.json"))
     runs = [json.loads(p.read_text()) for p in found if p.stem.split("_")[1] in ("sqlite", "postgres")]
-    runs.sort(key=lambda r: (r["sizes"]["images"], r.get("machine", {}).get("database", "")))
+    runs.sort(key=lambda r: (r["sizes"]["images"], r.get("machine", {}).get("database", ""), r.get("when", "")))
     text = markdown(runs)
     speed = ROOT / "benchmarks/results/speed.json"
     worker = json.loads(speed.read_text()).get("worker_rescoring", {}) if speed.exists() else {}
