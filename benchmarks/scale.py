@@ -522,6 +522,18 @@ def summarise() -> None:
             f"forward of the same model and batch measured in the same run (goal >= 0.9). "
             "Command and method: `speed.md`.\n"
         )
+    gpu = ROOT / "benchmarks/results/gpu_h200/speed.json"
+    rows = json.loads(gpu.read_text()).get("encode", []) if gpu.exists() else []
+    if rows:  # speed.py --parts encode, run on a lent GPU machine
+        text += (
+            f"\nOn a GPU ({json.loads(gpu.read_text())['machine']}; `gpu_h200/speed.md`), encoding alone "
+            "(decode, preprocess, forward) against the raw forward, with the default decoding processes:\n\n"
+        )
+        text += "".join(
+            f"- {r['model']}, {r['images']}: {r['encode_images_per_s']} images/s, **{r['ratio']}**\n"
+            for r in rows
+            if r["default"]
+        )
     (ROOT / "benchmarks/results/scale.md").write_text(text)
     print(f"wrote benchmarks/results/scale.md from {len(runs)} runs")
 

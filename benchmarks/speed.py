@@ -16,9 +16,13 @@ All through the product's own code, with the machine stated in the results:
 5. Full-mode retraining on the demo collection (400 images, 200 labelled).
 6. Camera-sized photos: decoding and preprocessing a 4000 x 3000 JPEG the product's way
    (reduced-scale decoding) against a full decode, beside the model's forward.
+7. Encoding alone (``encode_images``: decode, preprocess, forward; what a score job spends its
+   time on) against the raw forward, decoding in the process itself and in the device's default
+   pool of processes: 96 px scenes (PNG) and 640 x 480 photos (JPEG), starter model and ViT-B-32. On a GPU
+   this is what tells whether decoding keeps the model busy.
 
     .venv/bin/python benchmarks/speed.py [--images 100000] [--labelled 10000]
-        [--starter mumic_data/models/starter] [--parts throughput,worker,new_class,head,full,photos]
+        [--starter mumic_data/models/starter] [--parts throughput,worker,new_class,head,full,photos,encode]
         [--results benchmarks/results] [--smoke [DIR]]
 
 On a machine with a GPU it runs unchanged (the product puts the model on cuda when torch sees
@@ -55,6 +59,7 @@ PART_KEYS = {
     "head": "head_mode",
     "full": "full_mode_demo",
     "photos": "photos",
+    "encode": "encode",
 }
 SMOKE = {
     "images": 48,
@@ -65,6 +70,7 @@ SMOKE = {
     "full_epochs": 1,
     "demo_images": 40,
     "photos": 2,
+    "encode_photos": 4,
 }
 
 
@@ -102,17 +108,21 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
     from mumic_core.encoders.pixels import load_rgb
 
     pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+    return statistics.median(forward_rate(encoder, pixels, batch_size) for _ in range(repeats))
+
+
+def forward_rate(encoder, pixels, batch_size: int) -> float:
+    """Images/s of open_clip's encode_image on ``pixels`` (a CPU tensor, moved batch by batch)."""
+    import torch
+
     device = next(encoder.model.parameters()).device
-    rates = []
-    for _ in range(repeats):
-        with torch.inference_mode():
-            start = time.perf_counter()
-            for k in range(0, len(pixels), batch_size):
-                encoder.model.encode_image(pixels[k : k + batch_size].to(device))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            rates.append(len(pixels) / (time.perf_counter() - start))
-    return statistics.median(rates)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for k in range(0, len(pixels), batch_size):
+            encoder.model.encode_image(pixels[k : k + batch_size].to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return len(pixels) / (time.perf_counter() - start)
 
 
 def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
@@ -373,6 +383,80 @@ def photos(args, out: dict) -> None:
     print(out["photos"], flush=True)
 
 
+def web_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` noisy 640 x 480 JPEGs (quality 90) in ``folder`` (made once): a web-sized photo's
+    decoding cost."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"web-{k:05d}.jpg" for k in range(n)]
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:480, 0:640]
+    for path in paths:
+        if not path.exists():
+            shade = np.stack([xx * 255 // 640, yy * 255 // 480, (xx + yy) * 255 // 1120], -1) + rng.integers(-60, 60, 3)
+            pixels = np.clip(shade + rng.integers(-20, 20, shade.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(path, quality=90)
+    return paths
+
+
+def encode(args, out: dict) -> None:
+    """``encode_images`` against the raw forward, per model, image kind and decoding processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from mumic_core.encoders.encoding import _pixels, default_decode_workers, encode_images
+    from mumic_core.encoders.factory import EncoderSpec, load_encoder
+
+    rows = scenes(args.home / "scenes", args.throughput_images)
+    image_sets = {
+        "96 px scenes (PNG)": [args.home / "scenes" / name for name, _ in rows],
+        "640 x 480 photos (JPEG q90)": web_photos(args.home / "web-photos", args.encode_photos),
+    }
+    models = (
+        ("starter model (mumic-small-rn96, 96 px)", args.starter, None),
+        ("ViT-B-32, random weights (224 px)", random_vit_dir(args.home), args.vit_images),
+    )
+    results = []
+    for label, model_dir, limit in models:
+        encoder = load_encoder(EncoderSpec(f"local-dir:{Path(model_dir).resolve()}", "", "", ""))
+        device = next(encoder.model.parameters()).device
+        pool = default_decode_workers(device)
+        for kind, paths in image_sets.items():
+            paths = paths[:limit] if limit else paths
+            with ThreadPoolExecutor(os.cpu_count()) as decoders:  # the same tensors, prepared once
+                pixels = _pixels(encoder, paths, decoders.map)
+            for workers in sorted({1, pool, 4 if device.type != "cpu" else 2}):
+                # warm-up: the model's first batches and the decoding processes' start
+                encode_images(encoder, paths[: args.batch_size * 8], batch_size=args.batch_size, decode_workers=workers)
+                pipeline, raw = [], []
+                for _ in range(args.repeats):  # alternated: drift hits both alike
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    encode_images(encoder, paths, batch_size=args.batch_size, decode_workers=workers)
+                    pipeline.append(len(paths) / (time.perf_counter() - t))
+                    raw.append(forward_rate(encoder, pixels, args.batch_size))
+                ratios = [a / b for a, b in zip(pipeline, raw)]
+                results.append(
+                    {
+                        "model": label,
+                        "images": f"{len(paths)} {kind}",
+                        "batch_size": args.batch_size,
+                        "decode_processes": workers,
+                        "default": workers == pool,
+                        "encode_images_per_s": round(statistics.median(pipeline), 1),
+                        "raw_forward_images_per_s": round(statistics.median(raw), 1),
+                        "ratio": round(statistics.median(ratios), 3),
+                        "ratio_each": [round(x, 3) for x in ratios],
+                    }
+                )
+                print(results[-1], flush=True)
+    out["encode"] = results
+
+
 def full_mode(args, out: dict) -> None:
     """Full mode on the demo collection (``--demo-images``, half of them labelled)."""
     from mumic_core.pipeline.lifecycle import ensure_base_version, promote
@@ -471,9 +555,29 @@ def markdown(out: dict) -> str:
             f"{f['full_decode_preprocess_ms']} ms; the product's reduced-scale JPEG decode and preprocess "
             f"**{f['reduced_decode_preprocess_ms']} ms**; the forward {f['forward_ms']} ms. Embeddings of the two "
             f"inputs: cosine >= {f['min_embedding_cosine']}. On a CPU a worker spends most of its time decoding "
-            "photos; a GPU worker needs several decoding processes to keep its model busy.",
+            "photos; a GPU worker needs several decoding processes to keep its model busy (next section).",
             "",
         ]
+    if "encode" in out:
+        lines += [
+            "## Encoding: decode, preprocess and forward against the raw forward (goal >= 0.9)",
+            "",
+            "`encode_images` (what a score job spends its time on; storing took 1% of a 10,000-image job "
+            "on the CPU) against `encode_image` on tensors prepared in advance, same model and batch, "
+            "alternated; the ratio is the median of the pairs'. **default** marks the device's default "
+            "number of decoding processes (1: decoding in the process itself).",
+            "",
+            "| model | images | batch | decoding processes | encode img/s | raw forward img/s | ratio (each pair) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in out["encode"]:
+            n = r.get("decode_processes", r.get("decode_threads"))
+            threads = f"**{n}** (default)" if r["default"] else str(n)
+            lines.append(
+                f"| {r['model']} | {r['images']} | {r['batch_size']} | {threads} | {r['encode_images_per_s']} "
+                f"| {r['raw_forward_images_per_s']} | **{r['ratio']}** ({r['ratio_each']}) |"
+            )
+        lines.append("")
     if "full_mode_demo" in out:
         f = out["full_mode_demo"]
         lines += [
@@ -504,6 +608,7 @@ def main() -> None:
     ap.add_argument("--full-epochs", type=int, default=None)
     ap.add_argument("--demo-images", type=int, default=400, help="full mode: the demo's size")
     ap.add_argument("--photos", type=int, default=32, help="photos: camera-sized JPEGs to time")
+    ap.add_argument("--encode-photos", type=int, default=1024, help="encode: 640 x 480 JPEGs to encode")
     ap.add_argument("--parts", default=",".join(PART_KEYS))
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of speed.{json,md}")
     add_smoke_option(ap)
@@ -537,6 +642,8 @@ def main() -> None:
         full_mode(args, out)
     if "photos" in parts:
         photos(args, out)
+    if "encode" in parts:
+        encode(args, out)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "speed.json").write_text(json.dumps(out, indent=1))
     (args.results / "speed.md").write_text(markdown(out))

@@ -25,6 +25,8 @@ def test_batched_preprocessing_equals_open_clip_transform(studio, tmp_path: Path
     with torch.inference_mode():
         direct = torch.nn.functional.normalize(encoder.model.encode_image(expected).float(), dim=-1).numpy()
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=4), direct, atol=1e-5)
+    # decoded by a pool of processes (a GPU's default): the same images in the same order
+    np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=3), direct, atol=1e-5)
 
 
 def test_text_trimmed_to_the_prompts_length_equals_open_clips_encode_text(studio):

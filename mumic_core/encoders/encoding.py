@@ -8,8 +8,13 @@ tempered sigmoid ``p = sigmoid((s - b) / tau)``.
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,9 @@ from mumic_core.encoders.factory import Encoder
 from mumic_core.encoders.pixels import load_rgb
 
 Progress = Callable[[int], None]
+_BATCHES_AHEAD = 4  # decoded ahead of a GPU's forward
+_pools: dict[int, ProcessPoolExecutor] = {}  # decoding processes by their number: one pool at a time
+_pools_lock = threading.Lock()
 
 
 def encode_prompts(encoder: Encoder, prompts_per_class: Sequence[Sequence[str]], grad: bool = False) -> Tensor:
@@ -84,21 +92,60 @@ def split_preprocess(preprocess) -> tuple[Callable | None, Callable | None]:
     return Compose(steps[:cut]), Compose(steps[cut + 1 :])
 
 
-def _pixels(encoder: Encoder, paths: Sequence[Path]) -> Tensor:
-    """A preprocessed batch, the same tensor as stacking ``encoder.preprocess`` of each image.
+def _pixels(encoder: Encoder, paths: Sequence[Path], mapper: Callable = map) -> Tensor:
+    """A preprocessed batch, the same tensor as stacking ``encoder.preprocess`` of each image;
+    ``mapper`` (``map`` or a pool's) decodes the images.
 
     A large JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 scale that still covers the
     model's input on its short side (several times faster than a full decode of a photo, and
     the model sees the same resized picture to within rounding)."""
     per_image, per_batch = split_preprocess(encoder.preprocess)
-    load = functools.partial(load_rgb, min_side=encoder.image_size)
     if per_image is None:
-        return torch.stack([encoder.preprocess(load(p)) for p in paths])
-    arrays = [np.asarray(per_image(load(p)), dtype=np.uint8) for p in paths]
+        return torch.stack(
+            list(mapper(functools.partial(_preprocessed, encoder.preprocess, encoder.image_size), paths))
+        )
+    arrays = list(mapper(functools.partial(_decoded, per_image, encoder.image_size), paths))
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 3:  # a transform without a fixed size
-        return torch.stack([encoder.preprocess(load(p)) for p in paths])
+        return torch.stack([_preprocessed(encoder.preprocess, encoder.image_size, p) for p in paths])
     batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
     return per_batch(batch).contiguous()
+
+
+def _decoded(per_image: Callable, min_side: int, path: Path) -> np.ndarray:
+    """One image through the per-image steps, as (H, W, 3) uint8 (module level: a decoding
+    process runs it)."""
+    return np.asarray(per_image(load_rgb(path, min_side=min_side)), dtype=np.uint8)
+
+
+def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:
+    return preprocess(load_rgb(path, min_side=min_side))
+
+
+def default_decode_workers(device: torch.device) -> int:
+    """Processes that decode images for a model on ``device``: none on a CPU (decoding runs
+    between batches in the process itself, while the forward's threads wait; beside them it
+    would only compete for the cores); on a GPU every core but one, up to 16, so that decoding
+    keeps up with the model (one process decodes 96 px PNGs at about 2,000/s and 640 x 480 JPEGs
+    at about 470/s, threads add little under the GIL; a ViT-B-32 forward on an H200 takes 3,000/s:
+    benchmarks/results/gpu_h200)."""
+    return 1 if device.type == "cpu" else max(1, min(16, (os.cpu_count() or 1) - 1))
+
+
+def _decoding_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of decoding processes kept for the life of this process (a job encodes its images
+    1,024 at a time; starting processes for each would cost more than they save). Spawned, not
+    forked: the parent holds CUDA and threads."""
+    with _pools_lock:
+        if workers not in _pools:
+            _drop_pools()
+            _pools[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return _pools[workers]
+
+
+def _drop_pools() -> None:
+    for pool in _pools.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+    _pools.clear()
 
 
 def encode_images(
@@ -106,32 +153,51 @@ def encode_images(
     paths: Sequence[Path],
     batch_size: int = 64,
     progress: Progress | None = None,
+    decode_workers: int | None = None,
 ) -> np.ndarray:
     """(N, D) float32 normalised image embeddings, computed in batches without gradients.
 
-    On a GPU the next batch is decoded in a background thread while the model runs on the
-    current one (Pillow and torch release the GIL). On a CPU decoding runs between batches: a
-    decode thread there only competes with the forward's own threads (measured: 0.80 of the raw
-    forward's speed with the thread, 0.97 without, benchmarks/speed.py)."""
+    On a GPU the next batches are decoded while the model runs on the current one, their images
+    spread over ``decode_workers`` processes (default: ``default_decode_workers``). On a CPU
+    decoding runs between batches: a decode thread there only competes with the forward's own
+    threads (measured: 0.80 of the raw forward's speed with the thread, 0.97 without,
+    benchmarks/speed.py)."""
     device = next(encoder.model.parameters()).device
+    workers = decode_workers or default_decode_workers(device)
+    mapper: Callable = map
+    if workers > 1 and len(paths) > batch_size * _BATCHES_AHEAD:  # a few images: not worth the processes
+        mapper = functools.partial(_decoding_pool(workers).map, chunksize=max(1, batch_size // workers))
     out = np.zeros((len(paths), encoder.model_cfg["embed_dim"]), dtype=np.float32)
     starts = list(range(0, len(paths), batch_size))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mumic-decode") as pool:
+    ahead = 1 if device.type == "cpu" else _BATCHES_AHEAD
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="mumic-decode") as prefetch:
 
-        def decode(start: int):
+        def decode(start: int) -> Future | _Ready:
             batch = paths[start : start + batch_size]
-            return pool.submit(_pixels, encoder, batch) if device.type != "cpu" else _Ready(_pixels(encoder, batch))
+            if device.type == "cpu":
+                return _Ready(_pixels(encoder, batch, mapper))
+            return prefetch.submit(_pixels, encoder, batch, mapper)
 
-        pending = decode(0) if starts else None
-        for k, start in enumerate(starts):
-            pixels = pending.result()
-            if k + 1 < len(starts):
-                pending = decode(starts[k + 1])
-            with torch.inference_mode():
-                emb = F.normalize(encoder.model.encode_image(pixels.to(device)).float(), dim=-1)
-            out[start : start + len(pixels)] = emb.cpu().numpy()
-            if progress:
-                progress(len(pixels))
+        pending = deque(decode(start) for start in starts[:ahead])
+        try:
+            for k, start in enumerate(starts):
+                pixels = pending.popleft().result()
+                if k + ahead < len(starts):
+                    pending.append(decode(starts[k + ahead]))
+                if device.type == "cuda":
+                    pixels = pixels.pin_memory()
+                with torch.inference_mode():
+                    emb = encoder.model.encode_image(pixels.to(device, non_blocking=True))
+                    out[start : start + len(pixels)] = F.normalize(emb.float(), dim=-1).cpu().numpy()
+                if progress:
+                    progress(len(pixels))
+        except BrokenProcessPool:  # a decoding process died (killed, out of memory): a new pool next time
+            with _pools_lock:
+                _drop_pools()
+            raise
+        finally:
+            for future in pending:
+                future.cancel()
     return out
 
 
