@@ -555,7 +555,7 @@ def markdown(out: dict) -> str:
             f"{f['full_decode_preprocess_ms']} ms; the product's reduced-scale JPEG decode and preprocess "
             f"**{f['reduced_decode_preprocess_ms']} ms**; the forward {f['forward_ms']} ms. Embeddings of the two "
             f"inputs: cosine >= {f['min_embedding_cosine']}. On a CPU a worker spends most of its time decoding "
-            "photos; a GPU worker needs several decoding processes to keep its model busy (next section).",
+            "photos; a GPU worker needs several decoding processes to keep its model busy (`--parts encode`).",
             "",
         ]
     if "encode" in out:
