@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from PIL import UnidentifiedImageError
 
 from mumic_core.encoders.encoding import _pixels, encode_images, encode_text, split_preprocess
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
@@ -81,3 +83,13 @@ def test_a_large_jpeg_is_decoded_reduced_and_embeds_as_decoded_in_full(studio, t
     with torch.inference_mode():
         a, b = (torch.nn.functional.normalize(encoder.model.encode_image(x).float(), dim=-1) for x in (full, fast))
     assert float((a * b).sum()) > 0.995
+
+
+def test_a_corrupt_file_among_many_raises_its_own_error(studio, tmp_path: Path):
+    rows = generate_collection(4, seed=5, out_dir=tmp_path, size=64)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    paths = [tmp_path / name for name, _ in rows]
+    with pytest.raises(UnidentifiedImageError, match="bad.png"):  # found while the batch before it is encoded
+        encode_images(encoder, [*paths, bad, *paths], batch_size=2)
