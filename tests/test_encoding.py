@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +95,18 @@ def test_a_corrupt_file_among_many_raises_its_own_error(studio, tmp_path: Path):
     paths = [tmp_path / name for name, _ in rows]
     with pytest.raises(UnidentifiedImageError, match="bad.png"):  # found while the batch before it is encoded
         encode_images(encoder, [*paths, bad, *paths], batch_size=2)
+
+
+def test_decoding_processes_do_not_run_the_main_script_again(studio, tmp_path: Path, monkeypatch):
+    """Under Streamlit (and AppTest) ``__main__`` is a page script; a decoding process must not
+    run it again (a spawned one would, and die signed out)."""
+    rows = generate_collection(6, seed=4, out_dir=tmp_path, size=64)  # more than 4 batches: the pool decodes
+    paths = [tmp_path / name for name, _ in rows]
+    page = tmp_path / "page.py"
+    page.write_text("raise SystemExit('the page ran again in a decoding process')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    expected = encode_images(encoder, paths, batch_size=1)
+    np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), expected, atol=1e-5)

@@ -133,13 +133,19 @@ def default_decode_workers(device: torch.device) -> int:
 
 def _decoding_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of decoding processes kept for the life of this process (a job encodes its images
-    1,024 at a time; starting processes for each would cost more than they save). Spawned, not
-    forked: the parent holds CUDA and threads."""
+    1,024 at a time; starting processes for each would cost more than they save). Forked, as
+    torch's DataLoader forks its workers: a spawned process would first run this process's main
+    script again (under Streamlit, a page). The children only decode with Pillow and numpy."""
     with _pools_lock:
         if workers not in _pools:
             _drop_pools()
-            _pools[workers] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("fork")
+            _pools[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread)
         return _pools[workers]
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # a fallback preprocess may use torch; one thread per decoding process
 
 
 def _drop_pools() -> None:
