@@ -122,12 +122,11 @@ def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:
 
 
 def default_decode_workers(device: torch.device) -> int:
-    """Processes that decode images for a model on ``device``: none on a CPU (decoding runs
-    between batches in the process itself, while the forward's threads wait; beside them it
-    would only compete for the cores); on a GPU every core but one, up to 16, so that decoding
-    keeps up with the model (one process decodes 96 px PNGs at about 2,000/s and 640 x 480 JPEGs
-    at about 470/s, threads add little under the GIL; a ViT-B-32 forward on an H200 takes 3,000/s:
-    benchmarks/results/gpu_h200)."""
+    """Processes that decode images for a model on ``device``. On a CPU 1, meaning this process
+    itself, between batches: the forward's threads use every core and would only compete with
+    more. On a GPU every core but one, up to 16, so that decoding keeps up with the model: a
+    ViT-B-32 forward on an H200 takes 3,000 images/s, decoding in one process reached 0.26 of it
+    on 640 x 480 JPEGs, a pool of 15 processes 0.59 (benchmarks/results/gpu_h200)."""
     return 1 if device.type == "cpu" else max(1, min(16, (os.cpu_count() or 1) - 1))
 
 
