@@ -522,11 +522,12 @@ def summarise() -> None:
             f"forward of the same model and batch measured in the same run (goal >= 0.9). "
             "Command and method: `speed.md`.\n"
         )
-    gpu = ROOT / "benchmarks/results/gpu_h200/speed.json"
-    rows = json.loads(gpu.read_text()).get("encode", []) if gpu.exists() else []
+    gpu_path = ROOT / "benchmarks/results/gpu_h200/speed.json"
+    gpu = json.loads(gpu_path.read_text()) if gpu_path.exists() else {}
+    rows = gpu.get("encode", [])
     if rows:  # speed.py --parts encode, run on a lent GPU machine
         text += (
-            f"\nOn a GPU ({json.loads(gpu.read_text())['machine']}; `gpu_h200/speed.md`), encoding alone "
+            f"\nOn a GPU ({gpu['machine']}; `gpu_h200/speed.md`), encoding alone "
             "(decode, preprocess, forward) against the raw forward, with the default decoding processes:\n\n"
         )
         text += "".join(

@@ -571,10 +571,9 @@ def markdown(out: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for r in out["encode"]:
-            n = r.get("decode_processes", r.get("decode_threads"))
-            threads = f"**{n}** (default)" if r["default"] else str(n)
+            processes = f"**{r['decode_processes']}** (default)" if r["default"] else str(r["decode_processes"])
             lines.append(
-                f"| {r['model']} | {r['images']} | {r['batch_size']} | {threads} | {r['encode_images_per_s']} "
+                f"| {r['model']} | {r['images']} | {r['batch_size']} | {processes} | {r['encode_images_per_s']} "
                 f"| {r['raw_forward_images_per_s']} | **{r['ratio']}** ({r['ratio_each']}) |"
             )
         lines.append("")
