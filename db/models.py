@@ -99,6 +99,15 @@ class Annotation(Base):
             sqlite_where=text("is_current"),
             postgresql_where=text("is_current"),
         ),
+        # Human positives per class (active learning's rare-class strategy), counted from this
+        # index alone: a scan of every label took 70 ms at 155k labels. SQLite matches a partial
+        # index only by the query's own words, and SQLAlchemy writes its booleans as "= 1" there.
+        Index(
+            "ix_annotations_current_positive",
+            "class_id",
+            sqlite_where=text("is_current = 1 AND positive = 1"),
+            postgresql_where=text("is_current AND positive"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

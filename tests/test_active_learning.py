@@ -118,3 +118,62 @@ def test_the_plans_probabilities_are_the_stored_predictions(demo_studio):
         expected = scores_of_images(s, version.id, candidates, [c.id for c in classes])
     assert prob.shape == (25, len(classes)) and not np.isnan(expected).any()
     assert np.abs(prob - expected).max() < 5e-4
+
+
+def test_human_positives_per_class_come_from_their_partial_index(demo_studio):
+    from sqlalchemy import func
+    from sqlalchemy import select as sql_select
+
+    from db.models import Annotation
+    from mumic_core.store.collection import human_positives_per_class
+
+    studio = demo_studio
+    with studio.read() as s:
+        plain = dict(
+            s.execute(
+                sql_select(Annotation.class_id, func.count())
+                .where(Annotation.is_current.is_(True), Annotation.positive.is_(True))
+                .group_by(Annotation.class_id)
+            ).all()
+        )
+        assert plain and human_positives_per_class(studio) == plain
+        if s.get_bind().dialect.name == "sqlite":  # SQLite uses a partial index only for its own words
+            conn = s.connection()
+            query = sql_select(Annotation.class_id, func.count()).where(Annotation.is_current, Annotation.positive)
+            sql = str(query.group_by(Annotation.class_id).compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql).fetchall())
+            assert "ix_annotations_current_positive" in plan, plan
+
+
+def test_a_plan_loads_no_model_when_the_head_knows_every_class(demo_studio, monkeypatch):
+    """Cached embeddings and a head with a learned row per class are all a plan needs: a fresh
+    web process does not load the encoder nor run its text tower for it."""
+    from dataclasses import replace
+
+    from mumic_core.model.head import Head
+    from mumic_core.pipeline import planning, scoring
+    from mumic_core.store.classes import active_classes
+    from mumic_core.store.queue import QueueFilter
+    from mumic_core.store.registry import active_version
+
+    studio = demo_studio
+    version = active_version(studio)
+    classes = active_classes(studio)
+    names = [c.name for c in classes]
+    text = scoring.load_scorer(studio, version).text_embeddings([c.prompt_texts for c in classes])
+    learned = Head(10.0, 0.2, class_embeddings={n: -row for n, row in zip(names, text)})
+
+    def no_model(*a, **k):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(scoring, "load_encoder", no_model)
+    monkeypatch.setattr(scoring, "load_head", lambda studio, version: learned)
+    scorer = scoring.load_scorer(studio, version)
+    assert np.allclose(scorer.class_matrix(names, []), -text / np.linalg.norm(text, axis=1, keepdims=True), atol=1e-6)
+    ids = planning.order_queue(
+        studio, QueueFilter(version.id, status="unreviewed"), {"uncertainty": 1.0, "rare": 1.0, "diversity": 1.0}
+    )
+    assert len(ids) == 30
+    # A class the head has no row for falls back to its prompts' text: that needs the model.
+    with pytest.raises(AssertionError, match="encoder was loaded"):
+        replace(scorer, head=Head(10.0, 0.2)).class_matrix(names, [c.prompt_texts for c in classes])

@@ -192,10 +192,10 @@ def test_embedding_cache_resumes_after_a_crash(studio, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(embeddings, "encode_images", dies_on_third_chunk)
     with pytest.raises(KeyboardInterrupt):
-        cache.ensure(enc, ids, locate)
+        cache.ensure(lambda: enc, ids, locate)
     assert len(cache.load()[0]) == 8  # two finished parts survived
     calls.clear()
-    ids, emb = cache.ensure(enc, ids, locate)
+    ids, emb = cache.ensure(lambda: enc, ids, locate)
     assert calls == [2] and ids.tolist() == list(range(1, 11))  # only the missing two were encoded
     assert np.allclose(emb, real(enc, [p for _, p in items]), atol=1e-5)
     assert len([p for p in cache.dir.iterdir() if p.name.endswith("-ids.npy")]) == 1  # merged
@@ -303,7 +303,7 @@ def test_embedding_cache_names_ids_it_cannot_find(studio, tmp_path: Path):
 
     cache = EmbeddingCache(tmp_path / "cache", "k")
     with pytest.raises(KeyError, match="999"):
-        cache.ensure(load_encoder(resolve_base_spec(studio.settings)), [999], lambda missing: [])
+        cache.ensure(lambda: load_encoder(resolve_base_spec(studio.settings)), [999], lambda missing: [])
 
 
 def _review_as(studio, annotator: str, n_images: int) -> None:

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from db.models import Annotation
 from mumic_core.model.active_learning import POOL, select_batch
 from mumic_core.pipeline.scoring import Scorer, image_embeddings, load_scorer
 from mumic_core.store.classes import ClassInfo, active_classes
+from mumic_core.store.collection import human_positives_per_class
 from mumic_core.store.queue import QueueFilter, queue_page, thresholds_for
 from mumic_core.store.registry import get_version
 from mumic_core.store.studio import Studio
@@ -38,14 +39,8 @@ def order_queue(
         return candidates
     emb, prob = candidate_probabilities(studio, scorer, candidates, classes)
     diverse = weights.get("diversity", 0) > 0
+    per_class = human_positives_per_class(studio)
     with studio.read() as s:
-        per_class = dict(
-            s.execute(
-                select(Annotation.class_id, func.count())
-                .where(Annotation.is_current.is_(True), Annotation.positive.is_(True))
-                .group_by(Annotation.class_id)
-            ).all()
-        )
         seen = (
             list(s.scalars(select(Annotation.image_id).where(Annotation.is_current.is_(True)).distinct().limit(pool)))
             if diverse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from db.models import (
 from mumic_core.encoders.cache import EmbeddingCache
 from mumic_core.encoders.encoding import encode_prompts
 from mumic_core.encoders.factory import Encoder, load_encoder
+from mumic_core.encoders.spec import EncoderSpec
 from mumic_core.errors import MumicError
 from mumic_core.model.head import (
     DEFAULT_POSITIVE_RATE,
@@ -56,11 +58,17 @@ _text_lock = threading.Lock()
 
 @dataclass
 class Scorer:
-    """A model version ready to score: encoder + head."""
+    """A model version ready to score: its head, and its encoder, loaded when first needed (a
+    plan over cached embeddings with a head that knows every class needs no model: a fresh web
+    process saves the model's load and its text tower's run over every class's prompts)."""
 
     version: VersionInfo
-    encoder: Encoder
+    spec: EncoderSpec
     head: Head | None
+
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        return load_encoder(self.spec)
 
     def text_embeddings(self, prompts_per_class: Sequence[Sequence[str]]) -> np.ndarray:
         """(C, D) class embeddings from prompts; each class's is computed once per loaded model
@@ -78,12 +86,16 @@ class Scorer:
 
     def class_matrix(self, names: Sequence[str], prompts: Sequence[Sequence[str]]) -> np.ndarray:
         """(C, D) what the head scores each class with (text embeddings before any head exists)."""
-        text = self.text_embeddings(prompts)
-        return self.head.class_matrix(names, text) if self.head else text
+        if self.head is None:
+            return self.text_embeddings(prompts)
+        learned = self.head.class_embeddings
+        if names and all(n in learned for n in names):  # no class falls back to its text
+            return self.head.class_matrix(names, np.zeros((len(names), len(learned[names[0]])), dtype=np.float32))
+        return self.head.class_matrix(names, self.text_embeddings(prompts))
 
 
 def load_scorer(studio: Studio, version: VersionInfo) -> Scorer:
-    return Scorer(version, load_encoder(encoder_spec(studio, version)), load_head(studio, version))
+    return Scorer(version, encoder_spec(studio, version), load_head(studio, version))
 
 
 def image_embeddings(
@@ -93,12 +105,12 @@ def image_embeddings(
     by every live worker when they are more than one batch."""
     if not len(image_ids):  # an empty collection: (0, D), so products with class embeddings keep their shape
         return np.zeros((0, scorer.encoder.model_cfg["embed_dim"]), dtype=np.float32)
-    chunk, key = studio.settings.embedding_chunk, scorer.encoder.spec.key
+    chunk, key = studio.settings.embedding_chunk, scorer.spec.key
     cache = EmbeddingCache(studio.settings.embedding_dir, key, chunk)
     missing = cache.missing(image_ids)
     if len(missing) > chunk:  # in batches that every live worker helps with
         encode_in_parallel(studio, scorer.version.id, cache, key, missing, progress)
-    return cache.ensure(scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
+    return cache.ensure(lambda: scorer.encoder, image_ids, lambda missing: image_items(studio, missing), progress)[1]
 
 
 def observed_positive_rate(studio: Studio) -> float:

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +265,7 @@ def _not_worse(new: dict, old: dict) -> bool:
 
 
 def _head_probs(studio: Studio, scorer: Scorer, head: Head, labels: LabelSet) -> np.ndarray:
-    trained = Scorer(scorer.version, scorer.encoder, head)
+    trained = replace(scorer, head=head)
     return predict(studio, trained, labels.image_ids, labels.classes)
 
 

