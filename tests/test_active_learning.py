@@ -174,6 +174,41 @@ def test_a_plan_loads_no_model_when_the_head_knows_every_class(demo_studio, monk
         studio, QueueFilter(version.id, status="unreviewed"), {"uncertainty": 1.0, "rare": 1.0, "diversity": 1.0}
     )
     assert len(ids) == 30
-    # A class the head has no row for falls back to its prompts' text: that needs the model.
+    # A class the head has no row for falls back to its prompts' text: that needs the model
+    # when no text embedding is kept (a fresh process, nothing on disk).
+    monkeypatch.setattr(scoring, "_text_cache", {})
     with pytest.raises(AssertionError, match="encoder was loaded"):
-        replace(scorer, head=Head(10.0, 0.2)).class_matrix(names, [c.prompt_texts for c in classes])
+        replace(scorer, head=Head(10.0, 0.2), prompts=None).class_matrix(names, [c.prompt_texts for c in classes])
+
+
+def test_class_text_embeddings_are_kept_on_disk_for_a_fresh_process(demo_studio, monkeypatch):
+    """A web process after a restart plans from the head and the kept text embeddings: no model
+    load, no text tower; a search's free text is not kept."""
+    from mumic_core.pipeline import planning, scoring
+    from mumic_core.pipeline.search import search_text
+    from mumic_core.store.classes import active_classes
+    from mumic_core.store.queue import QueueFilter
+    from mumic_core.store.registry import active_version
+
+    studio = demo_studio
+    version = active_version(studio)
+    classes = active_classes(studio)
+    names, prompts = [c.name for c in classes], [c.prompt_texts for c in classes]
+    expected = scoring.load_scorer(studio, version).class_matrix(names, prompts)  # scoring kept them
+    f = QueueFilter(version.id, status="unreviewed")
+    plan = planning.order_queue(studio, f, {"uncertainty": 1.0, "rare": 1.0, "diversity": 1.0})
+    search_text(studio, version, "a photo of something nobody asked for")
+
+    def no_model(*a, **k):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(scoring, "_text_cache", {})  # a fresh process
+    monkeypatch.setattr(scoring, "load_encoder", no_model)
+    scorer = scoring.load_scorer(studio, version)
+    assert np.allclose(scorer.class_matrix(names, prompts), expected, atol=1e-6)
+    assert planning.order_queue(studio, f, {"uncertainty": 1.0, "rare": 1.0, "diversity": 1.0}) == plan
+    assert ("a photo of something nobody asked for",) not in scorer.prompts.get(
+        [("a photo of something nobody asked for",)]
+    )
+    with pytest.raises(AssertionError, match="encoder was loaded"):  # new prompts still need the model
+        scorer.class_matrix(["new"], [["a photo of a new thing"]])

@@ -7,6 +7,7 @@ and the next run resumes where it stopped. Parts are merged into one when encodi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -159,3 +160,50 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+class PromptCache:
+    """Text embeddings of class prompts for one encoder, in ``root/<encoder key>/prompts.npz``:
+    a fresh process (a web server after a restart) gets every class's text embedding without
+    loading the model and running its text tower over every class's prompts."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.path = Path(root) / key / "prompts.npz"
+        self._lock = FileLock(str(self.path.with_name(".prompts.lock")))
+
+    def _entries(self) -> dict[tuple[str, ...], np.ndarray]:
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        hit = _prompts_loaded.get(self.path)
+        if hit is None or hit[0] != stamp:
+            with np.load(self.path) as data:
+                keys = [tuple(json.loads(k)) for k in data["keys"].tolist()]
+                hit = (stamp, dict(zip(keys, data["emb"].astype(np.float32))))
+            _prompts_loaded[self.path] = hit
+        return hit[1]
+
+    def get(self, prompts: Sequence[tuple[str, ...]]) -> dict[tuple[str, ...], np.ndarray]:
+        """The embeddings kept of these prompt tuples (the others are left out)."""
+        entries = self._entries()
+        return {p: entries[p] for p in prompts if p in entries}
+
+    def add(self, prompts: Sequence[tuple[str, ...]], emb: np.ndarray) -> None:
+        """Keep these prompt tuples' embeddings (rows of ``emb``) beside those already kept."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            entries = {**self._entries(), **dict(zip(prompts, np.asarray(emb, dtype=np.float32)))}
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    keys=np.array([json.dumps(list(k)) for k in entries], dtype=str),
+                    emb=np.stack(list(entries.values())),
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+
+
+_prompts_loaded: dict[Path, tuple[int, dict[tuple[str, ...], np.ndarray]]] = {}  # per process: file -> (mtime, entries)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from db.models import (
     LabelClass,
     ModelVersion,
 )
-from mumic_core.encoders.cache import EmbeddingCache
+from mumic_core.encoders.cache import EmbeddingCache, PromptCache
 from mumic_core.encoders.encoding import encode_prompts
 from mumic_core.encoders.factory import Encoder, load_encoder
 from mumic_core.encoders.spec import EncoderSpec
@@ -52,34 +51,43 @@ from mumic_core.store.studio import Studio
 Progress = Callable[[int], None]
 _PREDICT_ROWS = 65_536  # images per slice of the scores' matrix product
 
-_text_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {prompts: embedding}
+_text_cache: dict[str, dict[tuple[str, ...], np.ndarray]] = {}  # encoder key -> {prompts: embedding}
 _text_lock = threading.Lock()
 
 
 @dataclass
 class Scorer:
-    """A model version ready to score: its head, and its encoder, loaded when first needed (a
-    plan over cached embeddings with a head that knows every class needs no model: a fresh web
-    process saves the model's load and its text tower's run over every class's prompts)."""
+    """A model version ready to score: its head, and its encoder, loaded when first needed. A
+    plan over cached image embeddings needs no model: class text embeddings are kept on disk
+    (``prompts``), so a fresh web process neither loads the model nor runs its text tower."""
 
     version: VersionInfo
     spec: EncoderSpec
     head: Head | None
+    prompts: PromptCache | None = None  # class prompts' text embeddings kept for this encoder
 
     @functools.cached_property
     def encoder(self) -> Encoder:
         return load_encoder(self.spec)
 
-    def text_embeddings(self, prompts_per_class: Sequence[Sequence[str]]) -> np.ndarray:
-        """(C, D) class embeddings from prompts; each class's is computed once per loaded model
-        (a ViT-B-32 text tower takes seconds for a few dozen classes on a CPU)."""
+    def text_embeddings(self, prompts_per_class: Sequence[Sequence[str]], keep: bool = True) -> np.ndarray:
+        """(C, D) class embeddings from prompts; each class's is computed once per encoder (a
+        ViT-B-32 text tower takes seconds for a few dozen classes on a CPU) and, with ``keep``
+        (class prompts, not a search's free text), kept on disk for other processes."""
         with _text_lock:
-            known = _text_cache.setdefault(self.encoder.model, {})
+            known = _text_cache.setdefault(self.spec.key, {})
             if len(known) > 20_000:  # free-text searches add up; start over rather than grow
                 known.clear()
             missing = list(dict.fromkeys(tuple(p) for p in prompts_per_class if tuple(p) not in known))
+            disk = self.prompts if keep else None
+            if missing and disk is not None:
+                known.update(disk.get(missing))
+                missing = [p for p in missing if p not in known]
             if missing:
-                known.update(zip(missing, encode_prompts(self.encoder, missing).cpu().numpy()))
+                new = encode_prompts(self.encoder, missing).cpu().numpy()
+                known.update(zip(missing, new))
+                if disk is not None:
+                    disk.add(missing, new)
             if not prompts_per_class:
                 return np.zeros((0, self.encoder.model_cfg["embed_dim"]), dtype=np.float32)
             return np.stack([known[tuple(p)] for p in prompts_per_class])
@@ -95,7 +103,8 @@ class Scorer:
 
 
 def load_scorer(studio: Studio, version: VersionInfo) -> Scorer:
-    return Scorer(version, encoder_spec(studio, version), load_head(studio, version))
+    spec = encoder_spec(studio, version)
+    return Scorer(version, spec, load_head(studio, version), PromptCache(studio.settings.embedding_dir, spec.key))
 
 
 def image_embeddings(

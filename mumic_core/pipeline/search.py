@@ -87,7 +87,7 @@ def search_text(studio: Studio, version: VersionInfo, text: str, k: int = 24) ->
     if not text.strip():
         return []
     scorer = load_scorer(studio, version)
-    query = scorer.text_embeddings([[text.strip()]])
+    query = scorer.text_embeddings([[text.strip()]], keep=False)
     if scorer.head is not None:
         query = scorer.head.class_matrix([""], query)
     ids, scores = load_index(studio, version).search(query, k)

@@ -224,11 +224,16 @@ def coverage(session, version_id: int) -> Coverage:
     """The version's ``Coverage`` (two counts, once per process and scores revision)."""
 
     def compute() -> Coverage:
-        scored, newest = session.execute(
-            select(func.count(), func.max(ImageScore.image_id)).where(ImageScore.model_version_id == version_id)
-        ).one()
-        scored, newest = int(scored or 0), int(newest or 0)
-        upto = int(session.scalar(select(func.count(Image.id)).where(Image.id <= newest)) or 0)
+        # Apart, and the images counted whole when the version has the newest: SQLite finds a
+        # max from its index at once but not beside a count, and counts a whole table from its
+        # smallest index (at 1M: 67 + 81 ms became 32 + 5).
+        mine = ImageScore.model_version_id == version_id
+        scored = int(session.scalar(select(func.count()).select_from(ImageScore).where(mine)) or 0)
+        newest = int(session.scalar(select(func.max(ImageScore.image_id)).where(mine)) or 0)
+        if newest >= int(session.scalar(select(func.max(Image.id))) or 0):
+            upto = int(session.scalar(select(func.count()).select_from(Image)) or 0)
+        else:
+            upto = int(session.scalar(select(func.count(Image.id)).where(Image.id <= newest)) or 0)
         return Coverage(scored, newest, scored == upto)
 
     return kept_per_scores(session, version_id, "coverage", compute)
