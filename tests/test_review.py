@@ -180,6 +180,9 @@ def test_queue_counts_and_pages_kept_in_memory_agree_with_sql(demo_studio, monke
     _check_against_sql(studio, "me")
     undo(studio, "ann")
     _check_against_sql(studio, "me")
+    annotate(studio, views[1].image_id, {c: True}, "dan")  # after the undo, a new dispute
+    annotate(studio, views[1].image_id, {c: False}, "eve")
+    _check_against_sql(studio, "me")
     score_classes(studio, active_version(studio), [add_class(studio, "kite", ["a red kite in the sky"]).id])
     _check_against_sql(studio, "me")
     # new scores for every image and class reorder every queue

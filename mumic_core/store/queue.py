@@ -194,10 +194,14 @@ _label_derived: dict[tuple[str, str], _LabelDerived] = {}  # (store, what) -> id
 _IN_LIST_MAX = 20_000  # ids bound into one IN (...) at most (SQLite allows 32,766 parameters)
 
 
-def _ids_by_labels(s, what: str, query: Callable[[list[int] | None], Any]) -> np.ndarray:
+def _ids_by_labels(
+    s, what: str, query: Callable[[list[int] | None], Any], undos_matter: bool = True
+) -> np.ndarray:
     """The ids ``query(None)`` selects, kept per process while the labels do not change. After
-    new labels (no undo), only the images they touched are read again (``query(touched)``):
-    reading the reviewed and disputed images of 1M took 80 and 160 ms, after every submit."""
+    new labels, only the images they touched are read again (``query(touched)``): reading the
+    reviewed and disputed images of 1M took 80 and 160 ms, after every submit. After an undo
+    everything is read again, unless ``undos_matter`` is False (ids that only new statements
+    change: an undo writes none, it changes which of them are current)."""
     key, revision = (str(s.get_bind().url), what), labels_revision(s)
     hit = _label_derived.get(key)
     if hit is not None and hit.revision == revision:
@@ -205,7 +209,7 @@ def _ids_by_labels(s, what: str, query: Callable[[list[int] | None], Any]) -> np
     newest_sub = int(s.scalar(select(func.max(Submission.id))) or 0)
     newest_ann = int(s.scalar(select(func.max(Annotation.id))) or 0)
     touched = None
-    if hit is not None and hit.revision[1] == revision[1]:  # writes since, no undo
+    if hit is not None and (hit.revision[1] == revision[1] or not undos_matter):  # writes since
         touched = set(
             s.scalars(select(Annotation.image_id).where(Annotation.id > hit.annotation, Annotation.id <= newest_ann))
         )
@@ -227,7 +231,9 @@ def _disputed_ids(s) -> np.ndarray:
         q = _disputed_images()
         return q if among is None else q.where(Annotation.image_id.in_(among))
 
-    return _ids_by_labels(s, "disputed", query)
+    # Every statement counts, current or not: an undo, which only changes which are current,
+    # leaves the disputed images as they were.
+    return _ids_by_labels(s, "disputed", query, undos_matter=False)
 
 
 def _reviewed_ids(s) -> np.ndarray:
