@@ -194,9 +194,7 @@ _label_derived: dict[tuple[str, str], _LabelDerived] = {}  # (store, what) -> id
 _IN_LIST_MAX = 20_000  # ids bound into one IN (...) at most (SQLite allows 32,766 parameters)
 
 
-def _ids_by_labels(
-    s, what: str, query: Callable[[list[int] | None], Any], undos_matter: bool = True
-) -> np.ndarray:
+def _ids_by_labels(s, what: str, query: Callable[[list[int] | None], Any], undos_matter: bool = True) -> np.ndarray:
     """The ids ``query(None)`` selects, kept per process while the labels do not change. After
     new labels, only the images they touched are read again (``query(touched)``): reading the
     reviewed and disputed images of 1M took 80 and 160 ms, after every submit. After an undo
