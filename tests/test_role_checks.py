@@ -28,6 +28,7 @@ ANNOTATOR = Actor("ann", "annotator")
 # Reads, and caches derived from stored data (embeddings, search indexes, encode batches, local
 # copies of remote files): whoever may read may cause those to be filled.
 READ_ONLY = {
+    "store.collection.human_positives_per_class",
     "store.api_tokens.list_tokens",
     "store.feeds.ids_by_sha256",
     "store.feeds.image_record",

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mumic_core.encoders.factory import load_encoder
 from mumic_core.pipeline.lifecycle import adopt_starter_model, ensure_base_version
-from mumic_core.pipeline.scoring import load_scorer, score_collection, score_new_images, unscored_count
+from mumic_core.pipeline.scoring import score_collection, score_new_images, unscored_count
 from mumic_core.services.demo import DemoSummary, is_empty, seed_demo
 from mumic_core.services.training import request_training
 from mumic_core.store.auth import ensure_first_admin, requires
 from mumic_core.store.collection import collection_counts
-from mumic_core.store.registry import VersionInfo
+from mumic_core.store.registry import VersionInfo, encoder_spec
 from mumic_core.store.studio import Studio
 
 FIRST_MODEL = "first model from the demo's pre-labels"  # the reason of the training job set_up queues
@@ -46,7 +47,7 @@ def set_up(
         everything = waiting == collection_counts(studio)["images"]
         scored = (score_collection if everything else score_new_images)(studio, version, progress)
     elif not collection_counts(studio)["images"]:
-        load_scorer(studio, version)  # nothing to score: still fail fast on weights that do not load
+        load_encoder(encoder_spec(studio, version))  # nothing to score: still fail fast on weights that do not load
     job = None
     if first_model and summary is not None and summary.labelled and version.kind == "builtin-random":
         # Offline with no pretrained weights, every demo image would get the same suggestions from
