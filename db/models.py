@@ -190,6 +190,20 @@ class ScoreBlock(Base):
 SCORE_BLOCK = 1024  # image ids per ScoreBlock row
 
 
+class QueueOrder(Base):
+    """A version's scored images in one queue order (``sort``: priority or confidence), as the
+    SQL over its per-image summaries lists them: little-endian int32 image ids. Written with the
+    summaries, for the scores revision they belong to; a process reads this one row (4 MB at 1M
+    images) instead of 1M summaries in index order (0.4 s on SQLite, 1.8 s on PostgreSQL)."""
+
+    __tablename__ = "queue_orders"
+
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), primary_key=True)
+    sort: Mapped[str] = mapped_column(String(20), primary_key=True)
+    scores_revision: Mapped[int] = mapped_column(Integer)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ImageScore(Base):
     """Per image and model version: summaries of its predictions, for fast queue sorting."""
 

@@ -193,3 +193,33 @@ def test_queue_counts_and_pages_kept_in_memory_agree_with_sql(demo_studio, monke
     stored = prob.astype(np.float16)  # the dashboard's predicted positives follow the new scores
     predicted = {row["class"]: row["predicted ≥ 0.5"] for row in class_counts(studio, vid)}
     assert predicted == {c.name: int((stored[:, k] >= 0.5).sum()) for k, c in enumerate(active_classes(studio))}
+
+
+def test_queue_orders_are_stored_with_the_summaries_for_their_scores_revision(demo_studio):
+    """What a process reads for deep pages: the stored order equals the SQL one, and is not used
+    once the summaries change without it (new images scored, another revision)."""
+    from mumic_core.store.scores import mark_changed, stored_queue_order
+
+    studio = demo_studio
+    vid = active_version(studio).id
+    for sort in ("priority", "confidence"):
+        with studio.read() as s:
+            stored = stored_queue_order(s, vid, sort)
+        assert stored is not None and stored.tolist() == _sql_queue(studio, QueueFilter(vid, status="all", sort=sort))
+    with studio.write() as s:
+        mark_changed(s.connection(), vid)
+    with studio.read() as s:
+        assert stored_queue_order(s, vid, "priority") is None
+
+
+def test_queue_orders_sort_by_value_then_id_whatever_the_values():
+    from mumic_core.store.scores import queue_orders
+
+    rng = np.random.default_rng(2)
+    ids = rng.permutation(np.arange(1, 2001))
+    ties = rng.choice([0.0, 0.125, 0.25, 0.5], 2000)  # float32 values, many ties
+    rough = rng.random(2000)  # float64 values that float32 would round: the two-key sort
+    for top, unsure in ((ties, ties[::-1].copy()), (rough, rough / 2), (rough.astype(np.float32), ties)):
+        got = queue_orders(ids, top, unsure)
+        assert got["priority"].tolist() == [int(i) for _, i in sorted(zip(unsure.tolist(), ids.tolist()))]
+        assert got["confidence"].tolist() == [int(i) for _, i in sorted(zip(top.tolist(), ids.tolist()), reverse=True)]

@@ -16,6 +16,7 @@ from db.models import (
     ImageScore,
     LabelClass,
     ModelVersion,
+    QueueOrder,
 )
 from mumic_core.encoders.cache import EmbeddingCache, PromptCache
 from mumic_core.encoders.encoding import encode_prompts
@@ -40,6 +41,7 @@ from mumic_core.store.scores import (
     coverage,
     delete_scores,
     mark_changed,
+    save_queue_orders,
     score_matrix,
     scored_classes,
     scores_of_images,
@@ -202,6 +204,7 @@ def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
     for version_id in stale:
         with studio.write() as s:
             s.execute(delete(summaries).where(summaries.c.model_version_id == version_id))
+            s.execute(delete(QueueOrder).where(QueueOrder.model_version_id == version_id))
             mark_changed(s.connection(), version_id)
     if pairs or stale:
         with studio.write() as s:
@@ -211,8 +214,9 @@ def drop_inactive_predictions(studio: Studio, keep_version_id: int) -> int:
 
 def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> bool:
     """Fold classes scored for the first time into the per-image summaries, in memory, writing
-    only the summaries that change (a new class over 100k images: well under a second).
-    False when the summaries do not cover exactly these images (then they are rebuilt)."""
+    only the summaries that change (a new class over 100k images: well under a second), and
+    their queue orders. False when the summaries do not cover exactly these images (then they
+    are rebuilt)."""
     table = ImageScore.__table__
     rows = fetch_rows(
         conn,
@@ -241,16 +245,22 @@ def _merge_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.n
                 )
             ],
         )
+    save_queue_orders(conn, version_id, current[:, 0].astype(np.int64), top, unsure)
     return True
 
 
 def replace_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> None:
-    """Per-image summaries (top probability, uncertainty) that keep the review queue fast."""
+    """Per-image summaries (top probability, uncertainty) that keep the review queue fast, and
+    their queue orders."""
     conn.execute(delete(ImageScore.__table__).where(ImageScore.model_version_id == version_id))
-    _insert_image_scores(conn, version_id, image_ids, prob)
+    top, unsure = _insert_image_scores(conn, version_id, image_ids, prob)
+    save_queue_orders(conn, version_id, np.asarray(image_ids, dtype=np.int64), top, unsure)
 
 
-def _insert_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray) -> None:
+def _insert_image_scores(
+    conn, version_id: int, image_ids: np.ndarray, prob: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Insert the summaries of these images; returns them (top, uncertainty)."""
     top, unsure = summaries(prob)
     insert_many(
         conn,
@@ -258,6 +268,7 @@ def _insert_image_scores(conn, version_id: int, image_ids: np.ndarray, prob: np.
         ("model_version_id", "image_id", "max_score", "uncertainty"),
         zip([version_id] * len(image_ids), np.asarray(image_ids).tolist(), top.tolist(), unsure.tolist()),
     )
+    return top, unsure
 
 
 def _refresh_image_scores(conn, version_id: int) -> None:

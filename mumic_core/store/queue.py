@@ -28,7 +28,14 @@ from db.models import (
 from mumic_core.store.bulk import fetch_rows
 from mumic_core.store.collection import labels_revision
 from mumic_core.store.renditions import Rendition, renditions
-from mumic_core.store.scores import class_column, coverage, kept_per_scores, scores_of_images
+from mumic_core.store.scores import (
+    class_column,
+    coverage,
+    kept_per_scores,
+    scores_of_images,
+    sortable_bits,
+    stored_queue_order,
+)
 from mumic_core.store.studio import Studio
 
 STATUSES = ("all", "unreviewed", "reviewed", "disputed", "second review")
@@ -242,18 +249,13 @@ def _reviewed_ids(s) -> np.ndarray:
     return _ids_by_labels(s, "reviewed", query)
 
 
-def _high_bits(values: np.ndarray) -> np.ndarray:
-    """Non-negative float32 values as int64 in the same order, shifted above any image id."""
-    return values.astype(np.float32).view(np.int32).astype(np.int64) << 31
-
-
 def _sort_keys(ids: np.ndarray, scores: np.ndarray, sort: str, center: float = 0.5) -> np.ndarray:
     """int64 keys whose ascending order is the queue order: the score's float32 bits (monotone
     for scores >= 0) above the image id; ``priority``: nearest to ``center`` first."""
     if sort == "priority":
-        return _high_bits(np.abs(scores - np.float32(center))) | ids
+        return sortable_bits(np.abs(scores - np.float32(center))) | ids
     if sort == "confidence":
-        return -(_high_bits(scores) | ids)
+        return -(sortable_bits(scores) | ids)
     if sort == "newest":
         return -ids
     raise ValueError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
@@ -273,10 +275,14 @@ DEEP_PAGE = 10_000  # pages from this offset on come from the queue order kept i
 
 
 def _queue_order(s, version_id: int, sort: str) -> np.ndarray:
-    """Every image the version scored, in queue order (an index-only read, once per process and
-    scores revision: 0.5 s at 1M), for pages deep in a big queue."""
+    """Every image the version scored, in queue order, for pages deep in a big queue: once per
+    process and scores revision, the order stored with the summaries (one row), else an
+    index-only read of the summaries (0.4 s on SQLite, 1.8 s on PostgreSQL at 1M)."""
 
     def compute() -> np.ndarray:
+        stored = stored_queue_order(s, version_id, sort) if sort in ("priority", "confidence") else None
+        if stored is not None:
+            return stored
         t = ImageScore
         q = select(t.image_id).where(t.model_version_id == version_id)
         if sort == "priority":
@@ -463,7 +469,7 @@ def sweep_candidates(
         keep = ~np.isin(ids, np.array(skipped, dtype=np.int64))
         ids, scores = ids[keep], scores[keep]
     if order == "most likely":
-        keys = ids - _high_bits(scores)  # highest first, then lowest id
+        keys = ids - sortable_bits(scores)  # highest first, then lowest id
     else:
         keys = _sort_keys(ids, scores, "priority", center=threshold)
     by_id = dict(zip(ids.tolist(), scores.tolist()))
