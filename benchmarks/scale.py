@@ -154,12 +154,14 @@ def reset_peak_rss() -> None:
 def worker_step(args: argparse.Namespace) -> None:
     """Run in a child process, as a worker would: print one JSON line (seconds, peak memory)."""
     from mumic_core.config import load_settings
+    from mumic_core.encoders.allocator import keep_freed_memory_for_batches
     from mumic_core.pipeline.lifecycle import promote
     from mumic_core.pipeline.training import TrainConfig, train
     from mumic_core.store.auth import SYSTEM
     from mumic_core.store.registry import active_version, get_version
     from mumic_core.store.studio import open_studio
 
+    keep_freed_memory_for_batches()  # as the worker process does at start
     studio = open_studio(load_settings(), actor=SYSTEM)
     t0 = time.perf_counter()
     with AnonPeak() as anon:

@@ -111,6 +111,25 @@ def raw_forward_rate(encoder, paths: list[Path], batch_size: int, repeats: int =
     return statistics.median(forward_rate(encoder, pixels, batch_size) for _ in range(repeats))
 
 
+def raw_forward_rate_plain_process(model_dir: Path, paths: list[Path], batch_size: int) -> float:
+    """``raw_forward_rate`` in a fresh Python process with glibc's default allocator settings,
+    as a plain script would run open_clip (this process keeps freed memory as a worker does)."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+        "from benchmarks.speed import raw_forward_rate;"
+        "from mumic_core.encoders.factory import load_encoder;"
+        "from mumic_core.encoders.spec import EncoderSpec;"
+        "enc = load_encoder(EncoderSpec('local-dir:' + sys.argv[2], '', 'starter', ''));"
+        "paths = [Path(p) for p in json.loads(Path(sys.argv[3]).read_text())];"
+        "print(raw_forward_rate(enc, paths, int(sys.argv[4])))"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
+        listing.write(json.dumps([str(p) for p in paths]))
+        listing.flush()
+        cmd = [sys.executable, "-c", code, str(ROOT), str(model_dir.resolve()), listing.name, str(batch_size)]
+        return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
 def forward_rate(encoder, pixels, batch_size: int) -> float:
     """Images/s of open_clip's encode_image on ``pixels`` (a CPU tensor, moved batch by batch)."""
     import torch
@@ -161,7 +180,11 @@ def demo_classes(studio) -> None:
 
 
 def throughput(args, out: dict) -> None:
-    """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32."""
+    """Pipeline vs raw forward for the starter model and a randomly initialised ViT-B-32, in
+    this process with a worker's allocator settings (both sides)."""
+    from mumic_core.encoders.allocator import keep_freed_memory_for_batches
+
+    keep_freed_memory_for_batches()
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import load_scorer, score_collection
     from mumic_core.store.collection import image_items, import_folder
@@ -215,6 +238,7 @@ def peak_memory_kib(pid: int) -> int:
 
 def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
+    from mumic_core.encoders.allocator import keep_freed_memory_for_batches
     from mumic_core.encoders.factory import read_label
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.queue import enqueue
@@ -235,6 +259,8 @@ def big_store(args, out: dict):
     ensure_base_version(studio)
     encoder = load_scorer(studio, active_version(studio)).encoder
     sample = [p for _, p in image_items(studio)][: min(len(rows), 2048)]
+    raw_plain = raw_forward_rate_plain_process(args.starter, sample, args.batch_size)
+    keep_freed_memory_for_batches()  # the raw forward under the worker's allocator settings: the strict baseline
     raw_before = raw_forward_rate(encoder, sample, args.batch_size)  # same model and batch, before the worker starts
     env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}"}
     worker = subprocess.Popen(
@@ -280,6 +306,8 @@ def big_store(args, out: dict):
         "images_per_s": round(len(rows) / seconds, 1),
         "raw_forward_images_per_s": round(raw, 1),
         "ratio": round(len(rows) / seconds / raw, 3),
+        "raw_forward_plain_process_images_per_s": round(raw_plain, 1),
+        "ratio_to_plain_process": round(len(rows) / seconds / raw_plain, 3),
         "peak_rss_mib": round(peak / 1024, 1),
         "note": "huey consumer as in the Procfile; VmHWM of its process after the job",
     }
@@ -525,6 +553,15 @@ def markdown(out: dict) -> str:
                 f"store's images prepared in advance, measured (median of 3) before the worker starts "
                 f"and after it stops "
                 f"(mean {w['raw_forward_images_per_s']} img/s): ratio **{w['ratio']}** (goal >= 0.9).",
+                "",
+            ]
+        if "ratio_to_plain_process" in w:
+            lines += [
+                "Both the worker and that raw forward run with the allocator settings workers use "
+                "(`mumic_core/encoders/allocator.py`: freed memory kept for the next batch). The same raw "
+                "forward in a plain Python process with glibc's defaults, measured before: "
+                f"{w['raw_forward_plain_process_images_per_s']} img/s, to which the worker's ratio is "
+                f"{w['ratio_to_plain_process']}.",
                 "",
             ]
     if "new_class" in out:

@@ -11,7 +11,13 @@ import pytest
 import torch
 from PIL import UnidentifiedImageError
 
-from mumic_core.encoders.encoding import _pixels, encode_images, encode_text, split_preprocess
+from mumic_core.encoders.encoding import (
+    _keeps_input_size_images,
+    _pixels,
+    encode_images,
+    encode_text,
+    split_preprocess,
+)
 from mumic_core.encoders.factory import load_encoder, resolve_base_spec
 from mumic_core.encoders.pixels import load_rgb
 from mumic_core.pipeline import scoring
@@ -31,6 +37,35 @@ def test_batched_preprocessing_equals_open_clip_transform(studio, tmp_path: Path
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=4), direct, atol=1e-5)
     # decoded by a pool of processes (a GPU's default): the same images in the same order
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=3), direct, atol=1e-5)
+
+
+def test_images_at_the_models_size_skip_the_per_image_steps_with_the_same_pixels(studio, tmp_path: Path):
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    size = encoder.image_size
+    rows = generate_collection(3, seed=4, out_dir=tmp_path / "at", size=size)
+    rows += generate_collection(2, seed=5, out_dir=tmp_path / "off", size=size + 16)
+    paths = [tmp_path / "at" / n for n, _ in rows[:3]] + [tmp_path / "off" / n for n, _ in rows[3:]]
+    expected = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+    per_image, _ = split_preprocess(encoder.preprocess)
+    assert _keeps_input_size_images(per_image, size)
+    assert torch.equal(_pixels(encoder, paths), expected)
+
+
+def test_a_per_image_step_that_changes_input_size_images_is_not_skipped():
+    from torchvision.transforms import CenterCrop, Compose, Resize
+
+    assert _keeps_input_size_images(Compose([Resize(32), CenterCrop(32)]), 32)
+    assert not _keeps_input_size_images(Compose([Resize(40), CenterCrop(32)]), 32)  # resamples first
+    assert not _keeps_input_size_images(lambda im: im.rotate(90), 32)
+    assert not _keeps_input_size_images(lambda im: 1 / 0, 32)  # fails: the general path
+
+
+def test_batch_processes_keep_freed_memory_where_glibc_allows():
+    from mumic_core.encoders.allocator import keep_freed_memory_for_batches
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt only")
+    assert keep_freed_memory_for_batches() and keep_freed_memory_for_batches()  # and again: a no-op
 
 
 def test_text_trimmed_to_the_prompts_length_equals_open_clips_encode_text(studio):

@@ -12,6 +12,7 @@ import sys
 import click
 
 from mumic_core.cli.common import one_line
+from mumic_core.encoders.allocator import keep_freed_memory_for_batches
 from mumic_core.errors import MumicError
 
 # command -> module:attribute that defines it
@@ -58,3 +59,4 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup)
 def main() -> None:
     """MuMIC Studio: multi-label image labelling with CLIP suggestions."""
+    keep_freed_memory_for_batches()  # commands such as score and train run jobs in this process

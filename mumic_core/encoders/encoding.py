@@ -22,7 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from PIL import Image as PILImage
 from torchvision.transforms import Compose
+from torchvision.transforms import functional as TF
 
 from mumic_core.encoders.factory import Encoder
 from mumic_core.encoders.pixels import load_rgb
@@ -98,23 +100,43 @@ def _pixels(encoder: Encoder, paths: Sequence[Path], mapper: Callable = map) -> 
 
     A large JPEG is decoded at the smallest of 1/2, 1/4 or 1/8 scale that still covers the
     model's input on its short side (several times faster than a full decode of a photo, and
-    the model sees the same resized picture to within rounding)."""
+    the model sees the same resized picture to within rounding). An image already at the
+    model's input size skips the per-image steps when they leave such an image unchanged, and
+    the batch becomes floats in one pass: with a small model these steps took a third of the
+    decoding time."""
     per_image, per_batch = split_preprocess(encoder.preprocess)
     if per_image is None:
         return torch.stack(
             list(mapper(functools.partial(_preprocessed, encoder.preprocess, encoder.image_size), paths))
         )
-    arrays = list(mapper(functools.partial(_decoded, per_image, encoder.image_size), paths))
+    size = encoder.image_size
+    unchanged = (size, size) if _keeps_input_size_images(per_image, size) else None
+    arrays = list(mapper(functools.partial(_decoded, per_image, size, unchanged), paths))
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 3:  # a transform without a fixed size
         return torch.stack([_preprocessed(encoder.preprocess, encoder.image_size, p) for p in paths])
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
-    return per_batch(batch).contiguous()
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    batch = torch.empty(pixels.shape, dtype=torch.float32).copy_(pixels).div_(255)  # (B, 3, H, W), contiguous
+    for step in per_batch.transforms:  # Normalize steps (split_preprocess), in place: no copy of the batch
+        TF.normalize(batch, step.mean, step.std, inplace=True)
+    return batch
 
 
-def _decoded(per_image: Callable, min_side: int, path: Path) -> np.ndarray:
+def _keeps_input_size_images(per_image: Callable, size: int) -> bool:
+    """Whether the per-image steps return a ``size`` x ``size`` RGB image unchanged (the
+    usual resize and centre crop do), tried on one image of noise."""
+    noise = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    try:
+        out = np.asarray(per_image(PILImage.fromarray(noise)))
+    except Exception:  # a step that needs something else: take the general path
+        return False
+    return out.shape == noise.shape and bool((out == noise).all())
+
+
+def _decoded(per_image: Callable, min_side: int, unchanged: tuple[int, int] | None, path: Path) -> np.ndarray:
     """One image through the per-image steps, as (H, W, 3) uint8 (module level: a decoding
-    process runs it)."""
-    return np.asarray(per_image(load_rgb(path, min_side=min_side)), dtype=np.uint8)
+    process runs it); an image of size ``unchanged`` needs none of them."""
+    img = load_rgb(path, min_side=min_side)
+    return np.asarray(img if img.size == unchanged else per_image(img), dtype=np.uint8)
 
 
 def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:

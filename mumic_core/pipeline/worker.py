@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from mumic_core.config import load_settings
+from mumic_core.encoders.allocator import keep_freed_memory_for_batches
 from mumic_core.encoders.factory import device_name
 from mumic_core.pipeline.encode_batches import release_dead_claims, work_on_batches
 from mumic_core.pipeline.lifecycle import resume_interrupted
@@ -64,6 +65,7 @@ def _one_line_per_message() -> None:
 def _startup() -> None:
     global _heartbeat
     _one_line_per_message()
+    keep_freed_memory_for_batches()
     _heartbeat = register(
         open_studio(settings, actor=SYSTEM),
         "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite",
