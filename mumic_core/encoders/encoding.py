@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from PIL import Image as PILImage
+from torch import Tensor
 from torchvision.transforms import Compose
 from torchvision.transforms import functional as TF
 
