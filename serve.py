@@ -8,9 +8,6 @@ once) to COOKIE_ROUTE and gets the cookie in the answer (``mumic_core.store.auth
 
 from __future__ import annotations
 
-import ast
-import importlib
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -20,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app_pages.signin import COOKIE, COOKIE_ROUTE
+from app_pages.warm_start import warm_start
 from mumic_core.store.auth import SESSION_MAX, redeem_cookie_code
 from mumic_core.store.studio import open_studio
 
@@ -59,19 +57,5 @@ async def session_cookie(request: Request) -> Response:
     return done
 
 
-def import_what_pages_use() -> list[str]:
-    """Import the project's modules that the pages import, at server start: otherwise the first
-    browser after a restart waits for them in its page run (torch, scikit-learn and cleanlab
-    alone take about 4 s on 2 cores). Returns their names."""
-    names: set[str] = set()
-    for page in (Path(__file__).parent / "app_pages").glob("*.py"):
-        tree = ast.parse(page.read_text(encoding="utf-8"))
-        names |= {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
-    ours = sorted(n for n in names if n.split(".")[0] in ("mumic_core", "app_pages", "db"))
-    for name in ours:
-        importlib.import_module(name)
-    return ours
-
-
-import_what_pages_use()
+warm_start()
 app = st.App("app.py", routes=[Route(COOKIE_ROUTE, session_cookie, methods=["POST", "DELETE"])])

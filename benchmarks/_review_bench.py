@@ -303,7 +303,7 @@ def record(group: str, op: str, samples_s: list[float], note: str = "") -> dict:
         "max_ms": round(float(ms.max()), 1),
         "samples_ms": [round(float(x), 1) for x in ms],
     }
-    row["over_budget"] = row["p95_ms"] > BUDGET_MS
+    row["over_budget"] = group != "server start" and row["p95_ms"] > BUDGET_MS  # not an interaction
     if note:
         row["note"] = note
     ROWS.append(row)
@@ -486,6 +486,16 @@ def bench_apptest(studio: Studio, repeats: int) -> None:
     record(
         "server start",
         "Streamlit's component discovery (at server start)",
+        [time.perf_counter() - t0],
+        note="once per server process, before any browser connects",
+    )
+    from app_pages.warm_start import warm_start  # serve.py does it at start, too
+
+    t0 = time.perf_counter()
+    warm_start()
+    record(
+        "server start",
+        "serve.py's warm start: imports of what the pages use, Streamlit's start check",
         [time.perf_counter() - t0],
         note="once per server process, before any browser connects",
     )

@@ -256,3 +256,42 @@ def test_class_sweep_shows_one_class_over_the_unjudged_images_from_the_model(dem
     marks = [t["on"] for t in data["tiles"]]
     assert marks == sorted(marks, reverse=True)  # most likely first: present down to the threshold
     assert all(t["name"].endswith(".png") and t["src"].startswith("data:image/") for t in data["tiles"])
+
+
+def test_pages_draw_only_by_calls_as_the_config_turns_magic_off():
+    """.streamlit/config.toml sets runner.magicEnabled = false: a bare expression in a page would
+    silently show nothing, so none may be there (docstrings aside)."""
+    import ast
+    import tomllib
+
+    assert tomllib.loads((ROOT / ".streamlit/config.toml").read_text())["runner"]["magicEnabled"] is False
+    bare = []
+    for path in [ROOT / "app.py", *(ROOT / "app_pages").glob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(n.body[0])
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+        }
+        bare += [
+            f"{path.name}:{n.lineno}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Expr)
+            and not isinstance(n.value, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom))
+            and id(n) not in docstrings
+        ]
+    assert not bare, f"bare expressions (magic is off, they show nothing): {bare}"
+
+
+def test_warm_start_imports_what_the_pages_import():
+    import sys
+
+    import streamlit.delta_generator
+
+    from app_pages.warm_start import import_what_pages_use, warm_start
+
+    warm_start()
+    names = import_what_pages_use()
+    assert {"mumic_core.services.review", "mumic_core.pipeline.planning", "app_pages.review_panel"} <= set(names)
+    assert all(name in sys.modules for name in names)
+    assert streamlit.delta_generator._use_warning_has_been_displayed is True
