@@ -27,7 +27,7 @@ from torchvision.transforms import Compose
 from torchvision.transforms import functional as TF
 
 from mumic_core.encoders.factory import Encoder
-from mumic_core.encoders.pixels import load_rgb
+from mumic_core.encoders.pixels import load_rgb, rgb_array
 
 Progress = Callable[[int], None]
 _BATCHES_AHEAD = 4  # decoded ahead of a GPU's forward
@@ -135,8 +135,7 @@ def _keeps_input_size_images(per_image: Callable, size: int) -> bool:
 def _decoded(per_image: Callable, min_side: int, unchanged: tuple[int, int] | None, path: Path) -> np.ndarray:
     """One image through the per-image steps, as (H, W, 3) uint8 (module level: a decoding
     process runs it); an image of size ``unchanged`` needs none of them."""
-    img = load_rgb(path, min_side=min_side)
-    return np.asarray(img if img.size == unchanged else per_image(img), dtype=np.uint8)
+    return rgb_array(path, min_side, then=lambda img: img if img.size == unchanged else per_image(img))
 
 
 def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:
@@ -186,9 +185,10 @@ def encode_images(
 
     On a GPU the next batches are decoded while the model runs on the current one, their images
     spread over ``decode_workers`` processes (default: ``default_decode_workers``). On a CPU
-    decoding runs between batches: a decode thread there only competes with the forward's own
-    threads (measured: 0.80 of the raw forward's speed with the thread, 0.97 without,
-    benchmarks/speed.py)."""
+    decoding runs between batches, in this thread: decoding beside the forward only competes with
+    its threads, and so does decoding between forwards in a second thread (torch's OpenMP
+    threads spin-wait for a while after each forward; spinning less slowed the forward more than
+    it sped the decoding). Measured: benchmarks/speed.py."""
     device = next(encoder.model.parameters()).device
     workers = decode_workers or default_decode_workers(device)
     mapper: Callable = map

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -28,9 +30,11 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Return an upright 8-bit RGB version of ``img``; transparency becomes white."""
+    """Return an upright 8-bit RGB version of ``img`` (``img`` itself when it is one already);
+    transparency becomes white."""
     try:
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # exif_transpose copies even when upright
+            img = ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF: keep the pixels as stored
         pass
     if img.mode.startswith("I") or img.mode == "F":
@@ -48,11 +52,28 @@ def load_rgb(source: bytes | str | Path, max_side: int | None = None, min_side: 
     """Open an image file (or its bytes) and return it as upright RGB. With ``max_side`` (or
     ``min_side``), a JPEG may be decoded at a reduced scale (1/2, 1/4 or 1/8, much faster) that
     still has at least ``max_side`` pixels on its long side (``min_side`` on its short side)."""
+    with _opened(source, max_side, min_side) as img:
+        rgb = to_rgb(img)
+        return img.copy() if rgb is img else rgb
+
+
+def rgb_array(
+    source: bytes | str | Path, min_side: int | None = None, then: Callable[[Image.Image], Image.Image] | None = None
+) -> np.ndarray:
+    """``np.asarray(then(load_rgb(source, min_side=min_side)))`` as (H, W, 3) uint8, without
+    copying the decoded image first (the encoders' hot path)."""
+    with _opened(source, None, min_side) as img:
+        rgb = to_rgb(img)
+        return np.asarray(then(rgb) if then else rgb, dtype=np.uint8)
+
+
+@contextmanager
+def _opened(source: bytes | str | Path, max_side: int | None, min_side: int | None) -> Iterator[Image.Image]:
+    """The decoded image, valid inside the block (closing it frees its pixels)."""
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(fp) as img:
         scale = max_side / max(img.size) if max_side else min_side / min(img.size) if min_side else 1.0
         if scale < 1.0:
             img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
         img.load()
-        rgb = to_rgb(img)
-        return img.copy() if rgb is img else rgb
+        yield img
