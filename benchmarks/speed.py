@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,30 +146,39 @@ def forward_rate(encoder, pixels, batch_size: int) -> float:
 
 
 def scenes(folder: Path, n: int) -> list[tuple[str, frozenset[str]]]:
-    """``n`` generated long-tailed 96 px scenes in ``folder`` (made once) and their labels."""
-    from mumic_core.synthetic.scenes import (
-        LONG_TAIL_CLASSES,
-        generate_collection,
-        read_labels_csv,
-        write_labels_csv,
-        zipf_weights,
-    )
+    """``n`` generated long-tailed 96 px scenes in ``folder`` (made once, in one process per
+    core, each with its own seed) and their labels."""
+    from mumic_core.synthetic.scenes import read_labels_csv, write_labels_csv
 
     labels = folder / "labels.csv"
     if not labels.exists():
         t = time.monotonic()
-        rows = generate_collection(
-            n,
-            seed=99,
-            out_dir=folder,
-            size=96,
-            classes=LONG_TAIL_CLASSES,
-            shape_p=zipf_weights(10),
-            colour_p=zipf_weights(6),
-        )
+        parts = max(1, min(os.cpu_count() or 1, n // 1000))
+        bounds = [n * k // parts for k in range(parts + 1)]
+        with ProcessPoolExecutor(parts) as pool:
+            shares = [(folder, lo, hi - lo, 99_000 + k) for k, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+            chunks = pool.map(scene_part, shares)
+            rows = [row for chunk in chunks for row in chunk]
         write_labels_csv(rows, labels)
         print(f"generated {n} scenes in {time.monotonic() - t:.0f} s", flush=True)
     return read_labels_csv(labels)[:n]
+
+
+def scene_part(part: tuple[Path, int, int, int]) -> list[tuple[str, frozenset[str]]]:
+    """One process's share of ``scenes``: (folder, first index, count, seed)."""
+    from mumic_core.synthetic.scenes import LONG_TAIL_CLASSES, generate_collection, zipf_weights
+
+    folder, first, count, seed = part
+    return generate_collection(
+        count,
+        seed=seed,
+        out_dir=folder,
+        size=96,
+        classes=LONG_TAIL_CLASSES,
+        shape_p=zipf_weights(10),
+        colour_p=zipf_weights(6),
+        first_index=first,
+    )
 
 
 def demo_classes(studio) -> None:
@@ -285,18 +295,17 @@ def big_store(args, out: dict):
         deadline = time.monotonic() + 120
         while not live_workers(studio) and time.monotonic() < deadline:  # timed from a started worker
             time.sleep(0.5)
-        t = time.monotonic()
         job_id = enqueue(studio, "score", {})
         while get_job(studio, job_id).status in ("queued", "running"):
-            time.sleep(2)
+            time.sleep(1)
         job = get_job(studio, job_id)
-        seconds = time.monotonic() - t
         peak = peak_memory_kib(worker.pid)
     finally:
         worker.terminate()
         worker.wait(30)
     if job.status != "succeeded":
         sys.exit(f"the score job {job.status}: {job.error}")
+    seconds = (job.finished_at - job.created_at).total_seconds()  # enqueued to done, by the job's clock
     raw = (raw_before + raw_forward_rate(encoder, sample, args.batch_size)) / 2  # drift: both sides, worker gone
     out["worker_rescoring"] = {
         "model": read_label(args.starter),

@@ -361,8 +361,10 @@ def generate_collection(
     fmt: str = "png",
     shape_p: Sequence[float] | None = None,
     colour_p: Sequence[float] | None = None,
+    first_index: int = 0,
 ) -> list[tuple[str, frozenset[str]]]:
-    """Write n scenes as scene_00000.<fmt>, ... into out_dir; deterministic per seed."""
+    """Write n scenes as scene_00000.<fmt>, ... into out_dir; deterministic per seed. Names start
+    at ``first_index`` (so that processes with other seeds can write parts of one folder)."""
     fmt = fmt.lower()
     pil_format = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}.get(fmt)
     if pil_format is None:
@@ -371,7 +373,7 @@ def generate_collection(
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, frozenset[str]]] = []
-    for i in range(n):
+    for i in range(first_index, first_index + n):
         scene = generate_scene(rng, size=size, classes=classes, shape_p=shape_p, colour_p=colour_p)
         filename = f"scene_{i:05d}.{fmt}"
         options = {"quality": 92} if pil_format == "JPEG" else {}
