@@ -520,8 +520,9 @@ def summarise() -> None:
         text += (
             "\n## Cold re-scoring by one worker (from `speed.json`)\n\n"
             f"{worker['images']:,} images from cold (decode, encode, store) by one huey worker with "
-            f"{worker['model']}: {worker['images_per_s']} images/s, **{worker['ratio']}** of the raw open_clip "
-            f"forward of the same model and batch measured in the same run (goal >= 0.9). "
+            f"{worker['model']}: {worker['images_per_s']} images/s, **{worker['ratio']}**"
+            + (f" ± {worker['ratio_sd']} (mean ± sd of {worker['runs']} runs)" if worker.get("ratio_sd") else "")
+            + " of the raw open_clip forward of the same model and batch measured in the same run (goal >= 0.9). "
             "Command and method: `speed.md`.\n"
         )
     gpu_path = ROOT / "benchmarks/results/gpu_h200/speed.json"
