@@ -589,7 +589,10 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         if r["group"] != group:
             group = r["group"]
-            title = "Service calls" if group == "service" else "AppTest round trips (server time of `run()`)"
+            title = {
+                "service": "Service calls",
+                "server start": "Once per server process, before any browser connects (not an interaction)",
+            }.get(group, "AppTest round trips (server time of `run()`)")
             lines.append(f"| **{title}** | | | | | |")
         lines.append(
             f"| {r['operation']} | {r['n']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | "
