@@ -329,7 +329,8 @@ def worker_job(studio, env: dict) -> tuple[float, int]:
     )
     try:
         deadline = time.monotonic() + 120
-        while not live_workers(studio) and time.monotonic() < deadline:  # timed from a started worker
+        # Timed from this worker's start: a worker stopped before may still count as live a while.
+        while worker.pid not in {w.pid for w in live_workers(studio)} and time.monotonic() < deadline:
             time.sleep(0.5)
         job_id = enqueue(studio, "score", {})
         while get_job(studio, job_id).status in ("queued", "running"):
