@@ -271,7 +271,11 @@ def test_pages_draw_only_by_calls_as_the_config_turns_magic_off():
         docstrings = {
             id(n.body[0])
             for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+            and isinstance(n.body[0].value.value, str)
         }
         bare += [
             f"{path.name}:{n.lineno}"
