@@ -10,10 +10,15 @@ database), and a scoring job hands out batches of images to every live worker
 
 from __future__ import annotations
 
+from mumic_core.encoders.allocator import keep_freed_memory_for_batches
+
+# First, before the imports below start native threads (numpy's BLAS, torch's) that take arenas
+# of their own, which huey's worker threads would then share (allocator.py).
+keep_freed_memory_for_batches()
+
 import logging
 
 from mumic_core.config import load_settings
-from mumic_core.encoders.allocator import keep_freed_memory_for_batches
 from mumic_core.encoders.factory import device_name
 from mumic_core.pipeline.encode_batches import release_dead_claims, work_on_batches
 from mumic_core.pipeline.lifecycle import resume_interrupted
@@ -65,7 +70,6 @@ def _one_line_per_message() -> None:
 def _startup() -> None:
     global _heartbeat
     _one_line_per_message()
-    keep_freed_memory_for_batches()
     _heartbeat = register(
         open_studio(settings, actor=SYSTEM),
         "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite",
