@@ -98,3 +98,24 @@ def test_worker_start_marks_jobs_of_a_dead_worker_failed(studio):
     finally:
         stop(proc)
     assert f"the worker (pid {dead.pid}) stopped as this job started" in get_job(studio, job_id).error
+
+
+def test_a_worker_stopped_by_sigterm_leaves_the_live_workers_at_once(studio):
+    """honcho stops the worker with SIGTERM, which ends huey's consumer without its shutdown hooks
+    while the worker thread sleeps between polls of the queue; it must not stay listed as live
+    (jobs would ask it for help) until its heartbeat ages out."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "huey.bin.huey_consumer", "mumic_core.pipeline.worker.huey", "--max-delay", "10"],
+        cwd=ROOT,
+        env=make_env(studio.settings.home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: proc.pid in {w.pid for w in live_workers(studio)})
+        time.sleep(3)  # the worker thread backs off to sleeping seconds between polls
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    finally:
+        proc.kill()
+    assert live_workers(studio) == []

@@ -16,6 +16,7 @@ from mumic_core.encoders.allocator import keep_freed_memory_for_batches
 # of their own, which huey's worker threads would then share (allocator.py).
 keep_freed_memory_for_batches()
 
+import atexit
 import logging
 
 from mumic_core.config import load_settings
@@ -70,6 +71,7 @@ def _one_line_per_message() -> None:
 def _startup() -> None:
     global _heartbeat
     _one_line_per_message()
+    atexit.register(_shutdown)  # SIGTERM (honcho's stop) ends the consumer without its shutdown hooks
     _heartbeat = register(
         open_studio(settings, actor=SYSTEM),
         "redis" if settings.queue.startswith(REDIS_SCHEMES) else "sqlite",
@@ -80,6 +82,10 @@ def _startup() -> None:
 
 @huey.on_shutdown()
 def _shutdown() -> None:
+    """Leave the live workers at once (not when the heartbeat ages out), so that no job waits for
+    this one's help and the Home page does not list it; once, by whichever comes first."""
+    global _heartbeat
     if _heartbeat is not None:
         _heartbeat.set()
+        _heartbeat = None
         unregister(_system())
