@@ -73,7 +73,7 @@ def main() -> None:
     classes = sorted({c for _, labels in rows for c in labels})
     half = len(rows) // 2
     rng = np.random.default_rng(0)
-    noisy = [(n, frozenset(c for c in labels if rng.random() >= 0.25)) for n, labels in rows[:half]]
+    noisy = [(n, frozenset(c for c in sorted(labels) if rng.random() >= 0.25)) for n, labels in rows[:half]]
     write_labels_csv(noisy, args.home / "labels.csv")
     write_labels_csv(rows[half:], args.home / "holdout.csv")
     with open(args.home / "classes.csv", "w") as fh:

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import diverging_loss, stored_scores
+from conftest import diverging_loss, make_env, stored_scores
 from sqlalchemy import select
 
 from db.models import ImageScore
@@ -22,6 +26,8 @@ from mumic_core.services.demo import seed_demo
 from mumic_core.store.classes import add_class
 from mumic_core.store.registry import active_version, encoder_spec, list_versions, load_head
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture
 def demo120(studio):
@@ -29,6 +35,28 @@ def demo120(studio):
     seed_demo(studio, n_images=120, seed=2)
     score_collection(studio, version)
     return studio
+
+
+def test_the_demo_misses_the_same_labels_in_every_process(tmp_path):
+    """The demo's noisy labels depend on the seed only, not on Python's string hashing (they
+    did: a set's order changed which label each draw decided, and with it the tests' training)."""
+    script = (
+        "from mumic_core.services.demo import missed_labels;"
+        "rows = [(str(i), frozenset({'cat', 'dog', 'car', 'tree', 'sun'})) for i in range(50)];"
+        "print([sorted(k) for k in missed_labels(rows, 0.25, 3)])"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=make_env(tmp_path, PYTHONHASHSEED=str(h)),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for h in (1, 2, 3)
+    }
+    assert len(runs) == 1
 
 
 def test_head_training_improves_held_out_metrics(demo120):

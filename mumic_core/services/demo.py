@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,18 +58,23 @@ def seed_demo(
     write_labels_csv(rows, truth_csv)
     write_labels_csv(rows[n_labelled:], holdout_csv)
 
-    rng = np.random.default_rng(seed + 1)
     ids = image_ids_by_name(studio)
-
     class_ids = {c.name: c.id for c in active_classes(studio)}
     missed = 0
-    for name, labels in rows[:n_labelled]:
-        kept = {lab for lab in labels if rng.random() >= miss_rate}
+    for (name, labels), kept in zip(rows[:n_labelled], missed_labels(rows[:n_labelled], miss_rate, seed + 1)):
         missed += len(labels) - len(kept)
         annotate(
             studio, ids[name], {cid: (cname in kept) for cname, cid in class_ids.items()}, DEMO_ANNOTATOR, source="demo"
         )
     return DemoSummary(len(report.added), n_labelled, missed, truth_csv, holdout_csv)
+
+
+def missed_labels(rows: Sequence[tuple[str, frozenset[str]]], miss_rate: float, seed: int) -> list[set[str]]:
+    """The labels an annotator keeps of each image's true ones, each missed with probability
+    ``miss_rate``: the same for a seed in every process (labels are drawn in sorted order, not in
+    a set's order, which changes with Python's string hashing)."""
+    rng = np.random.default_rng(seed)
+    return [{lab for lab in sorted(labels) if rng.random() >= miss_rate} for _, labels in rows]
 
 
 def is_empty(studio: Studio) -> bool:
