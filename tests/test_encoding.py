@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import types
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_env
 from PIL import UnidentifiedImageError
 
 from mumic_core.encoders.encoding import (
@@ -112,7 +112,7 @@ def test_a_thread_started_after_the_allocator_setting_reuses_freed_memory(setup,
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt only")
     script = _THREAD_FAULTS.format(setup=setup)
-    env = {**os.environ, "MUMIC_HOME": str(tmp_path)}
+    env = make_env(tmp_path)
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert int(out.stdout) < 1000
 
