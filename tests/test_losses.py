@@ -178,3 +178,28 @@ def test_calibration_is_not_saturating():
     assert isinstance(b_c, np.ndarray) and b_c.shape == (40,)
     p_c = 1 / (1 + np.exp(-tempered_logits(sims, tau_c, b_c)))
     assert 0.01 < p_c.mean() < 0.5
+
+
+def test_a_per_pair_loss_summed_over_row_slices_equals_it_whole():
+    """pair_sum over slices of rows adds up to the masked mean times the counted pairs (value and
+    gradient), for every loss that is per pair; EPR and softmax, with a term per row or class, are not."""
+    torch.manual_seed(0)
+    logits = torch.randn(50, 6, requires_grad=True)
+    targets = (torch.rand(50, 6) < 0.3).float()
+    mask = (torch.rand(50, 6) < 0.8).float()
+    assumed = ((targets == 0) & (torch.rand(50, 6) < 0.5)).float()
+    for name in LOSS_NAMES:
+        loss = create_loss(LossConfig(name), 6, 0.1, 0.2)
+        if name in ("epr", "softmax"):
+            assert not loss.per_pair
+            continue
+        assert loss.per_pair, name
+        whole = loss.on_logits(logits, targets, mask, assumed) * mask.sum()
+        (g_whole,) = torch.autograd.grad(whole, logits)
+        parts = sum(
+            loss.pair_sum(logits[a : a + 7], targets[a : a + 7], mask[a : a + 7], assumed[a : a + 7])
+            for a in range(0, 50, 7)
+        )
+        (g_parts,) = torch.autograd.grad(parts, logits)
+        assert torch.allclose(parts, whole, rtol=1e-5), name
+        assert torch.allclose(g_parts, g_whole, atol=1e-6), name

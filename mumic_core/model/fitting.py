@@ -24,6 +24,7 @@ from mumic_core.model.losses import LossConfig, TemperedLoss, create_loss
 
 Progress = Callable[[str, float, dict], None]
 PULL_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)  # candidate strengths of the pull toward the prompts (logit units)
+FIT_ROWS = 8192  # images per slice of a per-pair loss's evaluation: a fit's memory stays flat as labels grow
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,22 @@ def _fit_once(
 
         def closure(opt=opt, targets=targets, mask=mask, assumed=assumed, round_=round_) -> torch.Tensor:
             opt.zero_grad()
-            logits = loss.logits(problem.emb @ vectors.T)
-            data = loss.on_logits(logits, targets, mask, assumed) * mask.sum().clamp(min=1) / n
             drift = (vectors - problem.prior) * problem.scale
-            value = data + 0.5 * (pull[:, None] * drift**2).sum() / n
-            check_finite(value, round_)  # before L-BFGS steps on a NaN
+            value = 0.5 * (pull[:, None] * drift**2).sum() / n
+            if loss.per_pair:  # summed a slice of images at a time, gradients accumulated
+                value.backward()
+                value = value.detach()
+                for a in range(0, len(problem.emb), FIT_ROWS):
+                    rows = slice(a, a + FIT_ROWS)
+                    logits = loss.logits(problem.emb[rows] @ vectors.T)
+                    part = loss.pair_sum(logits, targets[rows], mask[rows], assumed[rows]) / n
+                    part.backward()
+                    value = value + part.detach()
+                check_finite(value, round_)  # before L-BFGS steps on a NaN
+                return value
+            logits = loss.logits(problem.emb @ vectors.T)
+            value = value + loss.on_logits(logits, targets, mask, assumed) * mask.sum().clamp(min=1) / n
+            check_finite(value, round_)
             value.backward()
             return value
 

@@ -105,6 +105,18 @@ class TemperedLoss(nn.Module):
     def elementwise(self, logits: Tensor, targets: Tensor, assumed: Tensor) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines forward() itself")
 
+    @property
+    def per_pair(self) -> bool:
+        """Whether the loss is the mean of a term per counted pair (its :meth:`elementwise`), so
+        that it can be summed over slices of the images (losses with a term over a whole row or
+        class define :meth:`on_logits` themselves)."""
+        return type(self).on_logits is TemperedLoss.on_logits
+
+    def pair_sum(self, logits: Tensor, targets: Tensor, mask: Tensor, assumed: Tensor | None = None) -> Tensor:
+        """The sum, over counted pairs, of :meth:`elementwise` (losses that are ``per_pair``)."""
+        terms = self.elementwise(logits, targets.to(logits.dtype), _assumed(assumed, targets))
+        return torch.where(mask.bool(), terms, torch.zeros_like(terms)).sum()
+
     def adjust(
         self, logits: Tensor, targets: Tensor, mask: Tensor, assumed: Tensor, round_: int
     ) -> tuple[Tensor, Tensor, Tensor]:
