@@ -326,6 +326,7 @@ def main() -> None:
     other = {}
     reset_peak_rss()  # what follows is what a web process does; the seeding above is not
     web_anon = AnonPeak().__enter__()
+    web_start = {"rss_gib": peak_rss_gib(), "anon_gib": web_anon.gib}  # what seeding left in this process
     with bench.OtherLoad() as load:
         bench.bench_services(studio, info, args.images, args.repeats, args.deep_offset)
         print("new class, search, export, dashboard", flush=True)
@@ -402,6 +403,7 @@ def main() -> None:
             "web (this process: service calls, AppTest, search)": peak_rss_gib(),
             **{f"worker: {k}": v["peak_rss_gib"] for k, v in steps.items()},
         },
+        "web_process_at_start": web_start,
         "peak_anon_gib": {
             "web (this process: service calls, AppTest, search)": web_anon.gib,
             **{f"worker: {k}": v["peak_anon_gib"] for k, v in steps.items()},

@@ -194,3 +194,39 @@ def test_decoding_processes_do_not_run_the_main_script_again(studio, tmp_path: P
     encoder = load_encoder(resolve_base_spec(studio.settings))
     expected = encode_images(encoder, paths, batch_size=1)
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), expected, atol=1e-5)
+
+
+def _resident_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_a_pass_over_a_mapped_cache_does_not_stay_resident(tmp_path: Path):
+    """in_slices gives every row once, in order, and unmaps each slice of a memory-mapped cache
+    after use: a pass over 1M embeddings no longer adds 1.9 GiB to the process's memory; nor does
+    a read of rows spread over it."""
+    from mumic_core.encoders.cache import EmbeddingCache, in_slices
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux madvise only")
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((60_000, 256)).astype(np.float32)  # 58 MiB
+    cache = EmbeddingCache(tmp_path, "k")
+    cache.add(np.arange(1, 60_001), emb)
+    _, mapped = cache.load()
+    before = _resident_file_kib()
+    rows = [(start, block.copy()) for start, block in in_slices(mapped, rows=8_192)]
+    grown = _resident_file_kib() - before
+    assert [s for s, _ in rows] == list(range(0, 60_000, 8_192))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in rows]), emb)
+    assert grown < 16 * 1024, f"{grown} KiB of the mapped cache stayed resident"
+    before = _resident_file_kib()  # rows spread over the file, copied out: the mapping is dropped too
+    _, picked = cache.ensure(lambda: None, np.arange(1, 60_001, 40), lambda missing: [])
+    np.testing.assert_array_equal(picked, emb[::40])
+    assert _resident_file_kib() - before < 8 * 1024
+    _ = float(np.asarray(mapped).sum())  # the plain pass, for contrast: all of it stays
+    assert _resident_file_kib() - before > 50 * 1024
+    in_memory = list(in_slices(emb, rows=50_000))  # an array in memory: the same slices, untouched
+    assert [len(b) for _, b in in_memory] == [50_000, 10_000]

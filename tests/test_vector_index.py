@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from mumic_core.model.vector_index import VectorIndex, recall_at_k
 
@@ -52,3 +53,20 @@ def test_adding_images_extends_the_index_and_replaces_known_ids():
     empty = VectorIndex.build(np.zeros(0, dtype=np.int64), np.zeros((0, 32), dtype=np.float32))
     ids, _ = empty.search(new, 3)
     assert (ids == -1).all()
+
+
+@pytest.mark.parametrize("threshold", [10**9, 1000], ids=["exact", "hnsw"])
+def test_a_saved_index_opens_mapped_searches_alike_and_refuses_to_grow(tmp_path: Path, threshold: int):
+    """Opened mapped by default (a web process reads only the pages it visits); adding to a
+    mapped index is a clear error, where faiss itself would abort the process."""
+    rng = np.random.default_rng(3)
+    emb, queries = unit(rng, 2000), unit(rng, 20)
+    VectorIndex.build(np.arange(2000, dtype=np.int64), emb, threshold=threshold).save(tmp_path / "idx")
+    mapped, owned = VectorIndex.load(tmp_path / "idx"), VectorIndex.load(tmp_path / "idx", mapped=False)
+    assert mapped.mapped and not owned.mapped and mapped.approximate == (threshold == 1000)
+    assert np.array_equal(mapped.search(queries, 10)[0], owned.search(queries, 10)[0])
+    assert mapped.contains(1999) and np.allclose(mapped.index.reconstruct(7), emb[7], atol=1e-3)
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.add(np.array([5000]), queries[:1])
+    owned.add(np.array([5000]), queries[:1])
+    assert len(owned) == 2001 and len(mapped) == 2000

@@ -18,7 +18,7 @@ from db.models import (
     ModelVersion,
     QueueOrder,
 )
-from mumic_core.encoders.cache import EmbeddingCache, PromptCache
+from mumic_core.encoders.cache import EmbeddingCache, PromptCache, in_slices
 from mumic_core.encoders.encoding import encode_prompts
 from mumic_core.encoders.factory import Encoder, load_encoder
 from mumic_core.encoders.spec import EncoderSpec
@@ -51,7 +51,6 @@ from mumic_core.store.scores import (
 from mumic_core.store.studio import Studio
 
 Progress = Callable[[int], None]
-_PREDICT_ROWS = 65_536  # images per slice of the scores' matrix product
 
 _text_cache: dict[str, dict[tuple[str, ...], np.ndarray]] = {}  # encoder key -> {prompts: embedding}
 _text_lock = threading.Lock()
@@ -140,7 +139,8 @@ def predict(
 ) -> np.ndarray:
     """(N, C) float32 probabilities of stored images. A version without a head yet (a base model
     before its first scoring) gets a zero-shot head made on these images. Computed a slice of
-    images at a time: at 1M images the similarities are never all in memory at once."""
+    images at a time: at 1M images neither the similarities nor the embeddings are ever all in
+    memory at once."""
     emb = image_embeddings(studio, scorer, image_ids, progress)
     names = [c.name for c in classes]
     text = scorer.text_embeddings([c.prompt_texts for c in classes])
@@ -148,8 +148,8 @@ def predict(
     cls = head.class_matrix(names, text)
     prob = np.empty((len(emb), len(cls)), dtype=np.float32)
     if len(cls):
-        for a in range(0, len(emb), _PREDICT_ROWS):
-            prob[a : a + _PREDICT_ROWS] = head.probabilities(np.asarray(emb[a : a + _PREDICT_ROWS]) @ cls.T, names)
+        for start, block in in_slices(emb):
+            prob[start : start + len(block)] = head.probabilities(block @ cls.T, names)
     return prob
 
 
@@ -393,7 +393,10 @@ def rank_images_for_prompts(
     if scorer.head is None:
         raise MumicError(f"{version.name} has not scored the collection yet: run `python -m mumic_core score`")
     cls = scorer.head.class_matrix([name or ""], scorer.text_embeddings([list(prompts)]))  # as score_classes will
-    prob = as_stored(scorer.head.probabilities(emb @ cls.T, [name or ""])[:, 0])
+    sim = np.empty(len(ids), dtype=np.float32)
+    for start, block in in_slices(emb):
+        sim[start : start + len(block)] = block @ cls[0]
+    prob = as_stored(scorer.head.probabilities(sim[:, None], [name or ""])[:, 0])
     top = np.lexsort((-ids, -prob))[:k]  # as the stored class column ranks: ties to the newest image
     return [(int(ids[i]), float(prob[i])) for i in top]
 
