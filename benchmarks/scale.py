@@ -140,6 +140,29 @@ class AnonPeak:
         return round(self.peak_kib / 2**20, 3)
 
 
+def resident_files(top: int = 6) -> dict[str, float]:
+    """GiB of this process's memory that is mapped files, by file (the largest ``top``; libraries
+    summed as one), from /proc/self/smaps: what the rest of the peak, past RssAnon, is made of."""
+    sizes: dict[str, int] = {}
+    name = ""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        head, _, rest = line.partition(" ")
+        if "-" in head and not head.endswith(":"):  # a mapping's header: address range, perms, ..., path
+            parts = line.split()
+            name = parts[5] if len(parts) > 5 and parts[5].startswith("/") else ""
+            if ".so" in name:
+                name = "shared libraries"
+            name = name.replace(str(ARGS.home), "<store>")
+        elif head == "Rss:" and name:
+            sizes[name] = sizes.get(name, 0) + int(rest.split()[0])
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return {k: round(v / 2**20, 3) for k, v in biggest}
+
+
 def reset_peak_rss() -> None:
     """Start the peak over (Linux: clear_refs 5), so the web process's peak leaves out seeding."""
     try:
@@ -404,6 +427,7 @@ def main() -> None:
             **{f"worker: {k}": v["peak_rss_gib"] for k, v in steps.items()},
         },
         "web_process_at_start": web_start,
+        "web_resident_files_at_end": resident_files(),
         "peak_anon_gib": {
             "web (this process: service calls, AppTest, search)": web_anon.gib,
             **{f"worker: {k}": v["peak_anon_gib"] for k, v in steps.items()},
@@ -498,7 +522,21 @@ def markdown(results: list[dict]) -> str:
                 if "peak_anon_gib" in r
                 else "not measured in this run"
             )
-            + ".",
+            + "."
+            + (
+                f" The web process held {r['web_process_at_start']['rss_gib']:.2f} GiB "
+                f"({r['web_process_at_start']['anon_gib']:.2f} anonymous) before its part began, left by "
+                "seeding the store in the same process."
+                if "web_process_at_start" in r
+                else ""
+            )
+            + (
+                " Mapped files resident in the web process at its end: "
+                + "; ".join(f"{k} {v:.2f} GiB" for k, v in r["web_resident_files_at_end"].items() if v >= 0.01)
+                + "."
+                if r.get("web_resident_files_at_end")
+                else ""
+            ),
             "",
             "| operation | n | median ms | p95 ms | max ms |",
             "|---|---:|---:|---:|---:|",
