@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
@@ -61,3 +62,17 @@ def test_text_and_example_search_and_index_lifecycle(demo_studio, tmp_path: Path
         s.execute(delete(Image).where(Image.id == new_id + 1))
     promote(studio, result.version)
     assert path.stat().st_mtime_ns > before and not load_index(studio, result.version).contains(new_id + 1)
+
+
+def test_near_duplicates_of_a_collection_smaller_than_the_neighbours_asked(demo_studio):
+    """Three images, five neighbours asked: the search returns what there is, no shape error."""
+    from mumic_core.pipeline.search import near_duplicate_groups
+
+    studio = demo_studio
+    with studio.write() as s:
+        keep = s.scalars(select(Image.id).order_by(Image.id).limit(3)).all()
+        s.execute(delete(Image).where(Image.id.not_in(keep)))
+    version = active_version(studio)
+    shutil.rmtree(index_dir(studio, version), ignore_errors=True)  # rebuilt over the three
+    assert near_duplicate_groups(studio, version, neighbours=5) == []
+    assert len(load_index(studio, version)) == 3

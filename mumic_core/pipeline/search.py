@@ -115,11 +115,15 @@ def near_duplicate_groups(
     distance of images to their nearest neighbour (a model that finds everything alike, such
     as an untrained one, does not make the whole collection one group)."""
     index = load_index(studio, version)
-    ids = all_image_ids(studio).tolist()
+    all_ids = all_image_ids(studio)
+    ids = all_ids.tolist()
     if len(ids) < 2:
         return []
-    queries = np.stack([index.index.reconstruct(int(i)) for i in ids])
-    found, scores = index.search(queries, neighbours + 1)
+    emb = image_embeddings(studio, load_scorer(studio, version), all_ids)
+    # The queries a slice at a time from the cache, not rebuilt from the index: at 1M images the
+    # reconstructed vectors alone took 2 GiB.
+    hits = [index.search(block, neighbours + 1) for _, block in in_slices(emb)]
+    found, scores = np.concatenate([f for f, _ in hits]), np.concatenate([d for _, d in hits])
     first = np.array(
         [
             1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
