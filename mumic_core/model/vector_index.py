@@ -38,9 +38,14 @@ class VectorIndex:
         self.mapped = False
 
     @classmethod
+    def for_size(cls, dim: int, n: int, threshold: int = APPROX_THRESHOLD) -> VectorIndex:
+        """An empty index for ``n`` vectors: exact below ``threshold``, HNSW at or above it."""
+        return cls(dim, approximate=n >= threshold)
+
+    @classmethod
     def build(cls, ids: np.ndarray, emb: np.ndarray, threshold: int = APPROX_THRESHOLD) -> VectorIndex:
-        """Exact below ``threshold`` vectors, HNSW at or above it."""
-        index = cls(emb.shape[1], approximate=len(ids) >= threshold)
+        """An index of these vectors (see ``for_size``)."""
+        index = cls.for_size(emb.shape[1], len(ids), threshold)
         index.add(ids, emb)
         return index
 

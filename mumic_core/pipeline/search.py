@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from db.models import Image
 from mumic_core.encoders.cache import in_slices
-from mumic_core.model.vector_index import APPROX_THRESHOLD, VectorIndex
+from mumic_core.model.vector_index import VectorIndex
 from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 from mumic_core.store.collection import all_image_ids
 from mumic_core.store.queue import newest_image_id
@@ -34,7 +34,7 @@ def build_index(studio: Studio, version: VersionInfo) -> VectorIndex:
     scorer = load_scorer(studio, version)
     ids = all_image_ids(studio)
     emb = image_embeddings(studio, scorer, ids)
-    index = VectorIndex(emb.shape[1], approximate=len(ids) >= APPROX_THRESHOLD)
+    index = VectorIndex.for_size(emb.shape[1], len(ids))
     for start, block in in_slices(emb):  # a 1M-image cache is not all resident at once
         index.add(ids[start : start + len(block)], block)
     index.save(index_dir(studio, version))
