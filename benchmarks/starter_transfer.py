@@ -37,6 +37,7 @@ from benchmarks._smoke import (  # noqa: E402
     stand_in_corpus,
     stand_in_model,
 )
+from mumic_core.services.demo import missed_labels  # noqa: E402
 from mumic_core.synthetic.scenes import write_labels_csv  # noqa: E402
 from mumic_core.synthetic.starter_corpus import (  # noqa: E402
     category_prompts,  # noqa: E402
@@ -72,8 +73,8 @@ def main() -> None:
     rows = held_out_scenes(held, args.scenes, seed=21, out_dir=work, root=root, font=font)
     classes = sorted({c for _, labels in rows for c in labels})
     half = len(rows) // 2
-    rng = np.random.default_rng(0)
-    noisy = [(n, frozenset(c for c in sorted(labels) if rng.random() >= 0.25)) for n, labels in rows[:half]]
+    kept = missed_labels(rows[:half], miss_rate=0.25, seed=0)  # as the demo misses labels
+    noisy = [(n, frozenset(k)) for (n, _), k in zip(rows[:half], kept)]
     write_labels_csv(noisy, args.home / "labels.csv")
     write_labels_csv(rows[half:], args.home / "holdout.csv")
     with open(args.home / "classes.csv", "w") as fh:
