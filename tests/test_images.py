@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mumic_core.encoders.pixels import load_rgb, to_rgb
+from mumic_core.encoders import pixels
+from mumic_core.encoders.pixels import load_rgb, rgb_array, to_rgb
 from mumic_core.store import images
 from mumic_core.store.images import (
     ImageRejected,
@@ -369,6 +370,78 @@ def test_exif_rotated_jpeg() -> None:
     top, bottom = img.getpixel((10, 5)), img.getpixel((10, 35))
     assert top[0] > 200 and top[2] < 60  # the left (red) side is now on top
     assert bottom[2] > 200 and bottom[0] < 60
+
+
+# --- the encoders' PNG decoding ---------------------------------------------------------------
+
+
+def rgb16_png(arr: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG of ``arr`` (H, W, 3) uint16, which Pillow cannot write."""
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in arr)
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], 16, 2, 0, 0, 0)
+    chunks = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def png_variants() -> dict[str, tuple[bytes, bool]]:
+    """name: (PNG bytes, whether libspng may decode it)."""
+    from PIL import PngImagePlugin
+
+    rgb = noise((40, 30), seed=3)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Software", "a scanner")
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
+    rgba = Image.fromarray(np.random.default_rng(4).integers(0, 256, (30, 40, 4), dtype=np.uint8))
+    wide = np.random.default_rng(5).integers(0, 65536, (30, 40, 3), dtype=np.uint16)
+    return {
+        "plain RGB": (encode(rgb, "PNG"), True),
+        "RGB with a resolution (pHYs)": (encode(rgb, "PNG", dpi=(300, 300)), True),
+        "RGB, transparent colour": (encode(rgb, "PNG", transparency=tuple(rgb.getpixel((0, 0)))), False),
+        "RGB, EXIF orientation": (encode(rgb, "PNG", exif=exif.tobytes()), False),
+        "RGB, XMP orientation": (encode(rgb, "PNG", pnginfo=xmp), False),
+        "RGB, a text chunk": (encode(rgb, "PNG", pnginfo=text), False),
+        "16-bit RGB": (rgb16_png(wide), False),
+        "RGBA": (encode(rgba, "PNG"), False),
+        "grey": (encode(rgb.convert("L"), "PNG"), False),
+        "palette": (encode(rgb.quantize(16), "PNG"), False),
+    }
+
+
+@pytest.mark.parametrize("name", list(png_variants()))
+def test_encoders_decode_every_png_as_pillow_does(name: str) -> None:
+    """libspng decodes only PNGs whose pixels Pillow's path would give unchanged; the rest
+    (transparency, orientation, other depths and colour types) keep Pillow's path."""
+    data, plain = png_variants()[name]
+    expected = np.asarray(load_rgb(data))
+    assert (pixels._plain_rgb_png(data) is not None) == (plain and pixels.pyspng is not None)
+    got = rgb_array(data)
+    assert got.dtype == np.uint8 and got.shape == expected.shape and (got == expected).all()
+    half = rgb_array(data, then=lambda img: img.resize((20, 15)))
+    assert (half == np.asarray(load_rgb(data).resize((20, 15)))).all()
+    assert rgb_array(data, then=lambda img: img.resize((1, 1)), ready_size=expected.shape[1::-1]).shape == got.shape
+
+
+def test_a_plain_png_decodes_the_same_without_libspng(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(noise((40, 30), seed=6), "PNG")
+    fast = rgb_array(data)
+    monkeypatch.setattr(pixels, "pyspng", None)
+    assert pixels._plain_rgb_png(data) is None
+    assert (rgb_array(data) == fast).all()
+
+
+def test_a_broken_or_oversized_png_is_left_to_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(noise((40, 30), seed=7), "PNG")
+    truncated = data[: len(data) // 2]
+    assert pixels._plain_rgb_png(truncated) is None
+    with pytest.raises(OSError):
+        rgb_array(truncated)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40 * 30 // 4)  # Pillow refuses over twice this
+    assert pixels._plain_rgb_png(data) is None
+    with pytest.raises(Image.DecompressionBombError):
+        rgb_array(data)
 
 
 # --- storage ------------------------------------------------------------------------------
