@@ -196,6 +196,41 @@ def test_decoding_processes_do_not_run_the_main_script_again(studio, tmp_path: P
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), expected, atol=1e-5)
 
 
+def test_cpu_streams_embed_with_the_model_as_it_is_now(studio, tmp_path: Path):
+    """A CPU stream runs the model it inherited when it was forked: a model changed since (a
+    fine-tuned encoder) gets new processes, whose embeddings match this process's own."""
+    rows = generate_collection(10, seed=6, out_dir=tmp_path, size=64)
+    paths = [tmp_path / name for name, _ in rows]
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    before = encode_images(encoder, paths, batch_size=1, decode_workers=2)
+    np.testing.assert_allclose(before, encode_images(encoder, paths), atol=1e-5)  # 10 images: in this process
+    with torch.no_grad():
+        for p in encoder.model.visual.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    after = encode_images(encoder, paths, batch_size=1, decode_workers=2)
+    np.testing.assert_allclose(after, encode_images(encoder, paths), atol=1e-5)
+    assert np.abs(after - before).max() > 0.01
+
+
+def test_a_killed_cpu_stream_fails_the_call_and_the_next_one_gets_new_processes(studio, tmp_path: Path):
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mumic_core.encoders import encoding
+
+    rows = generate_collection(10, seed=7, out_dir=tmp_path, size=64)
+    paths = [tmp_path / name for name, _ in rows]
+    encoder = load_encoder(resolve_base_spec(studio.settings))
+    expected = encode_images(encoder, paths, batch_size=1, decode_workers=2)
+    ((pool, _),) = encoding._pools.values()
+    for process in list(pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(BrokenProcessPool):
+        encode_images(encoder, paths, batch_size=1, decode_workers=2)
+    np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), expected, atol=1e-6)
+
+
 def _resident_file_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("RssFile:"):

@@ -8,9 +8,11 @@ tempered sigmoid ``p = sigmoid((s - b) / tau)``.
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -31,8 +33,11 @@ from mumic_core.encoders.pixels import load_rgb, rgb_array
 
 Progress = Callable[[int], None]
 _BATCHES_AHEAD = 4  # decoded ahead of a GPU's forward
-_pools: dict[int, ProcessPoolExecutor] = {}  # decoding processes by their number: one pool at a time
+# The pool of decoding processes or CPU streams (``_pool``), by (processes, model id, weights'
+# version), with a weak reference to its model: one pool at a time.
+_pools: dict[tuple[int, int, int], tuple[ProcessPoolExecutor, weakref.ref | None]] = {}
 _pools_lock = threading.Lock()
+_child_encoder: Encoder | None = None  # in a CPU stream's process: the model it runs
 
 
 def encode_prompts(encoder: Encoder, prompts_per_class: Sequence[Sequence[str]], grad: bool = False) -> Tensor:
@@ -135,7 +140,7 @@ def _keeps_input_size_images(per_image: Callable, size: int) -> bool:
 def _decoded(per_image: Callable, min_side: int, unchanged: tuple[int, int] | None, path: Path) -> np.ndarray:
     """One image through the per-image steps, as (H, W, 3) uint8 (module level: a decoding
     process runs it); an image of size ``unchanged`` needs none of them."""
-    return rgb_array(path, min_side, then=lambda img: img if img.size == unchanged else per_image(img))
+    return rgb_array(path, min_side, then=per_image, ready_size=unchanged)
 
 
 def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:
@@ -143,35 +148,62 @@ def _preprocessed(preprocess: Callable, min_side: int, path: Path) -> Tensor:
 
 
 def default_decode_workers(device: torch.device) -> int:
-    """Processes that decode images for a model on ``device``. On a CPU 1, meaning this process
-    itself, between batches: the forward's threads use every core and would only compete with
-    more. On a GPU every core but one, up to 16, so that decoding keeps up with the model: a
-    ViT-B-32 forward on an H200 takes 3,000 images/s, decoding in one process reached 0.26 of it
-    on 640 x 480 JPEGs, a pool of 15 processes 0.59 (benchmarks/results/gpu_h200)."""
-    return 1 if device.type == "cpu" else max(1, min(16, (os.cpu_count() or 1) - 1))
+    """Processes that decode images for a model on ``device``. On a GPU every core but one, up
+    to 16, so that decoding keeps up with the model: a ViT-B-32 forward on an H200 takes 3,000
+    images/s, decoding in one process reached 0.26 of it on 640 x 480 JPEGs, a pool of 15
+    processes 0.59 (benchmarks/results/gpu_h200). On a CPU one per torch thread, each of them
+    also running the model on its own batches with one thread: on 2 cores two such streams
+    encode about 10 % faster than one forward on two threads, and decoding fits between their
+    forwards (benchmarks/results/speed.md)."""
+    if device.type == "cpu":
+        return torch.get_num_threads()
+    return max(1, min(16, (os.cpu_count() or 1) - 1))
 
 
-def _decoding_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of decoding processes kept for the life of this process (a job encodes its images
-    1,024 at a time; starting processes for each would cost more than they save). Forked, as
-    torch's DataLoader forks its workers: a spawned process would first run this process's main
-    script again (under Streamlit, a page). The children only decode with Pillow and numpy."""
+def _pool(workers: int, encoder: Encoder | None = None) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes kept for the life of this process (a job encodes its
+    images 1,024 at a time; starting processes for each would cost more than they save), one
+    pool at a time: decoding processes, or with ``encoder`` CPU streams that run that model
+    as it is now (a model changed since, or another one, gets a new pool). Forked, as torch's
+    DataLoader forks its workers: a spawned process would first run this process's main
+    script again (under Streamlit, a page) and load the model again. One torch thread each."""
+    model = encoder.model if encoder is not None else None
+    key = (workers, id(model), _weights_version(model))
     with _pools_lock:
-        if workers not in _pools:
+        pool, ref = _pools.get(key, (None, None))
+        if pool is None or (ref is not None and ref() is not model):  # the id of a model freed since
             _drop_pools()
             context = multiprocessing.get_context("fork")
-            _pools[workers] = ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread)
-        return _pools[workers]
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_in_child, initargs=(encoder,))
+            _pools[key] = (pool, weakref.ref(model) if model is not None else None)
+        return pool
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)  # a fallback preprocess may use torch; one thread per decoding process
+def _weights_version(model: torch.nn.Module | None) -> int:
+    """Changes whenever a parameter or buffer of ``model`` is changed in place (training)."""
+    if model is None:
+        return 0
+    return sum(t._version for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+def _in_child(encoder: Encoder | None) -> None:
+    """A pool process's start: one torch thread, and the model it runs (inherited, not copied)."""
+    global _child_encoder
+    torch.set_num_threads(1)
+    _child_encoder = encoder
 
 
 def _drop_pools() -> None:
-    for pool in _pools.values():
+    for pool, _ in _pools.values():
         pool.shutdown(wait=False, cancel_futures=True)
     _pools.clear()
+
+
+def _embedded(paths: Sequence[Path]) -> np.ndarray:
+    """A CPU stream's work: one batch decoded and embedded by the model this process inherited."""
+    pixels = _pixels(_child_encoder, paths)
+    with torch.inference_mode():
+        return F.normalize(_child_encoder.model.encode_image(pixels).float(), dim=-1).numpy()
 
 
 def encode_images(
@@ -185,17 +217,66 @@ def encode_images(
 
     On a GPU the next batches are decoded while the model runs on the current one, their images
     spread over ``decode_workers`` processes (default: ``default_decode_workers``). On a CPU
-    decoding runs between batches, in this thread: decoding beside the forward only competes with
-    its threads, and so does decoding between forwards in a second thread (torch's OpenMP
-    threads spin-wait for a while after each forward; spinning less slowed the forward more than
-    it sped the decoding). Measured: benchmarks/speed.py."""
+    with several torch threads, ``decode_workers`` processes each decode and embed whole batches
+    with one thread. A few images, or one thread: this thread decodes and embeds each batch in
+    turn (decoding in a second thread beside the forward only competes with its threads: torch's
+    OpenMP threads spin-wait for a while after each forward). Measured: benchmarks/speed.py."""
     device = next(encoder.model.parameters()).device
     workers = decode_workers or default_decode_workers(device)
-    mapper: Callable = map
-    if workers > 1 and len(paths) > batch_size * _BATCHES_AHEAD:  # a few images: not worth the processes
-        mapper = functools.partial(_decoding_pool(workers).map, chunksize=max(1, batch_size // workers))
+    pooled = workers > 1 and len(paths) > batch_size * _BATCHES_AHEAD  # a few images: not worth the processes
     out = np.zeros((len(paths), encoder.model_cfg["embed_dim"]), dtype=np.float32)
     starts = list(range(0, len(paths), batch_size))
+    try:
+        if device.type == "cpu" and pooled:
+            _encode_in_streams(_pool(workers, encoder), workers, paths, starts, batch_size, out, progress)
+        else:
+            mapper: Callable = map
+            if pooled:
+                mapper = functools.partial(_pool(workers).map, chunksize=max(1, batch_size // workers))
+            _encode_here(encoder, device, paths, starts, batch_size, mapper, out, progress)
+    except BrokenProcessPool:  # a pool process died (killed, out of memory): a new pool next time
+        with _pools_lock:
+            _drop_pools()
+        raise
+    return out
+
+
+def _encode_in_streams(
+    pool: ProcessPoolExecutor,
+    workers: int,
+    paths: Sequence[Path],
+    starts: list[int],
+    batch_size: int,
+    out: np.ndarray,
+    progress: Progress | None,
+) -> None:
+    """Every batch to the pool's CPU streams, a few ahead of the one awaited (in order)."""
+    ahead = _BATCHES_AHEAD * workers
+    pending = deque(pool.submit(_embedded, paths[start : start + batch_size]) for start in starts[:ahead])
+    try:
+        for k, start in enumerate(starts):
+            emb = pending.popleft().result()
+            if k + ahead < len(starts):
+                pending.append(pool.submit(_embedded, paths[starts[k + ahead] : starts[k + ahead] + batch_size]))
+            out[start : start + len(emb)] = emb
+            if progress:
+                progress(len(emb))
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _encode_here(
+    encoder: Encoder,
+    device: torch.device,
+    paths: Sequence[Path],
+    starts: list[int],
+    batch_size: int,
+    mapper: Callable,
+    out: np.ndarray,
+    progress: Progress | None,
+) -> None:
+    """The model in this process; on a GPU the next batches are decoded while it runs."""
     ahead = 1 if device.type == "cpu" else _BATCHES_AHEAD
     with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="mumic-decode") as prefetch:
 
@@ -218,14 +299,9 @@ def encode_images(
                     out[start : start + len(pixels)] = F.normalize(emb.float(), dim=-1).cpu().numpy()
                 if progress:
                     progress(len(pixels))
-        except BrokenProcessPool:  # a decoding process died (killed, out of memory): a new pool next time
-            with _pools_lock:
-                _drop_pools()
-            raise
         finally:
             for future in pending:
                 future.cancel()
-    return out
 
 
 @dataclass
