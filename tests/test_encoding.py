@@ -231,6 +231,43 @@ def test_a_killed_cpu_stream_fails_the_call_and_the_next_one_gets_new_processes(
     np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), expected, atol=1e-6)
 
 
+_KILLED_PARENT = """
+import os, sys, time
+from pathlib import Path
+from mumic_core.config import load_settings
+from mumic_core.encoders import encoding
+from mumic_core.encoders.factory import load_encoder, resolve_base_spec
+encoder = load_encoder(resolve_base_spec(load_settings()))
+paths = sorted(Path(sys.argv[1]).glob("*.png"))
+encoding.encode_images(encoder, paths, batch_size=1, decode_workers=2)
+(pool, _), = encoding._pools.values()
+print(" ".join(str(p.pid) for p in pool._processes.values()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_pools_processes_end_when_their_worker_is_killed(studio, tmp_path: Path):
+    import signal
+    import time
+
+    generate_collection(10, seed=8, out_dir=tmp_path / "images", size=64)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT, str(tmp_path / "images")],
+        cwd=ROOT,
+        env=make_env(tmp_path),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    children = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(children) == 2 and all(Path(f"/proc/{pid}").exists() for pid in children)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
 def _resident_file_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("RssFile:"):

@@ -12,6 +12,7 @@ import itertools
 import multiprocessing
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -187,10 +188,20 @@ def _weights_version(model: torch.nn.Module | None) -> int:
 
 
 def _in_child(encoder: Encoder | None) -> None:
-    """A pool process's start: one torch thread, and the model it runs (inherited, not copied)."""
+    """A pool process's start: one torch thread, the model it runs (inherited, not copied), and
+    a watch that ends this process when its parent is gone (a worker killed mid-job would leave
+    its pool's processes waiting for work forever, holding their memory)."""
     global _child_encoder
     torch.set_num_threads(1)
     _child_encoder = encoder
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="mumic-parent-watch").start()
+
+
+def _exit_when_orphaned(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _drop_pools() -> None:
