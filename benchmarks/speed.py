@@ -132,6 +132,55 @@ def raw_forward_rate_plain_process(model_dir: Path, paths: list[Path], batch_siz
         return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
 
 
+def raw_forward_streams_rate(encoder, paths: list[Path], batch_size: int, streams: int, repeats: int = 3) -> float:
+    """``raw_forward_rate`` as a CPU worker runs the model (``encode_images``): the batches shared
+    among ``streams`` forked processes of one torch thread each, running at once, timed from
+    their common start to the last one's end (median of ``repeats``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from mumic_core.encoders.pixels import load_rgb
+
+    pixels = torch.stack([encoder.preprocess(load_rgb(p)) for p in paths])
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(streams)
+    with ProcessPoolExecutor(
+        streams, mp_context=context, initializer=_stream_start, initargs=(encoder, pixels, start)
+    ) as pool:
+        rates = []
+        for _ in range(repeats):
+            spans = list(pool.map(_stream_span, range(streams), [streams] * streams, [batch_size] * streams))
+            rates.append(len(pixels) / (max(end for _, end in spans) - min(begin for begin, _ in spans)))
+    return statistics.median(rates)
+
+
+_stream: dict = {}  # in a process of raw_forward_streams_rate: the model, the pixels, the start barrier
+
+
+def _stream_start(encoder, pixels, start) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _stream.update(encoder=encoder, pixels=pixels, start=start)
+
+
+def _stream_span(k: int, streams: int, batch_size: int) -> tuple[float, float]:
+    """Stream ``k``'s share of the batches: (start, end) wall-clock times, after a first batch
+    to warm up and a wait for the other streams."""
+    import torch
+
+    model, pixels = _stream["encoder"].model, _stream["pixels"]
+    with torch.inference_mode():
+        model.encode_image(pixels[:batch_size])
+        _stream["start"].wait()
+        begin = time.time()
+        for b in range(k * batch_size, len(pixels), streams * batch_size):
+            model.encode_image(pixels[b : b + batch_size])
+        return begin, time.time()
+
+
 def forward_rate(encoder, pixels, batch_size: int) -> float:
     """Images/s of open_clip's encode_image on ``pixels`` (a CPU tensor, moved batch by batch)."""
     import torch
@@ -249,7 +298,10 @@ def peak_memory_kib(pid: int) -> int:
 
 def big_store(args, out: dict):
     """The ``--images`` store, scored from cold by a real worker process; its peak memory."""
+    import torch
+
     from mumic_core.encoders.allocator import keep_freed_memory_for_batches
+    from mumic_core.encoders.encoding import default_decode_workers
     from mumic_core.encoders.factory import read_label
     from mumic_core.pipeline.lifecycle import ensure_base_version
     from mumic_core.pipeline.scoring import load_scorer
@@ -270,18 +322,28 @@ def big_store(args, out: dict):
     raw_plain = raw_forward_rate_plain_process(args.starter, sample, args.batch_size)
     keep_freed_memory_for_batches()  # the raw forward under the worker's allocator settings: the strict baseline
     env = {**os.environ, "MUMIC_HOME": str(home), "MUMIC_PRETRAINED": f"local-dir:{args.starter.resolve()}"}
-    seconds, raws, peaks = [], [], []
+    streams = default_decode_workers(torch.device("cpu"))  # how the worker runs the model on this machine
+    seconds, raws, stream_raws, peaks, stream_peaks = [], [], [], [], []
     for k in range(args.worker_runs):  # each from cold: a new worker process, no cached embeddings
         if k:
             shutil.rmtree(studio.settings.embedding_dir / encoder.spec.key, ignore_errors=True)
         raw_before = raw_forward_rate(encoder, sample, args.batch_size)  # same model and batch, no worker running
-        run_seconds, peak = worker_job(studio, env)
+        streams_before = raw_forward_streams_rate(encoder, sample, args.batch_size, streams)
+        run_seconds, peak, stream_peak = worker_job(studio, env)
         raw_after = raw_forward_rate(encoder, sample, args.batch_size)  # drift: both sides, worker gone
+        streams_after = raw_forward_streams_rate(encoder, sample, args.batch_size, streams)
         seconds.append(run_seconds)
         raws.append((raw_before + raw_after) / 2)
+        stream_raws.append((streams_before + streams_after) / 2)
         peaks.append(peak)
-        print(f"worker run {k + 1}: {len(rows) / run_seconds:.1f} img/s, raw {raws[-1]:.1f}", flush=True)
+        stream_peaks.append(stream_peak)
+        print(
+            f"worker run {k + 1}: {len(rows) / run_seconds:.1f} img/s, raw {raws[-1]:.1f}, "
+            f"raw in {streams} streams {stream_raws[-1]:.1f}",
+            flush=True,
+        )
     ratios = [len(rows) / s / r for s, r in zip(seconds, raws)]
+    stream_ratios = [len(rows) / s / r for s, r in zip(seconds, stream_raws)]
     out["worker_rescoring"] = {
         "model": read_label(args.starter),
         "images": len(rows),
@@ -295,16 +357,26 @@ def big_store(args, out: dict):
         "ratio_each": [round(r, 3) for r in ratios],
         "raw_forward_plain_process_images_per_s": round(raw_plain, 1),
         "ratio_to_plain_process": round(len(rows) / statistics.mean(seconds) / raw_plain, 3),
+        "cpu_streams": streams,
+        "raw_forward_streams_images_per_s": round(statistics.mean(stream_raws), 1),
+        "ratio_to_streams": round(statistics.mean(stream_ratios), 3),
+        "ratio_to_streams_sd": round(statistics.stdev(stream_ratios), 3) if len(stream_ratios) > 1 else None,
+        "ratio_to_streams_each": [round(r, 3) for r in stream_ratios],
         "peak_rss_mib": round(max(peaks) / 1024, 1),
-        "note": "huey consumer as in the Procfile; VmHWM of its process after the job",
+        "stream_process_peak_rss_mib": round(max(stream_peaks) / 1024, 1),
+        "note": "huey consumer as in the Procfile; VmHWM of its process, and the largest of its encoding "
+        "processes' (they share the model's pages with it), after the job",
     }
     print(out["worker_rescoring"], flush=True)
     return studio, rows
 
 
-def worker_job(studio, env: dict) -> tuple[float, int]:
+def worker_job(studio, env: dict) -> tuple[float, int, int]:
     """Start a huey worker as the Procfile does, run one score job of the whole collection on it,
-    stop it: (seconds from queued to done by the job's own clock, the worker's peak KiB)."""
+    stop it: (seconds from queued to done by the job's own clock, the worker's peak KiB, the
+    largest peak KiB of its encoding processes)."""
+    import psutil
+
     from mumic_core.pipeline.queue import enqueue
     from mumic_core.store.jobs import get_job
     from mumic_core.store.workers import live_workers
@@ -337,12 +409,14 @@ def worker_job(studio, env: dict) -> tuple[float, int]:
             time.sleep(1)
         job = get_job(studio, job_id)
         peak = peak_memory_kib(worker.pid)
+        children = psutil.Process(worker.pid).children(recursive=True)
+        stream_peak = max((peak_memory_kib(c.pid) for c in children), default=0)
     finally:
         worker.terminate()
         worker.wait(30)
     if job.status != "succeeded":
         sys.exit(f"the score job {job.status}: {job.error}")
-    return (job.finished_at - job.created_at).total_seconds(), peak
+    return (job.finished_at - job.created_at).total_seconds(), peak, stream_peak
 
 
 def new_class(studio, out: dict) -> None:
@@ -596,6 +670,19 @@ def markdown(out: dict) -> str:
                 "forward in a plain Python process with glibc's defaults, measured before: "
                 f"{w['raw_forward_plain_process_images_per_s']} img/s, to which the worker's ratio is "
                 f"{w['ratio_to_plain_process']}.",
+                "",
+            ]
+        if "ratio_to_streams" in w:
+            runs = w.get("runs", 1)
+            each = f" ± {w['ratio_to_streams_sd']} (sd over {runs} runs: {w['ratio_to_streams_each']})"
+            lines += [
+                f"On a CPU the worker runs the model in {w['cpu_streams']} processes of one torch thread "
+                "each, every one decoding and embedding its own batches (`encode_images`). The raw forward "
+                "run the same way (the same batches shared among as many single-thread processes, all at "
+                f"once), measured beside the one above: {w['raw_forward_streams_images_per_s']} img/s, to "
+                f"which the worker's ratio is **{w['ratio_to_streams']}**{each if runs > 1 else ''}. "
+                f"Largest peak resident memory of those processes: {w['stream_process_peak_rss_mib']} MiB "
+                "(the model's pages are shared with the worker's).",
                 "",
             ]
     if "new_class" in out:
