@@ -562,8 +562,14 @@ def summarise() -> None:
             f"{worker['images']:,} images from cold (decode, encode, store) by one huey worker with "
             f"{worker['model']}: {worker['images_per_s']} images/s, **{worker['ratio']}**"
             + (f" ± {worker['ratio_sd']} (mean ± sd of {worker['runs']} runs)" if worker.get("ratio_sd") else "")
-            + " of the raw open_clip forward of the same model and batch measured in the same run (goal >= 0.9). "
-            "Command and method: `speed.md`.\n"
+            + " of the raw open_clip forward of the same model and batch measured in the same run (goal >= 0.9)"
+            + (
+                f"; {worker['ratio_to_streams']} ± {worker['ratio_to_streams_sd']} of that forward run as the "
+                f"worker runs it ({worker['cpu_streams']} single-thread processes at once)"
+                if worker.get("ratio_to_streams_sd")
+                else ""
+            )
+            + ". Command and method: `speed.md`.\n"
         )
     gpu_path = ROOT / "benchmarks/results/gpu_h200/speed.json"
     gpu = json.loads(gpu_path.read_text()) if gpu_path.exists() else {}
