@@ -210,6 +210,11 @@ def test_cpu_streams_embed_with_the_model_as_it_is_now(studio, tmp_path: Path):
     after = encode_images(encoder, paths, batch_size=1, decode_workers=2)
     np.testing.assert_allclose(after, encode_images(encoder, paths), atol=1e-5)
     assert np.abs(after - before).max() > 0.01
+    encoder.model.train()  # batch norm on each batch's own statistics: the streams must follow
+    here = encode_images(encoder, paths, batch_size=1, decode_workers=1)
+    assert np.abs(here - after).max() > 0.01
+    np.testing.assert_allclose(encode_images(encoder, paths, batch_size=1, decode_workers=2), here, atol=1e-5)
+    encoder.model.eval()
 
 
 def test_a_killed_cpu_stream_fails_the_call_and_the_next_one_gets_new_processes(studio, tmp_path: Path):

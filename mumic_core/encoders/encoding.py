@@ -36,7 +36,7 @@ Progress = Callable[[int], None]
 _BATCHES_AHEAD = 4  # decoded ahead of a GPU's forward
 # The pool of decoding processes or CPU streams (``_pool``), by (processes, model id, weights'
 # version), with a weak reference to its model: one pool at a time.
-_pools: dict[tuple[int, int, int], tuple[ProcessPoolExecutor, weakref.ref | None]] = {}
+_pools: dict[tuple[int, int, tuple[int, int]], tuple[ProcessPoolExecutor, weakref.ref | None]] = {}
 _pools_lock = threading.Lock()
 _child_encoder: Encoder | None = None  # in a CPU stream's process: the model it runs
 
@@ -180,11 +180,13 @@ def _pool(workers: int, encoder: Encoder | None = None) -> ProcessPoolExecutor:
         return pool
 
 
-def _weights_version(model: torch.nn.Module | None) -> int:
-    """Changes whenever a parameter or buffer of ``model`` is changed in place (training)."""
+def _weights_version(model: torch.nn.Module | None) -> tuple[int, int]:
+    """Changes whenever a parameter or buffer of ``model`` is changed in place (training), or
+    one of its modules is switched between training and evaluation mode."""
     if model is None:
-        return 0
-    return sum(t._version for t in itertools.chain(model.parameters(), model.buffers()))
+        return 0, 0
+    changes = sum(t._version for t in itertools.chain(model.parameters(), model.buffers()))
+    return changes, sum(m.training for m in model.modules())
 
 
 def _in_child(encoder: Encoder | None) -> None:
