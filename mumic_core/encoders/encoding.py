@@ -153,9 +153,9 @@ def default_decode_workers(device: torch.device) -> int:
     to 16, so that decoding keeps up with the model: a ViT-B-32 forward on an H200 takes 3,000
     images/s, decoding in one process reached 0.26 of it on 640 x 480 JPEGs, a pool of 15
     processes 0.59 (benchmarks/results/gpu_h200). On a CPU one per torch thread, each of them
-    also running the model on its own batches with one thread: on 2 cores two such streams
-    encode about 10 % faster than one forward on two threads, and decoding fits between their
-    forwards (benchmarks/results/speed.md)."""
+    also running the model on its own batches with one thread: on 2 cores two single-thread
+    forwards side by side ran 2 to 11 % faster than one forward on two threads, and each
+    process's decoding overlaps the other's forward (benchmarks/results/speed.md)."""
     if device.type == "cpu":
         return torch.get_num_threads()
     return max(1, min(16, (os.cpu_count() or 1) - 1))
