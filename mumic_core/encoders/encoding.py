@@ -34,8 +34,8 @@ from mumic_core.encoders.pixels import load_rgb, rgb_array
 
 Progress = Callable[[int], None]
 _BATCHES_AHEAD = 4  # decoded ahead of a GPU's forward
-# The pool of decoding processes or CPU streams (``_pool``), by (processes, model id, weights'
-# version), with a weak reference to its model: one pool at a time.
+# The pool of decoding processes or CPU streams (``_pool``), by (processes, model id, model state),
+# with a weak reference to its model: one pool at a time.
 _pools: dict[tuple[int, int, tuple[int, int]], tuple[ProcessPoolExecutor, weakref.ref | None]] = {}
 _pools_lock = threading.Lock()
 _child_encoder: Encoder | None = None  # in a CPU stream's process: the model it runs
@@ -169,7 +169,7 @@ def _pool(workers: int, encoder: Encoder | None = None) -> ProcessPoolExecutor:
     DataLoader forks its workers: a spawned process would first run this process's main
     script again (under Streamlit, a page) and load the model again. One torch thread each."""
     model = encoder.model if encoder is not None else None
-    key = (workers, id(model), _weights_version(model))
+    key = (workers, id(model), _model_state(model))
     with _pools_lock:
         pool, ref = _pools.get(key, (None, None))
         if pool is None or (ref is not None and ref() is not model):  # the id of a model freed since
@@ -180,9 +180,9 @@ def _pool(workers: int, encoder: Encoder | None = None) -> ProcessPoolExecutor:
         return pool
 
 
-def _weights_version(model: torch.nn.Module | None) -> tuple[int, int]:
-    """Changes whenever a parameter or buffer of ``model`` is changed in place (training), or
-    one of its modules is switched between training and evaluation mode."""
+def _model_state(model: torch.nn.Module | None) -> tuple[int, int]:
+    """(in-place changes to its parameters and buffers, modules in training mode): changes when
+    ``model`` is trained in place or switched between training and evaluation mode."""
     if model is None:
         return 0, 0
     changes = sum(t._version for t in itertools.chain(model.parameters(), model.buffers()))
