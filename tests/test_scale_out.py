@@ -81,16 +81,22 @@ def _studio_on(studio, redis_url, monkeypatch, **env):
 
 
 def test_two_workers_on_redis_share_the_jobs_and_run_each_once(demo_studio, redis_url, monkeypatch):
-    from mumic_core.pipeline.queue import enqueue, queue_for
+    from mumic_core.pipeline.queue import queue_for
+    from mumic_core.store.jobs import create_job
 
     studio = _studio_on(demo_studio, redis_url, monkeypatch)
     workers = [start_worker(studio.settings.home, MUMIC_QUEUE_URL=redis_url) for _ in range(2)]
     try:
         wait_for(lambda: len(live_workers(studio)) == 2, timeout=60)
-        job_ids = [enqueue(studio, "score") for _ in range(10)]
-        run_task = queue_for(studio.settings.queue).run_job
-        for job_id in job_ids:  # every message delivered twice: a job must still run once
-            run_task(job_id)
+        job_ids = [create_job(studio, "score") for _ in range(10)]
+        queue = queue_for(studio.settings.queue)
+        # Every message delivered twice (a job must still run once), pushed in one LPUSH while both
+        # workers wait in BRPOP, so Redis hands each of them one: on a fast machine the first worker
+        # could otherwise run them all before the second one polls again.
+        messages = [queue.huey.serialize_task(queue.run_job.s(job_id)) for job_id in job_ids * 2]
+        redis = queue.huey.storage.conn
+        wait_for(lambda: sum("b" in client["flags"] for client in redis.client_list()) == 2, timeout=30)
+        redis.lpush(queue.huey.storage.queue_key, *messages)
         wait_for(lambda: all(get_job(studio, j).status in ("succeeded", "failed") for j in job_ids), timeout=240)
         jobs = [get_job(studio, j) for j in job_ids]
         assert [j.status for j in jobs] == ["succeeded"] * 10, [j.error for j in jobs]
