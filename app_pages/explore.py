@@ -8,14 +8,17 @@ import streamlit as st
 
 from app_pages.signin import signed_in_studio
 from app_pages.ui import md, refuse, show_image
+from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.search import (
+    INLINE_DUPLICATE_IMAGES,
     embedding_map,
     near_duplicate_groups,
     search_text,
     similar_images,
 )
 from mumic_core.store.classes import list_classes
-from mumic_core.store.collection import current_labels, find_image
+from mumic_core.store.collection import current_labels, find_image, image_count
+from mumic_core.store.jobs import JobConflict, get_job, list_jobs
 from mumic_core.store.queue import image_views
 from mumic_core.store.registry import active_version, describe
 from mumic_core.store.renditions import TILE
@@ -75,6 +78,57 @@ def chosen_images(event, points: list[dict]) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def show_groups(groups: list[list[int]], counted: int | None = None) -> None:
+    """The largest groups, a row of up to 12 images each."""
+    if not groups:
+        st.caption("No near-duplicates found.")
+        return
+    total = counted if counted is not None else len(groups)
+    shown = min(len(groups), 20)
+    st.caption(f"{total:,} groups of nearly identical images" + (f"; the {shown} largest:" if total > shown else ":"))
+    for n, group in enumerate(groups[:20]):
+        gallery([(i, 1.0) for i in group[:12]], f"dup-{n}")
+
+
+@st.fragment(run_every=2.0)
+def watch_near_duplicates_job(job_id: int) -> None:
+    """Progress of a background search for near-duplicates; the page updates when it ends."""
+    job = get_job(s, job_id)
+    if job.status not in ("queued", "running"):
+        st.rerun(scope="app")
+    st.caption(f"Looking for near-duplicates in the background (job {job.id}, {job.status}, {job.progress:.0%}).")
+
+
+def near_duplicates_panel() -> None:
+    """Find near-duplicates: at once for small collections, as a worker job for large ones; the
+    last finished job's groups for the active version are shown when there are any."""
+    job = next(iter(list_jobs(s, limit=1, kind="near_duplicates")), None)
+    running = job is not None and job.status in ("queued", "running")
+    if st.button("Find near-duplicates", disabled=running):
+        if image_count(s) <= INLINE_DUPLICATE_IMAGES:
+            with st.spinner("Comparing every image with its nearest neighbours…"):
+                st.session_state["dup_groups"] = (version.id, near_duplicate_groups(s, version))
+        else:
+            try:
+                enqueue(s, "near_duplicates", {"version_id": version.id})
+            except JobConflict as exc:
+                refuse(exc)
+                return
+            st.session_state.pop("dup_groups", None)
+            st.rerun()
+    inline = st.session_state.get("dup_groups")
+    if inline is not None and inline[0] == version.id:
+        show_groups(inline[1])
+    elif running:
+        watch_near_duplicates_job(job.id)
+    elif job is not None and job.status == "failed":
+        st.caption(f"The last search for near-duplicates failed (job {job.id}): {(job.error or '').splitlines()[0]}")
+    elif job is not None and job.status == "succeeded" and job.result.get("version_id") == version.id:
+        when = job.finished_at.strftime("%Y-%m-%d %H:%M") if job.finished_at else ""
+        st.caption(f"Found by job {job.id} ({when} UTC); images imported since are not in it.")
+        show_groups(job.result.get("groups", []), job.result.get("group_count"))
+
+
 text_tab, similar_tab, dup_tab, map_tab = st.tabs(["Text search", "Similar images", "Near-duplicates", "Map"])
 with text_tab:
     query = st.text_input("Describe what you are looking for", placeholder="a red circle on stripes")
@@ -94,13 +148,7 @@ with similar_tab:
             except KeyError as exc:
                 refuse(exc)
 with dup_tab:
-    if st.button("Find near-duplicates"):
-        st.session_state["dup_groups"] = near_duplicate_groups(s, version)
-    groups = st.session_state.get("dup_groups")
-    if groups is not None:
-        st.caption(f"{len(groups)} groups of nearly identical images." if groups else "No near-duplicates found.")
-        for n, group in enumerate(groups[:20]):
-            gallery([(i, 1.0) for i in group[:12]], f"dup-{n}")
+    near_duplicates_panel()
 with map_tab:
     classes = list_classes(s)
     colour = st.selectbox(

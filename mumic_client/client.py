@@ -140,6 +140,11 @@ class MumicClient:
             body["activate"] = activate
         return self._call("POST", "/jobs/train", json=body)["job_id"]
 
+    def find_near_duplicates(self, min_similarity: float = 0.97) -> int:
+        """Queue a search for groups of nearly identical images; returns its job id. The finished
+        job's ``result["groups"]`` lists image ids, the largest groups first."""
+        return self._call("POST", "/jobs/near-duplicates", json={"min_similarity": min_similarity})["job_id"]
+
     def job(self, job_id: int) -> Job:
         return Job.of(self._call("GET", f"/jobs/{job_id}"))
 

@@ -305,3 +305,20 @@ def test_each_person_makes_and_revokes_their_own_tokens_on_the_api_tokens_page(s
     assert not at.code  # shown once
     at.button(key=f"revoke_{token.id}").click().run()
     assert actor_for_api_token(studio, secret) is None and list_tokens(studio, "ann")[0].revoked
+
+
+def test_near_duplicates_are_a_job_an_annotator_may_queue(api):
+    from mumic_core.pipeline.runner import run_job
+
+    ann = auth(api, "ann")
+    assert api.post("/api/v1/jobs/near-duplicates", headers=ann, json={"min_similarity": 1.5}).status_code == 422
+    queued = api.post("/api/v1/jobs/near-duplicates", headers=ann, json={"min_similarity": 0.99})
+    assert queued.status_code == 202
+    job_id = queued.json()["job_id"]
+    again = api.post("/api/v1/jobs/near-duplicates", headers=ann, json={})
+    assert again.status_code == 409 and f"job {job_id}" in again.json()["error"]  # one search at a time
+    run_job(api.studio, job_id)  # what the worker does
+    job = api.get(f"/api/v1/jobs/{job_id}", headers=ann).json()
+    assert job["status"] == "succeeded" and job["params"]["min_similarity"] == 0.99
+    assert set(job["result"]) == {"version_id", "groups", "group_count", "images_in_groups"}
+    assert job["result"]["version_id"] == active_version(api.studio).id

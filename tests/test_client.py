@@ -72,6 +72,10 @@ def test_a_pipeline_pushes_pulls_trains_and_waits(demo_studio, tmp_path):
             assert exc.status == 403 and "annotator" in exc.message
         else:
             raise AssertionError("an annotator's token trained")
+        search_id = annotator.find_near_duplicates(min_similarity=0.99)
+        run_job(demo_studio, search_id)
+        found = annotator.wait(search_id, timeout=30)
+        assert found.kind == "near_duplicates" and found.status == "succeeded" and "groups" in found.result
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

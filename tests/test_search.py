@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, func, select
 
 from db.models import Image
@@ -76,3 +77,68 @@ def test_near_duplicates_of_a_collection_smaller_than_the_neighbours_asked(demo_
     shutil.rmtree(index_dir(studio, version), ignore_errors=True)  # rebuilt over the three
     assert near_duplicate_groups(studio, version, neighbours=5) == []
     assert len(load_index(studio, version)) == 3
+
+
+def _import_with_a_copy(studio, tmp_path: Path) -> int:
+    """A new image and a re-encoded copy of it (other bytes, same picture); the new image's id."""
+    from PIL import Image as PILImage
+
+    rows = generate_collection(1, seed=77, out_dir=tmp_path / "dup", size=96)
+    original = tmp_path / "dup" / rows[0][0]
+    with PILImage.open(original) as im:
+        im.convert("RGB").save(tmp_path / "dup-copy.jpg", quality=92)
+    import_files(studio, [(rows[0][0], original), ("dup-copy.jpg", tmp_path / "dup-copy.jpg")])
+    with studio.read() as s:
+        return s.scalar(select(func.max(Image.id))) - 1
+
+
+def test_near_duplicates_on_the_page_at_once_or_as_a_worker_job(demo_studio, tmp_path: Path, monkeypatch):
+    """Small collections are searched in the request; above INLINE_DUPLICATE_IMAGES the Explore
+    page queues a "near_duplicates" job and shows its stored groups once it has run."""
+    from test_pages import page
+
+    from mumic_core.pipeline import search
+    from mumic_core.pipeline.queue import enqueue
+    from mumic_core.pipeline.runner import run_job
+    from mumic_core.store.jobs import JobConflict, list_jobs
+
+    studio = demo_studio
+    version = active_version(studio)
+    original = _import_with_a_copy(studio, tmp_path)
+    expected = search.near_duplicate_groups(studio, version)
+    assert [original, original + 1] in expected
+
+    at = page("explore.py").run()
+    next(b for b in at.button if b.label == "Find near-duplicates").click().run()
+    assert not at.exception and not list_jobs(studio, kind="near_duplicates")  # done in the request
+    assert any(f"{len(expected):,} groups of nearly identical images" in c.value for c in at.caption)
+
+    monkeypatch.setattr(search, "INLINE_DUPLICATE_IMAGES", 5)
+    at = page("explore.py").run()
+    next(b for b in at.button if b.label == "Find near-duplicates").click().run()
+    assert not at.exception
+    [job] = list_jobs(studio, kind="near_duplicates")
+    assert job.status == "queued" and job.params == {"version_id": version.id}
+    assert any("near-duplicates in the background" in c.value for c in at.caption)
+    assert next(b for b in at.button if b.label == "Find near-duplicates").disabled  # one search at a time
+    with pytest.raises(JobConflict):
+        enqueue(studio, "near_duplicates", {"version_id": version.id})
+
+    done = run_job(studio, job.id)  # what the worker does
+    assert done.status == "succeeded" and done.progress == 1.0
+    assert done.result == {
+        "version_id": version.id,
+        "groups": expected,
+        "group_count": len(expected),
+        "images_in_groups": sum(map(len, expected)),
+    }
+    at.run()
+    assert not at.exception
+    assert any(f"Found by job {job.id}" in c.value for c in at.caption)
+    assert any(f"{len(expected):,} groups of nearly identical images" in c.value for c in at.caption)
+    assert any(b.label.startswith("Review these") for b in at.button)  # a group goes to the Review queue
+
+    # The stored groups are capped, largest first; the counts still cover every group.
+    monkeypatch.setattr(search, "STORED_DUPLICATE_IMAGES", len(expected[0]) - 1)
+    capped = search.run_near_duplicates_job(studio, {"version_id": version.id}, lambda *_: None)
+    assert capped["groups"] == [] and capped["group_count"] == len(expected) > 0

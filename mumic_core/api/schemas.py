@@ -231,6 +231,15 @@ class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class NearDuplicatesRequest(BaseModel):
+    """Find groups of nearly identical images under the active version's embeddings: two images
+    are linked when their cosine similarity is at least ``min_similarity``."""
+
+    min_similarity: float = Field(0.97, gt=0.0, le=1.0)
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class JobQueued(BaseModel):
     job_id: int
 

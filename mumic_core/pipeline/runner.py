@@ -10,6 +10,7 @@ from collections.abc import Callable
 from mumic_core.errors import one_line
 from mumic_core.pipeline.label_errors import run_label_errors_job
 from mumic_core.pipeline.lifecycle import rescore, retrain
+from mumic_core.pipeline.search import run_near_duplicates_job
 from mumic_core.store.auth import requires
 from mumic_core.store.jobs import (
     JobCancelled,
@@ -75,4 +76,6 @@ def _dispatch(studio: Studio, job_id: int, kind: str, params: dict, report: Repo
         return retrain(studio, params, report, note=note, remember=lambda **kw: set_result(studio, job_id, **kw))
     if kind == "label_errors":
         return run_label_errors_job(studio, params, report)
+    if kind == "near_duplicates":
+        return run_near_duplicates_job(studio, params, report)
     raise ValueError(f"unknown job kind {kind!r}")

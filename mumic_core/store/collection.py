@@ -462,6 +462,12 @@ def current_labels(studio: Studio) -> list[tuple[int, int, bool, bool]]:
         ]
 
 
+def image_count(studio: Studio) -> int:
+    """Images in the collection."""
+    with studio.read() as s:
+        return s.scalar(select(func.count(Image.id))) or 0
+
+
 def collection_counts(studio: Studio) -> dict[str, int]:
     """Images, reviewed images, active classes, current labels (human ones and assumed negatives)."""
     with studio.read() as s:

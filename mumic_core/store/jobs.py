@@ -23,10 +23,10 @@ from mumic_core.store.auth import audit, require, requires
 from mumic_core.store.studio import Studio
 from mumic_core.store.workers import is_alive
 
-JOB_KINDS = ("score", "train", "label_errors")
+JOB_KINDS = ("score", "train", "label_errors", "near_duplicates")
 # kind -> key that only one queued/running job may hold
-EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors"}
-JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review"}
+EXCLUSIVE_KINDS = {"train": "train", "label_errors": "label_errors", "near_duplicates": "near_duplicates"}
+JOB_PERMISSIONS = {"score": "train", "train": "train", "label_errors": "review", "near_duplicates": "review"}
 ACTIVE_STATES = ("queued", "running")
 running_here: set[int] = set()  # jobs this process is running now (pipeline.runner keeps it)
 Report = Callable[[str, float, dict], None]

@@ -1,4 +1,5 @@
-"""Jobs: request a retraining or the scoring of new images, follow them, cancel them."""
+"""Jobs: request a retraining, the scoring of new images or a search for near-duplicates; follow
+them, cancel them."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from mumic_core.api.deps import Caller, Id, Limit, Offset, next_offset, permitted
-from mumic_core.api.schemas import ONE_LINE, CancelResult, JobOut, JobQueued, Page, ScoreRequest, TrainRequest
+from mumic_core.api.schemas import (
+    ONE_LINE,
+    CancelResult,
+    JobOut,
+    JobQueued,
+    NearDuplicatesRequest,
+    Page,
+    ScoreRequest,
+    TrainRequest,
+)
+from mumic_core.pipeline.queue import enqueue
 from mumic_core.services.training import request_scoring_of_new_images, request_training
 from mumic_core.store.jobs import JobInfo, count_jobs, get_job, list_jobs, request_cancel
+from mumic_core.store.registry import active_version
 from mumic_core.store.studio import Studio
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -73,6 +85,18 @@ def score(studio: Annotated[Studio, Depends(permitted("import"))], body: ScoreRe
     if job is None:
         raise ValueError("no version is active yet: nothing to score with")
     return JobQueued(job_id=job)
+
+
+@router.post("/near-duplicates", status_code=202)
+def near_duplicates(studio: Annotated[Studio, Depends(permitted("review"))], body: NearDuplicatesRequest) -> JobQueued:
+    """Queue a search for groups of nearly identical images (409 when one is already queued or
+    running); the finished job's ``result.groups`` lists image ids, largest groups first."""
+    version = active_version(studio)
+    if version is None:
+        raise ValueError("no version is active yet: there are no embeddings to compare")
+    return JobQueued(
+        job_id=enqueue(studio, "near_duplicates", {"version_id": version.id, "min_similarity": body.min_similarity})
+    )
 
 
 @router.post("/{job_id}/cancel")
