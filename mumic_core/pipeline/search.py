@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 
 from mumic_core.encoders.cache import in_slices
+from mumic_core.model.duplicates import group_near_duplicates
 from mumic_core.model.vector_index import VectorIndex
 from mumic_core.pipeline.scoring import image_embeddings, load_scorer
 from mumic_core.store.collection import all_image_ids, image_count
@@ -114,15 +115,12 @@ def near_duplicate_groups(
     neighbours: int = 5,
     progress: Callable[[float], None] | None = None,
 ) -> list[list[int]]:
-    """Groups of nearly identical images, largest first. Two images are linked when their cosine
-    distance is within ``1 - min_similarity`` and also under ``relative`` times the median
-    distance of images to their nearest neighbour (a model that finds everything alike, such
-    as an untrained one, does not make the whole collection one group). ``progress`` gets the
-    share of images searched."""
+    """Groups of nearly identical images, largest first (``model.duplicates.group_near_duplicates``
+    over each image's ``neighbours`` nearest in the index). ``progress`` gets the share of
+    images searched."""
     index = load_index(studio, version)
     all_ids = all_image_ids(studio)
-    ids = all_ids.tolist()
-    if len(ids) < 2:
+    if len(all_ids) < 2:
         return []
     emb = image_embeddings(studio, load_scorer(studio, version), all_ids)
     # The queries a slice at a time from the cache, not rebuilt from the index: at 1M images the
@@ -131,36 +129,14 @@ def near_duplicate_groups(
     for start, block in in_slices(emb):
         hits.append(index.search(block, neighbours + 1))
         if progress is not None:
-            progress((start + len(block)) / len(ids))
+            progress((start + len(block)) / len(all_ids))
     found, scores = np.concatenate([f for f, _ in hits]), np.concatenate([d for _, d in hits])
-    first = np.array(
-        [
-            1.0 - next((sm for j, sm in zip(row, sims) if j >= 0 and j != i), 0.0)
-            for i, row, sims in zip(ids, found, scores)
-        ]
-    )
-    max_distance = min(1.0 - min_similarity, relative * float(np.median(first)))
-    parent = {i: i for i in ids}
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, row, sims in zip(ids, found, scores):
-        for j, sim in zip(row, sims):
-            if j >= 0 and j != i and 1.0 - sim <= max_distance and int(j) in parent:
-                parent[root(i)] = root(int(j))
-    groups: dict[int, list[int]] = {}
-    for i in ids:
-        groups.setdefault(root(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=len, reverse=True)
+    return group_near_duplicates(all_ids, found, scores, min_similarity, relative)
 
 
 # Up to this many images the Explore page finds near-duplicates at once (one index search per
-# image: about 0.23 ms each on HNSW, so 5 s here); above, the worker does it as a
-# "near_duplicates" job and the page shows the result when it is ready.
+# image: 7.6 s for 100k on HNSW, 2.2 min for 1M, benchmarks/results/near_duplicates.md; so about
+# 2 s here); above, the worker does it as a "near_duplicates" job and the page shows its result.
 INLINE_DUPLICATE_IMAGES = 20_000
 # A job stores its largest groups up to this many images in all (the rest are only counted).
 STORED_DUPLICATE_IMAGES = 50_000
