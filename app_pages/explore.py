@@ -7,7 +7,7 @@ import plotly.express as px
 import streamlit as st
 
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md, refuse, show_image
+from app_pages.ui import md, refuse, show_image, watch_job
 from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.search import (
     INLINE_DUPLICATE_IMAGES,
@@ -18,7 +18,7 @@ from mumic_core.pipeline.search import (
 )
 from mumic_core.store.classes import list_classes
 from mumic_core.store.collection import current_labels, find_image, image_count
-from mumic_core.store.jobs import JobConflict, get_job, list_jobs
+from mumic_core.store.jobs import JobConflict, list_jobs
 from mumic_core.store.queue import image_views
 from mumic_core.store.registry import active_version, describe
 from mumic_core.store.renditions import TILE
@@ -90,15 +90,6 @@ def show_groups(groups: list[list[int]], counted: int | None = None) -> None:
         gallery([(i, 1.0) for i in group[:12]], f"dup-{n}")
 
 
-@st.fragment(run_every=2.0)
-def watch_near_duplicates_job(job_id: int) -> None:
-    """Progress of a background search for near-duplicates; the page updates when it ends."""
-    job = get_job(s, job_id)
-    if job.status not in ("queued", "running"):
-        st.rerun(scope="app")
-    st.caption(f"Looking for near-duplicates in the background (job {job.id}, {job.status}, {job.progress:.0%}).")
-
-
 def near_duplicates_panel() -> None:
     """Find near-duplicates: at once for small collections, as a worker job for large ones; the
     last finished job's groups for the active version are shown when there are any."""
@@ -120,7 +111,7 @@ def near_duplicates_panel() -> None:
     if inline is not None and inline[0] == version.id:
         show_groups(inline[1])
     elif running:
-        watch_near_duplicates_job(job.id)
+        watch_job(s, job.id, "Looking for near-duplicates")
     elif job is not None and job.status == "failed":
         st.caption(f"The last search for near-duplicates failed (job {job.id}): {(job.error or '').splitlines()[0]}")
     elif job is not None and job.status == "succeeded" and job.result.get("version_id") == version.id:

@@ -12,7 +12,7 @@ from app_pages.class_sweep import class_sweep
 from app_pages.grid_panel import grid_panel, grid_tile, last_grid_action
 from app_pages.review_panel import SHOWN, last_action, panel_items, review_panel
 from app_pages.signin import signed_in_studio
-from app_pages.ui import md, refuse, show_image, timed_callback
+from app_pages.ui import md, refuse, show_image, timed_callback, watch_job
 from mumic_core.errors import REFUSALS, StaleView, one_line
 from mumic_core.model.active_learning import DEFAULT_WEIGHTS, STRATEGIES
 from mumic_core.pipeline.label_errors import (
@@ -26,7 +26,7 @@ from mumic_core.pipeline.queue import enqueue
 from mumic_core.pipeline.scoring import unscored_count
 from mumic_core.services.review import redo, submit, submit_many, undo
 from mumic_core.store.classes import list_classes
-from mumic_core.store.jobs import JobConflict, active_job, get_job, list_jobs
+from mumic_core.store.jobs import JobConflict, active_job, list_jobs
 from mumic_core.store.leases import browser_seat, claim, leased_to_others, release
 from mumic_core.store.queue import (
     PLAN_WINDOW,
@@ -81,15 +81,6 @@ def open_suspects(found: list, source: str) -> None:
     state.selection_source = source
 
 
-@st.fragment(run_every=2.0)
-def watch_label_errors_job(job_id: int) -> None:
-    """Progress of a background search for wrong labels; the page updates when it ends."""
-    job = get_job(s, job_id)
-    if job.status not in ("queued", "running"):
-        st.rerun(scope="app")
-    st.caption(f"Looking for likely wrong labels in the background (job {job.id}, {job.status}, {job.progress:.0%}).")
-
-
 def suspicious_labels_panel() -> None:
     """Find likely wrong labels: at once for small collections, as a worker job for large ones."""
     job = next(iter(list_jobs(s, limit=1, kind="label_errors")), None)
@@ -116,7 +107,7 @@ def suspicious_labels_panel() -> None:
         state.flash = f"Looking for likely wrong labels in the background (job {job_id})."
         st.rerun()
     if running:
-        watch_label_errors_job(job.id)
+        watch_job(s, job.id, "Looking for likely wrong labels")
     elif job is not None and job.status == "failed":
         st.caption(f"The last search for wrong labels failed (job {job.id}): {(job.error or '').splitlines()[0]}")
     elif job is not None and job.status == "succeeded" and state.get("suspects_job") != job.id:

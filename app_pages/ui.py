@@ -14,7 +14,9 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from mumic_core.errors import REFUSALS, one_line
+from mumic_core.store.jobs import get_job
 from mumic_core.store.renditions import Rendition
+from mumic_core.store.studio import Studio
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 FSI, PDI = "\u2068", "\u2069"  # first-strong isolate ... pop directional isolate
@@ -114,3 +116,13 @@ def inline_image(rendition: Rendition | None) -> tuple[str, str]:
         return "", rendition.problem if rendition is not None else "no display rendition was made"
     data = base64.b64encode(rendition.data).decode("ascii")
     return f"data:image/{rendition.format.lower()};base64,{data}", ""
+
+
+@st.fragment(run_every=2.0)
+def watch_job(studio: Studio, job_id: int, doing: str) -> None:
+    """A background job's progress, every 2 s ("``doing`` in the background (job N, running,
+    40%)"); the whole page reruns when the job ends, to show its result."""
+    job = get_job(studio, job_id)
+    if job.status not in ("queued", "running"):
+        st.rerun(scope="app")
+    st.caption(f"{doing} in the background (job {job.id}, {job.status}, {job.progress:.0%}).")
