@@ -119,3 +119,25 @@ def test_a_worker_stopped_by_sigterm_leaves_the_live_workers_at_once(studio):
     finally:
         proc.kill()
     assert live_workers(studio) == []
+
+
+def test_a_worker_leaves_the_live_workers_when_atexit_overtakes_its_shutdown_hook(studio):
+    """On SIGTERM the worker thread's shutdown hook and atexit both run ``_shutdown``. The first
+    version let atexit return while the hook was still unregistering; the interpreter then killed
+    the daemon worker thread mid-write and the stopped worker stayed listed (it happened in CI).
+    Here the hook's unregistering is slowed, and atexit's call comes while it runs."""
+    script = """
+import threading, time
+import mumic_core.pipeline.worker as worker
+unregister = worker.unregister
+worker.unregister = lambda studio: (time.sleep(0.5), unregister(studio))
+worker._startup()
+threading.Thread(target=worker._shutdown, daemon=True).start()  # the worker thread's hook
+time.sleep(0.1)
+worker._shutdown()  # atexit, while the hook still unregisters
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=make_env(studio.settings.home), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert live_workers(studio) == []

@@ -18,6 +18,7 @@ keep_freed_memory_for_batches()
 
 import atexit
 import logging
+import threading
 
 from mumic_core.config import load_settings
 from mumic_core.encoders.factory import device_name
@@ -34,6 +35,7 @@ settings = load_settings()
 settings.ensure_dirs()
 huey = queue_for(settings.queue).huey
 _heartbeat = None
+_shutdown_lock = threading.Lock()
 
 
 def _system() -> Studio:
@@ -83,9 +85,12 @@ def _startup() -> None:
 @huey.on_shutdown()
 def _shutdown() -> None:
     """Leave the live workers at once (not when the heartbeat ages out), so that no job waits for
-    this one's help and the Home page does not list it; once, by whichever comes first."""
+    this one's help and the Home page does not list it. Both the worker thread's shutdown hook
+    and atexit call it; the later one waits until the first has finished, as the interpreter
+    kills the (daemon) worker thread once atexit returns, mid-write if still writing."""
     global _heartbeat
-    if _heartbeat is not None:
-        _heartbeat.set()
-        _heartbeat = None
-        unregister(_system())
+    with _shutdown_lock:
+        if _heartbeat is not None:
+            _heartbeat.stop()
+            unregister(_system())
+            _heartbeat = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psutil
@@ -27,10 +28,24 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """A registered worker's heartbeat thread."""
+
+    _stopped: threading.Event
+    _thread: threading.Thread
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the heartbeat, waiting for a beat in progress: one that had already found the row
+        gone would otherwise write it back after ``unregister`` removed it."""
+        self._stopped.set()
+        self._thread.join(timeout)
+
+
 @requires("train")
-def register(studio: Studio, queue: str, device: str = "cpu") -> threading.Event:
-    """Record this process as a worker (computing on ``device``, in words) and keep its heartbeat;
-    returns an event that stops it."""
+def register(studio: Studio, queue: str, device: str = "cpu") -> Heartbeat:
+    """Record this process as a worker (computing on ``device``, in words) and keep its heartbeat
+    until ``Heartbeat.stop``."""
     name, now = this_process(), utcnow()
     with studio.write() as s:
         s.merge(
@@ -68,8 +83,9 @@ def register(studio: Studio, queue: str, device: str = "cpu") -> threading.Event
             except Exception:  # noqa: BLE001 - a missed beat is retried; the worker must not die of it
                 continue
 
-    threading.Thread(target=beat, name="mumic-heartbeat", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=beat, name="mumic-heartbeat", daemon=True)
+    thread.start()
+    return Heartbeat(stop, thread)
 
 
 @requires("train")
