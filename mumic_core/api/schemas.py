@@ -233,7 +233,8 @@ class ScoreRequest(BaseModel):
 
 class NearDuplicatesRequest(BaseModel):
     """Find groups of nearly identical images under the active version's embeddings: two images
-    are linked when their cosine similarity is at least ``min_similarity``."""
+    are linked when their cosine similarity is at least ``min_similarity`` and their distance
+    under a tenth of the collection's median distance to a nearest neighbour."""
 
     min_similarity: float = Field(0.97, gt=0.0, le=1.0)
 

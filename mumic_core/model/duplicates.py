@@ -1,9 +1,9 @@
 """Near-duplicate groups from each image's nearest neighbours: arrays in, groups out.
 
 The caller searches an index for every image's few nearest neighbours; this links the pairs
-that are close enough and returns the connected groups. Vectorised with a sparse graph
-(``scipy.sparse.csgraph.connected_components``): a Python union-find over 1M images x 6
-neighbours took seconds more than the search it follows.
+that are close enough and returns the connected groups, through a sparse graph's connected
+components (``scipy.sparse.csgraph``): 1.6 s at 1M images against 3.4 s for a union-find in
+Python, pair by pair (``benchmarks/near_duplicates.py``).
 """
 
 from __future__ import annotations
