@@ -40,6 +40,7 @@ from benchmarks._smoke import add_smoke_option, check_written, require, smoke_fo
 from mumic_core.encoders.cache import in_slices  # noqa: E402
 from mumic_core.model.duplicates import group_near_duplicates  # noqa: E402
 from mumic_core.model.vector_index import VectorIndex  # noqa: E402
+from mumic_core.pipeline.search import nearest_of_each  # noqa: E402
 
 RESULTS = ROOT / "benchmarks/results"
 NEIGHBOURS = 5  # as pipeline.search.near_duplicate_groups asks
@@ -117,8 +118,7 @@ def one_run(n: int, dim: int, seed: int, baseline: bool) -> dict:
         index.add(ids[start : start + len(block)], block)
     build_s = time.perf_counter() - t
     t = time.perf_counter()
-    hits = [index.search(block, NEIGHBOURS + 1) for _, block in in_slices(emb)]
-    found, sims = np.concatenate([f for f, _ in hits]), np.concatenate([d for _, d in hits])
+    found, sims = nearest_of_each(index, emb, NEIGHBOURS + 1)
     search_s = time.perf_counter() - t
     t = time.perf_counter()
     groups = group_near_duplicates(ids, found, sims)

@@ -123,15 +123,22 @@ def near_duplicate_groups(
     if len(all_ids) < 2:
         return []
     emb = image_embeddings(studio, load_scorer(studio, version), all_ids)
-    # The queries a slice at a time from the cache, not rebuilt from the index: at 1M images the
-    # reconstructed vectors alone took 2 GiB.
+    found, scores = nearest_of_each(index, emb, neighbours + 1, progress)
+    return group_near_duplicates(all_ids, found, scores, min_similarity, relative)
+
+
+def nearest_of_each(
+    index: VectorIndex, emb: np.ndarray, k: int, progress: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, similarities), (N, k) each: the ``k`` nearest indexed images of every row of
+    ``emb``. The queries are read a slice at a time from the cache, not rebuilt from the index:
+    at 1M images the reconstructed vectors alone took 2 GiB."""
     hits = []
     for start, block in in_slices(emb):
-        hits.append(index.search(block, neighbours + 1))
+        hits.append(index.search(block, k))
         if progress is not None:
-            progress((start + len(block)) / len(all_ids))
-    found, scores = np.concatenate([f for f, _ in hits]), np.concatenate([d for _, d in hits])
-    return group_near_duplicates(all_ids, found, scores, min_similarity, relative)
+            progress((start + len(block)) / len(emb))
+    return np.concatenate([f for f, _ in hits]), np.concatenate([d for _, d in hits])
 
 
 # Up to this many images the Explore page finds near-duplicates at once (one index search per
